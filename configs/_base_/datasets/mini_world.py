@@ -1,0 +1,44 @@
+# The generated mini world (python tools/create_data.py world --out data/mini_world).
+data_root = "data/mini_world/"
+img_size = (320, 180)  # (W, H) network input
+train_pipeline = [
+    dict(type="LoadMultiViewImages"),
+    dict(type="ResizeMultiViewImages", size=img_size),
+    dict(type="PackDriveInputs"),
+]
+test_pipeline = train_pipeline
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=1,
+    persistent_workers=True,
+    sampler=dict(type="DefaultSampler", shuffle=True),
+    collate_fn=dict(type="pseudo_collate"),
+    dataset=dict(
+        type="BEVDriveDataset",
+        ann_file=data_root + "infos/bevlm_infos_train.pkl",
+        data_root=data_root,
+        pipeline=train_pipeline,
+        queue_length=2,
+        qa_mode="chunks",
+        qa_per_sample=8,
+    ),
+)
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=1,
+    persistent_workers=False,
+    sampler=dict(type="DefaultSampler", shuffle=False),
+    collate_fn=dict(type="pseudo_collate"),
+    dataset=dict(
+        type="BEVDriveDataset",
+        ann_file=data_root + "infos/bevlm_infos_val.pkl",
+        data_root=data_root,
+        pipeline=test_pipeline,
+        queue_length=1,
+        qa_mode="frame",
+        test_mode=True,
+    ),
+)
+test_dataloader = val_dataloader
+val_evaluator = [dict(type="DriveLMMetric"), dict(type="PlanningMetric")]
+test_evaluator = val_evaluator

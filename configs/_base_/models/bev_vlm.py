@@ -1,0 +1,28 @@
+# BEV-VLM: resnet18 + FPN -> BEVFormer-lite (32x32 BEV over +-32 m) -> pool+MLP (36 tokens)
+# -> SmolLM2-135M-Instruct with LoRA, + ego token + 6 trajectory tokens.
+bev_h, bev_w, embed_dims = 32, 32, 64
+pc_range = (-32.0, -32.0, -3.0, 32.0, 32.0, 3.0)
+model = dict(
+    type="BEVVLM",
+    vision="bev",
+    data_preprocessor=dict(type="BEVVLMDataPreprocessor"),
+    img_backbone=dict(type="TimmBackbone", model_name="resnet18", out_indices=(2, 3)),
+    img_neck=dict(type="FPNLite", in_channels=[128, 256], out_channels=embed_dims, num_outs=2),
+    bev_encoder=dict(
+        type="BEVFormerLiteEncoder", embed_dims=embed_dims, bev_h=bev_h, bev_w=bev_w,
+        pc_range=pc_range, num_layers=2, num_heads=4, num_levels=2, num_points=4,
+        num_z_anchors=4, num_cams=6, ffn_dims=128, use_temporal=True),
+    aux_head=dict(type="BEVAuxHead", embed_dims=embed_dims, num_classes=11, bev_h=bev_h,
+                  bev_w=bev_w, pc_range=pc_range, loss_heatmap_weight=1.0, loss_occ_weight=1.0),
+    camera_tokens=dict(type="CameraPatchTokens", in_dims=embed_dims, num_cams=6, tokens_per_cam=6),
+    projector=dict(type="PoolMLPProjector", in_dims=embed_dims, bev_h=bev_h, bev_w=bev_w,
+                   out_h=6, out_w=6),
+    llm=dict(type="HFCausalLM", pretrained="smollm2",
+             lora=dict(r=16, alpha=32, dropout=0.0,
+                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                       "up_proj", "down_proj"]),
+             freeze_base=True),
+    traj_head=dict(type="TrajectoryTokenHead", num_tokens=6, horizon=6),
+    use_ego_status=True,
+    max_new_tokens=48,
+)

@@ -1,0 +1,17 @@
+# Iteration-based schedule sized for a 2-core CPU.
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=300, val_interval=100000)
+val_cfg = dict(type="ValLoop")
+test_cfg = dict(type="TestLoop")
+optim_wrapper = dict(
+    type="OptimWrapper",
+    optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.01),
+    clip_grad=dict(max_norm=1.0),
+    paramwise_cfg=dict(custom_keys={
+        "llm": dict(lr_mult=0.5),
+        "img_backbone": dict(lr_mult=0.5),
+    }),
+)
+param_scheduler = [
+    dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=20),
+    dict(type="CosineAnnealingLR", by_epoch=False, begin=20, end=300, eta_min_ratio=0.05),
+]

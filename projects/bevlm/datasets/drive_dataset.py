@@ -1,0 +1,134 @@
+"""The dataset of key frames with multi-view images, temporal history and DriveLM QA."""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import pickle
+
+from mmengine.dataset import BaseDataset
+
+from bevlm.registry import DATASETS
+from bevlm.structures import QAItem
+from .drivelm_io import flatten_qa
+
+logger = logging.getLogger(__name__)
+
+
+def _load_info_file(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: info file not found. Fix: run tools/create_data.py "
+                                f"(see README 'Data preparation') or pass the right ann_file")
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable info pickle ({e}). Fix: regenerate it with "
+                         f"tools/create_data.py") from e
+    for key in ("metainfo", "data_list"):
+        if key not in data:
+            raise KeyError(f"{path}: missing key '{key}'. Fix: info files are "
+                           f"{{'metainfo', 'data_list'}} as written by tools/create_data.py")
+    return data
+
+
+@DATASETS.register_module()
+class BEVDriveDataset(BaseDataset):
+    """Key frames of a nuScenes-format source joined with DriveLM QA.
+
+    One item is one key frame with its temporal queue of up to ``queue_length`` frames of the
+    same scene (never crossing a scene boundary) and a set of its QA pairs:
+
+    * ``qa_mode='chunks'`` (training): the frame's QA list is split into groups of
+      ``qa_per_sample`` questions (strided, so each group mixes stages); one item per group,
+      so an epoch visits every QA pair exactly once. ``qa_per_sample=1`` expands per question.
+    * ``qa_mode='frame'`` (evaluation): one item per frame carrying its whole QA graph.
+    * ``qa_mode='none'``: one item per frame, no QA (e.g. planning-only evaluation).
+
+    Args:
+        ann_file: info pickle written by ``tools/create_data.py``.
+        pipeline: transforms (see :mod:`bevlm.datasets.transforms`).
+        data_root: folder the ``img_path`` entries are relative to ('' = ``metainfo.data_root``).
+        queue_length: T, number of frames (current + T-1 previous) per item.
+        qa_mode: 'chunks' | 'frame' | 'none'.
+        qa_per_sample: questions per item in 'chunks' mode.
+        stages: DriveLM stages to keep.
+        require_qa: drop frames without DriveLM QA (they still serve as temporal history).
+        max_frames: keep only the first N QA frames (quick experiments), None = all.
+        test_mode: mmengine flag.
+    """
+
+    def __init__(self, ann_file: str, pipeline: list, data_root: str = "", queue_length: int = 1,
+                 qa_mode: str = "chunks", qa_per_sample: int = 8,
+                 stages: tuple = ("perception", "prediction", "planning", "behavior"),
+                 require_qa: bool = True, max_frames: int | None = None,
+                 test_mode: bool = False) -> None:
+        if qa_mode not in ("chunks", "frame", "none"):
+            raise ValueError(f"qa_mode must be 'chunks', 'frame' or 'none', got {qa_mode!r}")
+        if queue_length < 1:
+            raise ValueError(f"queue_length must be >= 1, got {queue_length}")
+        self.queue_length = queue_length
+        self.qa_mode = qa_mode
+        self.qa_per_sample = qa_per_sample
+        self.stages = tuple(stages)
+        self.require_qa = require_qa
+        self.max_frames = max_frames
+        self.frames: list[dict] = []
+        self._token2frame: dict[str, int] = {}
+        super().__init__(ann_file=ann_file, data_root=data_root, pipeline=pipeline,
+                         test_mode=test_mode, serialize_data=False, lazy_init=False)
+
+    # ------------------------------------------------------------------ loading
+    def load_data_list(self) -> list[dict]:
+        from bevlm.structures.qa_families import classify_question
+
+        data = _load_info_file(self.ann_file)
+        self._metainfo.update({k: v for k, v in data["metainfo"].items() if k not in self._metainfo})
+        if not self.data_root:
+            self.data_root = data["metainfo"].get("data_root", "")
+        self.frames = data["data_list"]
+        self._token2frame = {f["token"]: i for i, f in enumerate(self.frames)}
+        entries = []
+        n_frames = 0
+        for fi, frame in enumerate(self.frames):
+            if frame.get("drivelm") is None and self.require_qa:
+                continue
+            if self.max_frames is not None and n_frames >= self.max_frames:
+                break
+            n_frames += 1
+            qa = []
+            if frame.get("drivelm") is not None and self.qa_mode != "none":
+                qa = [QAItem(q["Q"], q["A"], q["stage"], q["index"], classify_question(q["Q"], q["stage"]))
+                      for q in flatten_qa(frame["drivelm"]) if q["stage"] in self.stages]
+            if self.qa_mode == "chunks":
+                n_chunks = max(1, -(-len(qa) // self.qa_per_sample))
+                for c in range(n_chunks):
+                    entries.append({"frame": fi, "qa": qa[c::n_chunks]})
+            else:
+                entries.append({"frame": fi, "qa": qa})
+        if not entries:
+            raise ValueError(f"{self.ann_file}: no usable frames (require_qa={self.require_qa}). "
+                             f"Fix: build the info file with --drivelm-json, or set require_qa=False")
+        return entries
+
+    # ------------------------------------------------------------------ items
+    def queue_indices(self, frame_index: int) -> list[int]:
+        """Frame indices of the temporal queue, oldest first, all in the current frame's scene."""
+        out = [frame_index]
+        frame = self.frames[frame_index]
+        while len(out) < self.queue_length and frame.get("prev"):
+            prev = self._token2frame.get(frame["prev"])
+            if prev is None or self.frames[prev]["scene_token"] != frame["scene_token"]:
+                break
+            out.append(prev)
+            frame = self.frames[prev]
+        return out[::-1]
+
+    def get_data_info(self, idx: int) -> dict:
+        entry = self.data_list[idx]
+        queue = [copy.deepcopy(self.frames[i]) for i in self.queue_indices(entry["frame"])]
+        for info in queue:
+            for cam in info["images"].values():
+                cam["img_path"] = os.path.join(self.data_root, cam["img_path"])
+        return {"queue": queue, "qa": copy.deepcopy(entry["qa"]), "sample_idx": idx,
+                "queue_length": self.queue_length}

@@ -1,0 +1,5 @@
+from .checkpoint import load_checkpoint_file, register_checkpoint_safe_globals
+
+register_checkpoint_safe_globals()
+
+__all__ = ["load_checkpoint_file", "register_checkpoint_safe_globals"]

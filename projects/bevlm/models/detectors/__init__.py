@@ -1,0 +1,3 @@
+from .bev_vlm import BEVVLM
+
+__all__ = ["BEVVLM"]

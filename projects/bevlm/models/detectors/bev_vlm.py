@@ -1,0 +1,206 @@
+"""BEV-VLM: multi-view images -> BEVFormer-lite -> projector -> small LLM (+ trajectory tokens)."""
+from __future__ import annotations
+
+import torch
+from mmengine.model import BaseModel
+from torch import nn
+
+from bevlm.registry import MODELS
+from bevlm.structures import EgoMotion
+from ..temporal_cache import TemporalBEVCache
+
+VISION_MODES = ("bev", "camera", "blind")
+
+
+@MODELS.register_module()
+class BEVVLM(BaseModel):
+    """Driving VLM that sees the scene through a BEV encoder.
+
+    Prefix fed to the LLM (after the chat template's system/user header)::
+
+        [visual tokens (N_vis)] [ego-status token (0/1)] [trajectory query tokens (K)]
+
+    followed by independent question/answer blocks. The trajectory head reads the last hidden
+    states of the K query tokens, so waypoints come from one forward pass, without decoding.
+
+    Args:
+        llm: config of :class:`bevlm.models.llm.HFCausalLM`.
+        projector: visual tokens -> LLM width (``out_dims`` defaults to the LLM width).
+        traj_head: config of :class:`TrajectoryTokenHead` (``hidden_size`` filled from the LLM).
+        vision: 'bev' (BEVFormer-lite), 'camera' (CLIP-style per-camera patch tokens from the
+            same backbone, same token budget), or 'blind' (no visual tokens).
+        img_backbone, img_neck: image feature extractor (unused when ``vision='blind'``).
+        bev_encoder: config of :class:`BEVFormerLiteEncoder` (``vision='bev'``).
+        camera_tokens: config of :class:`CameraPatchTokens` (``vision='camera'``).
+        aux_head: optional dense BEV head trained from GT boxes (``vision='bev'``).
+        use_ego_status: add the ego state (speed, acceleration, yaw rate) as one token.
+        ego_status_dims: length of ``data_sample.ego_status``.
+        stream_temporal: at test time keep the previous BEV per scene (streaming) instead of
+            recomputing the history queue.
+        max_new_tokens: answer length budget at test time.
+        loss_lm_weight: weight of the language-modelling loss.
+        data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
+    """
+
+    def __init__(self, llm: dict, projector: dict | None, traj_head: dict | None = None,
+                 vision: str = "bev", img_backbone: dict | None = None, img_neck: dict | None = None,
+                 bev_encoder: dict | None = None, camera_tokens: dict | None = None,
+                 aux_head: dict | None = None, use_ego_status: bool = True, ego_status_dims: int = 5,
+                 stream_temporal: bool = True, max_new_tokens: int = 48, loss_lm_weight: float = 1.0,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+        if data_preprocessor is None:
+            data_preprocessor = dict(type="BEVVLMDataPreprocessor")
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if vision not in VISION_MODES:
+            raise ValueError(f"vision must be one of {VISION_MODES}, got {vision!r}")
+        self.vision = vision
+        self.llm = MODELS.build(llm)
+        width = self.llm.hidden_size
+        self.img_backbone = MODELS.build(img_backbone) if vision != "blind" else None
+        self.img_neck = MODELS.build(img_neck) if vision != "blind" and img_neck else None
+        self.bev_encoder = MODELS.build(bev_encoder) if vision == "bev" else None
+        self.camera_tokens = MODELS.build(camera_tokens) if vision == "camera" else None
+        self.aux_head = MODELS.build(aux_head) if vision == "bev" and aux_head else None
+        self.projector = None
+        if vision != "blind":
+            projector = dict(projector)
+            projector.setdefault("out_dims", width)
+            self.projector = MODELS.build(projector)
+        self.ego_embed = nn.Sequential(nn.Linear(ego_status_dims, width), nn.GELU(),
+                                       nn.Linear(width, width)) if use_ego_status else None
+        self.traj_head = None
+        if traj_head is not None:
+            traj_head = dict(traj_head)
+            traj_head.setdefault("hidden_size", width)
+            self.traj_head = MODELS.build(traj_head)
+        self.stream_temporal = stream_temporal
+        self.max_new_tokens = max_new_tokens
+        self.loss_lm_weight = loss_lm_weight
+        self.temporal_cache = TemporalBEVCache()
+
+    # ------------------------------------------------------------------ vision
+    def extract_img_feats(self, imgs: torch.Tensor) -> list[torch.Tensor]:
+        """``imgs [B, N, 3, H, W]`` -> multi-level features, each ``[B, N, C, h, w]``."""
+        b, n = imgs.shape[:2]
+        feats = self.img_backbone(imgs.flatten(0, 1))  # list of [B*N, C_l, h_l, w_l]
+        if self.img_neck is not None:
+            feats = self.img_neck(feats)
+        return [f.view(b, n, *f.shape[1:]) for f in feats]
+
+    def _frame_bev(self, imgs_t, ego2img_t, img_shape, prev_bev, motion, num_layers=None):
+        feats = self.extract_img_feats(imgs_t)
+        return self.bev_encoder(feats, ego2img_t, img_shape, prev_bev=prev_bev, ego_motion=motion,
+                                num_layers=num_layers)
+
+    def encode_bev(self, imgs: torch.Tensor, data_samples: list, streaming: bool = False) -> torch.Tensor:
+        """BEV of the current frame ``[B, Hb*Wb, C]``.
+
+        Training / queue mode: the T-1 history frames run under ``no_grad`` (as BEVFormer) and
+        pass their BEV forward, warped by ego motion. Streaming mode (test, T=1): the previous BEV
+        comes from :class:`TemporalBEVCache`, valid only for the sample's true previous frame.
+        """
+        b, t = imgs.shape[:2]
+        img_shape = tuple(data_samples[0].img_shape)
+        ego2img = torch.stack([s.ego2img for s in data_samples]).to(imgs)  # [B, T, N, 4, 4]
+        qvalid = torch.stack([s.queue_valid for s in data_samples]).to(imgs.device)  # [B, T]
+        if streaming:
+            motions = [s.ego_motion[-1] for s in data_samples]
+            template = torch.zeros(1)
+            prev_bev, motion = None, EgoMotion.stack(motions)
+            motion.valid = torch.zeros(b, dtype=torch.bool)
+            if self.bev_encoder.use_temporal:
+                ref = self.temporal_cache._store
+                if ref:
+                    template = next(iter(ref.values()))[1]
+                    prev_bev, motion = self.temporal_cache.lookup(
+                        [s.scene_token for s in data_samples], [s.prev_token for s in data_samples],
+                        motions, template)
+            bev = self._frame_bev(imgs[:, -1], ego2img[:, -1], img_shape, prev_bev, motion.to(imgs.device))
+            self.temporal_cache.update([s.scene_token for s in data_samples],
+                                       [s.token for s in data_samples], bev)
+            return bev
+        prev_bev = None
+        for step in range(t):
+            motion = EgoMotion.stack([s.ego_motion[step] for s in data_samples]).to(imgs.device)
+            has_prev = qvalid[:, step - 1] if step > 0 else torch.zeros_like(qvalid[:, 0])
+            motion.valid = motion.valid.to(imgs.device) & has_prev & qvalid[:, step]
+            is_last = step == t - 1
+            with torch.set_grad_enabled(is_last and torch.is_grad_enabled()):
+                bev = self._frame_bev(imgs[:, step], ego2img[:, step], img_shape,
+                                      prev_bev if bool(motion.valid.any()) else None, motion)
+            prev_bev = bev if is_last else bev.detach()
+        return bev
+
+    def visual_tokens(self, imgs, data_samples, streaming=False):
+        """Visual tokens ``[B, N_vis, D]`` (None for the blind baseline) and the BEV (or None)."""
+        if self.vision == "blind":
+            return None, None
+        if self.vision == "camera":
+            feats = self.extract_img_feats(imgs[:, -1])
+            return self.projector(self.camera_tokens(feats)), None
+        bev = self.encode_bev(imgs, data_samples, streaming=streaming)
+        return self.projector(bev), bev
+
+    def build_prefix(self, vis: torch.Tensor | None, data_samples: list) -> torch.Tensor:
+        """Prefix embeddings ``[B, P, D]`` = visual tokens, ego token, trajectory queries."""
+        parts = []
+        b = len(data_samples)
+        if vis is not None:
+            parts.append(vis)
+        if self.ego_embed is not None:
+            ego = torch.stack([s.ego_status for s in data_samples]).to(self.ego_embed[0].weight)
+            parts.append(self.ego_embed(ego).unsqueeze(1))  # [B, 1, D]
+        if self.traj_head is not None:
+            parts.append(self.traj_head.query_embeds(b))
+        if not parts:
+            raise ValueError("empty prefix: a blind model needs use_ego_status or a traj_head")
+        return torch.cat(parts, dim=1)
+
+    # ------------------------------------------------------------------ modes
+    def forward(self, inputs: dict, data_samples: list | None = None, mode: str = "tensor"):
+        imgs = inputs["imgs"]
+        if mode == "loss":
+            return self.loss(imgs, data_samples)
+        if mode == "predict":
+            return self.predict(imgs, data_samples)
+        if mode == "tensor":
+            vis, bev = self.visual_tokens(imgs, data_samples)
+            return self.build_prefix(vis, data_samples)
+        raise ValueError(f"Invalid mode {mode!r}: use 'loss', 'predict' or 'tensor'")
+
+    def loss(self, imgs, data_samples) -> dict:
+        vis, bev = self.visual_tokens(imgs, data_samples)
+        prefix = self.build_prefix(vis, data_samples)
+        losses = {}
+        blocks = [[(qa.question, qa.answer) for qa in s.qa] for s in data_samples]
+        batch = self.llm.build_batch(blocks, prefix.shape[1])
+        out = self.llm.forward_train(batch, prefix)
+        losses["loss_lm"] = out["loss_lm"] * self.loss_lm_weight
+        if self.traj_head is not None:
+            k = self.traj_head.num_tokens
+            traj = self.traj_head(out["hidden_prefix"][:, -k:])
+            gt = torch.stack([s.gt_traj for s in data_samples]).to(traj)
+            mask = torch.stack([s.gt_traj_mask for s in data_samples]).to(traj.device)
+            losses.update(self.traj_head.loss(traj, gt, mask))
+        if self.aux_head is not None:
+            preds = self.aux_head(bev)
+            losses.update(self.aux_head.loss(
+                preds, [s.gt_boxes.to(bev.device) for s in data_samples],
+                [s.gt_labels.to(bev.device) for s in data_samples]))
+        return losses
+
+    @torch.no_grad()
+    def predict(self, imgs, data_samples) -> list:
+        streaming = self.stream_temporal and imgs.shape[1] == 1 and self.vision == "bev"
+        vis, bev = self.visual_tokens(imgs, data_samples, streaming=streaming)
+        prefix = self.build_prefix(vis, data_samples)
+        for b, sample in enumerate(data_samples):
+            cache = self.llm.prefill(prefix[b:b + 1])
+            if self.traj_head is not None:
+                k = self.traj_head.num_tokens
+                sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:])[0].float().cpu()
+            answers = {}
+            for qa in sample.qa:
+                answers[qa.index] = self.llm.answer(cache, qa.question, max_new_tokens=self.max_new_tokens)
+            sample.pred_answers = answers
+        return data_samples

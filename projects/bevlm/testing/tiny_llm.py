@@ -1,0 +1,126 @@
+"""A tiny tokenizer and Llama config for fast, offline, deterministic tests.
+
+``tiny_tokenizer()`` trains a byte-level BPE (the GPT-2 / SmolLM2 scheme) on a
+small in-process corpus of DriveLM-like text, so nothing is downloaded. The
+chat template and special tokens copy SmolLM2-Instruct's ChatML layout, so the
+prompt code paths exercised by tests are the ones used by the real model.
+
+The wrapping into a ``transformers`` tokenizer happens in
+:mod:`bevlm.models.llm.loading` (the only place that imports ``transformers``).
+"""
+from __future__ import annotations
+
+import functools
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+#: Size of the tiny vocabulary; ``TINY_LLAMA_CONFIG['vocab_size']`` equals it.
+TINY_VOCAB_SIZE = 600
+
+#: Special tokens, in id order (ids 0..3).
+TINY_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>")
+
+#: SmolLM2-Instruct's ChatML template (default system prompt shortened).
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n' }}"
+    "{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+#: A 2-layer Llama of the same family as SmolLM2 (GQA, tied embeddings).
+TINY_LLAMA_CONFIG = dict(
+    vocab_size=TINY_VOCAB_SIZE,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=3,
+)
+
+_QUESTIONS = (
+    "What are the important objects in the current scene?",
+    "What is the moving status of object <c1,CAM_FRONT,712.5,510.0>?",
+    "What is the future state of <c2,CAM_BACK,1088.3,497.5>?",
+    "What actions could the ego vehicle take based on <c3,CAM_FRONT_LEFT,400.8,555.0>?",
+    "In this scenario, what are safe actions to take for the ego vehicle?",
+    "Predict the behavior of the ego vehicle.",
+    "Is <c1,CAM_FRONT_RIGHT,1300.0,600.2> a traffic sign or a road barrier?",
+    "Would <c4,CAM_BACK_LEFT,64.0,480.5> be in the moving direction of the ego vehicle?",
+    "What object should the ego vehicle notice first when the ego vehicle is getting to the next possible location?",
+    "What is the priority of the objects that the ego vehicle should consider?",
+)
+_ANSWERS = (
+    "There is a white sedan to the front of the ego vehicle, a pedestrian to the back left, "
+    "and a traffic cone to the front right.",
+    "Going ahead.", "Turn left.", "Turn right.", "Stationary.", "Yes.", "No.",
+    "The ego vehicle is going straight. The ego vehicle is driving fast.",
+    "The ego vehicle is slightly steering to the left. The ego vehicle is driving with normal speed.",
+    "Keep going at the same speed, decelerate gradually without braking, brake suddenly.",
+    "Firstly notice <c1,CAM_FRONT,712.5,510.0>. The object is a traffic sign, so the ego vehicle should "
+    "slow down and proceed.",
+    "The trajectory is [(0.00,0.00), (2.41,0.03), (4.87,0.11), (7.30,-0.25), (9.68,-0.42), (12.05,-0.91)].",
+)
+_DIGITS = " ".join(f"{i} {i / 7:.2f} -{i * 3.5:.1f}" for i in range(60))
+
+
+def _corpus() -> list[str]:
+    """Deterministic DriveLM-like training text for the tiny BPE."""
+    lines = list(_QUESTIONS) + list(_ANSWERS) + [_DIGITS]
+    for cam in ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK", "CAM_BACK_LEFT",
+                "CAM_BACK_RIGHT"):
+        lines.append(" ".join(f"<c{i},{cam},{100 + 37 * i}.{i},{300 + 11 * i}.5>" for i in range(1, 9)))
+    lines.append("You are a driving assistant. Answer about the scene seen in the BEV tokens.")
+    lines.append("User: Assistant: System: system user assistant")
+    return lines * 3
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_tokenizer_json() -> str:
+    """Train the byte-level BPE once per process; return its JSON serialisation."""
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB_SIZE,
+        min_frequency=1,
+        special_tokens=list(TINY_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False)
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    if tok.get_vocab_size() > TINY_VOCAB_SIZE:
+        raise RuntimeError(f"tiny BPE grew to {tok.get_vocab_size()} > {TINY_VOCAB_SIZE} tokens")
+    for expected_id, token in enumerate(TINY_SPECIAL_TOKENS):
+        if tok.token_to_id(token) != expected_id:
+            raise RuntimeError(f"special token {token!r} did not get id {expected_id}")
+    return tok.to_str()
+
+
+def tiny_tokenizer():
+    """A fresh ``PreTrainedTokenizerFast`` over the tiny byte-level BPE.
+
+    Training runs once per process (cached); each call returns a new wrapper,
+    so tests may change attributes without leaking into each other.
+
+    Returns:
+        ``transformers.PreTrainedTokenizerFast`` with unk ``<|endoftext|>``
+        (id 0), bos ``<|im_start|>`` (id 1), eos ``<|im_end|>`` (id 2), pad
+        ``<|pad|>`` (id 3), as in SmolLM2-Instruct, and a ChatML template.
+    """
+    from bevlm.models.llm.loading import fast_tokenizer_from_json
+
+    return fast_tokenizer_from_json(
+        _trained_tokenizer_json(),
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        unk_token="<|endoftext|>",
+        chat_template=TINY_CHAT_TEMPLATE)

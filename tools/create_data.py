@@ -1,0 +1,85 @@
+"""Data preparation.
+
+  python tools/create_data.py world --out data/mini_world [--scenes 12 --seed 0 --frames 16 ...]
+      generate the nuScenes-format mini world with DriveLM QA, then its info files
+  python tools/create_data.py nuscenes --root data/nuscenes --version v1.0-trainval \
+      --drivelm-json train=data/drivelm/v1_1_train_nus.json --out data/nuscenes/infos
+      info files (mmdet3d v2 layout) from a nuScenes-format database joined with DriveLM QA
+  python tools/create_data.py drivelm --json QA.json --image-root DIR --out infos.pkl
+      DriveLM-only source (images + QA, no calibration): nominal camera rig
+"""
+import argparse
+import logging
+import os.path as osp
+import sys
+import time
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("world", help="generate the mini world (+ its info files)")
+    w.add_argument("--out", default="data/mini_world")
+    w.add_argument("--scenes", type=int, default=12)
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--frames", type=int, default=16, help="key frames per scene (2 Hz)")
+    w.add_argument("--image-size", type=int, nargs=2, default=(320, 180), metavar=("W", "H"))
+    w.add_argument("--traffic-side", choices=["right", "left"], default="right")
+    w.add_argument("--lighting", choices=["day", "night"], default="day")
+    w.add_argument("--no-infos", action="store_true", help="only the database, no info files")
+    n = sub.add_parser("nuscenes", help="info files from a nuScenes-format database")
+    n.add_argument("--root", required=True)
+    n.add_argument("--version", default="v1.0-trainval")
+    n.add_argument("--drivelm-json", action="append", default=[], metavar="SPLIT=PATH",
+                   help="DriveLM QA per split, e.g. train=v1_1_train_nus.json (repeatable)")
+    n.add_argument("--out", required=True, help="output folder of the info files")
+    d = sub.add_parser("drivelm", help="DriveLM-only info file (nominal rig)")
+    d.add_argument("--json", required=True)
+    d.add_argument("--image-root", required=True, help="folder that holds samples/CAM_*/")
+    d.add_argument("--out", required=True, help="output .pkl")
+    return p.parse_args()
+
+
+def _split_args(items):
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--drivelm-json expects SPLIT=PATH, got {item!r}")
+        split, path = item.split("=", 1)
+        out[split] = path
+    return out
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args()
+    from bevlm.datasets.converters import create_drivelm_only_infos, create_nuscenes_infos
+
+    t0 = time.time()
+    if args.cmd == "world":
+        from bevlm.world import WorldConfig, generate_world
+
+        config = WorldConfig(frames_per_scene=args.frames, image_size=tuple(args.image_size),
+                             traffic_side=args.traffic_side, lighting=args.lighting)
+        summary = generate_world(args.out, num_scenes=args.scenes, seed=args.seed, config=config)
+        logging.info("world written to %s: %s", args.out,
+                     {k: v for k, v in summary.items() if not isinstance(v, dict)})
+        if not args.no_infos:
+            written = create_nuscenes_infos(
+                args.out, config.version, osp.join(args.out, "infos"),
+                {"train": osp.join(args.out, "drivelm_train.json"),
+                 "val": osp.join(args.out, "drivelm_val.json")})
+            logging.info("info files: %s", written)
+    elif args.cmd == "nuscenes":
+        written = create_nuscenes_infos(args.root, args.version, args.out, _split_args(args.drivelm_json) or None)
+        logging.info("info files: %s", written)
+    else:
+        path = create_drivelm_only_infos(args.json, args.image_root, args.out)
+        logging.info("info file: %s", path)
+    logging.info("done in %.1f s", time.time() - t0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--work-dir D] [--out-dir O]``.
+
+Writes, under ``--out-dir`` (default ``<work_dir>/test``): the official DriveLM ``output.json``
+and ``test_eval.json``, a results JSON with every metric, and the efficiency figures.
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description="Test a BEV-VLM")
+    parser.add_argument("config")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--work-dir")
+    parser.add_argument("--out-dir", help="where output.json / test_eval.json / results go")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    import bevlm.engine  # noqa: F401
+
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get("work_dir") or osp.join(
+        "work_dirs", osp.splitext(osp.basename(args.config))[0])
+    out_dir = args.out_dir or osp.join(cfg.work_dir, "test")
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    for ev in evaluators:
+        if "outfile_prefix" in ev or ev.get("type") in ("DriveLMMetric", "EfficiencyMetric"):
+            ev["outfile_prefix"] = out_dir
+    cfg.load_from = args.checkpoint
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    print(f"results written to {out_dir}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Train a model from a config: ``python tools/train.py CONFIG [--work-dir D] [--resume [CKPT]]``."""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description="Train a BEV-VLM")
+    parser.add_argument("config", help="config file")
+    parser.add_argument("--work-dir", help="where logs and checkpoints go (default work_dirs/<config>)")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="resume from a checkpoint; without a value, from the latest in the work dir")
+    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU only)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction,
+                        help="override config keys, e.g. model.vision=blind train_cfg.max_iters=10")
+    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+    args = parser.parse_args()
+    if "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    import bevlm.engine  # noqa: F401  (checkpoint loading policy)
+
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get("work_dir") or osp.join(
+        "work_dirs", osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
+    if args.resume == "auto":
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == "__main__":
+    main()
