@@ -1,0 +1,126 @@
+"""Greedy generation with a per-frame prefix KV cache.
+
+The prefix (system prompt + visual/ego/trajectory-query embeddings) is
+prefilled ONCE per key frame; every question of the frame then continues from
+a private copy of that cache, so the prefix cost is paid once per frame instead
+of once per question (the "prompt cache" of e.g. Gim et al., 2024, "Prompt
+Cache: Modular Attention Reuse for Low-Latency Inference"). A reference decoder
+that recomputes everything at every step checks the cached one in tests.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PrefixCache:
+    """KV cache of one frame's prefix, reusable by every question of the frame.
+
+    Attributes:
+        past_key_values: transformers cache (``DynamicCache``) holding keys
+            and values of the ``prefix_len`` prefix positions; never mutated
+            by :func:`greedy_from_cache`.
+        prefix_len: number of cached positions ``T0 + P`` (prefix text + the
+            caller's prefix embeddings).
+        hidden_prefix: ``[1, P, D]`` last-layer hidden states at the caller's
+            P prefix positions (the trajectory head reads the last K).
+    """
+
+    past_key_values: Any
+    prefix_len: int
+    hidden_prefix: torch.Tensor
+
+
+def fork_cache(past_key_values: Any) -> Any:
+    """A private copy of a cache; decoding into it leaves the original intact."""
+    return copy.deepcopy(past_key_values)
+
+
+@torch.no_grad()
+def prefill(lm: nn.Module, inputs_embeds: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """Run the prefix once and keep its KV cache.
+
+    Args:
+        lm: a ``*ForCausalLM`` (its ``get_decoder()`` is called).
+        inputs_embeds: ``[1, T, D]`` embeddings of the whole prefix.
+
+    Returns:
+        ``(past_key_values, hidden)``, ``hidden`` ``[1, T, D]`` last layer.
+    """
+    from transformers import DynamicCache
+
+    past = DynamicCache(config=lm.config)
+    out = lm.get_decoder()(inputs_embeds=inputs_embeds, past_key_values=past, use_cache=True)
+    return out.past_key_values, out.last_hidden_state
+
+
+def _next_token(logits: torch.Tensor) -> int:
+    """Greedy choice from ``[1, 1, V]`` logits."""
+    return int(logits[0, -1].argmax())
+
+
+@torch.no_grad()
+def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], max_new_tokens: int,
+                      stop_ids: frozenset[int]) -> list[int]:
+    """Greedy decoding that continues from a prefix cache.
+
+    Args:
+        lm: the ``*ForCausalLM`` that produced ``cache``.
+        cache: :class:`PrefixCache` of the frame (copied, not mutated).
+        query_ids: ids of ``question + query_suffix``.
+        max_new_tokens: at most this many tokens are returned.
+        stop_ids: ids that end the answer (not returned).
+
+    Returns:
+        generated token ids, without the stop token.
+    """
+    device = lm.get_input_embeddings().weight.device
+    past = fork_cache(cache.past_key_values)
+    pos = cache.prefix_len
+    inputs = torch.tensor([query_ids], dtype=torch.long, device=device)  # [1, Lq]
+    generated: list[int] = []
+    while len(generated) < max_new_tokens:
+        positions = torch.arange(pos, pos + inputs.shape[1], device=device)[None]  # [1, Lq]
+        out = lm(input_ids=inputs, position_ids=positions, past_key_values=past, use_cache=True,
+                 logits_to_keep=1)
+        past, pos = out.past_key_values, pos + inputs.shape[1]
+        token = _next_token(out.logits)
+        if token in stop_ids:
+            break
+        generated.append(token)
+        inputs = torch.tensor([[token]], dtype=torch.long, device=device)  # [1, 1]
+    return generated
+
+
+@torch.no_grad()
+def greedy_no_cache(lm: nn.Module, prefix_embeds: torch.Tensor, query_ids: list[int], max_new_tokens: int,
+                    stop_ids: frozenset[int]) -> list[int]:
+    """Reference greedy decoding: the whole sequence is recomputed every step.
+
+    Args:
+        lm: a ``*ForCausalLM``.
+        prefix_embeds: ``[1, T, D]`` embeddings of the whole prefix.
+        query_ids: ids of ``question + query_suffix``.
+        max_new_tokens: at most this many tokens are returned.
+        stop_ids: ids that end the answer (not returned).
+
+    Returns:
+        generated token ids, without the stop token.
+    """
+    embed = lm.get_input_embeddings()
+    device = embed.weight.device
+    generated: list[int] = []
+    while len(generated) < max_new_tokens:
+        ids = torch.tensor([query_ids + generated], dtype=torch.long, device=device)  # [1, Lq + n]
+        inputs_embeds = torch.cat([prefix_embeds, embed(ids)], dim=1)  # [1, T + Lq + n, D]
+        out = lm(inputs_embeds=inputs_embeds, use_cache=False, logits_to_keep=1)
+        token = _next_token(out.logits)
+        if token in stop_ids:
+            break
+        generated.append(token)
+    return generated

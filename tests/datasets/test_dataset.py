@@ -1,0 +1,89 @@
+import os
+
+import pytest
+import torch
+from mmengine.registry import init_default_scope
+
+from bevlm.datasets import BEVDriveDataset
+from bevlm.datasets.converters import build_drivelm_only_infos, create_drivelm_only_infos
+
+from .conftest import PIPELINE, SAMPLE_IMAGES, SAMPLE_JSON
+
+init_default_scope("bevlm")
+
+
+def test_real_drivelm_sample_parses(tmp_path, caplog):
+    infos = build_drivelm_only_infos(SAMPLE_JSON, SAMPLE_IMAGES)
+    assert len(infos) == 9
+    assert sum(len(i["images"]) for i in infos) == 54
+    assert any("NOMINAL" in r.message for r in caplog.records)
+    path = create_drivelm_only_infos(SAMPLE_JSON, SAMPLE_IMAGES, str(tmp_path / "s.pkl"))
+    ds = BEVDriveDataset(path, PIPELINE[:1] + [dict(type="ResizeMultiViewImages", size=(64, 36)),
+                                              dict(type="PackDriveInputs")],
+                         qa_mode="frame", queue_length=2)
+    assert len(ds) == 9
+    assert sum(len(ds.data_list[i]["qa"]) for i in range(len(ds))) == 790
+    item = ds[0]
+    assert item["inputs"]["imgs"].shape == (2, 6, 3, 36, 64)
+    sample = item["data_samples"]
+    assert sample.nominal_rig
+    assert sample.ori_shape == (900, 1600)
+    assert [q.index for q in sample.qa] == list(range(len(sample.qa)))
+    # frames are in time order within a scene, although the JSON is not
+    ts = [f["timestamp"] for f in ds.frames if f["scene_token"] == ds.frames[0]["scene_token"]]
+    assert ts == sorted(ts)
+    # families: the templated questions of the sample are all classified
+    fams = {q.family for i in range(len(ds)) for q in ds.data_list[i]["qa"]}
+    assert "important_objects" in fams and "behavior" in fams
+
+
+def test_qa_chunks_cover_every_question_once(synthetic_infos):
+    path, root = synthetic_infos
+    ds = BEVDriveDataset(path, PIPELINE, qa_mode="chunks", qa_per_sample=1)
+    assert len(ds) == 4 * 2  # 4 frames x 2 questions, one question per item
+    frame = BEVDriveDataset(path, PIPELINE, qa_mode="frame")
+    assert len(frame) == 4 and all(len(e["qa"]) == 2 for e in frame.data_list)
+
+
+def test_temporal_queue_respects_scene_boundaries(synthetic_infos):
+    path, root = synthetic_infos
+    ds = BEVDriveDataset(path, PIPELINE, qa_mode="frame", queue_length=3)
+    tokens = [[ds.frames[i]["token"] for i in ds.queue_indices(k)] for k in range(4)]
+    assert tokens == [["a0"], ["a0", "a1"], ["a0", "a1", "a2"], ["b0"]]
+    s = ds[3]["data_samples"]  # single-frame scene: padded, only the last frame valid
+    assert s.queue_valid.tolist() == [False, False, True]
+    assert not any(bool(m.valid) for m in s.ego_motion[:2])
+    s = ds[1]["data_samples"]
+    assert s.queue_valid.tolist() == [False, True, True]
+    assert bool(s.ego_motion[-1].valid) and float(s.ego_motion[-1].translation[0]) == -2.0
+    assert ds[1]["inputs"]["imgs"].shape == (3, 6, 3, 18, 32)
+    # ego2img of the resized images projects a point ahead into CAM_FRONT's image centre column
+    p = s.ego2img[-1, 0] @ torch.tensor([10.0, 0.02, 1.51, 1.0])
+    assert abs(float(p[0] / p[2]) - 816.3 * 32 / 1600) < 1e-3
+
+
+def test_missing_image_names_file_and_fix(synthetic_infos):
+    path, root = synthetic_infos
+    os.remove(os.path.join(root, "samples", "CAM_BACK", "a1.jpg"))
+    ds = BEVDriveDataset(path, PIPELINE, qa_mode="frame")
+    with pytest.raises(FileNotFoundError, match=r"a1\.jpg.*frame a1 CAM_BACK.*Fix"):
+        ds[1]
+
+
+def test_truncated_jpeg_is_a_clear_error(synthetic_infos):
+    path, root = synthetic_infos
+    jpg = os.path.join(root, "samples", "CAM_FRONT", "a2.jpg")
+    data = open(jpg, "rb").read()
+    with open(jpg, "wb") as f:
+        f.write(data[: len(data) // 2])
+    ds = BEVDriveDataset(path, PIPELINE, qa_mode="frame")
+    from bevlm.datasets.transforms import CorruptImageError
+    with pytest.raises(CorruptImageError, match=r"a2\.jpg.*cannot decode.*Fix"):
+        ds[2]
+
+
+def test_missing_info_file_and_bad_qa_mode(tmp_path, synthetic_infos):
+    with pytest.raises(FileNotFoundError, match="create_data"):
+        BEVDriveDataset(str(tmp_path / "nope.pkl"), PIPELINE)
+    with pytest.raises(ValueError, match="qa_mode"):
+        BEVDriveDataset(synthetic_infos[0], PIPELINE, qa_mode="bogus")

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The main job on the embedded default, from a fresh clone:
+#   set up .venv -> generate the mini world -> train configs/bev_vlm.py -> evaluate it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup_env.sh
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+CONFIG=${CONFIG:-configs/bev_vlm.py}
+WORK_DIR=${WORK_DIR:-work_dirs/$(basename "$CONFIG" .py)}
+if [ ! -f data/mini_world/infos/bevlm_infos_val.pkl ]; then
+  .venv/bin/python tools/create_data.py world --out data/mini_world --scenes 12 --seed 0
+fi
+.venv/bin/python tools/train.py "$CONFIG" --work-dir "$WORK_DIR" "$@"
+.venv/bin/python tools/test.py "$CONFIG" "$(cat "$WORK_DIR/last_checkpoint")" --work-dir "$WORK_DIR"
