@@ -40,5 +40,5 @@ val_dataloader = dict(
     ),
 )
 test_dataloader = val_dataloader
-val_evaluator = [dict(type="DriveLMMetric"), dict(type="PlanningMetric")]
+val_evaluator = [dict(type="DriveLMMetric"), dict(type="PlanningMetric"), dict(type="EfficiencyMetric")]
 test_evaluator = val_evaluator

@@ -1,12 +1,15 @@
 """BEV-VLM: multi-view images -> BEVFormer-lite -> projector -> small LLM (+ trajectory tokens)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from mmengine.model import BaseModel
 from torch import nn
 
 from bevlm.registry import MODELS
 from bevlm.structures import EgoMotion
+from bevlm.utils import Stopwatch, count_flops
 from ..temporal_cache import TemporalBEVCache
 
 VISION_MODES = ("bev", "camera", "blind")
@@ -38,6 +41,7 @@ class BEVVLM(BaseModel):
         stream_temporal: at test time keep the previous BEV per scene (streaming) instead of
             recomputing the history queue.
         max_new_tokens: answer length budget at test time.
+        count_flops_frames: count FLOPs (FlopCounterMode) on the first N test batches.
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
     """
@@ -47,7 +51,7 @@ class BEVVLM(BaseModel):
                  bev_encoder: dict | None = None, camera_tokens: dict | None = None,
                  aux_head: dict | None = None, use_ego_status: bool = True, ego_status_dims: int = 5,
                  stream_temporal: bool = True, max_new_tokens: int = 48, loss_lm_weight: float = 1.0,
-                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+                 count_flops_frames: int = 2, data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type="BEVVLMDataPreprocessor")
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -77,6 +81,8 @@ class BEVVLM(BaseModel):
         self.max_new_tokens = max_new_tokens
         self.loss_lm_weight = loss_lm_weight
         self.temporal_cache = TemporalBEVCache()
+        self.count_flops_frames = count_flops_frames
+        self._flop_calls = 0
 
     # ------------------------------------------------------------------ vision
     def extract_img_feats(self, imgs: torch.Tensor) -> list[torch.Tensor]:
@@ -191,16 +197,42 @@ class BEVVLM(BaseModel):
 
     @torch.no_grad()
     def predict(self, imgs, data_samples) -> list:
+        """Answer every QA of each sample and predict its trajectory.
+
+        Adds to each sample ``pred_answers`` {official index: answer}, ``pred_traj [6, 2]`` and
+        ``efficiency`` (per-frame seconds of encoder / prefill / decode, generated tokens, and,
+        for the first ``count_flops_frames`` calls, FLOPs of encoder and prefill).
+        """
         streaming = self.stream_temporal and imgs.shape[1] == 1 and self.vision == "bev"
-        vis, bev = self.visual_tokens(imgs, data_samples, streaming=streaming)
-        prefix = self.build_prefix(vis, data_samples)
-        for b, sample in enumerate(data_samples):
-            cache = self.llm.prefill(prefix[b:b + 1])
+        b = len(data_samples)
+        watch = Stopwatch()
+        flops = {}
+        counting = self._flop_calls < self.count_flops_frames
+        self._flop_calls += 1
+        with watch.phase("encoder"), (count_flops() if counting else nullcontext({})) as enc_flops:
+            vis, bev = self.visual_tokens(imgs, data_samples, streaming=streaming)
+            prefix = self.build_prefix(vis, data_samples)
+        if counting:
+            flops["encoder"] = enc_flops["flops"] / b
+            flops["prefill"] = 0
+        for i, sample in enumerate(data_samples):
+            with watch.phase("prefill"), (count_flops() if counting else nullcontext({})) as pre_flops:
+                cache = self.llm.prefill(prefix[i:i + 1])
+            if counting:
+                flops["prefill"] += pre_flops["flops"] / b
             if self.traj_head is not None:
                 k = self.traj_head.num_tokens
                 sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:])[0].float().cpu()
-            answers = {}
-            for qa in sample.qa:
-                answers[qa.index] = self.llm.answer(cache, qa.question, max_new_tokens=self.max_new_tokens)
+            answers, n_tokens = {}, 0
+            with watch.phase("decode"):
+                for qa in sample.qa:
+                    answers[qa.index] = self.llm.answer(cache, qa.question, max_new_tokens=self.max_new_tokens)
+            for ans in answers.values():
+                n_tokens += len(self.llm.tokenizer(ans, add_special_tokens=False)["input_ids"]) + 1
             sample.pred_answers = answers
+            sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa),
+                                 "prefix_tokens": int(prefix.shape[1]), **flops}
+        secs = watch.as_dict()
+        for sample in data_samples:  # batch-level phases are shared equally by the frames
+            sample.efficiency.update({f"{k}_s": v / b for k, v in secs.items()})
         return data_samples

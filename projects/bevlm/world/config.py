@@ -1,0 +1,126 @@
+"""Configuration of the procedural mini world and the named thresholds its labels use.
+
+Every rule that turns ground truth into a label (speed classes, steering classes,
+direction sectors, visibility) reads its threshold from this module, so a test
+can re-derive the labels with the same numbers without calling the generator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# --------------------------------------------------------------------------- timing
+#: Key frames per second (nuScenes key frames are at 2 Hz).
+KEYFRAME_HZ = 2.0
+#: Microseconds between two key frames.
+KEYFRAME_US = 500_000
+#: Simulation step (s). Poses are recorded every ``1 / (KEYFRAME_HZ * SIM_DT)`` steps.
+SIM_DT = 0.1
+#: Seconds simulated before the first key frame so traffic settles.
+WARMUP_S = 3.0
+#: Future horizon (s) and number of 0.5 s future waypoints of every key frame.
+FUTURE_S = 3.0
+FUTURE_STEPS = 6
+
+# --------------------------------------------------------------------------- perception
+#: Objects further than this from the ego origin are not annotated (m).
+ANNOTATION_RANGE = 60.0
+#: Objects further than this are not counted by the direction questions (m).
+PERCEPTION_RANGE = 50.0
+#: An object counts as seen in a camera with at least this many visible pixels,
+#: expressed as a fraction of the image area (0.0004 = 23 px at 320x180).
+MIN_VISIBLE_AREA_FRACTION = 0.0004
+#: A key object needs at least this visible fraction (visible / unoccluded pixels)
+#: in its camera, so an object hidden behind another is never a key object.
+KEY_MIN_VISIBLE_FRACTION = 0.5
+#: A key object needs at least this many visible pixels as a fraction of the image
+#: area (0.002 = 115 px at 320x180).
+KEY_MIN_AREA_FRACTION = 0.002
+#: Key objects (agents) are taken within this distance (m); the governing light within 70 m.
+KEY_RANGE = 40.0
+KEY_LIGHT_RANGE = 70.0
+#: Up to this many key agents plus the governing traffic light.
+MAX_KEY_AGENTS = 4
+
+# --------------------------------------------------------------------------- motion classes
+#: Below this speed (m/s) an object or the ego is "not moving" / "Stationary".
+MOVING_SPEED = 0.5
+#: Ego speed classes on the mean speed of the 3 s future (m/s): below SLOW_MAX is
+#: "driving slowly", below NORMAL_MAX "with normal speed", below FAST_MAX "fast",
+#: else "very fast".
+SLOW_MAX = 4.0
+NORMAL_MAX = 8.0
+FAST_MAX = 12.0
+#: Steering classes on the heading change over the 3 s future (deg, + = left):
+#: below STRAIGHT_MAX_DEG "going straight", below SLIGHT_MAX_DEG "slightly steering".
+STRAIGHT_MAX_DEG = 5.0
+SLIGHT_MAX_DEG = 20.0
+#: An object "turns" when its heading changes more than this over the 3 s future (deg).
+TURN_DEG = 15.0
+#: Ego longitudinal intent: the future speed at 3 s differs from the current speed
+#: by more than this (m/s) -> accelerate / decelerate.
+SPEED_CHANGE = 1.5
+#: Half width (m) of the corridor around the ego future path ("moving direction").
+PATH_HALF_WIDTH = 2.5
+#: Objects closer than this (m) must always be considered by the planner.
+CONSIDER_RANGE = 10.0
+
+# --------------------------------------------------------------------------- directions
+#: Direction sectors by the azimuth (deg, counter-clockwise from ego +x) of an object
+#: centre in the ego frame. Sectors are centred on the camera yaws (0, +-55, +-110, 180)
+#: with boundaries half way between neighbouring cameras: front [-27.5, 27.5],
+#: front left (27.5, 82.5], back left (82.5, 145], back (145, 180] u [-180, -145),
+#: back right [-145, -82.5), front right [-82.5, -27.5).
+DIRECTION_SECTORS = (
+    ("front", -27.5, 27.5),
+    ("front left", 27.5, 82.5),
+    ("back left", 82.5, 145.0),
+    ("back right", -145.0, -82.5),
+    ("front right", -82.5, -27.5),
+)
+
+
+def direction_of(azimuth_deg: float) -> str:
+    """Direction name of an ego-frame azimuth (deg); see :data:`DIRECTION_SECTORS`."""
+    for name, lo, hi in DIRECTION_SECTORS:
+        if lo <= azimuth_deg <= hi:
+            return name
+    return "back"
+
+
+@dataclass
+class WorldConfig:
+    """Options of :func:`bevlm.world.generate_world`.
+
+    Args:
+        frames_per_scene: key frames per scene (2 Hz).
+        image_size: (width, height) of the stored camera images; (320, 180) is
+            nuScenes' 1600x900 divided by 5.
+        val_fraction: fraction of scenes (by scene, deterministic) in the val split.
+        version: nuScenes version folder name.
+        traffic_side: 'right' (drive on the right) or 'left'.
+        lighting: 'day' or 'night' (dark sky and ground, lit lamps).
+        jpeg_quality: JPEG quality of the camera images.
+    """
+
+    frames_per_scene: int = 16
+    image_size: tuple = (320, 180)
+    val_fraction: float = 0.25
+    version: str = "v1.0-mini"
+    traffic_side: str = "right"
+    lighting: str = "day"
+    jpeg_quality: int = 90
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field and the fix when an option is invalid."""
+        if self.traffic_side not in ("right", "left"):
+            raise ValueError(f"WorldConfig.traffic_side={self.traffic_side!r}: use 'right' or 'left'")
+        if self.lighting not in ("day", "night"):
+            raise ValueError(f"WorldConfig.lighting={self.lighting!r}: use 'day' or 'night'")
+        if int(self.frames_per_scene) < 2:
+            raise ValueError(f"WorldConfig.frames_per_scene={self.frames_per_scene}: use at least 2")
+        if len(tuple(self.image_size)) != 2 or min(self.image_size) < 32:
+            raise ValueError(f"WorldConfig.image_size={self.image_size}: use (width, height), both >= 32")
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            raise ValueError(f"WorldConfig.val_fraction={self.val_fraction}: use a value in [0, 1)")
+        if not 1 <= int(self.jpeg_quality) <= 100:
+            raise ValueError(f"WorldConfig.jpeg_quality={self.jpeg_quality}: use 1..100")
