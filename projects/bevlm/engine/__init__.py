@@ -1,5 +1,6 @@
 from .checkpoint import load_checkpoint_file, register_checkpoint_safe_globals
+from .hooks import ParamChecksumHook
 
 register_checkpoint_safe_globals()
 
-__all__ = ["load_checkpoint_file", "register_checkpoint_safe_globals"]
+__all__ = ["load_checkpoint_file", "register_checkpoint_safe_globals", "ParamChecksumHook"]

@@ -329,7 +329,8 @@ def iter_official_ids(test: dict, source: str = "test_eval") -> Iterator[tuple[s
                 yield f"{scene_token}_{frame_token}_{i}", item
 
 
-def _atomic_write_json(obj, path: str) -> None:
+def atomic_write_json(obj, path: str) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temp file + rename (never half-written)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
@@ -345,7 +346,7 @@ def _atomic_write_json(obj, path: str) -> None:
 
 def write_test_eval(test: dict, path: str) -> None:
     """Write ``test_eval.json`` (temp file + rename, never half-written)."""
-    _atomic_write_json(test, path)
+    atomic_write_json(test, path)
 
 
 def write_predictions(pred: dict[str, str], test: dict, path: str) -> None:
@@ -358,7 +359,7 @@ def write_predictions(pred: dict[str, str], test: dict, path: str) -> None:
     """
     check_prediction_ids(pred, test, source="write_predictions")
     rows = [{"id": qid, "question": qa["Q"], "answer": pred[qid]} for qid, qa in iter_official_ids(test)]
-    _atomic_write_json(rows, path)
+    atomic_write_json(rows, path)
 
 
 def check_prediction_ids(pred: dict, test: dict, source: str = "predictions") -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 
 from torch import nn
 
@@ -58,7 +59,9 @@ def apply_lora(model: nn.Module, lora: dict, adapter_names: list[str]) -> nn.Mod
     if not adapter_names or len(set(adapter_names)) != len(adapter_names):
         raise ValueError(f"HFCausalLM: adapter_names must be distinct and non-empty, got {adapter_names}")
     config = _lora_config(lora)
-    peft_model = get_peft_model(model, config, adapter_name=adapter_names[0])
+    with warnings.catch_warnings():  # peft still calls a name transformers 5 deprecates
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model, config, adapter_name=adapter_names[0])
     for name in adapter_names[1:]:
         peft_model.add_adapter(name, _lora_config(lora))
     set_active_adapter(peft_model, adapter_names[0])

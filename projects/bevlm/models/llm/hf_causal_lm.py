@@ -85,7 +85,11 @@ class HFCausalLM(BaseModule):
         self.hidden_size = int(lm.config.hidden_size)
         self.num_layers = int(lm.config.num_hidden_layers)
         if gradient_checkpointing:
-            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable = getattr(lm, "activation_checkpointing_enable", None)  # transformers >= 5.x name
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
         self.adapter_names = list(adapter_names or ["default"]) if lora is not None else []
         if freeze_base:

@@ -1,0 +1,18 @@
+"""Evaluation: the DriveLM challenge metric (official, exact for non-GPT terms), planning and
+efficiency metrics. Importing this package registers the metrics in ``bevlm``'s METRICS."""
+from .drivelm_metric import DriveLMMetric, normalise_mc_answer
+from .drivelm_official import MatchResult, OpenAIJudge, evaluate, language_score, language_scores, match_result
+from .drivelm_testset import (BEHAVIOR_OPTIONS, MOVING_STATUS_OPTIONS, DriveLMEvalError, MCQuestion,
+                              build_test_eval, build_test_frame, iter_official_ids, load_predictions,
+                              load_test_eval, mc_question_for, mc_questions_for_frame, select_frame_qa,
+                              write_predictions, write_test_eval)
+from .efficiency_metric import EfficiencyMetric
+from .planning_metric import PlanningMetric
+
+__all__ = [
+    "DriveLMMetric", "PlanningMetric", "EfficiencyMetric", "normalise_mc_answer",
+    "MatchResult", "OpenAIJudge", "evaluate", "language_score", "language_scores", "match_result",
+    "BEHAVIOR_OPTIONS", "MOVING_STATUS_OPTIONS", "DriveLMEvalError", "MCQuestion", "build_test_eval",
+    "build_test_frame", "iter_official_ids", "load_predictions", "load_test_eval", "mc_question_for",
+    "mc_questions_for_frame", "select_frame_qa", "write_predictions", "write_test_eval",
+]

@@ -1,0 +1,103 @@
+"""Trajectory tokens: learned queries read out by an MLP into ego waypoints.
+
+K learned query embeddings are appended at the END of the LLM prefix (after
+the visual / ego tokens, before any question), so under the causal mask they
+attend to the whole scene and to nothing question-specific; their last-layer
+hidden states are flattened and an MLP regresses per-step offsets whose
+cumulative sum is the planned trajectory. The readout of LLM states into
+waypoints through an MLP follows the "planning token" heads of e.g. OmniDrive
+(Wang et al., 2024) and the ego-query planner of VAD (Jiang et al., 2023).
+"""
+from __future__ import annotations
+
+import torch
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+from bevlm.registry import MODELS
+
+
+@MODELS.register_module()
+class TrajectoryTokenHead(BaseModule):
+    """Learned trajectory query tokens and an MLP readout to waypoints.
+
+    Args:
+        hidden_size: width D of the LLM (query embeddings and hidden states).
+        num_tokens: number K of trajectory query tokens.
+        horizon: number H of future waypoints (0.5 s apart in DriveLM/nuScenes).
+        hidden_dims: width of the MLP.
+        loss_weight: multiplier of ``loss_traj``.
+        init_cfg: mmengine init config (optional).
+    """
+
+    def __init__(self, hidden_size: int, num_tokens: int = 6, horizon: int = 6, hidden_dims: int = 256,
+                 loss_weight: float = 1.0, init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if hidden_size <= 0 or num_tokens <= 0 or horizon <= 0 or hidden_dims <= 0:
+            raise ValueError(f"TrajectoryTokenHead: hidden_size={hidden_size}, num_tokens={num_tokens}, "
+                             f"horizon={horizon}, hidden_dims={hidden_dims} must all be positive")
+        self.hidden_size = hidden_size
+        self.num_tokens = num_tokens
+        self.horizon = horizon
+        self.loss_weight = loss_weight
+        # Same scale as a transformer's token embeddings (std 0.02).
+        self.queries = nn.Parameter(torch.randn(num_tokens, hidden_size) * 0.02)  # [K, D]
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(num_tokens * hidden_size),
+            nn.Linear(num_tokens * hidden_size, hidden_dims),
+            nn.GELU(),
+            nn.Linear(hidden_dims, hidden_dims),
+            nn.GELU(),
+            nn.Linear(hidden_dims, horizon * 2),
+        )
+
+    def query_embeds(self, batch_size: int) -> Tensor:
+        """The query tokens for a batch.
+
+        Args:
+            batch_size: B.
+
+        Returns:
+            ``[B, K, D]`` (a broadcast view; the caller concatenates it).
+        """
+        return self.queries.unsqueeze(0).expand(batch_size, -1, -1)  # [B, K, D]
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """Waypoints from the hidden states of the K query tokens.
+
+        Args:
+            hidden: ``[B, K, D]`` last-layer LLM states at the query positions.
+
+        Returns:
+            ``[B, H, 2]`` waypoints (x forward, y left, metres) in the current
+            ego frame: cumulative sums of the predicted per-step offsets.
+        """
+        if hidden.dim() != 3 or hidden.shape[1:] != (self.num_tokens, self.hidden_size):
+            raise ValueError(f"TrajectoryTokenHead: hidden must be [B, {self.num_tokens}, {self.hidden_size}], "
+                             f"got {tuple(hidden.shape)}")
+        flat = hidden.flatten(1).to(self.queries.dtype)  # [B, K*D]
+        offsets = self.mlp(flat).view(-1, self.horizon, 2)  # [B, H, 2]
+        return offsets.cumsum(dim=1)
+
+    def loss(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> dict:
+        """Masked L1 between predicted and ground-truth waypoints.
+
+        Args:
+            pred: ``[B, H, 2]`` predicted waypoints.
+            gt: ``[B, H, 2]`` ground-truth waypoints.
+            mask: ``[B, H]`` bool, True where the ground truth is valid
+                (None: all valid).
+
+        Returns:
+            dict ``loss_traj``: mean absolute error over valid coordinates,
+            times ``loss_weight`` (0 when nothing is valid, still in the graph).
+        """
+        if pred.shape != gt.shape:
+            raise ValueError(f"TrajectoryTokenHead.loss: pred {tuple(pred.shape)} != gt {tuple(gt.shape)}")
+        if mask is None:
+            mask = torch.ones(gt.shape[:2], dtype=torch.bool, device=gt.device)
+        weight = mask.to(pred.dtype).unsqueeze(-1)  # [B, H, 1]
+        gt = torch.where(weight > 0, gt.to(pred.dtype), pred.detach())  # NaN-safe at masked steps
+        err = (pred - gt).abs() * weight  # [B, H, 2]
+        denom = (weight.sum() * 2).clamp(min=1.0)
+        return dict(loss_traj=self.loss_weight * err.sum() / denom)

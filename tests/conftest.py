@@ -1,0 +1,21 @@
+"""Session-wide fixtures shared by several test folders."""
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A 2-scene x 6-frame mini world at 160x90 with its info files (generated once per session)."""
+    from bevlm.datasets.converters import create_nuscenes_infos
+    from bevlm.world import WorldConfig, generate_world
+
+    out = str(tmp_path_factory.mktemp("tiny_world"))
+    config = WorldConfig(frames_per_scene=6, image_size=(160, 90), val_fraction=0.5)
+    generate_world(out, num_scenes=2, seed=0, config=config, progress=False)
+    create_nuscenes_infos(out, config.version, os.path.join(out, "infos"),
+                          {"train": os.path.join(out, "drivelm_train.json"),
+                           "val": os.path.join(out, "drivelm_val.json")})
+    return out

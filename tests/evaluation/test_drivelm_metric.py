@@ -1,0 +1,99 @@
+"""DriveLMMetric end to end on 2 real frames, and the offline scorer tool on its files."""
+import contextlib
+import io
+import json
+import os
+import sys
+
+import pytest
+
+from bevlm.evaluation import build_test_frame, mc_questions_for_frame
+from bevlm.registry import METRICS
+from bevlm.structures import DriveDataSample
+
+STAGES = ("perception", "prediction", "planning", "behavior")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _two_frames(sample):
+    scene, sdata = next(iter(sample.items()))
+    return [(scene, token, frame) for token, frame in list(sdata["key_frames"].items())[:2]]
+
+
+def _oracle(frame, scene, token, seed, mc_as_text=False):
+    full = [qa for st in STAGES for qa in frame["QA"][st]]
+    answers = {i: qa["A"] for i, qa in enumerate(full)}
+    for i, mc in mc_questions_for_frame(frame, scene, token, seed).items():
+        answers[i] = mc.options[mc.answer] if mc_as_text else mc.answer
+    return answers
+
+
+def _evaluate(metric, frames, **kw):
+    samples = []
+    for k, (scene, token, frame) in enumerate(frames):
+        answers = _oracle(frame, scene, token, metric.seed, **kw)
+        if k == 0:  # one frame as a data element (mmengine passes them through to_dict())
+            s = DriveDataSample(metainfo=dict(scene_token=scene, token=token))
+            s.drivelm_frame, s.pred_answers = frame, answers
+            samples.append(s)
+        else:
+            samples.append(dict(scene_token=scene, token=token, drivelm_frame=frame, pred_answers=answers))
+    metric.process({}, samples)
+    return metric.evaluate(len(samples))
+
+
+def test_oracle_end_to_end_and_tool(sample, tmp_path):
+    frames = _two_frames(sample)
+    prefix = str(tmp_path / "val")
+    metric = METRICS.build(dict(type="DriveLMMetric", seed=7, outfile_prefix=prefix))
+    out = _evaluate(metric, frames)
+    assert out["drivelm/accuracy"] == 1.0 and out["drivelm/accuracy_normalised"] == 1.0
+    assert out["drivelm/CIDEr"] == pytest.approx(10.0, abs=1e-9)
+    assert out["drivelm/gpt_free_final"] == pytest.approx(0.5, abs=1e-6)
+    assert out["drivelm/final"] is None and out["drivelm/chatgpt"] is None
+    assert out["drivelm/missing_gpt_weight"] == 0.5
+    assert out["drivelm/tag2_kept"] == 2 and out["drivelm/tag3_kept"] == 2
+    n_full = sum(len(f["QA"][st]) for _, _, f in frames for st in STAGES)
+    assert out["drivelm/full_total"] == out["drivelm/full_answered"] == n_full
+    assert out["drivelm/full_accuracy"] == 1.0
+    assert out["drivelm/family/moving_status"] == 1.0 and out["drivelm/family/behavior"] == 1.0
+    for suffix in ("output.json", "test_eval.json", "results.json"):
+        assert os.path.isfile(f"{prefix}.{suffix}")
+    with open(f"{prefix}.output.json") as f:
+        rows = json.load(f)
+    assert len(rows) == out["drivelm/tag0_kept"] + out["drivelm/tag1_kept"] + 4
+
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        import eval_drivelm
+    finally:
+        sys.path.pop(0)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert eval_drivelm.main(["--pred", f"{prefix}.output.json", "--test", f"{prefix}.test_eval.json",
+                                  "--json", str(tmp_path / "report.json")]) == 0
+    printed = buf.getvalue()
+    assert "GPT-free final" in printed and "0.500000" in printed and "absent" in printed
+    with open(tmp_path / "report.json") as f:
+        assert json.load(f)["gpt_free_final"] == pytest.approx(out["drivelm/gpt_free_final"], abs=1e-12)
+
+
+def test_option_text_answers_are_normalised_separately(sample):
+    frames = _two_frames(sample)
+    metric = METRICS.build(dict(type="DriveLMMetric", seed=0))
+    out = _evaluate(metric, frames, mc_as_text=True)
+    # 2 behavior MC + at most 2 moving-status MC answered with the option text: wrong by raw equality
+    assert out["drivelm/accuracy"] < 1.0
+    assert out["drivelm/accuracy_normalised"] == 1.0
+    assert out["drivelm/full_accuracy"] == 1.0  # option text equals the free-form GT
+
+
+def test_missing_answer_names_the_question(sample):
+    (scene, token, frame), = _two_frames(sample)[:1]
+    answers = _oracle(frame, scene, token, seed=0)
+    _, source_index = build_test_frame(frame, scene, token, seed=0)
+    del answers[source_index[2]]   # the third test question of the frame
+    metric = METRICS.build(dict(type="DriveLMMetric"))
+    metric.process({}, [dict(scene_token=scene, token=token, drivelm_frame=frame, pred_answers=answers)])
+    with pytest.raises(ValueError, match=rf"{scene}_{token}_2 \(frame QA index {source_index[2]}\)"):
+        metric.evaluate(1)

@@ -1,0 +1,112 @@
+"""Prefix KV cache: cached greedy decoding == recompute-everything decoding."""
+import torch
+from torch import nn
+
+from bevlm.models.llm import HFCausalLM, PrefixCache
+from bevlm.testing import TINY_LLAMA_CONFIG
+
+torch.set_num_threads(1)
+
+P = 5
+MAX_NEW = 12
+QUESTIONS = ["What are the important objects in the current scene?",
+             "Predict the behavior of the ego vehicle.",
+             "Is <c1,CAM_FRONT,712.5,510.0> a traffic sign or a road barrier?"]
+
+
+def _tiny_with_eos_bias() -> HFCausalLM:
+    """Tiny model whose lm_head has a bias, so EOS can be made likelier."""
+    torch.manual_seed(0)
+    llm = HFCausalLM(tiny_config=dict(TINY_LLAMA_CONFIG, tie_word_embeddings=False)).eval()
+    old = llm.lm.lm_head
+    head = nn.Linear(old.in_features, old.out_features, bias=True)
+    head.weight.data.copy_(old.weight.data)
+    head.bias.data.zero_()
+    llm.lm.lm_head = head
+    return llm
+
+
+def _prefix(llm: HFCausalLM, seed: int = 1) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return torch.randn(1, P, llm.hidden_size)
+
+
+def _snapshot(cache: PrefixCache) -> list[torch.Tensor]:
+    return [t.clone() for layer in cache.past_key_values.layers for t in (layer.keys, layer.values)]
+
+
+def test_cached_equals_uncached_and_cache_is_not_mutated():
+    llm = _tiny_with_eos_bias()
+    prefix = _prefix(llm)
+    eos = llm.tokenizer.eos_token_id
+    # Find an EOS bias in the middle of a range where one question stops
+    # early (0 < n < MAX_NEW) under the reference decoder: well away from ties.
+    grid = torch.linspace(0.0, 1.0, 41).tolist()
+    lengths = []
+    for b in grid:
+        llm.lm.lm_head.bias.data[eos] = b
+        lengths.append([len(llm.generate_ids_no_cache(prefix, q, MAX_NEW)) for q in QUESTIONS])
+    best = None  # (run length, grid index of the middle)
+    for qi in range(len(QUESTIONS)):
+        i = 0
+        while i < len(grid):
+            j = i
+            while j + 1 < len(grid) and lengths[j + 1][qi] == lengths[i][qi]:
+                j += 1
+            if 0 < lengths[i][qi] < MAX_NEW and (best is None or j - i > best[0]):
+                best = (j - i, (i + j) // 2)
+            i = j + 1
+    assert best is not None, f"no EOS bias makes any question stop early: {lengths}"
+    llm.lm.lm_head.bias.data[eos] = grid[best[1]]
+
+    cache = llm.prefill(prefix)
+    before = _snapshot(cache)
+    n_tokens = []
+    for q in QUESTIONS + QUESTIONS[:1]:  # the repeat re-uses the same cache
+        ids = llm.generate_ids(cache, q, MAX_NEW)
+        assert ids == llm.generate_ids_no_cache(prefix, q, MAX_NEW)
+        assert llm.answer(cache, q, MAX_NEW) == llm.answer_no_cache(prefix, q, MAX_NEW)
+        assert eos not in ids
+        n_tokens.append(len(ids))
+    assert any(0 < n < MAX_NEW for n in n_tokens), n_tokens  # stopped at EOS
+    after = _snapshot(cache)
+    assert cache.past_key_values.get_seq_length() == cache.prefix_len == llm.prefix_text_len + P
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+    llm.lm.lm_head.bias.data.zero_()  # no EOS pressure: every question runs to the limit
+    cache = llm.prefill(prefix)
+    for q in QUESTIONS:
+        ids = llm.generate_ids(cache, q, MAX_NEW)
+        assert len(ids) == MAX_NEW
+        assert ids == llm.generate_ids_no_cache(prefix, q, MAX_NEW)
+        assert ids == llm.generate_ids(cache, q, MAX_NEW)  # answering twice: same result
+
+
+def test_prefill_matches_training_layout():
+    """The cached prefix + query gives the same first-answer logits and prefix
+    hidden states as the packed training batch (same prompt layout)."""
+    torch.manual_seed(0)
+    llm = HFCausalLM(tiny_config=TINY_LLAMA_CONFIG).eval()
+    prefix = _prefix(llm)
+    cache = llm.prefill(prefix)
+    question, answer = QUESTIONS[1], "The ego vehicle is going straight."
+    batch = llm.build_batch([[(QUESTIONS[0], "Yes."), (question, answer)]], num_prefix=P)
+    with torch.no_grad():
+        out = llm.forward_train(batch, prefix)
+        logits, _ = llm.answer_logits(batch, prefix)
+        first_answer = logits[len(llm.tokenizer("Yes.", add_special_tokens=False)["input_ids"]) + 1]
+        query = torch.tensor([llm._query_ids(question)])
+        positions = torch.arange(cache.prefix_len, cache.prefix_len + query.shape[1])[None]
+        from bevlm.models.llm.generation import fork_cache
+        step = llm.lm(input_ids=query, position_ids=positions, past_key_values=fork_cache(cache.past_key_values))
+    torch.testing.assert_close(cache.hidden_prefix, out["hidden_prefix"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(step.logits[0, -1], first_answer, atol=1e-5, rtol=0)
+
+
+def test_prefill_shapes():
+    torch.manual_seed(0)
+    llm = HFCausalLM(tiny_config=TINY_LLAMA_CONFIG).eval()
+    cache = llm.prefill(_prefix(llm))
+    assert cache.hidden_prefix.shape == (1, P, llm.hidden_size)
+    assert cache.prefix_len == llm.prefix_text_len + P
+    assert isinstance(llm.answer(cache, QUESTIONS[0], max_new_tokens=3), str)

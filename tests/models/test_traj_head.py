@@ -1,0 +1,76 @@
+"""Trajectory token head: shapes, cumulative waypoints, masked L1, learning."""
+import pytest
+import torch
+
+from bevlm.models.heads.traj_head import TrajectoryTokenHead
+from bevlm.registry import MODELS
+
+torch.set_num_threads(1)
+
+D, K, H = 32, 3, 6
+
+
+def _head(**kwargs) -> TrajectoryTokenHead:
+    torch.manual_seed(0)
+    return TrajectoryTokenHead(hidden_size=D, num_tokens=K, horizon=H, hidden_dims=64, **kwargs)
+
+
+def test_shapes_and_registry():
+    head = _head()
+    assert head.query_embeds(4).shape == (4, K, D)
+    assert torch.equal(head.query_embeds(2)[1], head.queries)
+    pred = head(torch.randn(4, K, D))
+    assert pred.shape == (4, H, 2)
+    built = MODELS.build(dict(type="TrajectoryTokenHead", hidden_size=D, num_tokens=K, horizon=H))
+    assert isinstance(built, TrajectoryTokenHead)
+    with pytest.raises(ValueError, match=r"\[B, 3, 32\]"):
+        head(torch.randn(4, K + 1, D))
+
+
+def test_waypoints_are_cumulative_offsets():
+    head = _head()
+    hidden = torch.randn(2, K, D)
+    offsets = head.mlp(hidden.flatten(1)).view(2, H, 2)
+    pred = head(hidden)
+    torch.testing.assert_close(pred[:, 0], offsets[:, 0])
+    torch.testing.assert_close(pred[:, 1:] - pred[:, :-1], offsets[:, 1:], atol=1e-5, rtol=0)
+
+
+def test_masked_loss_ignores_masked_steps():
+    head = _head(loss_weight=2.0)
+    pred = torch.zeros(2, H, 2)
+    gt = torch.ones(2, H, 2)
+    mask = torch.ones(2, H, dtype=torch.bool)
+    mask[1, 3:] = False
+    base = head.loss(pred, gt, mask)["loss_traj"]
+    torch.testing.assert_close(base, torch.tensor(2.0))  # |0 - 1| averaged, times loss_weight
+    gt_bad = gt.clone()
+    gt_bad[1, 3:] = float("nan")  # masked steps may hold anything, even NaN
+    torch.testing.assert_close(head.loss(pred, gt_bad, mask)["loss_traj"], base)
+    gt_far = gt.clone()
+    gt_far[1, 3:] = 1e3
+    torch.testing.assert_close(head.loss(pred, gt_far, mask)["loss_traj"], base)
+    gt_far[0, 0] = 1e3  # a valid step does count
+    assert head.loss(pred, gt_far, mask)["loss_traj"] > base
+    none_valid = head.loss(pred.requires_grad_(), gt, torch.zeros(2, H, dtype=torch.bool))["loss_traj"]
+    assert none_valid.item() == 0.0 and none_valid.requires_grad
+    torch.testing.assert_close(head.loss(pred, gt)["loss_traj"], torch.tensor(2.0))  # mask None: all valid
+
+
+def test_optimisation_reduces_loss():
+    head = _head()
+    torch.manual_seed(1)
+    hidden = torch.randn(8, K, D)
+    t = torch.arange(1, H + 1, dtype=torch.float32) * 0.5
+    speed = torch.rand(8, 1) * 10
+    gt = torch.stack([speed * t, 0.1 * speed * t ** 2], dim=-1)  # [8, H, 2] forward + drift left
+    mask = torch.rand(8, H) > 0.2
+    optim = torch.optim.Adam(head.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = head.loss(head(hidden), gt, mask)["loss_traj"]
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]

@@ -1,0 +1,90 @@
+"""Score an official-format DriveLM prediction file offline.
+
+    python tools/eval_drivelm.py --pred output.json --test test_eval.json [--json out.json]
+    python tools/eval_drivelm.py --gt v1_1_train_sample.json --seed 0 --write-test test_eval.json
+    python tools/eval_drivelm.py ... --judge-url https://api.openai.com/v1 [--judge-model gpt-3.5-turbo]
+
+Every non-GPT term equals the official ``challenge/evaluation.py``; the GPT terms are computed
+only with ``--judge-url`` (otherwise reported absent, and ``final`` is not printed as a number).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bevlm.evaluation import (OpenAIJudge, build_test_eval, evaluate, load_predictions, load_test_eval,
+                              write_test_eval)
+from bevlm.evaluation.drivelm_testset import atomic_write_json
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="DriveLM challenge score (offline, official non-GPT terms)")
+    p.add_argument("--pred", help="output.json (list of {id, question, answer}) or submission.json")
+    p.add_argument("--test", help="test_eval.json (QA with tags, MC questions converted)")
+    p.add_argument("--gt", help="build the test set from a DriveLM v1.1 GT file instead of --test")
+    p.add_argument("--seed", type=int, default=0, help="seed of the MC options when using --gt")
+    p.add_argument("--write-test", help="write the test set built from --gt to this path")
+    p.add_argument("--json", help="write the full report (scores, counts, per-item detail) here")
+    p.add_argument("--judge-url", help="OpenAI-compatible endpoint for the GPT terms")
+    p.add_argument("--judge-model", default="gpt-3.5-turbo")
+    p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="env var holding the judge key")
+    args = p.parse_args(argv)
+    if bool(args.test) == bool(args.gt):
+        p.error("give exactly one of --test (test_eval.json) or --gt (DriveLM v1.1 GT file)")
+    if not args.pred and not args.write_test:
+        p.error("--pred is required (unless only --write-test is wanted)")
+    return args
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "absent"
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
+
+
+def format_report(report: dict) -> str:
+    """A readable table of the scores, counts and missing GPT weight."""
+    rows = [("accuracy (tag 0, raw equality)", report["accuracy"])]
+    for key, value in (report["language"] or {}).items():
+        rows.append((f"  {key}", value))
+    rows += [("language L (tag 2)", report["language_score"]),
+             ("match F1 x100 (tag 3)", report["match_f1"]),
+             ("chatgpt (tag 1)", report["chatgpt"]),
+             ("match = (F1 + GPT)/2", report["match"]),
+             ("GPT-free final = 0.2L + 0.2acc + 0.1F1/100", report["gpt_free_final"]),
+             ("missing GPT weight", report["missing_gpt_weight"]),
+             ("final (official)", report["final"])]
+    width = max(len(name) for name, _ in rows) + 2
+    lines = ["DriveLM challenge score", "-" * (width + 14)]
+    lines += [f"{name:<{width}}{_fmt(value):>14}" for name, value in rows]
+    lines += ["", f"{'tag':<8}{'kept':>8}{'skipped':>10}"]
+    for tag, c in report["counts"].items():
+        lines.append(f"{tag:<8}{c['kept']:>8}{c['skipped']:>10}")
+    if report["absent"]:
+        lines.append(f"\nabsent terms: {', '.join(report['absent'])}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.gt:
+        from bevlm.datasets.drivelm_io import load_drivelm
+        test = build_test_eval(load_drivelm(args.gt), seed=args.seed, source=args.gt)
+        if args.write_test:
+            write_test_eval(test, args.write_test)
+            print(f"wrote {args.write_test}")
+    else:
+        test = load_test_eval(args.test)
+    if not args.pred:
+        return 0
+    judge = OpenAIJudge(args.judge_url, args.judge_model, args.judge_key_env) if args.judge_url else None
+    report = evaluate(load_predictions(args.pred), test, gpt_judge=judge, source=args.pred)
+    print(format_report(report))
+    if args.json:
+        atomic_write_json(report, args.json)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
