@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bevlm.evaluation import (OpenAIJudge, build_test_eval, evaluate, load_predictions, load_test_eval,
-                              write_test_eval)
-from bevlm.evaluation.drivelm_testset import atomic_write_json
+from bevlm.evaluation import (OpenAIJudge, atomic_write_json, build_test_eval, evaluate, load_predictions,
+                              load_test_eval, write_test_eval)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -97,3 +97,13 @@ def test_missing_answer_names_the_question(sample):
     metric.process({}, [dict(scene_token=scene, token=token, drivelm_frame=frame, pred_answers=answers)])
     with pytest.raises(ValueError, match=rf"{scene}_{token}_2 \(frame QA index {source_index[2]}\)"):
         metric.evaluate(1)
+
+
+def test_per_question_samples_of_one_frame_are_merged(sample):
+    (scene, token, frame), = _two_frames(sample)[:1]
+    answers = _oracle(frame, scene, token, seed=0)
+    metric = METRICS.build(dict(type="DriveLMMetric"))
+    metric.process({}, [dict(scene_token=scene, token=token, drivelm_frame=frame, pred_answers={i: a})
+                        for i, a in answers.items()])
+    out = metric.evaluate(len(answers))
+    assert out["drivelm/accuracy"] == 1.0 and out["drivelm/full_answered"] == len(answers)

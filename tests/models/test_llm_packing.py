@@ -157,3 +157,23 @@ def test_gradient_checkpointing_same_loss_and_grads():
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-6, rtol=0)
     torch.testing.assert_close(results[0][1], results[1][1], atol=1e-6, rtol=1e-5)
     assert results[0][1].abs().sum() > 0
+
+
+def test_build_from_registry_config():
+    from mmengine.config import ConfigDict
+
+    from bevlm.registry import MODELS
+    cfg = ConfigDict(type="HFCausalLM", tiny_config=dict(TINY_LLAMA_CONFIG), system_prompt="SYS",
+                     lora=dict(r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    llm = MODELS.build(cfg)
+    assert isinstance(llm, HFCausalLM) and llm.adapter_names == ["default"]
+    assert "SYS" in llm.layout.prefix_text
+    with pytest.raises(TypeError):
+        MODELS.build(dict(type="HFCausalLM", tiny_config=dict(TINY_LLAMA_CONFIG), lora_rank=4))
+
+
+def test_missing_pretrained_is_a_clear_error():
+    with pytest.raises(OSError, match="nothing is downloaded"):
+        HFCausalLM("/nonexistent/model-dir")
+    with pytest.raises(ValueError, match="torch_dtype"):
+        HFCausalLM(tiny_config=TINY_LLAMA_CONFIG, torch_dtype="fp32")

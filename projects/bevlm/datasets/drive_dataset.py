@@ -55,13 +55,17 @@ class BEVDriveDataset(BaseDataset):
         stages: DriveLM stages to keep.
         require_qa: drop frames without DriveLM QA (they still serve as temporal history).
         max_frames: keep only the first N QA frames (quick experiments), None = all.
+        mc_seed: the questions that the official test format turns into multiple choice
+            (the selected moving-status and behavior QA) are asked in that form, with the
+            options drawn as :class:`bevlm.evaluation.DriveLMMetric` draws them with the same
+            seed; the answer is then the letter. None keeps every question free-form.
         test_mode: mmengine flag.
     """
 
     def __init__(self, ann_file: str, pipeline: list, data_root: str = "", queue_length: int = 1,
                  qa_mode: str = "chunks", qa_per_sample: int = 8,
                  stages: tuple = ("perception", "prediction", "planning", "behavior"),
-                 require_qa: bool = True, max_frames: int | None = None,
+                 require_qa: bool = True, max_frames: int | None = None, mc_seed: int | None = 0,
                  test_mode: bool = False) -> None:
         if qa_mode not in ("chunks", "frame", "none"):
             raise ValueError(f"qa_mode must be 'chunks', 'frame' or 'none', got {qa_mode!r}")
@@ -73,6 +77,7 @@ class BEVDriveDataset(BaseDataset):
         self.stages = tuple(stages)
         self.require_qa = require_qa
         self.max_frames = max_frames
+        self.mc_seed = mc_seed
         self.frames: list[dict] = []
         self._token2frame: dict[str, int] = {}
         super().__init__(ann_file=ann_file, data_root=data_root, pipeline=pipeline,
@@ -80,6 +85,7 @@ class BEVDriveDataset(BaseDataset):
 
     # ------------------------------------------------------------------ loading
     def load_data_list(self) -> list[dict]:
+        from bevlm.evaluation.drivelm_testset import mc_questions_for_frame
         from bevlm.structures.qa_families import classify_question
 
         data = _load_info_file(self.ann_file)
@@ -98,8 +104,17 @@ class BEVDriveDataset(BaseDataset):
             n_frames += 1
             qa = []
             if frame.get("drivelm") is not None and self.qa_mode != "none":
-                qa = [QAItem(q["Q"], q["A"], q["stage"], q["index"], classify_question(q["Q"], q["stage"]))
-                      for q in flatten_qa(frame["drivelm"]) if q["stage"] in self.stages]
+                mc = {} if self.mc_seed is None else mc_questions_for_frame(
+                    frame["drivelm"], frame["scene_token"], frame["token"], self.mc_seed)
+                for q in flatten_qa(frame["drivelm"]):
+                    if q["stage"] not in self.stages:
+                        continue
+                    item = QAItem(q["Q"], q["A"], q["stage"], q["index"],
+                                  classify_question(q["Q"], q["stage"]))
+                    if q["index"] in mc:  # ask the official multiple-choice form
+                        item.extra = {"free_question": q["Q"], "free_answer": q["A"]}
+                        item.question, item.answer = mc[q["index"]].question, mc[q["index"]].answer
+                    qa.append(item)
             if self.qa_mode == "chunks":
                 n_chunks = max(1, -(-len(qa) // self.qa_per_sample))
                 for c in range(n_chunks):

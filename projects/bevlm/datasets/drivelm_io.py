@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Iterator
 
-#: Regex of one DriveLM c-tag, e.g. ``<c1,CAM_BACK,1088.3,497.5>``.
-CTAG_RE = re.compile(r"<c(\d+),(CAM_[A-Z_]+),(-?\d+(?:\.\d+)?),(-?\d+(?:\.\d+)?)>")
+from bevlm.structures.qa_families import CTAG_RE
 
 STAGES = ("perception", "prediction", "planning", "behavior")
 _FRAME_KEYS = ("key_object_infos", "QA", "image_paths")

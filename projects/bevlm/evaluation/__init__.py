@@ -2,10 +2,11 @@
 efficiency metrics. Importing this package registers the metrics in ``bevlm``'s METRICS."""
 from .drivelm_metric import DriveLMMetric, normalise_mc_answer
 from .drivelm_official import MatchResult, OpenAIJudge, evaluate, language_score, language_scores, match_result
+from .drivelm_files import (atomic_write_json, check_prediction_ids, load_predictions, load_test_eval,
+                            write_predictions, write_test_eval)
 from .drivelm_testset import (BEHAVIOR_OPTIONS, MOVING_STATUS_OPTIONS, DriveLMEvalError, MCQuestion,
-                              build_test_eval, build_test_frame, iter_official_ids, load_predictions,
-                              load_test_eval, mc_question_for, mc_questions_for_frame, select_frame_qa,
-                              write_predictions, write_test_eval)
+                              build_test_eval, build_test_frame, iter_official_ids, mc_question_for,
+                              mc_questions_for_frame, select_frame_qa)
 from .efficiency_metric import EfficiencyMetric
 from .planning_metric import PlanningMetric
 
@@ -15,4 +16,5 @@ __all__ = [
     "BEHAVIOR_OPTIONS", "MOVING_STATUS_OPTIONS", "DriveLMEvalError", "MCQuestion", "build_test_eval",
     "build_test_frame", "iter_official_ids", "load_predictions", "load_test_eval", "mc_question_for",
     "mc_questions_for_frame", "select_frame_qa", "write_predictions", "write_test_eval",
+    "atomic_write_json", "check_prediction_ids",
 ]

@@ -25,8 +25,8 @@ from mmengine.logging import MMLogger
 from ..registry import METRICS
 from ..structures.qa_families import STAGES, classify_question
 from .drivelm_official import OpenAIJudge, evaluate
-from .drivelm_testset import (DriveLMEvalError, atomic_write_json, build_test_frame, iter_official_ids,
-                              mc_question_for, write_predictions, write_test_eval)
+from .drivelm_files import atomic_write_json, write_predictions, write_test_eval
+from .drivelm_testset import DriveLMEvalError, build_test_frame, iter_official_ids, mc_question_for
 
 _LETTER_RE = re.compile(r"^\(?([A-D])[\.\)]?$")
 
@@ -120,8 +120,7 @@ class DriveLMMetric(BaseMetric):
         pred: dict[str, str] = {}
         family_hits: dict[str, list[float]] = {}
         full_total = 0
-        for res in results:
-            scene, token, frame, answers = res["scene_token"], res["token"], res["frame"], res["pred_answers"]
+        for (scene, token), (frame, answers) in self._merge_frames(results).items():
             where = f"DriveLMMetric: scene {scene} / frame {token}"
             test_frame, source_index = build_test_frame(frame, scene, token, self.seed, where)
             test.setdefault(scene, {"key_frames": OrderedDict()})["key_frames"][token] = test_frame
@@ -168,13 +167,33 @@ class DriveLMMetric(BaseMetric):
             metrics[f"family/{name}"] = sum(family_hits[name]) / len(family_hits[name])
         if report["final"] is None:
             MMLogger.get_current_instance().info(
-                f"DriveLM: GPT terms absent ({', '.join(report['absent'])}); 'final' is None and "
+                f"DriveLM: absent terms ({', '.join(report['absent'])}); 'final' is None. "
                 f"'gpt_free_final' covers {1 - report['missing_gpt_weight']:.1f} of the official weight")
         if self.outfile_prefix:
             write_test_eval(test, f"{self.outfile_prefix}.test_eval.json")
             write_predictions(pred, test, f"{self.outfile_prefix}.output.json")
             atomic_write_json({"metrics": metrics, "report": report}, f"{self.outfile_prefix}.results.json")
         return metrics
+
+    @staticmethod
+    def _merge_frames(results: list) -> dict:
+        """Group stored samples by (scene, frame), uniting their answers (a dataset may yield one
+        sample per question); the first-seen order of frames is kept.
+
+        Returns:
+            dict ``(scene_token, token) -> (frame, {full QA index: answer})``.
+        """
+        merged: dict = OrderedDict()
+        for res in results:
+            key = (res["scene_token"], res["token"])
+            frame, answers = merged.setdefault(key, (res["frame"], {}))
+            for i, answer in res["pred_answers"].items():
+                if i in answers and answers[i] != answer:
+                    raise DriveLMEvalError(
+                        f"DriveLMMetric: scene {key[0]} / frame {key[1]}: two different answers for frame QA "
+                        f"index {i} ({answers[i]!r} vs {answer!r}). Fix: answer each question once")
+                answers[i] = answer
+        return merged
 
     @staticmethod
     def _family_accuracy(frame: dict, answers: dict[int, str], mc_by_full_index: dict,

@@ -31,7 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from .drivelm_testset import DriveLMEvalError, check_prediction_ids, iter_official_ids
+from .drivelm_files import check_prediction_ids
+from .drivelm_testset import DriveLMEvalError, iter_official_ids
 
 _NUM_RE = re.compile(r"\d+\.\d+")
 _MATCH_THRESHOLD = 16.0

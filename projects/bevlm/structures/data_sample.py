@@ -17,7 +17,7 @@ class QAItem:
         index: position ``i`` of the QA in the frame's concatenated
             perception+prediction+planning+behavior list (the official id is
             ``f"{scene}_{frame}_{i}"``).
-        family: question family name (see :mod:`bevlm.datasets.qa_families`).
+        family: question family name (see :mod:`bevlm.structures.qa_families`).
     """
 
     question: str

@@ -128,18 +128,19 @@ def _vehicle(rng, kind: str, poses) -> Actor:
     if kind == "bicycle":
         cname = str(rng.choice(SHIRT_COLORS))
         return Actor("bicycle", "vehicle.bicycle", (1.8, 0.6, 1.7), COLORS[cname],
-                     f"Cyclist in a {cname} jacket.", poses, rider=True)
+                     f"Cyclist in {'an' if cname[0] in 'aeiou' else 'a'} {cname} jacket.", poses, rider=True)
     if kind == "motorcycle":
         cname = str(rng.choice(SHIRT_COLORS))
         return Actor("motorcycle", "vehicle.motorcycle", (2.1, 0.8, 1.5), COLORS[cname],
-                     f"Motorcyclist in a {cname} jacket.", poses, rider=True)
+                     f"Motorcyclist in {'an' if cname[0] in 'aeiou' else 'a'} {cname} jacket.", poses, rider=True)
     raise ValueError(f"agents.py: unknown vehicle kind {kind!r}")
 
 
 def _pedestrian(rng, poses) -> Actor:
     cname = str(rng.choice(SHIRT_COLORS))
+    art = "an" if cname[0] in "aeiou" else "a"
     return Actor("pedestrian", "human.pedestrian.adult", (0.6, 0.6, 1.75), COLORS[cname],
-                 f"Pedestrian in a {cname} shirt.", poses)
+                 f"Pedestrian in {art} {cname} shirt.", poses)
 
 
 def _idm(v, v_des, gap, dv):

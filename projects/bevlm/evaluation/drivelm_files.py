@@ -1,0 +1,109 @@
+"""Official DriveLM challenge files: ``test_eval.json`` and ``output.json`` readers and writers.
+
+* ``test_eval.json``: ``{scene: {"key_frames": {frame: {"QA": {stage: [QA + "tag"]},
+  "image_paths": {...}}}}}`` (see :mod:`.drivelm_testset`);
+* ``output.json``: ``[{"id": f"{scene}_{frame}_{i}", "question", "answer"}]``; a
+  ``submission.json`` (``prepare_submission.py``) holds the same list under ``results``.
+
+Writers go through a temp file + rename, so nothing half-written is left behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from .drivelm_testset import DriveLMEvalError, iter_official_ids
+
+
+def atomic_write_json(obj, path: str) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temp file + rename (never half-written)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=4)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_test_eval(test: dict, path: str) -> None:
+    """Write ``test_eval.json`` (temp file + rename, never half-written)."""
+    atomic_write_json(test, path)
+
+
+def write_predictions(pred: dict[str, str], test: dict, path: str) -> None:
+    """Write ``output.json``: ``[{"id", "question", "answer"}]`` in the official id order.
+
+    Args:
+        pred: official id -> answer; every id of ``test`` must be present.
+        test: the ``test_eval.json`` dict the ids refer to (gives the questions).
+        path: output path (temp file + rename).
+    """
+    check_prediction_ids(pred, test, source="write_predictions")
+    rows = [{"id": qid, "question": qa["Q"], "answer": pred[qid]} for qid, qa in iter_official_ids(test)]
+    atomic_write_json(rows, path)
+
+
+def check_prediction_ids(pred: dict, test: dict, source: str = "predictions") -> None:
+    """Raise :class:`DriveLMEvalError` listing the test ids that have no prediction."""
+    missing = [qid for qid, _ in iter_official_ids(test) if qid not in pred]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f", ... ({len(missing) - 10} more)" if len(missing) > 10 else "")
+        raise DriveLMEvalError(
+            f"{source}: {len(missing)} test question id(s) have no prediction: {shown}. Fix: answer "
+            f"every question of the test file (ids are f'{{scene}}_{{frame}}_{{i}}', i over the frame's "
+            f"perception+prediction+planning+behavior test QA); the official evaluation.py raises "
+            f"KeyError here")
+
+
+def _load_json(path: str, what: str):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: {what} not found. Fix: pass an existing file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DriveLMEvalError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}). Fix: regenerate "
+                               f"the {what}; it is probably truncated") from e
+
+
+def load_test_eval(path: str) -> dict:
+    """Read and validate a ``test_eval.json`` (every QA needs ``Q``, ``A`` and ``tag``)."""
+    test = _load_json(path, "test file (test_eval.json)")
+    if not isinstance(test, dict):
+        raise DriveLMEvalError(f"{path}: top level must be {{scene: {{'key_frames': ...}}}}. Fix: pass "
+                               f"test_eval.json, not output.json")
+    for qid, qa in iter_official_ids(test, source=path):
+        for key in ("Q", "A", "tag"):
+            if key not in qa:
+                raise DriveLMEvalError(f"{path}: QA {qid}: missing key '{key}'. Fix: build the test file "
+                                       f"with build_test_eval (extract_data.py adds 'tag')")
+    return test
+
+
+def load_predictions(path: str) -> dict[str, str]:
+    """Read ``output.json`` (or a ``submission.json`` with ``results``) as ``{id: answer}``.
+
+    Later duplicates of an id win, as in the official dict comprehension.
+    """
+    rows = _load_json(path, "prediction file (output.json)")
+    if isinstance(rows, dict) and "results" in rows:
+        rows = rows["results"]
+    if not isinstance(rows, list):
+        raise DriveLMEvalError(f"{path}: expected a list of {{'id', 'question', 'answer'}}. Fix: pass "
+                               f"output.json (or submission.json), not the test file")
+    pred = {}
+    for k, row in enumerate(rows):
+        if not isinstance(row, dict) or "id" not in row or "answer" not in row:
+            raise DriveLMEvalError(f"{path}: item [{k}] lacks 'id' or 'answer'. Fix: every prediction "
+                                   f"is {{'id': '<scene>_<frame>_<i>', 'question': ..., 'answer': ...}}")
+        if not isinstance(row["answer"], str):
+            raise DriveLMEvalError(f"{path}: item [{k}] (id {row['id']}): 'answer' must be a string, "
+                                   f"got {type(row['answer']).__name__}. Fix: write answers as text")
+        pred[row["id"]] = row["answer"]
+    return pred
