@@ -39,12 +39,25 @@ class Stopwatch:
 
 
 @contextmanager
-def count_flops():
-    """Context manager yielding a dict that receives ``{"flops": total}`` on exit."""
+def count_flops(module: torch.nn.Module | None = None):
+    """Context manager yielding a dict that receives ``{"flops": total}`` on exit.
+
+    Args:
+        module: the model being measured. Its parameters are marked ``requires_grad=False``
+            while counting (and restored after): FlopCounterMode's module tracker cannot hook
+            a trainable leaf parameter passed between modules under ``no_grad``.
+    """
+    params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+    for p in params:
+        p.requires_grad_(False)
     result = {}
     mode = FlopCounterMode(display=False)
-    with mode:
-        yield result
+    try:
+        with mode:
+            yield result
+    finally:
+        for p in params:
+            p.requires_grad_(True)
     result["flops"] = int(mode.get_total_flops())
 
 

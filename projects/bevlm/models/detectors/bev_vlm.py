@@ -209,14 +209,14 @@ class BEVVLM(BaseModel):
         flops = {}
         counting = self._flop_calls < self.count_flops_frames
         self._flop_calls += 1
-        with watch.phase("encoder"), (count_flops() if counting else nullcontext({})) as enc_flops:
+        with watch.phase("encoder"), (count_flops(self) if counting else nullcontext({})) as enc_flops:
             vis, bev = self.visual_tokens(imgs, data_samples, streaming=streaming)
             prefix = self.build_prefix(vis, data_samples)
         if counting:
             flops["encoder"] = enc_flops["flops"] / b
             flops["prefill"] = 0
         for i, sample in enumerate(data_samples):
-            with watch.phase("prefill"), (count_flops() if counting else nullcontext({})) as pre_flops:
+            with watch.phase("prefill"), (count_flops(self) if counting else nullcontext({})) as pre_flops:
                 cache = self.llm.prefill(prefix[i:i + 1])
             if counting:
                 flops["prefill"] += pre_flops["flops"] / b
