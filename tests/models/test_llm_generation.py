@@ -110,3 +110,22 @@ def test_prefill_shapes():
     assert cache.hidden_prefix.shape == (1, P, llm.hidden_size)
     assert cache.prefix_len == llm.prefix_text_len + P
     assert isinstance(llm.answer(cache, QUESTIONS[0], max_new_tokens=3), str)
+
+
+def test_batched_answers_equal_one_by_one():
+    """Decoding all questions of a frame as one left-padded batch gives the same greedy ids
+    as decoding each alone (different question lengths, EOS stops, per-row budgets)."""
+    llm = _tiny_with_eos_bias()
+    prefix = _prefix(llm, seed=3)
+    questions = QUESTIONS + ["Yes?", "What is the moving status of object <c2,CAM_BACK,10.0,20.0>?"]
+    cache = llm.prefill(prefix)
+    before = _snapshot(cache)
+    for bias in (0.0, 0.4, 0.8):
+        llm.lm.lm_head.bias.data[llm.tokenizer.eos_token_id] = bias
+        single = [llm.generate_ids(cache, q, MAX_NEW) for q in questions]
+        assert llm.generate_ids_batch(cache, questions, MAX_NEW) == single
+    budgets = [1, 3, 12, 0, 5]
+    batched = llm.generate_ids_batch(cache, questions, budgets)
+    assert batched == [llm.generate_ids(cache, q, b)[:b] for q, b in zip(questions, budgets)]
+    assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(cache)))
+    assert llm.answer_batch(cache, questions[:2], 4) == [llm.answer(cache, q, 4) for q in questions[:2]]

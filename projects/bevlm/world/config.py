@@ -80,10 +80,22 @@ DIRECTION_SECTORS = (
 
 
 def direction_of(azimuth_deg: float) -> str:
-    """Direction name of an ego-frame azimuth (deg); see :data:`DIRECTION_SECTORS`."""
-    for name, lo, hi in DIRECTION_SECTORS:
-        if lo <= azimuth_deg <= hi:
-            return name
+    """Direction name of an ego-frame azimuth (deg); see :data:`DIRECTION_SECTORS`.
+
+    Boundaries: the front sector is closed; the left sectors include their upper
+    bound and the right sectors their lower bound (closer to the front).
+    """
+    a = float(azimuth_deg)
+    if -27.5 <= a <= 27.5:
+        return "front"
+    if 27.5 < a <= 82.5:
+        return "front left"
+    if 82.5 < a <= 145.0:
+        return "back left"
+    if -82.5 <= a < -27.5:
+        return "front right"
+    if -145.0 <= a < -82.5:
+        return "back right"
     return "back"
 
 

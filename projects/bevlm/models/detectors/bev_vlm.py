@@ -42,6 +42,8 @@ class BEVVLM(BaseModel):
             recomputing the history queue.
         max_new_tokens: answer length budget at test time.
         count_flops_frames: count FLOPs (FlopCounterMode) on the first N test batches.
+        batch_questions: decode all questions of a frame as one batch over the shared prefix
+            cache (same greedy answers, much faster on bandwidth-bound CPUs).
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
     """
@@ -51,7 +53,7 @@ class BEVVLM(BaseModel):
                  bev_encoder: dict | None = None, camera_tokens: dict | None = None,
                  aux_head: dict | None = None, use_ego_status: bool = True, ego_status_dims: int = 5,
                  stream_temporal: bool = True, max_new_tokens: int = 48, loss_lm_weight: float = 1.0,
-                 count_flops_frames: int = 2, data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+                 count_flops_frames: int = 2, batch_questions: bool = True, data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type="BEVVLMDataPreprocessor")
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -82,6 +84,7 @@ class BEVVLM(BaseModel):
         self.loss_lm_weight = loss_lm_weight
         self.temporal_cache = TemporalBEVCache()
         self.count_flops_frames = count_flops_frames
+        self.batch_questions = batch_questions
         self._flop_calls = 0
 
     # ------------------------------------------------------------------ vision
@@ -223,13 +226,14 @@ class BEVVLM(BaseModel):
             if self.traj_head is not None:
                 k = self.traj_head.num_tokens
                 sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:])[0].float().cpu()
-            answers, n_tokens = {}, 0
+            questions = [qa.question for qa in sample.qa]
             with watch.phase("decode"):
-                for qa in sample.qa:
-                    answers[qa.index] = self.llm.answer(cache, qa.question, max_new_tokens=self.max_new_tokens)
-            for ans in answers.values():
-                n_tokens += len(self.llm.tokenizer(ans, add_special_tokens=False)["input_ids"]) + 1
-            sample.pred_answers = answers
+                if self.batch_questions:
+                    ids = self.llm.generate_ids_batch(cache, questions, self.max_new_tokens)
+                else:
+                    ids = [self.llm.generate_ids(cache, q, self.max_new_tokens) for q in questions]
+            n_tokens = sum(len(i) + 1 for i in ids)  # + the stop token
+            sample.pred_answers = {qa.index: self.llm.decode_ids(i) for qa, i in zip(sample.qa, ids)}
             sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa),
                                  "prefix_tokens": int(prefix.shape[1]), **flops}
         secs = watch.as_dict()

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from bevlm.registry import MODELS
 
 from . import adapters
+from .batched_generation import greedy_batch_from_cache
 from .generation import PrefixCache, greedy_from_cache, greedy_no_cache, prefill
 from .loading import build_tiny, load_pretrained, resolve_dtype
 from .packing import IGNORE_INDEX, additive_mask, build_packed_batch
@@ -243,7 +244,8 @@ class HFCausalLM(BaseModule):
     def _query_ids(self, question: str) -> list[int]:
         return block_ids(self.tokenizer, self.prompt, question, None)[0]
 
-    def _decode(self, ids: list[int]) -> str:
+    def decode_ids(self, ids: list[int]) -> str:
+        """Answer text of generated ids (special tokens dropped, stripped)."""
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     @torch.no_grad()
@@ -264,7 +266,23 @@ class HFCausalLM(BaseModule):
         Returns:
             decoded answer text (special tokens dropped, stripped).
         """
-        return self._decode(self.generate_ids(cache, question, max_new_tokens))
+        return self.decode_ids(self.generate_ids(cache, question, max_new_tokens))
+
+    @torch.no_grad()
+    def generate_ids_batch(self, cache: PrefixCache, questions: list[str],
+                           max_new_tokens: int | list[int] = 48) -> list[list[int]]:
+        """Greedy ids for several questions of one frame, decoded together as one batch.
+
+        Same result as :meth:`generate_ids` per question (see ``batched_generation``).
+        """
+        return greedy_batch_from_cache(self.lm, cache, [self._query_ids(q) for q in questions],
+                                       max_new_tokens, self.prompt.stop_ids, self.pad_id)
+
+    @torch.no_grad()
+    def answer_batch(self, cache: PrefixCache, questions: list[str],
+                     max_new_tokens: int | list[int] = 48) -> list[str]:
+        """Answers to several questions of one frame, decoded as one batch."""
+        return [self.decode_ids(ids) for ids in self.generate_ids_batch(cache, questions, max_new_tokens)]
 
     @torch.no_grad()
     def generate_ids_no_cache(self, prefix_embeds: Tensor, question: str, max_new_tokens: int = 48) -> list[int]:
@@ -284,4 +302,4 @@ class HFCausalLM(BaseModule):
         Returns:
             decoded answer text.
         """
-        return self._decode(self.generate_ids_no_cache(prefix_embeds, question, max_new_tokens))
+        return self.decode_ids(self.generate_ids_no_cache(prefix_embeds, question, max_new_tokens))

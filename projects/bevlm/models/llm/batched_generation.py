@@ -1,0 +1,79 @@
+"""Greedy decoding of many questions of one frame in a single batch over the shared prefix.
+
+Batch-1 decoding on a CPU is bound by memory bandwidth (every token reads all weights), so
+answering the Q questions of a frame as one batch of Q rows costs little more than one row:
+each step reads the weights once for all rows. The prefix KV cache is repeated Q times
+(its keys/values are shared content); questions of different lengths are left-padded *between*
+the prefix and the question, masked out, and given position ids that continue the prefix
+without a gap, so every row computes the same function as when it is decoded alone.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .generation import PrefixCache
+
+
+@torch.no_grad()
+def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[list[int]],
+                            max_new_tokens: int | list[int], stop_ids: frozenset[int],
+                            pad_id: int) -> list[list[int]]:
+    """Greedy answers of several queries that share one prefix cache.
+
+    Args:
+        lm: the ``*ForCausalLM`` that produced ``cache``.
+        cache: the frame's :class:`PrefixCache` (not mutated).
+        queries: token ids of each ``question + query_suffix``.
+        max_new_tokens: budget for all rows, or one budget per row.
+        stop_ids: ids that end an answer (not returned).
+        pad_id: id used for the padding slots (masked, never attended).
+
+    Returns:
+        generated ids per query, stop token excluded (same as decoding each alone).
+    """
+    n = len(queries)
+    if n == 0:
+        return []
+    budgets = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    device = lm.get_input_embeddings().weight.device
+    lengths = [len(q) for q in queries]
+    lmax = max(lengths)
+    p = cache.prefix_len
+    ids = torch.full((n, lmax), pad_id, dtype=torch.long, device=device)  # [Q, Lmax] left-padded
+    mask = torch.zeros((n, p + lmax), dtype=torch.long, device=device)    # [Q, P + Lmax]
+    mask[:, :p] = 1
+    pos = torch.zeros((n, lmax), dtype=torch.long, device=device)
+    for r, q in enumerate(queries):
+        ids[r, lmax - len(q):] = torch.tensor(q, device=device)
+        mask[r, p + lmax - len(q):] = 1
+        pos[r, lmax - len(q):] = torch.arange(p, p + len(q), device=device)
+    past = copy.deepcopy(cache.past_key_values)
+    past.batch_repeat_interleave(n)
+    next_pos = torch.tensor([p + length for length in lengths], device=device)  # [Q]
+    out_ids: list[list[int]] = [[] for _ in range(n)]
+    done = [b <= 0 for b in budgets]
+    inputs = ids
+    for _ in range(max(budgets)):
+        if all(done):
+            break
+        out = lm(input_ids=inputs, attention_mask=mask, position_ids=pos, past_key_values=past,
+                 use_cache=True, logits_to_keep=1)
+        past = out.past_key_values
+        tokens = out.logits[:, -1].argmax(-1)  # [Q]
+        for r in range(n):
+            if done[r]:
+                continue
+            tok = int(tokens[r])
+            if tok in stop_ids:
+                done[r] = True
+                continue
+            out_ids[r].append(tok)
+            done[r] = len(out_ids[r]) >= budgets[r]
+        inputs = tokens[:, None]                                           # [Q, 1]
+        pos = next_pos[:, None].clone()                                    # [Q, 1]
+        next_pos = next_pos + 1
+        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
+    return out_ids
