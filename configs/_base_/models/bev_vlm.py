@@ -24,5 +24,7 @@ model = dict(
              freeze_base=True),
     traj_head=dict(type="TrajectoryTokenHead", num_tokens=6, horizon=6),
     use_ego_status=True,
-    max_new_tokens=48,
+    max_new_tokens=32,
+    # answers that list every key object with its c-tag are long; the rest are short
+    family_max_new_tokens=dict(important_objects=160, notice_order=256, priority=96),
 )

@@ -40,7 +40,9 @@ class BEVVLM(BaseModel):
         ego_status_dims: length of ``data_sample.ego_status``.
         stream_temporal: at test time keep the previous BEV per scene (streaming) instead of
             recomputing the history queue.
-        max_new_tokens: answer length budget at test time.
+        max_new_tokens: default answer length budget at test time.
+        family_max_new_tokens: per question family budgets (families of
+            :mod:`bevlm.structures.qa_families`), e.g. long c-tag lists vs. "Yes."/"No.".
         count_flops_frames: count FLOPs (FlopCounterMode) on the first N test batches.
         batch_questions: decode all questions of a frame as one batch over the shared prefix
             cache (same greedy answers, much faster on bandwidth-bound CPUs).
@@ -53,7 +55,8 @@ class BEVVLM(BaseModel):
                  bev_encoder: dict | None = None, camera_tokens: dict | None = None,
                  aux_head: dict | None = None, use_ego_status: bool = True, ego_status_dims: int = 5,
                  stream_temporal: bool = True, max_new_tokens: int = 48, loss_lm_weight: float = 1.0,
-                 count_flops_frames: int = 2, batch_questions: bool = True, data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+                 family_max_new_tokens: dict | None = None, count_flops_frames: int = 2,
+                 batch_questions: bool = True, data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type="BEVVLMDataPreprocessor")
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -85,6 +88,7 @@ class BEVVLM(BaseModel):
         self.temporal_cache = TemporalBEVCache()
         self.count_flops_frames = count_flops_frames
         self.batch_questions = batch_questions
+        self.family_max_new_tokens = dict(family_max_new_tokens or {})
         self._flop_calls = 0
 
     # ------------------------------------------------------------------ vision
@@ -165,6 +169,10 @@ class BEVVLM(BaseModel):
             raise ValueError("empty prefix: a blind model needs use_ego_status or a traj_head")
         return torch.cat(parts, dim=1)
 
+    def token_budget(self, family: str) -> int:
+        """Answer length budget of a question family (``family_max_new_tokens`` or the default)."""
+        return self.family_max_new_tokens.get(family, self.max_new_tokens)
+
     # ------------------------------------------------------------------ modes
     def forward(self, inputs: dict, data_samples: list | None = None, mode: str = "tensor"):
         imgs = inputs["imgs"]
@@ -228,10 +236,11 @@ class BEVVLM(BaseModel):
                 sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:])[0].float().cpu()
             questions = [qa.question for qa in sample.qa]
             with watch.phase("decode"):
+                budgets = [self.token_budget(qa.family) for qa in sample.qa]
                 if self.batch_questions:
-                    ids = self.llm.generate_ids_batch(cache, questions, self.max_new_tokens)
+                    ids = self.llm.generate_ids_batch(cache, questions, budgets)
                 else:
-                    ids = [self.llm.generate_ids(cache, q, self.max_new_tokens) for q in questions]
+                    ids = [self.llm.generate_ids(cache, q, n) for q, n in zip(questions, budgets)]
             n_tokens = sum(len(i) + 1 for i in ids)  # + the stop token
             sample.pred_answers = {qa.index: self.llm.decode_ids(i) for qa, i in zip(sample.qa, ids)}
             sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa),

@@ -5,7 +5,9 @@ answering the Q questions of a frame as one batch of Q rows costs little more th
 each step reads the weights once for all rows. The prefix KV cache is repeated Q times
 (its keys/values are shared content); questions of different lengths are left-padded *between*
 the prefix and the question, masked out, and given position ids that continue the prefix
-without a gap, so every row computes the same function as when it is decoded alone.
+without a gap, so every row computes the same function as when it is decoded alone. Rows that finish (stop
+token or budget) are dropped from the batch and its cache, so a few long answers do not make
+every short one pay for their length.
 """
 from __future__ import annotations
 
@@ -54,26 +56,33 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
     past.batch_repeat_interleave(n)
     next_pos = torch.tensor([p + length for length in lengths], device=device)  # [Q]
     out_ids: list[list[int]] = [[] for _ in range(n)]
-    done = [b <= 0 for b in budgets]
+    active = [r for r in range(n) if budgets[r] > 0]  # original row index of each batch row
+    if len(active) < n:
+        past.batch_select_indices(torch.tensor(active, device=device))
+        ids, mask, pos, next_pos = ids[active], mask[active], pos[active], next_pos[active]
     inputs = ids
-    for _ in range(max(budgets)):
-        if all(done):
-            break
+    while active:
         out = lm(input_ids=inputs, attention_mask=mask, position_ids=pos, past_key_values=past,
                  use_cache=True, logits_to_keep=1)
         past = out.past_key_values
-        tokens = out.logits[:, -1].argmax(-1)  # [Q]
-        for r in range(n):
-            if done[r]:
-                continue
-            tok = int(tokens[r])
+        tokens = out.logits[:, -1].argmax(-1)  # [A]
+        keep = []
+        for k, r in enumerate(active):
+            tok = int(tokens[k])
             if tok in stop_ids:
-                done[r] = True
                 continue
             out_ids[r].append(tok)
-            done[r] = len(out_ids[r]) >= budgets[r]
-        inputs = tokens[:, None]                                           # [Q, 1]
-        pos = next_pos[:, None].clone()                                    # [Q, 1]
+            if len(out_ids[r]) < budgets[r]:
+                keep.append(k)
+        if len(keep) < len(active):  # drop finished rows: later steps cost only the live ones
+            if not keep:
+                break
+            sel = torch.tensor(keep, device=device)
+            past.batch_select_indices(sel)
+            tokens, mask, next_pos = tokens[sel], mask[sel], next_pos[sel]
+            active = [active[k] for k in keep]
+        inputs = tokens[:, None]                                           # [A, 1]
+        pos = next_pos[:, None].clone()                                    # [A, 1]
         next_pos = next_pos + 1
-        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
+        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
     return out_ids

@@ -1,0 +1,110 @@
+"""The assembled BEV-VLM on the tiny config: losses, gradients, prediction, streaming temporal state."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+
+from bevlm.registry import DATASETS, MODELS
+from tests.conftest import REPO
+
+init_default_scope("bevlm")
+torch.set_num_threads(1)
+
+
+def _cfg():
+    return Config.fromfile(f"{REPO}/configs/bev_vlm_tiny.py")
+
+
+def _dataset(world, cfg, **kw):
+    return DATASETS.build(dict(type="BEVDriveDataset", ann_file=f"{world}/infos/bevlm_infos_train.pkl",
+                               data_root=f"{world}/", pipeline=cfg.pipeline, **kw))
+
+
+def _model(cfg, **overrides):
+    torch.manual_seed(0)
+    mcfg = cfg.model.to_dict()
+    mcfg.update(overrides)
+    return MODELS.build(mcfg)
+
+
+@pytest.mark.parametrize("vision", ["bev", "camera", "blind"])
+def test_loss_and_gradients(tiny_world, vision):
+    cfg = _cfg()
+    extra = {}
+    if vision == "camera":
+        extra["projector"] = dict(type="ResamplerProjector", in_dims=32, num_queries=4)
+    model = _model(cfg, vision=vision, **extra)
+    ds = _dataset(tiny_world, cfg, queue_length=2, qa_per_sample=3)
+    data = model.data_preprocessor(pseudo_collate([ds[0], ds[5]]), True)
+    losses = model(**data, mode="loss")
+    expected = {"loss_lm", "loss_traj"} | ({"loss_heatmap", "loss_occ"} if vision == "bev" else set())
+    assert set(losses) == expected
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    lora = [p for n, p in model.llm.named_parameters() if "lora_" in n]
+    assert lora and any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    if vision != "blind":
+        grads = [p.grad for p in model.img_backbone.parameters() if p.grad is not None]
+        assert grads and sum(g.abs().sum() for g in grads) > 0  # the LLM loss reaches the pixels
+    base = [p for n, p in model.llm.named_parameters() if "lora_" not in n]
+    assert all(not p.requires_grad for p in base)
+
+
+def test_predict_outputs_and_efficiency(tiny_world):
+    cfg = _cfg()
+    model = _model(cfg).eval()
+    ds = _dataset(tiny_world, cfg, queue_length=1, qa_mode="frame")
+    out = model(**model.data_preprocessor(pseudo_collate([ds[0]]), False), mode="predict")[0]
+    assert set(out.pred_answers) == {qa.index for qa in out.qa}
+    assert out.pred_traj.shape == (6, 2)
+    eff = out.efficiency
+    assert eff["questions"] == len(out.qa) and eff["encoder"] > 0 and eff["prefill"] > 0
+    assert {"encoder_s", "prefill_s", "decode_s"} <= set(eff)
+
+
+def test_batched_and_sequential_answers_agree(tiny_world):
+    cfg = _cfg()
+    model = _model(cfg).eval()
+    ds = _dataset(tiny_world, cfg, queue_length=1, qa_mode="frame")
+    data = model.data_preprocessor(pseudo_collate([ds[1]]), False)
+    a = model(**data, mode="predict")[0].pred_answers
+    model.batch_questions = False
+    model.temporal_cache.reset()
+    b = model(**data, mode="predict")[0].pred_answers
+    assert a == b
+
+
+def test_streaming_equals_queue_on_second_frame(tiny_world):
+    """Streaming frame 0 then frame 1 (cached BEV, warped by ego motion) gives the same BEV as
+    the T=2 queue [frame 0, frame 1]; after a scene change the cache is not used."""
+    cfg = _cfg()
+    model = _model(cfg).eval()
+    queue_ds = _dataset(tiny_world, cfg, queue_length=2, qa_mode="none", require_qa=False)
+    stream_ds = _dataset(tiny_world, cfg, queue_length=1, qa_mode="none", require_qa=False)
+    assert queue_ds.frames[1]["prev"] == queue_ds.frames[0]["token"]
+    with torch.no_grad():
+        q = model.data_preprocessor(pseudo_collate([queue_ds[1]]), False)
+        bev_queue = model.encode_bev(q["inputs"]["imgs"], q["data_samples"])
+        model.temporal_cache.reset()
+        for i in (0, 1):
+            s = model.data_preprocessor(pseudo_collate([stream_ds[i]]), False)
+            bev_stream = model.encode_bev(s["inputs"]["imgs"], s["data_samples"], streaming=True)
+        torch.testing.assert_close(bev_stream, bev_queue, atol=1e-5, rtol=1e-5)
+        # the same frame without history differs (the temporal path matters)
+        model.temporal_cache.reset()
+        bev_alone = model.encode_bev(s["inputs"]["imgs"], s["data_samples"], streaming=True)
+        assert not torch.allclose(bev_alone, bev_queue, atol=1e-4)
+        # a frame of another scene right after: no cache hit, same as computing it alone
+        val_ds = DATASETS.build(dict(type="BEVDriveDataset", ann_file=f"{tiny_world}/infos/bevlm_infos_val.pkl",
+                                     data_root=f"{tiny_world}/", pipeline=cfg.pipeline, queue_length=1,
+                                     qa_mode="none", require_qa=False))
+        other = next(i for i, f in enumerate(val_ds.frames) if f["prev"])
+        assert val_ds.frames[other]["scene_token"] != stream_ds.frames[1]["scene_token"]
+        model.temporal_cache.reset()
+        model.encode_bev(s["inputs"]["imgs"], s["data_samples"], streaming=True)  # cache: scene of frame 1
+        o = model.data_preprocessor(pseudo_collate([val_ds[other]]), False)
+        bev_other = model.encode_bev(o["inputs"]["imgs"], o["data_samples"], streaming=True)
+        model.temporal_cache.reset()
+        torch.testing.assert_close(
+            bev_other, model.encode_bev(o["inputs"]["imgs"], o["data_samples"], streaming=True))
