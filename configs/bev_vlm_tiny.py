@@ -32,11 +32,11 @@ pipeline = [
 ]
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(ann_file=data_root + "infos/bevlm_infos_train.pkl", data_root=data_root,
+    dataset=dict(ann_file="infos/bevlm_infos_train.pkl", data_root=data_root,
                  pipeline=pipeline, qa_per_sample=4))
 val_dataloader = dict(
     num_workers=0,
-    dataset=dict(ann_file=data_root + "infos/bevlm_infos_val.pkl", data_root=data_root,
+    dataset=dict(ann_file="infos/bevlm_infos_val.pkl", data_root=data_root,
                  pipeline=pipeline, max_frames=2))
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2)

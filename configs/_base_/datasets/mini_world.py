@@ -15,7 +15,7 @@ train_dataloader = dict(
     collate_fn=dict(type="pseudo_collate"),
     dataset=dict(
         type="BEVDriveDataset",
-        ann_file=data_root + "infos/bevlm_infos_train.pkl",
+        ann_file="infos/bevlm_infos_train.pkl",
         data_root=data_root,
         pipeline=train_pipeline,
         queue_length=2,
@@ -31,7 +31,7 @@ val_dataloader = dict(
     collate_fn=dict(type="pseudo_collate"),
     dataset=dict(
         type="BEVDriveDataset",
-        ann_file=data_root + "infos/bevlm_infos_val.pkl",
+        ann_file="infos/bevlm_infos_val.pkl",
         data_root=data_root,
         pipeline=test_pipeline,
         queue_length=1,

@@ -1,0 +1,47 @@
+"""Every config parses and names only registered components (a typo fails here, not after an hour)."""
+import glob
+import os
+
+import pytest
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from bevlm.registry import DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS
+from tests.conftest import REPO
+
+init_default_scope("bevlm")
+CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recursive=True)
+                 if "_base_" not in p and "sweeps" not in p)
+
+
+def _types(node, path=""):
+    if isinstance(node, dict):
+        if "type" in node and isinstance(node["type"], str):
+            yield path, node["type"]
+        for k, v in node.items():
+            yield from _types(v, f"{path}.{k}")
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _types(v, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("cfg_path", CONFIGS, ids=[os.path.relpath(p, REPO) for p in CONFIGS])
+def test_config_types_are_registered(cfg_path):
+    cfg = Config.fromfile(cfg_path)
+    for _, (where, name) in enumerate(_types(cfg.model, "model")):
+        assert MODELS.get(name) is not None, f"{cfg_path}: {where} type {name!r} is not registered"
+    for key in ("train_dataloader", "val_dataloader"):
+        ds = cfg[key]["dataset"]
+        assert DATASETS.get(ds["type"]) is not None
+        for t in ds["pipeline"]:
+            assert TRANSFORMS.get(t["type"]) is not None, f"{cfg_path}: transform {t['type']}"
+    for ev in cfg.val_evaluator:
+        assert METRICS.get(ev["type"]) is not None
+    for hook in cfg.get("custom_hooks", []):
+        assert HOOKS.get(hook["type"]) is not None
+
+
+def test_main_config_is_the_documented_default():
+    cfg = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm.py"))
+    assert cfg.model.vision == "bev" and cfg.model.llm.pretrained == "smollm2"
+    assert cfg.model.bev_encoder.use_temporal and cfg.train_dataloader.dataset.queue_length == 2
