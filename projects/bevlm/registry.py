@@ -28,3 +28,23 @@ HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope="bevlm",
                  locations=["bevlm.engine"])
 OPTIM_WRAPPERS = Registry("optim_wrapper", parent=MMENGINE_OPTIM_WRAPPERS,
                           scope="bevlm", locations=["bevlm.engine"])
+
+# Children of the remaining mmengine registries, so that building them under the "bevlm"
+# scope finds them here (and mmengine does not warn that the scope is missing).
+from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS  # noqa: E402
+from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS  # noqa: E402
+from mmengine.registry import LOG_PROCESSORS as MMENGINE_LOG_PROCESSORS  # noqa: E402
+from mmengine.registry import LOOPS as MMENGINE_LOOPS  # noqa: E402
+from mmengine.registry import OPTIMIZERS as MMENGINE_OPTIMIZERS  # noqa: E402
+from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS  # noqa: E402
+from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS  # noqa: E402
+from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS  # noqa: E402
+
+OPTIMIZERS = Registry("optimizer", parent=MMENGINE_OPTIMIZERS, scope="bevlm")
+PARAM_SCHEDULERS = Registry("parameter scheduler", parent=MMENGINE_PARAM_SCHEDULERS, scope="bevlm")
+LOOPS = Registry("loop", parent=MMENGINE_LOOPS, scope="bevlm")
+DATA_SAMPLERS = Registry("data sampler", parent=MMENGINE_DATA_SAMPLERS, scope="bevlm")
+FUNCTIONS = Registry("function", parent=MMENGINE_FUNCTIONS, scope="bevlm")
+LOG_PROCESSORS = Registry("log_processor", parent=MMENGINE_LOG_PROCESSORS, scope="bevlm")
+VISUALIZERS = Registry("visualizer", parent=MMENGINE_VISUALIZERS, scope="bevlm")
+VISBACKENDS = Registry("vis_backend", parent=MMENGINE_VISBACKENDS, scope="bevlm")
