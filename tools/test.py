@@ -42,6 +42,12 @@ def main():
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
+    from bevlm.evaluation.drivelm_files import atomic_write_json
+
+    def plain(v):  # numpy scalars -> python numbers
+        return v.item() if hasattr(v, "item") else v
+
+    atomic_write_json({k: plain(v) for k, v in metrics.items()}, osp.join(out_dir, "metrics.json"))
     print(f"results written to {out_dir}")
     return metrics
 

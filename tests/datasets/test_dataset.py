@@ -87,3 +87,12 @@ def test_missing_info_file_and_bad_qa_mode(tmp_path, synthetic_infos):
         BEVDriveDataset(str(tmp_path / "nope.pkl"), PIPELINE)
     with pytest.raises(ValueError, match="qa_mode"):
         BEVDriveDataset(synthetic_infos[0], PIPELINE, qa_mode="bogus")
+
+
+def test_test_format_selection_and_stride(tmp_path):
+    path = create_drivelm_only_infos(SAMPLE_JSON, SAMPLE_IMAGES, str(tmp_path / "s.pkl"))
+    ds = BEVDriveDataset(path, PIPELINE, qa_mode="frame", qa_select="test")
+    assert sum(len(e["qa"]) for e in ds.data_list) == 66  # the official test format of the sample
+    mc = [q for e in ds.data_list for q in e["qa"] if "Please select the correct answer" in q.question]
+    assert len(mc) == 8 + 9 and all(q.answer in "ABCD" for q in mc)
+    assert len(BEVDriveDataset(path, PIPELINE, qa_mode="frame", frame_stride=2)) == 5

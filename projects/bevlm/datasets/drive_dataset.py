@@ -55,6 +55,9 @@ class BEVDriveDataset(BaseDataset):
         stages: DriveLM stages to keep.
         require_qa: drop frames without DriveLM QA (they still serve as temporal history).
         max_frames: keep only the first N QA frames (quick experiments), None = all.
+        qa_select: 'all' (the whole QA graph) or 'test' (only the questions of the official
+            test format, selected as DriveLM's ``extract_data.py`` does: what the challenge scores).
+        frame_stride: keep every k-th QA frame (faster evaluation on a documented subset).
         mc_seed: the questions that the official test format turns into multiple choice
             (the selected moving-status and behavior QA) are asked in that form, with the
             options drawn as :class:`bevlm.evaluation.DriveLMMetric` draws them with the same
@@ -65,7 +68,8 @@ class BEVDriveDataset(BaseDataset):
     def __init__(self, ann_file: str, pipeline: list, data_root: str = "", queue_length: int = 1,
                  qa_mode: str = "chunks", qa_per_sample: int = 8,
                  stages: tuple = ("perception", "prediction", "planning", "behavior"),
-                 require_qa: bool = True, max_frames: int | None = None, mc_seed: int | None = 0,
+                 require_qa: bool = True, max_frames: int | None = None, qa_select: str = "all",
+                 frame_stride: int = 1, mc_seed: int | None = 0,
                  test_mode: bool = False) -> None:
         if qa_mode not in ("chunks", "frame", "none"):
             raise ValueError(f"qa_mode must be 'chunks', 'frame' or 'none', got {qa_mode!r}")
@@ -78,6 +82,12 @@ class BEVDriveDataset(BaseDataset):
         self.require_qa = require_qa
         self.max_frames = max_frames
         self.mc_seed = mc_seed
+        if qa_select not in ("all", "test"):
+            raise ValueError(f"qa_select must be 'all' or 'test', got {qa_select!r}")
+        if frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
+        self.qa_select = qa_select
+        self.frame_stride = frame_stride
         self.frames: list[dict] = []
         self._token2frame: dict[str, int] = {}
         super().__init__(ann_file=ann_file, data_root=data_root, pipeline=pipeline,
@@ -85,7 +95,7 @@ class BEVDriveDataset(BaseDataset):
 
     # ------------------------------------------------------------------ loading
     def load_data_list(self) -> list[dict]:
-        from bevlm.evaluation.drivelm_testset import mc_questions_for_frame
+        from bevlm.evaluation.drivelm_testset import build_test_frame, mc_questions_for_frame
         from bevlm.structures.qa_families import classify_question
 
         data = _load_info_file(self.ann_file)
@@ -95,19 +105,26 @@ class BEVDriveDataset(BaseDataset):
         self.frames = data["data_list"]
         self._token2frame = {f["token"]: i for i, f in enumerate(self.frames)}
         entries = []
-        n_frames = 0
+        n_frames = n_seen = 0
         for fi, frame in enumerate(self.frames):
             if frame.get("drivelm") is None and self.require_qa:
+                continue
+            n_seen += 1
+            if (n_seen - 1) % self.frame_stride:
                 continue
             if self.max_frames is not None and n_frames >= self.max_frames:
                 break
             n_frames += 1
+            selected = None
+            if self.qa_select == "test" and frame.get("drivelm") is not None:
+                selected = set(build_test_frame(frame["drivelm"], frame["scene_token"], frame["token"],
+                                                self.mc_seed or 0)[1])
             qa = []
             if frame.get("drivelm") is not None and self.qa_mode != "none":
                 mc = {} if self.mc_seed is None else mc_questions_for_frame(
                     frame["drivelm"], frame["scene_token"], frame["token"], self.mc_seed)
                 for q in flatten_qa(frame["drivelm"]):
-                    if q["stage"] not in self.stages:
+                    if q["stage"] not in self.stages or (selected is not None and q["index"] not in selected):
                         continue
                     item = QAItem(q["Q"], q["A"], q["stage"], q["index"],
                                   classify_question(q["Q"], q["stage"]))

@@ -7,6 +7,7 @@ import torch
 from mmengine.model import BaseModel
 from torch import nn
 
+from bevlm.inference.qa_policy import QAPolicy, answer_frame, apply_system_prompt, blocks_for_policy
 from bevlm.registry import MODELS
 from bevlm.structures import EgoMotion
 from bevlm.utils import Stopwatch, count_flops
@@ -46,6 +47,10 @@ class BEVVLM(BaseModel):
         count_flops_frames: count FLOPs (FlopCounterMode) on the first N test batches.
         batch_questions: decode all questions of a frame as one batch over the shared prefix
             cache (same greedy answers, much faster on bandwidth-bound CPUs).
+        qa_policy: config of :class:`bevlm.inference.qa_policy.QAPolicy`: 'full' (one round per
+            question, default), 'three_rounds' (perception / prediction / planning+behavior,
+            several questions per structured round), 'single'; also the prompt template.
+            Training uses the same format (``blocks_for_policy``).
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
     """
@@ -56,7 +61,7 @@ class BEVVLM(BaseModel):
                  aux_head: dict | None = None, use_ego_status: bool = True, ego_status_dims: int = 5,
                  stream_temporal: bool = True, max_new_tokens: int = 48, loss_lm_weight: float = 1.0,
                  family_max_new_tokens: dict | None = None, count_flops_frames: int = 2,
-                 batch_questions: bool = True, data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+                 batch_questions: bool = True, qa_policy: dict | None = None, data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type="BEVVLMDataPreprocessor")
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -89,6 +94,8 @@ class BEVVLM(BaseModel):
         self.count_flops_frames = count_flops_frames
         self.batch_questions = batch_questions
         self.family_max_new_tokens = dict(family_max_new_tokens or {})
+        self.qa_policy = QAPolicy(**(qa_policy or {}))
+        apply_system_prompt(self.llm, self.qa_policy.template)
         self._flop_calls = 0
 
     # ------------------------------------------------------------------ vision
@@ -169,10 +176,6 @@ class BEVVLM(BaseModel):
             raise ValueError("empty prefix: a blind model needs use_ego_status or a traj_head")
         return torch.cat(parts, dim=1)
 
-    def token_budget(self, family: str) -> int:
-        """Answer length budget of a question family (``family_max_new_tokens`` or the default)."""
-        return self.family_max_new_tokens.get(family, self.max_new_tokens)
-
     # ------------------------------------------------------------------ modes
     def forward(self, inputs: dict, data_samples: list | None = None, mode: str = "tensor"):
         imgs = inputs["imgs"]
@@ -189,7 +192,7 @@ class BEVVLM(BaseModel):
         vis, bev = self.visual_tokens(imgs, data_samples)
         prefix = self.build_prefix(vis, data_samples)
         losses = {}
-        blocks = [[(qa.question, qa.answer) for qa in s.qa] for s in data_samples]
+        blocks = [blocks_for_policy(s.qa, self.qa_policy) for s in data_samples]
         batch = self.llm.build_batch(blocks, prefix.shape[1])
         out = self.llm.forward_train(batch, prefix)
         losses["loss_lm"] = out["loss_lm"] * self.loss_lm_weight
@@ -234,16 +237,12 @@ class BEVVLM(BaseModel):
             if self.traj_head is not None:
                 k = self.traj_head.num_tokens
                 sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:])[0].float().cpu()
-            questions = [qa.question for qa in sample.qa]
             with watch.phase("decode"):
-                budgets = [self.token_budget(qa.family) for qa in sample.qa]
-                if self.batch_questions:
-                    ids = self.llm.generate_ids_batch(cache, questions, budgets)
-                else:
-                    ids = [self.llm.generate_ids(cache, q, n) for q, n in zip(questions, budgets)]
-            n_tokens = sum(len(i) + 1 for i in ids)  # + the stop token
-            sample.pred_answers = {qa.index: self.llm.decode_ids(i) for qa, i in zip(sample.qa, ids)}
-            sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa),
+                res = answer_frame(self.llm, cache, sample.qa, self.qa_policy, self.max_new_tokens,
+                                   self.family_max_new_tokens, batch=self.batch_questions)
+            sample.pred_answers = res.answers
+            n_tokens = res.tokens
+            sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa), "rounds": res.rounds,
                                  "prefix_tokens": int(prefix.shape[1]), **flops}
         secs = watch.as_dict()
         for sample in data_samples:  # batch-level phases are shared equally by the frames

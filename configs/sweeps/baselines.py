@@ -1,0 +1,11 @@
+# BEV vs. blind vs. CLIP-style camera tokens at equal LLM, budget and schedule (the README table).
+sweep = dict(
+    name="baselines",
+    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_blind.py",
+             "configs/ablations/bev_vlm_camera.py"],
+    steps=["train", "test"],
+    columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/language_score",
+             "drivelm/match_f1", "drivelm/family_accuracy", "planning/L2_avg_stp3",
+             "planning/collision_avg_stp3", "efficiency/frame_s"],
+    pareto=("efficiency/frame_s", "drivelm/gpt_free_final"),
+)

@@ -1,0 +1,123 @@
+"""Ablation sweeps: a grid of configs x cfg-options -> one work dir per run -> one table + plot.
+
+A sweep file (``configs/sweeps/<name>.py``) defines::
+
+    sweep = dict(
+        name="baselines",                       # work_dirs/sweeps/<name>/
+        configs=["configs/bev_vlm.py", ...],    # base configs
+        grid={"model.max_new_tokens": [16, 32]},  # cfg-options, Cartesian product (optional)
+        steps=["train", "test"],                # what each run does
+        test_options=[...],                     # extra cfg-options for test only (optional)
+        columns=["drivelm/gpt_free_final", ...],  # metrics in the table
+        pareto=("efficiency/frame_s", "drivelm/gpt_free_final"),  # x (lower better), y (higher better)
+    )
+
+Runs are resumable: a run whose ``metrics.json`` exists is not run again, and training resumes
+from the run's last checkpoint if one exists.
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def expand_runs(sweep: dict) -> list[dict]:
+    """One dict per run: ``{"id", "config", "options": [k=v, ...]}`` (deterministic order)."""
+    grid = sweep.get("grid", {}) or {}
+    keys = sorted(grid)
+    runs = []
+    for config in sweep["configs"]:
+        for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+            options = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in zip(keys, values)]
+            stem = os.path.splitext(os.path.basename(config))[0]
+            suffix = "_".join(f"{k.split('.')[-1]}-{v}" for k, v in zip(keys, values))
+            runs.append({"id": stem + (f"__{suffix}" if suffix else ""), "config": config, "options": options})
+    ids = [r["id"] for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"sweep {sweep['name']}: duplicate run ids {ids}; give configs distinct file names")
+    return runs
+
+
+def _run(cmd: list[str], log_path: str) -> None:
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"command failed ({proc.returncode}), see {log_path}: {' '.join(cmd)}")
+
+
+def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.executable,
+              dry_run: bool = False) -> list[dict]:
+    """Run (or resume) every run of the sweep and return their rows."""
+    out_root = os.path.join(root, sweep["name"])
+    os.makedirs(out_root, exist_ok=True)
+    rows = []
+    runs = expand_runs(sweep)
+    for n, run in enumerate(runs, 1):
+        work = os.path.join(out_root, run["id"])
+        metrics_path = os.path.join(work, "test", "metrics.json")
+        print(f"[{n}/{len(runs)}] {run['id']}", flush=True)
+        if dry_run:
+            continue
+        if not os.path.isfile(metrics_path):
+            os.makedirs(work, exist_ok=True)
+            log = os.path.join(work, "sweep.log")
+            t0 = time.time()
+            opts = ["--cfg-options", *run["options"]] if run["options"] else []
+            if "train" in sweep.get("steps", ["train", "test"]):
+                resume = ["--resume"] if os.path.isfile(os.path.join(work, "last_checkpoint")) else []
+                _run([python, "tools/train.py", run["config"], "--work-dir", work, *resume, *opts], log)
+            ckpt = open(os.path.join(work, "last_checkpoint")).read().strip()
+            test_opts = list(run["options"]) + list(sweep.get("test_options", []))
+            _run([python, "tools/test.py", run["config"], ckpt, "--work-dir", work, "--out-dir",
+                  os.path.join(work, "test"), *(["--cfg-options", *test_opts] if test_opts else [])], log)
+            print(f"    done in {time.time() - t0:.0f} s", flush=True)
+        rows.append({"run": run["id"], **json.load(open(metrics_path))})
+    if not dry_run:
+        write_tables(sweep, rows, out_root)
+    return rows
+
+
+def write_tables(sweep: dict, rows: list[dict], out_root: str) -> None:
+    """``results.csv``, ``results.md`` and (if ``pareto`` is set) ``pareto.png``."""
+    columns = ["run"] + list(sweep.get("columns") or sorted({k for r in rows for k in r} - {"run"}))
+    with open(os.path.join(out_root, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    with open(os.path.join(out_root, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if sweep.get("pareto") and rows:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        xk, yk = sweep["pareto"]
+        pts = [(r.get(xk), r.get(yk), r["run"]) for r in rows if r.get(xk) is not None and r.get(yk) is not None]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for x, y, name in pts:
+            ax.scatter(x, y)
+            ax.annotate(name, (x, y), fontsize=7)
+        front = sorted(p for p in pts if not any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in pts))
+        if front:
+            ax.plot([p[0] for p in front], [p[1] for p in front], "k--", linewidth=0.8, label="Pareto front")
+            ax.legend(fontsize=7)
+        ax.set_xlabel(xk)
+        ax.set_ylabel(yk)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_root, "pareto.png"), dpi=110)
+        plt.close(fig)

@@ -1,0 +1,267 @@
+"""Quantise the Linear layers of a model in place: RTN / GPTQ int4 or int8 dynamic.
+
+GPTQ (Frantar et al., 2022, arXiv 2210.17323) needs calibration inputs: the
+caller's ``calib_fn(module)`` runs ordinary forward passes (e.g. a few frames'
+prefill + answers) while forward pre-hooks accumulate each layer's Hessian.
+With ``sequential=True`` (default) the layers are processed block by block
+(a block = the Linears under one numbered module such as ``model.layers.3``):
+block i is calibrated with inputs produced by the already-quantised blocks
+0..i-1, as in the paper, at the cost of one ``calib_fn`` run per block.
+``sequential=False`` calibrates every layer in one run on float inputs.
+Within a block all Linears see the block's float-path inputs.
+"""
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .gptq import HessianAccumulator, gptq_quantize
+from .int4 import quantize_rtn
+from .int8_dynamic import int8_dynamic_bytes, is_int8_dynamic_linear, quantize_int8_dynamic_
+from .quant_linear import QuantLinear4
+
+METHODS = ("rtn", "gptq", "int8_dynamic")
+DEFAULT_INCLUDE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class QuantReport:
+    """What :func:`quantize_model` did.
+
+    Attributes:
+        method: ``'rtn' | 'gptq' | 'int8_dynamic'``.
+        bits: weight bits (8 for ``int8_dynamic``).
+        group_size: columns per group (0 for ``int8_dynamic``: per channel).
+        kernel: requested int4 kernel (``'-'`` for ``int8_dynamic``).
+        layers: dotted names of the replaced Linears.
+        linear_bytes_before: bytes of those Linears' weights + biases as they were.
+        linear_bytes_fp16: the same tensors counted at 2 bytes per element.
+        linear_bytes_after: bytes of the quantised replacements.
+        module_bytes_before / module_bytes_after: all unique parameters and
+            buffers of the module (tied tensors once, int8 packed weights included).
+        seconds: wall time of the quantisation (calibration included).
+        calib_runs: number of ``calib_fn`` calls (GPTQ).
+    """
+
+    method: str
+    bits: int
+    group_size: int
+    kernel: str
+    layers: list[str] = field(default_factory=list)
+    linear_bytes_before: int = 0
+    linear_bytes_fp16: int = 0
+    linear_bytes_after: int = 0
+    module_bytes_before: int = 0
+    module_bytes_after: int = 0
+    seconds: float = 0.0
+    calib_runs: int = 0
+
+    @property
+    def ratio_vs_fp16(self) -> float:
+        """Bytes of the quantised Linears over their fp16 bytes."""
+        return self.linear_bytes_after / max(self.linear_bytes_fp16, 1)
+
+    def as_dict(self) -> dict:
+        """Plain dict (JSON-able), with ``ratio_vs_fp16`` and the layer count."""
+        out = asdict(self)
+        out.update(ratio_vs_fp16=self.ratio_vs_fp16, num_layers=len(self.layers))
+        return out
+
+    def table(self) -> str:
+        """A short human-readable summary."""
+        mb = 1e6
+        return "\n".join([
+            f"quantisation: {self.method}, {self.bits} bit, group {self.group_size}, kernel {self.kernel}",
+            f"  layers replaced      : {len(self.layers)}",
+            f"  linears before       : {self.linear_bytes_before / mb:9.2f} MB "
+            f"(fp16: {self.linear_bytes_fp16 / mb:.2f} MB)",
+            f"  linears after        : {self.linear_bytes_after / mb:9.2f} MB ({self.ratio_vs_fp16:.3f}x fp16)",
+            f"  whole module         : {self.module_bytes_before / mb:9.2f} MB -> {self.module_bytes_after / mb:.2f} MB",
+            f"  time                 : {self.seconds:9.2f} s ({self.calib_runs} calibration runs)"])
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes of all unique parameters and buffers (tied tensors counted once),
+    plus the packed weights of int8 dynamic Linears."""
+    seen: set[tuple] = set()
+    total = 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if key not in seen:
+            seen.add(key)
+            total += _tensor_bytes(t)
+    total += sum(int8_dynamic_bytes(m) for m in module.modules() if is_int8_dynamic_linear(m))
+    return total
+
+
+def _linear_bytes(layer: nn.Linear) -> tuple[int, int]:
+    """(bytes as stored, bytes at fp16) of a Linear's weight and bias."""
+    tensors = [layer.weight] + ([layer.bias] if layer.bias is not None else [])
+    return sum(_tensor_bytes(t) for t in tensors), sum(2 * t.numel() for t in tensors)
+
+
+def select_linears(module: nn.Module, include: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:
+    """Names of ``nn.Linear`` submodules whose last name part is in ``include``
+    and none of whose name parts is in ``exclude``, in module order."""
+    names = []
+    for name, sub in module.named_modules():
+        if hasattr(sub, "lora_A"):
+            raise ValueError(f"quantize_model: {name} is a LoRA layer; merge the adapters first with "
+                             "bevlm.inference.quantization.merge_lora_(hf_causal_lm)")
+        parts = name.split(".")
+        if type(sub) is nn.Linear and parts[-1] in include and not set(parts) & set(exclude):
+            names.append(name)
+    if not names:
+        raise ValueError(f"quantize_model: no nn.Linear matches include={include} / exclude={exclude}; "
+                         "check the layer names (module.named_modules())")
+    return names
+
+
+def _block_of(name: str) -> str:
+    """``'model.layers.3.mlp.up_proj' -> 'model.layers.3'``: prefix up to the last numeric part."""
+    parts = name.split(".")
+    numeric = [i for i, p in enumerate(parts) if re.fullmatch(r"\d+", p)]
+    return ".".join(parts[:numeric[-1] + 1]) if numeric else name
+
+
+def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(module.get_submodule(parent_name) if parent_name else module, child, new)
+
+
+def _calibrate(module: nn.Module, names: list[str], calib_fn: Callable[[nn.Module], None]) -> dict:
+    """Run ``calib_fn`` once with Hessian hooks on ``names``; returns name -> accumulator."""
+    accumulators, handles = {}, []
+    for name in names:
+        layer = module.get_submodule(name)
+        accumulators[name] = HessianAccumulator(layer.in_features)
+        handles.append(accumulators[name].attach(layer))
+    try:
+        with torch.no_grad():
+            calib_fn(module)
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [n for n, acc in accumulators.items() if acc.num_rows == 0]
+    if missing:
+        raise RuntimeError(f"quantize_model(method='gptq'): calib_fn never ran {missing[:3]} "
+                           f"({len(missing)} layers); make it call forward passes of the module it receives")
+    return accumulators
+
+
+def quantize_model(module: nn.Module,
+                   method: str = "rtn",
+                   bits: int = 4,
+                   group_size: int = 128,
+                   include: tuple[str, ...] = DEFAULT_INCLUDE,
+                   exclude: tuple[str, ...] = ("lm_head",),
+                   calib_fn: Callable[[nn.Module], None] | None = None,
+                   kernel: str = "auto",
+                   sequential: bool = True,
+                   act_order: bool = False,
+                   percdamp: float = 0.01) -> QuantReport:
+    """Replace selected ``nn.Linear`` layers of ``module`` by quantised ones, in place.
+
+    Args:
+        module: the model (e.g. ``HFCausalLM`` or its ``lm``); LoRA adapters
+            must be merged first (:func:`merge_lora_`).
+        method: ``'rtn'`` (round to nearest), ``'gptq'`` (needs ``calib_fn``)
+            or ``'int8_dynamic'`` (torch.ao, CPU; ``bits``/``group_size``/
+            ``kernel`` do not apply).
+        bits: 4 for ``'rtn'``/``'gptq'`` (the packed storage is 4-bit).
+        group_size: input columns per scale/zero group; must divide every
+            selected layer's ``in_features``.
+        include: last name parts of the Linears to quantise.
+        exclude: name parts that exclude a Linear (default keeps ``lm_head``).
+        calib_fn: ``calib_fn(module)`` runs forward passes on calibration data.
+        kernel: int4 compute kernel of :class:`QuantLinear4`.
+        sequential: GPTQ block by block on quantised-prefix inputs (one
+            ``calib_fn`` run per block) instead of one run for all layers.
+        act_order: GPTQ column order by decreasing Hessian diagonal.
+        percdamp: GPTQ dampening fraction of the mean Hessian diagonal.
+
+    Returns:
+        :class:`QuantReport`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"quantize_model: method={method!r} is not one of {METHODS}")
+    if method in ("rtn", "gptq") and bits != 4:
+        raise ValueError(f"quantize_model: method={method!r} stores packed 4-bit codes; bits={bits} is not "
+                         "supported (use bits=4, or method='int8_dynamic' for 8 bit)")
+    if method == "gptq" and calib_fn is None:
+        raise ValueError("quantize_model(method='gptq') needs calib_fn(module) running calibration forwards")
+    start = time.perf_counter()
+    names = select_linears(module, tuple(include), tuple(exclude))
+    is_int8 = method == "int8_dynamic"
+    report = QuantReport(method=method, bits=8 if is_int8 else bits, group_size=0 if is_int8 else group_size,
+                         kernel="-" if is_int8 else kernel, layers=list(names))
+    report.module_bytes_before = module_bytes(module)
+    for name in names:
+        stored, fp16 = _linear_bytes(module.get_submodule(name))
+        report.linear_bytes_before += stored
+        report.linear_bytes_fp16 += fp16
+
+    if is_int8:
+        quantize_int8_dynamic_(module, names)
+        report.linear_bytes_after = sum(int8_dynamic_bytes(module.get_submodule(n)) for n in names)
+    else:
+        was_training = module.training
+        module.eval()
+        if method == "rtn":
+            for name in names:
+                _replace(module, name, QuantLinear4.from_linear(module.get_submodule(name), group_size, kernel))
+        else:
+            blocks: dict[str, list[str]] = {}
+            for name in names:
+                blocks.setdefault(_block_of(name) if sequential else "all", []).append(name)
+            for block_names in blocks.values():
+                accumulators = _calibrate(module, block_names, calib_fn)
+                report.calib_runs += 1
+                for name in block_names:
+                    layer = module.get_submodule(name)
+                    q, scales, zeros = gptq_quantize(layer.weight, accumulators.pop(name).hessian, bits, group_size,
+                                                     percdamp=percdamp, act_order=act_order)
+                    _replace(module, name, QuantLinear4.from_codes(q.to(layer.weight.device), scales, zeros,
+                                                                   layer.bias, group_size, kernel, method="gptq"))
+        module.train(was_training)
+        report.linear_bytes_after = sum(module.get_submodule(n).weight_bytes() for n in names)
+    report.module_bytes_after = module_bytes(module)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def merge_lora_(hf_causal_lm: nn.Module, adapter: str | None = None) -> nn.Module:
+    """Merge the LoRA adapter into the base weights of an ``HFCausalLM``, in place.
+
+    Uses peft's ``merge_and_unload``: ``W <- W + (alpha / r) B A`` for the
+    active adapter; other adapters are dropped. Afterwards the wrapper holds
+    the plain ``*ForCausalLM`` (``adapter_names == []``), so quantisation sees
+    ordinary ``nn.Linear`` layers and no LoRA branch remains.
+
+    Args:
+        hf_causal_lm: a :class:`bevlm.models.llm.HFCausalLM` (no-op without LoRA).
+        adapter: adapter to merge (default: the active one).
+
+    Returns:
+        ``hf_causal_lm``.
+    """
+    if not getattr(hf_causal_lm, "adapter_names", None):
+        return hf_causal_lm
+    if adapter is not None:
+        hf_causal_lm.set_adapter(adapter)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        merged = hf_causal_lm.model.merge_and_unload()
+    hf_causal_lm.model = merged
+    hf_causal_lm.adapter_names = []
+    return hf_causal_lm

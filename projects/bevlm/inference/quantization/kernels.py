@@ -1,0 +1,136 @@
+"""Compute kernels for 4-bit group-quantised linears and the run-time choice.
+
+Two ways to compute ``y = x @ W_hat^T`` from the packed codes:
+
+* ``'dequant'``: unpack and dequantise ``W_hat`` to the input dtype once per
+  forward, then a dense ``F.linear``. Correct on every device and dtype.
+* ``'native'``: PyTorch's CPU int4 matmul ``aten._weight_int4pack_mm_for_cpu``
+  (the tinygemm layout of torchao: ``w = (q - 8) * scale + zero_f`` with a
+  float-domain zero). Its speed depends on the CPU (much slower than fp32
+  without AVX-512, competitive with it on AVX-512 parts), so it is only used
+  when it exists, reproduces ``'dequant'`` within tolerance, and, for
+  ``'auto'``, wins a tiny one-time micro-benchmark.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .int4 import dequantize, unpack_int4
+
+#: Group sizes the native int4pack kernel supports.
+NATIVE_GROUP_SIZES = (32, 64, 128, 256)
+#: Rows above which a forward counts as "prefill" (else "decode") for the kernel choice.
+DECODE_MAX_ROWS = 4
+_INNER_K_TILES = 8
+_AUTO_CACHE: dict[tuple, dict[str, str]] = {}
+
+
+def native_int4_available(device: torch.device, group_size: int, in_features: int) -> bool:
+    """Whether the CPU int4pack kernel exists and accepts this layer shape."""
+    ops = torch.ops.aten
+    return (device.type == "cpu" and hasattr(ops, "_weight_int4pack_mm_for_cpu")
+            and hasattr(ops, "_convert_weight_to_int4pack_for_cpu")
+            and group_size in NATIVE_GROUP_SIZES and in_features % group_size == 0)
+
+
+def dequant_linear(x: Tensor, qweight: Tensor, scales: Tensor, zeros: Tensor, bias: Tensor | None,
+                   group_size: int) -> Tensor:
+    """``F.linear`` with the weight dequantised to ``x.dtype`` for this call only."""
+    w = dequantize(unpack_int4(qweight), scales, zeros, group_size, dtype=x.dtype)  # [out, in]
+    return F.linear(x, w, None if bias is None else bias.to(x.dtype))
+
+
+def pack_native(qweight: Tensor, scales: Tensor, zeros: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Repack codes and group parameters for ``_weight_int4pack_mm_for_cpu``.
+
+    Our form ``(q - z) * s`` equals the kernel's ``(q - 8) * s + zf`` with
+    ``zf = (8 - z) * s``.
+
+    Args:
+        qweight: packed uint8 ``[out, in // 2]``.
+        scales: fp16 ``[out, G]``.
+        zeros: fp16 ``[out, G]``.
+        dtype: activation dtype the kernel will see.
+
+    Returns:
+        ``(packed_weight, scale_and_zero [G, out, 2])``.
+    """
+    codes = unpack_int4(qweight).to(torch.int32)  # [out, in]
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, _INNER_K_TILES)
+    s = scales.float()
+    zf = (8.0 - zeros.float()) * s  # [out, G]
+    scale_and_zero = torch.stack([s.t(), zf.t()], dim=-1).to(dtype).contiguous()  # [G, out, 2]
+    return packed, scale_and_zero
+
+
+def native_linear(x: Tensor, packed: Tensor, scale_and_zero: Tensor, bias: Tensor | None, group_size: int,
+                  out_features: int) -> Tensor:
+    """``x @ W_hat^T (+ bias)`` with the native CPU int4 kernel."""
+    rows = x.reshape(-1, x.shape[-1])  # [M, in]
+    if not rows.is_contiguous():
+        rows = rows.contiguous()
+    y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, packed, group_size, scale_and_zero)  # [M, out]
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y.reshape(*x.shape[:-1], out_features)
+
+
+def native_matches(reference: Callable[[Tensor], Tensor], native: Callable[[Tensor], Tensor], in_features: int,
+                   dtype: torch.dtype) -> bool:
+    """Check the native kernel against the dequant kernel on fixed random rows.
+
+    Tolerance: ``max|diff| <= rtol * max|ref| + 1e-5`` with ``rtol`` 1e-4 in
+    fp32 and 2e-2 in half precision. A kernel that raises counts as a mismatch.
+    """
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, in_features, generator=gen).to(dtype)  # [3, in]
+    try:
+        ref, got = reference(x).float(), native(x).float()
+    except RuntimeError:
+        return False
+    rtol = 1e-4 if dtype == torch.float32 else 2e-2
+    return bool(torch.isfinite(got).all()) and float((got - ref).abs().max()) <= rtol * float(ref.abs().max()) + 1e-5
+
+
+def _seconds_per_call(fn: Callable[[Tensor], Tensor], x: Tensor, repeats: int = 3, rounds: int = 3) -> float:
+    """Best-of-``rounds`` mean time of ``fn(x)`` over ``repeats`` calls (after one warm-up)."""
+    with torch.no_grad():
+        fn(x)
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn(x)
+            best = min(best, (time.perf_counter() - start) / repeats)
+    return best
+
+
+def choose_kernels(key: tuple, candidates: dict[str, Callable[[Tensor], Tensor]], in_features: int,
+                   dtype: torch.dtype) -> dict[str, str]:
+    """Fastest candidate for a decode-sized (1 row) and a prefill-sized (64 rows) input.
+
+    The decision is cached per ``key`` (layer shape, dtype, device), so layers
+    of the same shape benchmark once per process.
+
+    Returns:
+        ``{'decode': name, 'prefill': name}``.
+    """
+    if key in _AUTO_CACHE:
+        return _AUTO_CACHE[key]
+    choice = {}
+    for regime, rows in (("decode", 1), ("prefill", 64)):
+        x = torch.randn(rows, in_features).to(dtype)  # [rows, in]
+        timings = {name: _seconds_per_call(fn, x) for name, fn in candidates.items()}
+        choice[regime] = min(timings, key=timings.get)
+    _AUTO_CACHE[key] = choice
+    return choice
+
+
+def clear_kernel_cache() -> None:
+    """Forget the cached ``'auto'`` decisions (e.g. after changing thread count)."""
+    _AUTO_CACHE.clear()

@@ -1,0 +1,161 @@
+"""``QuantLinear4``: a Linear layer stored as packed 4-bit group-quantised codes."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import kernels
+from .int4 import check_group_size, dequantize, pack_int4, quantize_rtn, unpack_int4
+
+KERNELS = ("dequant", "native", "auto")
+
+
+class QuantLinear4(nn.Module):
+    """Weight-only int4 linear layer (group-wise asymmetric, fp16 scales/zeros).
+
+    Stored buffers (all in ``state_dict``): ``qweight`` uint8 ``[out, in // 2]``
+    (two codes per byte), ``scales`` and ``zeros`` fp16 ``[out, in // g]``, and
+    ``bias`` (float, or None). The weight is ``(q - zero) * scale`` per group.
+
+    Args:
+        in_features: input size; a multiple of ``group_size`` (and even).
+        out_features: output size.
+        bias: whether the layer has a bias.
+        group_size: input columns per scale/zero group.
+        kernel: ``'dequant'`` (dequantise once per forward + dense matmul;
+            correct everywhere), ``'native'`` (PyTorch's CPU int4pack matmul;
+            error if unavailable or not matching ``'dequant'``) or ``'auto'``
+            (the fastest correct one by a one-time micro-benchmark, chosen
+            separately for decode-sized and prefill-sized inputs).
+        method: how the codes were obtained (``'rtn'`` or ``'gptq'``);
+            descriptive, saved with the layer by ``save_quantized``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, group_size: int = 128,
+                 kernel: str = "auto", method: str = "rtn") -> None:
+        super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"QuantLinear4: kernel={kernel!r} is not one of {KERNELS}")
+        check_group_size(in_features, group_size, "QuantLinear4")
+        if in_features % 2:
+            raise ValueError(f"QuantLinear4: in_features={in_features} must be even to pack two codes per byte")
+        self.in_features, self.out_features = in_features, out_features
+        self.group_size, self.kernel, self.method = group_size, kernel, method
+        n_groups = in_features // group_size
+        self.register_buffer("qweight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8))
+        self.register_buffer("scales", torch.ones(out_features, n_groups, dtype=torch.float16))
+        self.register_buffer("zeros", torch.zeros(out_features, n_groups, dtype=torch.float16))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._reset_runtime()
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_codes(cls, q: Tensor, scales: Tensor, zeros: Tensor, bias: Tensor | None, group_size: int,
+                   kernel: str = "auto", method: str = "rtn") -> "QuantLinear4":
+        """Build from unpacked codes ``q`` uint8 ``[out, in]`` and ``[out, G]`` scales/zeros."""
+        out_features, in_features = q.shape
+        layer = cls(in_features, out_features, bias is not None, group_size, kernel, method)
+        layer.qweight.copy_(pack_int4(q.to(torch.uint8)))
+        layer.scales.copy_(scales.to(torch.float16))
+        layer.zeros.copy_(zeros.to(torch.float16))
+        if bias is not None:
+            layer.bias = bias.detach().float().clone()
+        return layer.to(q.device)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group_size: int = 128, kernel: str = "auto") -> "QuantLinear4":
+        """Round-to-nearest quantisation of an ``nn.Linear``."""
+        q, scales, zeros = quantize_rtn(linear.weight.detach(), group_size, bits=4)
+        return cls.from_codes(q, scales, zeros, linear.bias, group_size, kernel)
+
+    # ----------------------------------------------------------------- queries
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The dequantised weight ``[out, in]``."""
+        return dequantize(unpack_int4(self.qweight), self.scales, self.zeros, self.group_size, dtype)
+
+    def weight_bytes(self) -> int:
+        """Bytes of the stored tensors (packed codes, scales, zeros, bias)."""
+        tensors = [self.qweight, self.scales, self.zeros] + ([self.bias] if self.bias is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def runtime_bytes(self) -> int:
+        """:meth:`weight_bytes` plus the native kernel's repacked copy, if one was built."""
+        extra = 0 if self._native is None else sum(t.numel() * t.element_size() for t in self._native)
+        return self.weight_bytes() + extra
+
+    @property
+    def resolved_kernels(self) -> dict[str, str] | None:
+        """``{'decode': k, 'prefill': k}`` chosen at the first forward (None before it)."""
+        return None if self._choice is None else dict(self._choice)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"bits=4, group_size={self.group_size}, kernel={self.kernel}, method={self.method}")
+
+    # ----------------------------------------------------------------- runtime
+    def _reset_runtime(self) -> None:
+        self._prepared_for: tuple | None = None
+        self._native: tuple[Tensor, Tensor] | None = None
+        self._choice: dict[str, str] | None = None
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: D401 - nn.Module hook signature
+        super()._load_from_state_dict(*args, **kwargs)
+        self._reset_runtime()  # new codes: rebuild the native copy and re-check it
+
+    def _apply(self, fn, *args, **kwargs):  # .to()/.cuda(): the native copy is device-specific
+        self._reset_runtime()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _dequant(self, x: Tensor) -> Tensor:
+        return kernels.dequant_linear(x, self.qweight, self.scales, self.zeros, self.bias, self.group_size)
+
+    def _native_call(self, x: Tensor) -> Tensor:
+        packed, scale_and_zero = self._native
+        return kernels.native_linear(x, packed, scale_and_zero, self.bias, self.group_size, self.out_features)
+
+    def prepare(self, device: torch.device, dtype: torch.dtype) -> dict[str, str]:
+        """Resolve the kernel for inputs of ``dtype`` on ``device`` (done once, lazily).
+
+        Returns:
+            ``{'decode': k, 'prefill': k}`` with ``k`` in ``('dequant', 'native')``.
+        """
+        self._reset_runtime()
+        native_ok = False
+        if self.kernel != "dequant" and kernels.native_int4_available(device, self.group_size, self.in_features):
+            try:
+                self._native = kernels.pack_native(self.qweight, self.scales, self.zeros, dtype)
+            except RuntimeError:
+                self._native = None
+            native_ok = self._native is not None and kernels.native_matches(
+                self._dequant, self._native_call, self.in_features, dtype)
+            if not native_ok:
+                self._native = None
+        if self.kernel == "native" and not native_ok:
+            raise RuntimeError(f"QuantLinear4(kernel='native'): torch's int4pack kernel is unavailable or does not "
+                               f"match the dequant kernel for {device}/{dtype}, group_size={self.group_size}; "
+                               "use kernel='auto' (falls back) or 'dequant'")
+        if self.kernel == "dequant" or not native_ok:
+            self._choice = {"decode": "dequant", "prefill": "dequant"}
+        elif self.kernel == "native":
+            self._choice = {"decode": "native", "prefill": "native"}
+        else:
+            key = (self.out_features, self.in_features, self.group_size, dtype, device.type)
+            self._choice = kernels.choose_kernels(
+                key, {"dequant": self._dequant, "native": self._native_call}, self.in_features, dtype)
+            if "native" not in self._choice.values():
+                self._native = None  # do not keep an unused copy
+        self._prepared_for = (device, dtype)
+        return dict(self._choice)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x @ W_hat^T + bias`` for ``x`` ``[..., in]``; returns ``[..., out]``."""
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"QuantLinear4: input last dim {x.shape[-1]} != in_features {self.in_features}")
+        if self._prepared_for != (x.device, x.dtype):
+            with torch.no_grad():
+                self.prepare(x.device, x.dtype)
+        rows = x.numel() // self.in_features
+        regime = "decode" if rows <= kernels.DECODE_MAX_ROWS else "prefill"
+        if self._choice[regime] == "native":
+            return self._native_call(x)
+        return self._dequant(x)

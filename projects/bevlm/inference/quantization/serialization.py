@@ -1,0 +1,122 @@
+"""Save / load a model whose Linears were replaced by :class:`QuantLinear4`.
+
+One safetensors file holds the module's whole ``state_dict`` (packed codes,
+fp16 scales/zeros, and the float tensors of everything not quantised; tied
+tensors stored once) and, in its metadata under ``bevlm_quant``, a JSON
+config naming each quantised layer and how it was quantised. Loading turns
+the named ``nn.Linear`` layers of a freshly built skeleton into empty
+``QuantLinear4`` layers and loads the state strictly.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from torch import nn
+
+from .int8_dynamic import is_int8_dynamic_linear
+from .quant_linear import QuantLinear4
+
+FORMAT_VERSION = 1
+_META_KEY = "bevlm_quant"
+
+
+def save_quantized(module: nn.Module, path: str) -> dict:
+    """Write ``module`` (with ``QuantLinear4`` layers) to ``path`` atomically.
+
+    Args:
+        module: the quantised model.
+        path: target ``.safetensors`` file (written to a temp file, then renamed).
+
+    Returns:
+        the JSON config stored in the file's metadata.
+    """
+    from safetensors.torch import save_file
+
+    if any(is_int8_dynamic_linear(m) for m in module.modules()):
+        raise ValueError("save_quantized: int8 dynamic layers hold torch.ao packed weights that safetensors cannot "
+                         "store; save the float model and re-apply quantize_model(method='int8_dynamic') (it takes "
+                         "well under a second)")
+    layers = {name: dict(method=m.method, bits=4, group_size=m.group_size, in_features=m.in_features,
+                         out_features=m.out_features, bias=m.bias is not None)
+              for name, m in module.named_modules() if isinstance(m, QuantLinear4)}
+    if not layers:
+        raise ValueError("save_quantized: the module has no QuantLinear4 layers; run quantize_model first")
+    tensors, aliases, seen = {}, {}, {}
+    for key, t in module.state_dict().items():
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if ident in seen:  # tied weights (e.g. embeddings / lm_head): store once
+            aliases[key] = seen[ident]
+            continue
+        seen[ident] = key
+        tensors[key] = t.detach().contiguous().cpu()
+    config = dict(version=FORMAT_VERSION, layers=layers, aliases=aliases)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(config), "format": "pt"})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return config
+
+
+def read_quant_config(path: str) -> dict:
+    """The ``bevlm_quant`` JSON config of a file written by :func:`save_quantized`."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_quantized: {path} does not exist")
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+    if _META_KEY not in meta:
+        raise ValueError(f"{path} has no '{_META_KEY}' metadata: it was not written by save_quantized")
+    config = json.loads(meta[_META_KEY])
+    if config.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: quantised format version {config.get('version')} != {FORMAT_VERSION}")
+    return config
+
+
+def load_quantized(module_skeleton: nn.Module, path: str, kernel: str = "auto") -> nn.Module:
+    """Load a file of :func:`save_quantized` into a model of the same architecture.
+
+    Args:
+        module_skeleton: a freshly built float model (any weights; same
+            architecture and LoRA already merged if it was at save time);
+            modified in place.
+        path: the ``.safetensors`` file.
+        kernel: int4 compute kernel for the restored layers.
+
+    Returns:
+        ``module_skeleton`` with the quantised layers restored.
+    """
+    from safetensors.torch import load_file
+
+    config = read_quant_config(path)
+    for name, spec in config["layers"].items():
+        try:
+            old = module_skeleton.get_submodule(name)
+        except AttributeError as exc:
+            raise KeyError(f"{path}: quantised layer {name!r} does not exist in the skeleton "
+                           f"({type(module_skeleton).__name__}); build the same architecture") from exc
+        if not isinstance(old, (nn.Linear, QuantLinear4)) or (old.in_features, old.out_features) != (
+                spec["in_features"], spec["out_features"]):
+            raise ValueError(f"{path}: layer {name!r} is {old} in the skeleton, but the file has a "
+                             f"[{spec['out_features']}, {spec['in_features']}] Linear")
+        new = QuantLinear4(spec["in_features"], spec["out_features"], spec["bias"], spec["group_size"], kernel,
+                           spec["method"])
+        device = next(iter(old.buffers() if isinstance(old, QuantLinear4) else old.parameters())).device
+        parent_name, _, child = name.rpartition(".")
+        setattr(module_skeleton.get_submodule(parent_name) if parent_name else module_skeleton, child,
+                new.to(device))
+    state = load_file(path)
+    for alias, source in config["aliases"].items():
+        state[alias] = state[source]
+    result = module_skeleton.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise RuntimeError(f"{path}: state does not match the skeleton: missing {result.missing_keys[:5]}, "
+                           f"unexpected {result.unexpected_keys[:5]}; build the same architecture/config")
+    return module_skeleton

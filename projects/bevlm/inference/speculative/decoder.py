@@ -1,0 +1,209 @@
+"""Self-speculative greedy decoding from a frame's prefix cache.
+
+Draft cheaply, verify in one forward of the full model, keep the longest
+agreeing prefix (Leviathan et al., 2023, "Fast Inference from Transformers via
+Speculative Decoding", arXiv 2211.17192, greedy case). Drafts come from the
+model itself, with no extra weights:
+
+- n-gram prompt lookup (:mod:`.ngram`) when the suffix of the sequence occurred
+  before (question, answer so far, optional extra context ids);
+- otherwise the model with some decoder layers skipped (:mod:`.layer_skip`,
+  Draft & Verify, Zhang et al., 2023, arXiv 2309.08168).
+
+Every emitted token is the full model's argmax given the exact greedy history,
+so the output equals plain greedy decoding (``HFCausalLM.generate_ids``) token
+for token, up to float rounding between a one-token and a (k+1)-token forward,
+which only matters at exact logit ties.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from bevlm.models.llm import HFCausalLM, PrefixCache
+from bevlm.models.llm.generation import fork_cache
+
+from .layer_skip import LayerSkipModel, crop_cache
+from .ngram import ngram_propose
+
+
+@dataclass
+class SpecStats:
+    """Counters of speculative decoding, accumulated over calls.
+
+    Attributes:
+        generated: tokens returned.
+        full_forwards: forwards of the full model (the query forward included).
+        draft_forwards: one-token forwards of the layer-skip model.
+        drafted / accepted: all drafted / accepted draft tokens.
+        ngram_drafted / ngram_accepted: the part proposed by n-gram lookup.
+        skip_drafted / skip_accepted: the part proposed by the layer-skip model.
+    """
+
+    generated: int = 0
+    full_forwards: int = 0
+    draft_forwards: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    ngram_drafted: int = 0
+    ngram_accepted: int = 0
+    skip_drafted: int = 0
+    skip_accepted: int = 0
+
+    @property
+    def acceptance(self) -> float:
+        """Accepted / drafted tokens (0 when nothing was drafted)."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def tokens_per_full_forward(self) -> float:
+        """Generated tokens per full-model forward (1.0 for plain greedy)."""
+        return self.generated / self.full_forwards if self.full_forwards else 0.0
+
+    def as_dict(self) -> dict:
+        """All counters plus ``acceptance`` and ``tokens_per_full_forward``."""
+        return dict(asdict(self), acceptance=self.acceptance, tokens_per_full_forward=self.tokens_per_full_forward)
+
+
+class SelfSpeculativeDecoder:
+    """Greedy-exact self-speculative decoder over an :class:`HFCausalLM`.
+
+    Args:
+        llm: the wrapper (its ``lm``, ``_query_ids`` and ``prompt.stop_ids`` are used).
+        skip_layers: decoder layers skipped by the drafter (see
+            :func:`.search.search_skip_layers`); None or ``[]`` drafts with the
+            full model (acceptance 1, no speed-up: a correctness reference).
+        draft_len: tokens drafted per step by the layer-skip model.
+        ngram_n: longest n-gram looked up by prompt lookup.
+        use_ngram: propose n-gram continuations when they exist.
+        use_layer_skip: draft with the layer-skip model when n-gram lookup has
+            nothing (or is off).
+        ngram_min_n: shortest n-gram looked up.
+        ngram_draft_len: longest n-gram proposal (default ``draft_len``); copied
+            spans such as c-tags are long, and a long proposal costs only a
+            wider verify forward.
+
+    Raises:
+        ValueError: bad lengths or skip indices (see :class:`LayerSkipModel`).
+    """
+
+    def __init__(self,
+                 llm: HFCausalLM,
+                 skip_layers: list[int] | None,
+                 draft_len: int = 4,
+                 ngram_n: int = 3,
+                 use_ngram: bool = True,
+                 use_layer_skip: bool = True,
+                 ngram_min_n: int = 1,
+                 ngram_draft_len: int | None = None) -> None:
+        if draft_len < 1:
+            raise ValueError(f"SelfSpeculativeDecoder: draft_len={draft_len} must be >= 1")
+        if not 1 <= ngram_min_n <= ngram_n:
+            raise ValueError(f"SelfSpeculativeDecoder: need 1 <= ngram_min_n ({ngram_min_n}) <= ngram_n ({ngram_n})")
+        if ngram_draft_len is not None and ngram_draft_len < 1:
+            raise ValueError(f"SelfSpeculativeDecoder: ngram_draft_len={ngram_draft_len} must be >= 1")
+        self.llm = llm
+        self.draft_len = int(draft_len)
+        self.ngram_n = int(ngram_n)
+        self.ngram_min_n = int(ngram_min_n)
+        self.ngram_draft_len = int(ngram_draft_len or draft_len)
+        self.use_ngram = bool(use_ngram)
+        self.use_layer_skip = bool(use_layer_skip)
+        self.drafter = LayerSkipModel(llm.lm, list(skip_layers or []))
+        self.stats = SpecStats()
+
+    @property
+    def skip_layers(self) -> list[int]:
+        """The skipped decoder layers (sorted)."""
+        return list(self.drafter.skip_layers)
+
+    def reset_stats(self) -> None:
+        """Zero the counters."""
+        self.stats = SpecStats()
+
+    def _propose(self, history: list[int], token: int, past, past_len: int, limit: int) -> tuple[list[int], str]:
+        """Draft at most ``limit`` tokens after ``token``: n-gram first, else layer skip."""
+        if self.use_ngram:
+            proposal = ngram_propose(history, self.ngram_n, self.ngram_min_n, min(limit, self.ngram_draft_len))
+            if proposal:
+                return proposal, "ngram"
+        if self.use_layer_skip:
+            drafted = self.drafter.draft(token, past, past_len, min(limit, self.draft_len), self.llm.prompt.stop_ids)
+            self.stats.draft_forwards += len(drafted)
+            return drafted, "skip"
+        return [], "none"
+
+    @torch.no_grad()
+    def generate_ids(self, cache: PrefixCache, question: str, max_new_tokens: int = 48,
+                     context_ids: list[int] | None = None) -> list[int]:
+        """Greedy answer ids to ``question``, identical to ``HFCausalLM.generate_ids``.
+
+        Args:
+            cache: the frame's :class:`PrefixCache` (copied, never mutated).
+            question: question text.
+            max_new_tokens: at most this many tokens are returned.
+            context_ids: extra ids searched by n-gram lookup only (e.g. the
+                frame's earlier answers); they are not fed to the model.
+
+        Returns:
+            generated ids, stop token excluded.
+        """
+        lm = self.llm.lm
+        stop_ids = self.llm.prompt.stop_ids
+        device = lm.get_input_embeddings().weight.device
+        query = self.llm._query_ids(question)
+        history = list(context_ids or []) + query  # what n-gram lookup may copy from
+        generated: list[int] = []
+        if max_new_tokens <= 0:
+            return generated
+        past = fork_cache(cache.past_key_values)
+        pos = cache.prefix_len  # positions in `past`, all layers
+        inputs = torch.tensor([query], dtype=torch.long, device=device)  # [1, Lq]
+        positions = torch.arange(pos, pos + len(query), device=device)[None]  # [1, Lq]
+        out = lm(input_ids=inputs, position_ids=positions, past_key_values=past, use_cache=True, logits_to_keep=1)
+        self.stats.full_forwards += 1
+        pos += len(query)
+        new_tokens = [int(out.logits[0, -1].argmax())]
+        while True:
+            for token in new_tokens:  # full-model greedy choices, in order
+                if token in stop_ids:
+                    self.stats.generated += len(generated)
+                    return generated
+                generated.append(token)
+                history.append(token)
+                if len(generated) >= max_new_tokens:
+                    self.stats.generated += len(generated)
+                    return generated
+            pending = generated[-1]  # at position `pos`, not yet in `past`
+            # k drafts + the bonus token never exceed the budget.
+            limit = max_new_tokens - len(generated) - 1
+            drafts, source = self._propose(history, pending, past, pos, limit) if limit > 0 else ([], "none")
+            ids = torch.tensor([[pending] + drafts], dtype=torch.long, device=device)  # [1, 1 + k]
+            positions = torch.arange(pos, pos + ids.shape[1], device=device)[None]  # [1, 1 + k]
+            out = lm(input_ids=ids, position_ids=positions, past_key_values=past, use_cache=True,
+                     logits_to_keep=ids.shape[1])
+            self.stats.full_forwards += 1
+            greedy = out.logits[0].argmax(-1).tolist()  # [1 + k]: choice after pending, d1, .., dk
+            accepted = 0
+            while accepted < len(drafts) and drafts[accepted] == greedy[accepted]:
+                accepted += 1
+            self._count(source, len(drafts), accepted)
+            pos += 1 + accepted  # pending + accepted drafts are verified
+            crop_cache(past, pos)
+            new_tokens = greedy[:accepted + 1]
+
+    def _count(self, source: str, drafted: int, accepted: int) -> None:
+        self.stats.drafted += drafted
+        self.stats.accepted += accepted
+        if source == "ngram":
+            self.stats.ngram_drafted += drafted
+            self.stats.ngram_accepted += accepted
+        elif source == "skip":
+            self.stats.skip_drafted += drafted
+            self.stats.skip_accepted += accepted
+
+    def answer(self, cache: PrefixCache, question: str, max_new_tokens: int = 48,
+               context_ids: list[int] | None = None) -> str:
+        """Decoded answer text of :meth:`generate_ids`."""
+        return self.llm.decode_ids(self.generate_ids(cache, question, max_new_tokens, context_ids))

@@ -1,0 +1,163 @@
+"""Layer-skip self-drafting: the model itself, with some decoder layers skipped.
+
+Draft & Verify (Zhang et al., 2023, "Draft & Verify: Lossless Large Language
+Model Acceleration via Self-Speculative Decoding", arXiv 2309.08168) and
+LayerSkip (Elhoushi et al., 2024, arXiv 2404.16710) draft tokens with a cheaper
+sub-network of the model that will verify them: the same embedding, a subset of
+the decoder layers, the same final norm and output head. No extra weights, no
+training.
+
+This module runs a Llama-family ``*ForCausalLM`` decoder layer by layer
+(embed -> kept layers -> final norm -> lm_head) with rotary position embeddings
+and the transformers KV cache: each executed layer appends its keys/values at
+the drafted positions, skipped layers append nothing. The cache is therefore
+ragged after drafting; :func:`crop_cache` brings every layer back to the
+verified length before the full model runs again. Layer 0 is always executed
+(the cache's ``get_seq_length`` reads layer 0).
+
+The model is read through duck-typed attributes (``get_decoder()`` with
+``layers``, ``norm``, ``rotary_emb``, ``embed_tokens``; ``get_output_embeddings()``),
+so this file does not import ``transformers``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def crop_cache(past: Any, length: int) -> None:
+    """Cut every layer of a KV cache back to its first ``length`` positions, in place.
+
+    Works on ragged caches (layers of different lengths after a layer-skip
+    draft); layers already at or below ``length`` are left alone.
+
+    Args:
+        past: a transformers ``DynamicCache`` (``.layers`` with
+            ``get_seq_length()`` and ``crop(-n)``).
+        length: number of positions to keep.
+    """
+    for layer in past.layers:
+        extra = layer.get_seq_length() - length
+        if extra > 0:
+            layer.crop(-extra)
+
+
+def causal_mask(past_len: int, q_len: int, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+    """Additive mask ``[1, 1, q_len, past_len + q_len]`` for ``q_len`` new tokens after a cache.
+
+    Row i (absolute position ``past_len + i``) sees keys ``0 .. past_len + i``.
+    Returns None for one new token (it sees everything), which every attention
+    backend accepts.
+    """
+    if q_len == 1:
+        return None
+    keys = torch.arange(past_len + q_len, device=device)                 # [K]
+    rows = past_len + torch.arange(q_len, device=device)                 # [Q]
+    blocked = keys[None, :] > rows[:, None]                              # [Q, K]
+    mask = torch.zeros(blocked.shape, dtype=dtype, device=device)
+    mask.masked_fill_(blocked, torch.finfo(dtype).min)
+    return mask[None, None]                                              # [1, 1, Q, K]
+
+
+class LayerSkipModel:
+    """A view of a Llama-family causal LM that runs only some decoder layers.
+
+    Args:
+        lm: the ``*ForCausalLM`` (e.g. ``HFCausalLM.lm``); its weights are shared,
+            nothing is copied.
+        skip_layers: indices of decoder layers to skip (0 is not allowed).
+
+    Raises:
+        ValueError: a skip index is 0, negative, out of range or repeated, or
+            the model lacks the Llama decoder attributes.
+    """
+
+    def __init__(self, lm: nn.Module, skip_layers: list[int]) -> None:
+        decoder = lm.get_decoder()
+        for name in ("layers", "norm", "rotary_emb", "embed_tokens"):
+            if not hasattr(decoder, name):
+                raise ValueError(f"LayerSkipModel: the decoder {type(decoder).__name__} has no '{name}'; "
+                                 "layer skipping supports Llama-family models (layers/norm/rotary_emb)")
+        num_layers = len(decoder.layers)
+        skip = sorted(set(int(i) for i in skip_layers))
+        if len(skip) != len(list(skip_layers)):
+            raise ValueError(f"LayerSkipModel: skip_layers={list(skip_layers)} repeats an index")
+        bad = [i for i in skip if not 0 < i < num_layers]
+        if bad:
+            raise ValueError(f"LayerSkipModel: skip_layers {bad} out of range; valid indices are 1..{num_layers - 1} "
+                             "(layer 0 is always executed: the cache length is read from it)")
+        self.lm = lm
+        self.decoder = decoder
+        self.head = lm.get_output_embeddings()
+        self.num_layers = num_layers
+        self.skip_layers = skip
+        self.kept_layers = [i for i in range(num_layers) if i not in set(skip)]
+
+    def cost_ratio(self) -> float:
+        """Parameter bytes read per draft token / per full-model token.
+
+        Batch-1 decoding is bound by memory bandwidth, so the weights read per
+        token is the cost model: kept decoder layers + final norm + output head
+        over all layers + norm + head (the embedding lookup reads one row and
+        is not counted).
+        """
+        layer_numel = [sum(p.numel() for p in layer.parameters()) for layer in self.decoder.layers]
+        rest = sum(p.numel() for p in self.decoder.norm.parameters())
+        rest += sum(p.numel() for p in self.head.parameters())
+        kept = sum(layer_numel[i] for i in self.kept_layers)
+        return (kept + rest) / (sum(layer_numel) + rest)
+
+    @torch.no_grad()
+    def logits(self, input_ids: Tensor, past: Any, past_len: int) -> Tensor:
+        """Run the kept layers on new tokens that follow ``past_len`` cached positions.
+
+        Args:
+            input_ids: ``[1, L]`` new token ids at positions ``past_len .. past_len + L - 1``.
+            past: KV cache whose kept layers hold exactly ``past_len`` positions;
+                the kept layers get the L new positions appended.
+            past_len: number of cached (already verified) positions.
+
+        Returns:
+            logits ``[1, L, V]``.
+        """
+        device = input_ids.device
+        q_len = input_ids.shape[1]
+        hidden = self.decoder.embed_tokens(input_ids)                               # [1, L, D]
+        positions = torch.arange(past_len, past_len + q_len, device=device)[None]   # [1, L]
+        rope = self.decoder.rotary_emb(hidden, position_ids=positions)              # (cos, sin) [1, L, Dh]
+        mask = causal_mask(past_len, q_len, hidden.dtype, device)
+        for i in self.kept_layers:
+            out = self.decoder.layers[i](hidden, attention_mask=mask, position_ids=positions,
+                                         past_key_values=past, use_cache=True, position_embeddings=rope)
+            hidden = out[0] if isinstance(out, tuple) else out                       # [1, L, D]
+        return self.head(self.decoder.norm(hidden))                                 # [1, L, V]
+
+    @torch.no_grad()
+    def draft(self, token: int, past: Any, past_len: int, num_tokens: int,
+              stop_ids: frozenset[int]) -> list[int]:
+        """Greedily draft up to ``num_tokens`` tokens after ``token``.
+
+        Args:
+            token: the last accepted token, at position ``past_len`` (not cached).
+            past: KV cache holding ``past_len`` verified positions in every layer;
+                on return it is cropped back to ``past_len`` (unchanged content).
+            past_len: number of cached positions.
+            num_tokens: draft length (>= 1).
+            stop_ids: drafting ends after a stop token is drafted.
+
+        Returns:
+            the drafted ids (1 .. ``num_tokens``), a stop id only as the last one.
+        """
+        device = self.head.weight.device
+        drafted: list[int] = []
+        current = token
+        for step in range(num_tokens):
+            ids = torch.tensor([[current]], dtype=torch.long, device=device)  # [1, 1]
+            current = int(self.logits(ids, past, past_len + step)[0, -1].argmax())
+            drafted.append(current)
+            if current in stop_ids:
+                break
+        crop_cache(past, past_len)
+        return drafted

@@ -1,0 +1,75 @@
+"""Pruning settings applied to the tiny BEVVLM (LoRA LLM): identity, FLOP accounting, decoding."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+
+from bevlm.inference.pruning import (PrunedPrefixCache, PruningSetting, count_pruned_flops, flops_table,
+                                     frame_prefix, prefill_flops, prefill_with_setting)
+from bevlm.registry import DATASETS, MODELS
+from tests.conftest import REPO
+
+init_default_scope("bevlm")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_world):
+    cfg = Config.fromfile(f"{REPO}/configs/bev_vlm_tiny.py")
+    mcfg = cfg.model.to_dict()
+    mcfg["bev_encoder"]["num_layers"] = 2
+    torch.manual_seed(0)
+    model = MODELS.build(mcfg).eval()
+    ds = DATASETS.build(dict(type="BEVDriveDataset", ann_file=f"{tiny_world}/infos/bevlm_infos_train.pkl",
+                             data_root=f"{tiny_world}/", pipeline=cfg.pipeline, queue_length=1, qa_mode="frame"))
+    data = model.data_preprocessor(pseudo_collate([ds[0]]), False)
+    return model, data["inputs"]["imgs"], data["data_samples"]
+
+
+def test_default_setting_is_the_model_prefix(setup):
+    model, imgs, samples = setup
+    with torch.no_grad():
+        expected = model(inputs={"imgs": imgs}, data_samples=samples, mode="tensor")
+        prefix, visual_slice = frame_prefix(model, imgs, samples, PruningSetting())
+    assert visual_slice == (0, model.projector.num_tokens)
+    assert torch.equal(prefix, expected)
+    cache = prefill_with_setting(model.llm, prefix, visual_slice, PruningSetting())
+    plain = model.llm.prefill(prefix)
+    assert torch.equal(cache.hidden_prefix, plain.hidden_prefix)
+
+
+def test_flops_per_setting(setup):
+    model, imgs, samples = setup
+    settings = {"base": PruningSetting(), "exit1": PruningSetting(encoder_layers=1),
+                "bev50": PruningSetting(bev_keep_ratio=0.5),
+                "fastv50": PruningSetting(fastv_keep_ratio=0.5, fastv_layer=1)}
+    rows = {r["name"]: r for r in flops_table(model, imgs, samples, settings)}
+    base = rows["base"]
+    assert base["encoder_ratio"] == base["prefill_ratio"] == 1.0
+    assert rows["exit1"]["encoder"] < base["encoder"] and rows["exit1"]["prefill"] == base["prefill"]
+    assert rows["bev50"]["visual_tokens"] == base["visual_tokens"] // 2
+    assert rows["bev50"]["prefill"] < base["prefill"]
+    # FastV = the LLM prefill count of the same prefix under FastV; the encoder is untouched
+    prefix, visual_slice = frame_prefix(model, imgs, samples, PruningSetting())
+    assert rows["fastv50"]["prefill"] == prefill_flops(model.llm, prefix, visual_slice, 0.5, 1)
+    assert rows["fastv50"]["encoder"] == base["encoder"]
+    assert count_pruned_flops(model, imgs, samples, settings["bev50"]) == {
+        k: v for k, v in rows["bev50"].items() if k in ("encoder", "prefill", "visual_tokens", "prefix_tokens")}
+
+
+def test_decoding_after_combined_pruning_is_deterministic(setup):
+    model, imgs, samples = setup
+    setting = PruningSetting(encoder_layers=1, bev_keep_ratio=0.75, fastv_keep_ratio=0.5, fastv_layer=2)
+    question = samples[0].qa[0].question
+    runs = []
+    for _ in range(2):
+        prefix, visual_slice = frame_prefix(model, imgs, samples, setting)
+        cache = prefill_with_setting(model.llm, prefix, visual_slice, setting)
+        assert isinstance(cache, PrunedPrefixCache)
+        k = model.traj_head.num_tokens
+        traj = model.traj_head(cache.hidden_prefix[:, -k:])
+        runs.append((cache.kept_index.tolist(), model.llm.generate_ids(cache, question, 6), traj))
+    assert visual_slice == (0, 3) and len(runs[0][0]) == prefix.shape[1] - 1  # 3 -> 2 visual tokens
+    assert runs[0][:2] == runs[1][:2] and torch.equal(runs[0][2], runs[1][2])
+    assert runs[0][2].shape == (1, 6, 2)

@@ -1,0 +1,135 @@
+"""int4 packing, RTN error bound, QuantLinear4 kernels, GPTQ vs RTN."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bevlm.inference.quantization import (QuantLinear4, clear_kernel_cache, dequantize, gptq_quantize,
+                                          native_int4_available, pack_int4, quantize_rtn, unpack_int4)
+from bevlm.inference.quantization import kernels
+from bevlm.inference.quantization.gptq import HessianAccumulator
+
+torch.set_num_threads(1)
+
+
+def test_pack_unpack_round_trip_all_values_and_errors():
+    values = torch.arange(16, dtype=torch.uint8)
+    pairs = torch.cartesian_prod(values, values).to(torch.uint8)  # [256, 2]: every (low, high) pair
+    packed = pack_int4(pairs)
+    assert packed.shape == (256, 1) and packed.dtype == torch.uint8
+    assert torch.equal(packed[:, 0].long(), pairs[:, 0].long() + 16 * pairs[:, 1].long())
+    assert torch.equal(unpack_int4(packed), pairs)
+    q = torch.randint(0, 16, (3, 5, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(unpack_int4(pack_int4(q)), q)
+    with pytest.raises(ValueError, match="even"):
+        pack_int4(torch.zeros(4, 7, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="0..15"):
+        pack_int4(torch.full((2, 2), 16, dtype=torch.uint8))
+    with pytest.raises(TypeError):
+        pack_int4(torch.zeros(2, 2, dtype=torch.int32))
+
+
+def test_rtn_error_within_half_scale_in_every_group():
+    gen = torch.Generator().manual_seed(0)
+    group = 32
+    w = torch.randn(24, 128, generator=gen)
+    w[0, :group] = 0.0  # all-zero group
+    w[1, group:2 * group] = 0.37  # constant positive group (range widened to include 0)
+    w[2, 5] = 40.0  # outlier
+    w[3, 2 * group:3 * group] = torch.rand(group, generator=gen) * 1e-7  # tiny range (scale clamps to fp16 tiny)
+    q, scales, zeros = quantize_rtn(w, group_size=group, bits=4)
+    assert q.dtype == torch.uint8 and int(q.max()) <= 15
+    assert scales.dtype == zeros.dtype == torch.float16 and scales.shape == (24, 128 // group)
+    assert torch.equal(zeros, zeros.round()) and float(zeros.min()) >= 0 and float(zeros.max()) <= 15
+    err = (dequantize(q, scales, zeros, group) - w).abs().reshape(24, -1, group)  # [out, G, g]
+    bound = scales.float()[..., None] / 2 + 1e-6
+    assert bool((err <= bound).all()), float((err - bound).max())
+    assert float(err[0, 0].max()) == 0.0  # zero stays exactly zero
+    with pytest.raises(ValueError, match="group_size"):
+        quantize_rtn(w, group_size=48)
+
+
+def test_dequant_kernel_equals_linear_with_dequantised_weight():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 48, bias=True)
+    layer = QuantLinear4.from_linear(linear, group_size=64, kernel="dequant")
+    x = torch.randn(2, 5, 256)
+    w_hat = layer.dequantized_weight()
+    torch.testing.assert_close(layer(x), F.linear(x, w_hat, linear.bias), atol=1e-5, rtol=0)
+    assert layer.resolved_kernels == {"decode": "dequant", "prefill": "dequant"}
+    q, scales, zeros = quantize_rtn(linear.weight.detach(), 64)
+    torch.testing.assert_close(w_hat, dequantize(q, scales, zeros, 64), atol=0, rtol=0)
+    assert layer.weight_bytes() == 48 * 128 + 2 * 48 * 4 * 2 + 48 * 4
+
+
+def test_native_kernel_matches_dequant_or_auto_falls_back(monkeypatch):
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(256, 64, bias=True)
+    ref = QuantLinear4.from_linear(linear, group_size=128, kernel="dequant")
+    x1, x64 = torch.randn(1, 256), torch.randn(64, 256)
+    if native_int4_available(torch.device("cpu"), 128, 256):
+        native = QuantLinear4.from_linear(linear, group_size=128, kernel="native")
+        for x in (x1, x64):
+            torch.testing.assert_close(native(x), ref(x), atol=1e-4, rtol=1e-4)
+        assert native.resolved_kernels == {"decode": "native", "prefill": "native"}
+    # Without a usable native kernel, 'native' fails loudly and 'auto' falls back to 'dequant'.
+    monkeypatch.setattr(kernels, "native_int4_available", lambda *args: False)
+    clear_kernel_cache()
+    with pytest.raises(RuntimeError, match="int4pack"):
+        QuantLinear4.from_linear(linear, group_size=128, kernel="native")(x1)
+    auto = QuantLinear4.from_linear(linear, group_size=128, kernel="auto")
+    torch.testing.assert_close(auto(x1), ref(x1), atol=0, rtol=0)
+    assert auto.resolved_kernels == {"decode": "dequant", "prefill": "dequant"}
+    clear_kernel_cache()
+
+
+def test_native_mismatch_is_rejected(monkeypatch):
+    """A native kernel that gives wrong numbers is never selected by 'auto'."""
+    monkeypatch.setattr(kernels, "native_int4_available", lambda *args: True)
+    monkeypatch.setattr(kernels, "pack_native", lambda *args: (torch.zeros(1), torch.zeros(1)))
+    monkeypatch.setattr(kernels, "native_linear", lambda x, *args: torch.zeros(*x.shape[:-1], 64))
+    clear_kernel_cache()
+    layer = QuantLinear4.from_linear(torch.nn.Linear(256, 64), group_size=128, kernel="auto")
+    layer(torch.randn(1, 256))
+    assert layer.resolved_kernels == {"decode": "dequant", "prefill": "dequant"}
+    clear_kernel_cache()
+
+
+def _correlated_inputs(n: int, dim: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    latent = torch.randn(n, dim // 8, generator=gen)
+    mix = torch.randn(dim // 8, dim, generator=gen)
+    scale = torch.logspace(-1, 1, dim)[torch.randperm(dim, generator=gen)]  # uneven channel magnitudes
+    return (latent @ mix + 0.1 * torch.randn(n, dim, generator=gen)) * scale  # [n, dim]
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_beats_rtn_on_correlated_inputs(act_order):
+    torch.manual_seed(2)
+    w = torch.randn(32, 128)
+    x = _correlated_inputs(512, 128, seed=3)
+    acc = HessianAccumulator(128)
+    linear = torch.nn.Linear(128, 32, bias=False)
+    linear.weight.data.copy_(w)
+    handle = acc.attach(linear)
+    for chunk in x.split(100):  # several calls: running average
+        linear(chunk)
+    handle.remove()
+    torch.testing.assert_close(acc.hessian, 2 * x.t() @ x / x.shape[0], rtol=1e-4, atol=1e-3)
+    q, s, z = gptq_quantize(w, acc.hessian, bits=4, group_size=32, act_order=act_order)
+    assert q.shape == w.shape and s.shape == (32, 4) and int(q.max()) <= 15
+    q_rtn, s_rtn, z_rtn = quantize_rtn(w, group_size=32)
+
+    def mse(q_, s_, z_):
+        return float(((x @ dequantize(q_, s_, z_, 32).t() - x @ w.t()) ** 2).mean())
+
+    gptq_mse, rtn_mse = mse(q, s, z), mse(q_rtn, s_rtn, z_rtn)
+    print(f"act_order={act_order}: GPTQ MSE {gptq_mse:.4g} vs RTN {rtn_mse:.4g}")
+    assert gptq_mse < 0.8 * rtn_mse, (gptq_mse, rtn_mse)
+
+
+def test_gptq_handles_dead_inputs():
+    w = torch.randn(8, 64, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(200, 64, generator=torch.Generator().manual_seed(5))
+    x[:, 3] = 0.0  # an input that never fires
+    q, s, z = gptq_quantize(w, 2 * x.t() @ x / 200, group_size=32)
+    assert torch.isfinite(dequantize(q, s, z, 32)).all()

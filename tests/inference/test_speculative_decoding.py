@@ -1,0 +1,187 @@
+"""Self-speculative decoding: greedy-exact output, cache hygiene, drafter pieces."""
+import pytest
+import torch
+from torch import nn
+
+from bevlm.inference.speculative import (LayerSkipModel, SelfSpeculativeDecoder, causal_mask, crop_cache,
+                                         ngram_propose)
+from bevlm.models.llm import HFCausalLM
+from bevlm.models.llm.generation import fork_cache
+from bevlm.testing import TINY_LLAMA_CONFIG
+
+torch.set_num_threads(1)
+
+P = 5
+MAX_NEW = 16
+EOS_BIAS = 3.0  # with seed 0 / init 0.2: some answers stop at EOS, others run to MAX_NEW
+QUESTIONS = ["What are the important objects in the current scene?",
+             "Predict the behavior of the ego vehicle.",
+             "Is <c1,CAM_FRONT,712.5,510.0> a traffic sign or a road barrier?",
+             "Yes?"]
+
+
+def _tiny(num_layers: int = 4, init: float = 0.2) -> HFCausalLM:
+    """A 4-layer tiny Llama with an lm_head bias (to push EOS) and a larger init,
+    so the greedy answers vary and skipping layers changes the argmax."""
+    torch.manual_seed(0)
+    cfg = dict(TINY_LLAMA_CONFIG, num_hidden_layers=num_layers, initializer_range=init, tie_word_embeddings=False)
+    llm = HFCausalLM(tiny_config=cfg).eval()
+    old = llm.lm.lm_head
+    head = nn.Linear(old.in_features, old.out_features, bias=True)
+    head.weight.data.copy_(old.weight.data)
+    head.bias.data.zero_()
+    llm.lm.lm_head = head
+    return llm
+
+
+@pytest.fixture(scope="module")
+def llm_and_cache():
+    llm = _tiny()
+    torch.manual_seed(1)
+    cache = llm.prefill(torch.randn(1, P, llm.hidden_size))
+    return llm, cache
+
+
+def _snapshot(cache) -> list[torch.Tensor]:
+    return [t.clone() for layer in cache.past_key_values.layers for t in (layer.keys, layer.values)]
+
+
+MODES = {"layer_skip": dict(use_ngram=False, use_layer_skip=True),
+         "ngram": dict(use_ngram=True, use_layer_skip=False),
+         "both": dict(use_ngram=True, use_layer_skip=True)}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("draft_len", [1, 3, 6])
+def test_output_equals_plain_greedy(llm_and_cache, mode, draft_len):
+    llm, cache = llm_and_cache
+    eos = llm.tokenizer.eos_token_id
+    before = _snapshot(cache)
+    lengths = []
+    decoders = [SelfSpeculativeDecoder(llm, skip, draft_len=draft_len, **MODES[mode]) for skip in ([2], [1, 3])]
+    try:
+        for bias in (0.0, EOS_BIAS):
+            llm.lm.lm_head.bias.data[eos] = bias
+            for q in QUESTIONS:
+                ref = llm.generate_ids(cache, q, MAX_NEW)
+                lengths.append(len(ref))
+                for dec in decoders:
+                    assert dec.generate_ids(cache, q, MAX_NEW) == ref, (mode, draft_len, dec.skip_layers, q)
+    finally:
+        llm.lm.lm_head.bias.data[eos] = 0.0
+    assert MAX_NEW in lengths and any(0 < n < MAX_NEW for n in lengths), lengths  # budget and EOS stops
+    assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(cache)))     # prefix cache untouched
+    assert cache.past_key_values.get_seq_length() == cache.prefix_len
+    for dec in decoders:
+        s = dec.stats
+        assert s.generated == sum(lengths)
+        assert s.accepted <= s.drafted and s.full_forwards <= s.generated + 2 * len(QUESTIONS)
+        if mode != "ngram":
+            assert s.skip_drafted > 0 and s.draft_forwards == s.skip_drafted
+    if mode == "layer_skip" and draft_len > 1:
+        # Drafts are partly accepted and partly rejected: both cache-crop paths ran.
+        total = sum(d.stats.accepted for d in decoders), sum(d.stats.drafted for d in decoders)
+        assert 0 < total[0] < total[1], total
+
+
+@pytest.mark.parametrize("budget", [0, 1, 2, 5])
+def test_small_budgets(llm_and_cache, budget):
+    llm, cache = llm_and_cache
+    dec = SelfSpeculativeDecoder(llm, [2], draft_len=4)
+    for q in QUESTIONS:
+        out = dec.generate_ids(cache, q, budget)
+        assert out == llm.generate_ids(cache, q, budget) and len(out) == budget
+    assert dec.answer(cache, QUESTIONS[0], budget) == llm.answer(cache, QUESTIONS[0], budget)
+
+
+def test_skip_nothing_accepts_everything(llm_and_cache):
+    llm, cache = llm_and_cache
+    dec = SelfSpeculativeDecoder(llm, [], draft_len=4, use_ngram=False)
+    for q in QUESTIONS:
+        assert dec.generate_ids(cache, q, MAX_NEW) == llm.generate_ids(cache, q, MAX_NEW)
+    s = dec.stats
+    assert s.drafted > 0 and s.accepted == s.drafted and s.acceptance == 1.0
+    # 16 tokens: 1 from the query forward, then 5 per verify (4 drafts + 1 bonus) x 3 verifies.
+    assert s.full_forwards == len(QUESTIONS) * 4
+
+
+def test_previous_answer_as_context_is_copied_by_ngram(llm_and_cache):
+    """context_ids holding the same question + answer: n-gram lookup proposes the answer."""
+    llm, cache = llm_and_cache
+    q = QUESTIONS[2]
+    ref = llm.generate_ids(cache, q, MAX_NEW)
+    dec = SelfSpeculativeDecoder(llm, None, draft_len=4, use_layer_skip=False, ngram_draft_len=8)
+    out = dec.generate_ids(cache, q, MAX_NEW, context_ids=llm._query_ids(q) + ref)
+    assert out == ref
+    assert dec.stats.ngram_accepted >= len(ref) - 3
+    assert dec.stats.full_forwards <= 4  # query forward + ceil(15 / 9) verifies (+1 for a first miss)
+
+
+def test_repetitive_prompt_gives_ngram_acceptance():
+    """A low-init tiny model loops on repetitive input; prompt lookup then drafts correctly."""
+    llm = _tiny(init=0.1)
+    torch.manual_seed(1)
+    cache = llm.prefill(torch.randn(1, P, llm.hidden_size))
+    q = "<c1,CAM_FRONT,712.5,510.0> <c1,CAM_FRONT,712.5,510.0> <c1,CAM_FRONT,712.5,510.0>"
+    dec = SelfSpeculativeDecoder(llm, [1, 2], draft_len=3)
+    assert dec.generate_ids(cache, q, MAX_NEW) == llm.generate_ids(cache, q, MAX_NEW)
+    assert dec.stats.ngram_accepted > 0
+    assert dec.stats.full_forwards < MAX_NEW
+
+
+def test_layer_loop_matches_full_model(llm_and_cache):
+    """Skipping nothing, the hand-run layer loop (rope, causal mask, cache) equals the HF forward."""
+    llm, cache = llm_and_cache
+    ids = torch.tensor([llm._query_ids(QUESTIONS[0])])  # [1, L]
+    positions = torch.arange(cache.prefix_len, cache.prefix_len + ids.shape[1])[None]
+    with torch.no_grad():
+        ref = llm.lm(input_ids=ids, position_ids=positions, past_key_values=fork_cache(cache.past_key_values)).logits
+        past = fork_cache(cache.past_key_values)
+        got = LayerSkipModel(llm.lm, []).logits(ids, past, cache.prefix_len)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert past.get_seq_length() == cache.prefix_len + ids.shape[1]
+
+
+def test_crop_cache_handles_ragged_layers(llm_and_cache):
+    llm, cache = llm_and_cache
+    past = fork_cache(cache.past_key_values)
+    n = cache.prefix_len
+    drafter = LayerSkipModel(llm.lm, [1, 3])
+    drafter.logits(torch.tensor([[5, 6, 7]]), past, n)  # layers 0 and 2 grow by 3, 1 and 3 do not
+    assert [layer.get_seq_length() for layer in past.layers] == [n + 3, n, n + 3, n]
+    crop_cache(past, n + 1)
+    assert [layer.get_seq_length() for layer in past.layers] == [n + 1, n, n + 1, n]
+    crop_cache(past, n)
+    for a, b in zip(_snapshot(cache), [t for layer in past.layers for t in (layer.keys, layer.values)]):
+        assert torch.equal(a, b)
+
+
+def test_layer_skip_validation_and_cost(llm_and_cache):
+    llm, _ = llm_and_cache
+    for bad in ([0], [4], [-1], [2, 2]):
+        with pytest.raises(ValueError):
+            LayerSkipModel(llm.lm, bad)
+    ratios = [LayerSkipModel(llm.lm, s).cost_ratio() for s in ([], [1], [1, 2], [1, 2, 3])]
+    assert ratios[0] == 1.0 and all(a > b for a, b in zip(ratios, ratios[1:])) and ratios[-1] > 0
+    with pytest.raises(ValueError):
+        SelfSpeculativeDecoder(llm, [1], draft_len=0)
+
+
+def test_causal_mask():
+    assert causal_mask(4, 1, torch.float32, torch.device("cpu")) is None
+    mask = causal_mask(2, 3, torch.float32, torch.device("cpu"))[0, 0]  # [3, 5]
+    allowed = (mask == 0).int().tolist()
+    assert allowed == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+
+
+def test_ngram_propose():
+    seq = [1, 2, 3, 9, 1, 2, 3, 7, 8, 5, 2, 3]
+    # Longest suffix match: "2 3" (3-gram "5 2 3" never occurred); latest earlier one is at 5.
+    assert ngram_propose(seq, 3, 1, 4) == [7, 8, 5, 2]
+    assert ngram_propose(seq, 3, 1, 1) == [7]
+    assert ngram_propose([4, 5, 6], 3, 1, 4) == []       # no earlier occurrence
+    assert ngram_propose([1, 2, 1, 2], 2, 2, 4) == [1, 2]  # 2-gram "1 2" at 0 -> continuation "1 2"
+    assert ngram_propose([7, 1, 2, 3, 1], 3, 2, 4) == []   # only a 1-gram would match
+    assert ngram_propose([7, 1, 2, 3, 1], 3, 1, 4) == [2, 3, 1]
+    with pytest.raises(ValueError):
+        ngram_propose(seq, 2, 3, 4)
