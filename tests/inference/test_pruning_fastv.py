@@ -116,8 +116,6 @@ def test_pruned_cache_decodes_like_the_uncached_reference(llm, prefix):
     assert [llm.generate_ids(again, q, MAX_NEW) for q in QUESTIONS] == answers
 
 
-@pytest.mark.xfail(strict=True, reason="batched_generation sizes its mask by prefix_len; passes (remove this "
-                   "marker) once it uses past_key_values.get_seq_length() for the mask (see the pruning notes)")
 def test_batched_decoding_of_a_pruned_cache(llm, prefix):
     cache = fastv_prefill(llm, prefix, (0, N_VIS), 0.5)
     assert llm.generate_ids_batch(cache, QUESTIONS, MAX_NEW) == [llm.generate_ids(cache, q, MAX_NEW)

@@ -5,7 +5,7 @@ from torch import nn
 
 from bevlm.inference.speculative import (LayerSkipModel, SelfSpeculativeDecoder, causal_mask, crop_cache,
                                          ngram_propose)
-from bevlm.models.llm import HFCausalLM
+from bevlm.models.llm import HFCausalLM, PrefixCache
 from bevlm.models.llm.generation import fork_cache
 from bevlm.testing import TINY_LLAMA_CONFIG
 
@@ -185,3 +185,15 @@ def test_ngram_propose():
     assert ngram_propose([7, 1, 2, 3, 1], 3, 1, 4) == [2, 3, 1]
     with pytest.raises(ValueError):
         ngram_propose(seq, 2, 3, 4)
+
+
+def test_position_ids_ahead_of_cache_entries(llm_and_cache):
+    """A pruned prefix cache (FastV) keeps fewer KV entries than positions: still greedy-exact."""
+    llm, cache = llm_and_cache
+    pruned_like = PrefixCache(past_key_values=cache.past_key_values, prefix_len=cache.prefix_len + 7,
+                              hidden_prefix=cache.hidden_prefix)
+    for skip, use_ngram in (([2], False), ([1, 3], True)):
+        dec = SelfSpeculativeDecoder(llm, skip, draft_len=3, use_ngram=use_ngram)
+        for q in QUESTIONS[:2]:
+            assert dec.generate_ids(pruned_like, q, MAX_NEW) == llm.generate_ids(pruned_like, q, MAX_NEW)
+        assert dec.stats.drafted > 0

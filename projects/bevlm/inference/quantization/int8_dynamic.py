@@ -7,6 +7,11 @@ arXiv 1712.05877, dynamic variant). On AVX2/AVX-512 CPUs the fbgemm int8 GEMM
 is the fast path for batch-1 decode, unlike PyTorch's int4 CPU kernels.
 ``torch.ao.quantization`` is deprecated upstream (torchao replaces it) but
 still ships; its deprecation warnings are silenced here, in one place.
+
+Accuracy caveat: activations get one (7-bit-range) scale per tensor, so
+layers with activation outliers suffer (Dettmers et al., 2022, "LLM.int8()",
+arXiv 2208.07339). On SmolLM2-135M, int8 on ``down_proj`` ruins the logits
+(next-token top-1 agreement 0.42); leave ``down_proj`` out of ``include``.
 """
 from __future__ import annotations
 

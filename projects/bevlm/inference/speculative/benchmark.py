@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--max-skip", type=int, default=14)
     parser.add_argument("--sample-per-round", type=int, default=8)
     parser.add_argument("--draft-len", type=int, default=None, help="override the searched draft length")
+    parser.add_argument("--ngram-min-n", type=int, default=2)
+    parser.add_argument("--ngram-draft-len", type=int, default=6)
     parser.add_argument("--out", type=str, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -95,8 +97,10 @@ def main() -> None:
 
     variants = {
         "layer_skip": SelfSpeculativeDecoder(llm, search.skip_layers, draft_len=draft_len, use_ngram=False),
-        "ngram": SelfSpeculativeDecoder(llm, None, draft_len=draft_len, use_layer_skip=False, ngram_draft_len=10),
-        "both": SelfSpeculativeDecoder(llm, search.skip_layers, draft_len=draft_len, ngram_draft_len=10),
+        "ngram": SelfSpeculativeDecoder(llm, None, draft_len=draft_len, use_layer_skip=False,
+                                        ngram_min_n=args.ngram_min_n, ngram_draft_len=args.ngram_draft_len),
+        "both": SelfSpeculativeDecoder(llm, search.skip_layers, draft_len=draft_len,
+                                       ngram_min_n=args.ngram_min_n, ngram_draft_len=args.ngram_draft_len),
     }
     seconds = {name: 0.0 for name in ["greedy", *variants]}
     identical = {name: True for name in variants}
@@ -125,7 +129,8 @@ def main() -> None:
               f"{row['tokens_per_full_forward']:>8.2f} {str(row['identical']):>9}")
     result = dict(skip_layers=search.skip_layers, draft_len=draft_len, expected_speedup=search.expected_speedup,
                   proxy_acceptance=search.acceptance, cost_ratio=search.cost_ratio, verify_token_cost=verify_cost,
-                  tokens=tokens, rows=rows)
+                  tokens=tokens, rows=rows,
+                  trials=sorted(search.trials, key=lambda t: -t["expected_speedup"])[:15])
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

@@ -122,14 +122,14 @@ class SelfSpeculativeDecoder:
         """Zero the counters."""
         self.stats = SpecStats()
 
-    def _propose(self, history: list[int], token: int, past, past_len: int, limit: int) -> tuple[list[int], str]:
+    def _propose(self, history: list[int], token: int, past, pos: int, limit: int) -> tuple[list[int], str]:
         """Draft at most ``limit`` tokens after ``token``: n-gram first, else layer skip."""
         if self.use_ngram:
             proposal = ngram_propose(history, self.ngram_n, self.ngram_min_n, min(limit, self.ngram_draft_len))
             if proposal:
                 return proposal, "ngram"
         if self.use_layer_skip:
-            drafted = self.drafter.draft(token, past, past_len, min(limit, self.draft_len), self.llm.prompt.stop_ids)
+            drafted = self.drafter.draft(token, past, pos, min(limit, self.draft_len), self.llm.prompt.stop_ids)
             self.stats.draft_forwards += len(drafted)
             return drafted, "skip"
         return [], "none"
@@ -158,7 +158,9 @@ class SelfSpeculativeDecoder:
         if max_new_tokens <= 0:
             return generated
         past = fork_cache(cache.past_key_values)
-        pos = cache.prefix_len  # positions in `past`, all layers
+        # Position ids continue from prefix_len; a pruned prefix cache holds fewer KV entries
+        # than positions, so the entry count (what cropping keeps) is tracked apart.
+        pos = cache.prefix_len
         inputs = torch.tensor([query], dtype=torch.long, device=device)  # [1, Lq]
         positions = torch.arange(pos, pos + len(query), device=device)[None]  # [1, Lq]
         out = lm(input_ids=inputs, position_ids=positions, past_key_values=past, use_cache=True, logits_to_keep=1)
@@ -179,6 +181,7 @@ class SelfSpeculativeDecoder:
             # k drafts + the bonus token never exceed the budget.
             limit = max_new_tokens - len(generated) - 1
             drafts, source = self._propose(history, pending, past, pos, limit) if limit > 0 else ([], "none")
+            kv_len = past.get_seq_length()  # verified entries, every layer
             ids = torch.tensor([[pending] + drafts], dtype=torch.long, device=device)  # [1, 1 + k]
             positions = torch.arange(pos, pos + ids.shape[1], device=device)[None]  # [1, 1 + k]
             out = lm(input_ids=ids, position_ids=positions, past_key_values=past, use_cache=True,
@@ -190,7 +193,7 @@ class SelfSpeculativeDecoder:
                 accepted += 1
             self._count(source, len(drafts), accepted)
             pos += 1 + accepted  # pending + accepted drafts are verified
-            crop_cache(past, pos)
+            crop_cache(past, kv_len + 1 + accepted)
             new_tokens = greedy[:accepted + 1]
 
     def _count(self, source: str, drafted: int, accepted: int) -> None:

@@ -110,40 +110,43 @@ class LayerSkipModel:
         return (kept + rest) / (sum(layer_numel) + rest)
 
     @torch.no_grad()
-    def logits(self, input_ids: Tensor, past: Any, past_len: int) -> Tensor:
-        """Run the kept layers on new tokens that follow ``past_len`` cached positions.
+    def logits(self, input_ids: Tensor, past: Any, start_pos: int) -> Tensor:
+        """Run the kept layers on new tokens that follow the cached positions.
 
         Args:
-            input_ids: ``[1, L]`` new token ids at positions ``past_len .. past_len + L - 1``.
-            past: KV cache whose kept layers hold exactly ``past_len`` positions;
-                the kept layers get the L new positions appended.
-            past_len: number of cached (already verified) positions.
+            input_ids: ``[1, L]`` new token ids at position ids ``start_pos .. start_pos + L - 1``.
+            past: KV cache whose kept layers hold the same number of entries as
+                layer 0 (``past.get_seq_length()``); the kept layers get the L
+                new entries appended. Position ids may run ahead of the entry
+                count (a pruned prefix cache keeps fewer entries than positions).
+            start_pos: position id of the first new token.
 
         Returns:
             logits ``[1, L, V]``.
         """
         device = input_ids.device
         q_len = input_ids.shape[1]
-        hidden = self.decoder.embed_tokens(input_ids)                               # [1, L, D]
-        positions = torch.arange(past_len, past_len + q_len, device=device)[None]   # [1, L]
-        rope = self.decoder.rotary_emb(hidden, position_ids=positions)              # (cos, sin) [1, L, Dh]
-        mask = causal_mask(past_len, q_len, hidden.dtype, device)
+        kv_len = past.get_seq_length()
+        hidden = self.decoder.embed_tokens(input_ids)                                # [1, L, D]
+        positions = torch.arange(start_pos, start_pos + q_len, device=device)[None]  # [1, L]
+        rope = self.decoder.rotary_emb(hidden, position_ids=positions)               # (cos, sin) [1, L, Dh]
+        mask = causal_mask(kv_len, q_len, hidden.dtype, device)
         for i in self.kept_layers:
             out = self.decoder.layers[i](hidden, attention_mask=mask, position_ids=positions,
                                          past_key_values=past, use_cache=True, position_embeddings=rope)
-            hidden = out[0] if isinstance(out, tuple) else out                       # [1, L, D]
-        return self.head(self.decoder.norm(hidden))                                 # [1, L, V]
+            hidden = out[0] if isinstance(out, tuple) else out                        # [1, L, D]
+        return self.head(self.decoder.norm(hidden))                                  # [1, L, V]
 
     @torch.no_grad()
-    def draft(self, token: int, past: Any, past_len: int, num_tokens: int,
+    def draft(self, token: int, past: Any, start_pos: int, num_tokens: int,
               stop_ids: frozenset[int]) -> list[int]:
         """Greedily draft up to ``num_tokens`` tokens after ``token``.
 
         Args:
-            token: the last accepted token, at position ``past_len`` (not cached).
-            past: KV cache holding ``past_len`` verified positions in every layer;
-                on return it is cropped back to ``past_len`` (unchanged content).
-            past_len: number of cached positions.
+            token: the last accepted token, at position id ``start_pos`` (not cached).
+            past: KV cache with the same entry count in every layer (the verified
+                tokens); on return it is cropped back to that count (content unchanged).
+            start_pos: position id of ``token``.
             num_tokens: draft length (>= 1).
             stop_ids: drafting ends after a stop token is drafted.
 
@@ -151,13 +154,14 @@ class LayerSkipModel:
             the drafted ids (1 .. ``num_tokens``), a stop id only as the last one.
         """
         device = self.head.weight.device
+        kv_len = past.get_seq_length()
         drafted: list[int] = []
         current = token
         for step in range(num_tokens):
             ids = torch.tensor([[current]], dtype=torch.long, device=device)  # [1, 1]
-            current = int(self.logits(ids, past, past_len + step)[0, -1].argmax())
+            current = int(self.logits(ids, past, start_pos + step)[0, -1].argmax())
             drafted.append(current)
             if current in stop_ids:
                 break
-        crop_cache(past, past_len)
+        crop_cache(past, kv_len)
         return drafted

@@ -51,6 +51,10 @@ class BEVVLM(BaseModel):
             question, default), 'three_rounds' (perception / prediction / planning+behavior,
             several questions per structured round), 'single'; also the prompt template.
             Training uses the same format (``blocks_for_policy``).
+        pruning: config of :class:`bevlm.inference.pruning.PruningSetting` (test time only):
+            ``encoder_layers`` (BEV encoder early exit), ``bev_keep_ratio`` (drop visual tokens
+            with low auxiliary occupancy before the LLM), ``fastv_keep_ratio`` / ``fastv_layer``
+            (FastV-style pruning by LLM attention). Defaults change nothing.
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
     """
@@ -61,7 +65,8 @@ class BEVVLM(BaseModel):
                  aux_head: dict | None = None, use_ego_status: bool = True, ego_status_dims: int = 5,
                  stream_temporal: bool = True, max_new_tokens: int = 48, loss_lm_weight: float = 1.0,
                  family_max_new_tokens: dict | None = None, count_flops_frames: int = 2,
-                 batch_questions: bool = True, qa_policy: dict | None = None, data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+                 batch_questions: bool = True, qa_policy: dict | None = None,
+                 pruning: dict | None = None, data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type="BEVVLMDataPreprocessor")
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -95,6 +100,9 @@ class BEVVLM(BaseModel):
         self.batch_questions = batch_questions
         self.family_max_new_tokens = dict(family_max_new_tokens or {})
         self.qa_policy = QAPolicy(**(qa_policy or {}))
+        from bevlm.inference.pruning import PruningSetting  # lazy: pruning imports models.llm
+
+        self.pruning = PruningSetting(**(pruning or {}))
         apply_system_prompt(self.llm, self.qa_policy.template)
         self._flop_calls = 0
 
@@ -109,6 +117,8 @@ class BEVVLM(BaseModel):
 
     def _frame_bev(self, imgs_t, ego2img_t, img_shape, prev_bev, motion, num_layers=None):
         feats = self.extract_img_feats(imgs_t)
+        if num_layers is None and not self.training:
+            num_layers = self.pruning.encoder_layers  # early exit (test time only)
         return self.bev_encoder(feats, ego2img_t, img_shape, prev_bev=prev_bev, ego_motion=motion,
                                 num_layers=num_layers)
 
@@ -225,13 +235,18 @@ class BEVVLM(BaseModel):
         self._flop_calls += 1
         with watch.phase("encoder"), (count_flops(self) if counting else nullcontext({})) as enc_flops:
             vis, bev = self.visual_tokens(imgs, data_samples, streaming=streaming)
+            if vis is not None:
+                from bevlm.inference.pruning import prune_visual_tokens
+                vis = prune_visual_tokens(self, vis, bev, self.pruning)
             prefix = self.build_prefix(vis, data_samples)
+        n_vis = 0 if vis is None else vis.shape[1]
         if counting:
             flops["encoder"] = enc_flops["flops"] / b
             flops["prefill"] = 0
+        from bevlm.inference.pruning import prefill_with_setting
         for i, sample in enumerate(data_samples):
             with watch.phase("prefill"), (count_flops(self) if counting else nullcontext({})) as pre_flops:
-                cache = self.llm.prefill(prefix[i:i + 1])
+                cache = prefill_with_setting(self.llm, prefix[i:i + 1], (0, n_vis), self.pruning)
             if counting:
                 flops["prefill"] += pre_flops["flops"] / b
             if self.traj_head is not None:

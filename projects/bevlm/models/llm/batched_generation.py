@@ -43,14 +43,15 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
     device = lm.get_input_embeddings().weight.device
     lengths = [len(q) for q in queries]
     lmax = max(lengths)
-    p = cache.prefix_len
+    p = cache.prefix_len                              # position id of the first query token
+    c = cache.past_key_values.get_seq_length()        # cached entries (< p when tokens were pruned)
     ids = torch.full((n, lmax), pad_id, dtype=torch.long, device=device)  # [Q, Lmax] left-padded
-    mask = torch.zeros((n, p + lmax), dtype=torch.long, device=device)    # [Q, P + Lmax]
-    mask[:, :p] = 1
+    mask = torch.zeros((n, c + lmax), dtype=torch.long, device=device)    # [Q, C + Lmax]
+    mask[:, :c] = 1
     pos = torch.zeros((n, lmax), dtype=torch.long, device=device)
     for r, q in enumerate(queries):
         ids[r, lmax - len(q):] = torch.tensor(q, device=device)
-        mask[r, p + lmax - len(q):] = 1
+        mask[r, c + lmax - len(q):] = 1
         pos[r, lmax - len(q):] = torch.arange(p, p + len(q), device=device)
     past = copy.deepcopy(cache.past_key_values)
     past.batch_repeat_interleave(n)

@@ -25,8 +25,9 @@ class PrefixCache:
         past_key_values: transformers cache (``DynamicCache``) holding keys
             and values of the ``prefix_len`` prefix positions; never mutated
             by :func:`greedy_from_cache`.
-        prefix_len: number of cached positions ``T0 + P`` (prefix text + the
-            caller's prefix embeddings).
+        prefix_len: position id of the first token after the prefix, ``T0 + P`` (prefix
+            text + the caller's prefix embeddings); equals the number of cached entries unless
+            prefix tokens were pruned (see :mod:`bevlm.inference.pruning`).
         hidden_prefix: ``[1, P, D]`` last-layer hidden states at the caller's
             P prefix positions (the trajectory head reads the last K).
     """
