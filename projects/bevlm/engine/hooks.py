@@ -29,3 +29,43 @@ class ParamChecksumHook(Hook):
         with open(path + ".tmp", "w") as f:
             json.dump(record, f)
         os.replace(path + ".tmp", path)
+
+
+@HOOKS.register_module()
+class PostTrainingQuantHook(Hook):
+    """Quantise the LLM of the loaded model right before testing (PTQ, no training).
+
+    Calibration frames (for GPTQ) come from the *training* split, never from the evaluated one.
+
+    Args:
+        method: 'rtn' | 'gptq' | 'int8_dynamic'.
+        bits: weight bits (4).
+        group_size: quantisation group size (must divide the LLM width; 64 for SmolLM2).
+        kernel: 'auto' | 'dequant' | 'native' compute kernel of the int4 layers.
+        calib_frames: number of training frames used for calibration.
+    """
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, method: str = "rtn", bits: int = 4, group_size: int = 64, kernel: str = "auto",
+                 calib_frames: int = 4) -> None:
+        self.method, self.bits, self.group_size = method, bits, group_size
+        self.kernel, self.calib_frames = kernel, calib_frames
+
+    def before_test(self, runner) -> None:
+        from mmengine.dataset import pseudo_collate
+
+        from bevlm.inference.ptq import calibration_prefixes, quantize_bevvlm
+        from bevlm.registry import DATASETS
+
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        model.eval()
+        calib = None
+        if self.method == "gptq":
+            ds_cfg = runner.cfg.train_dataloader.dataset.to_dict()
+            ds_cfg.update(qa_mode="frame", queue_length=1, max_frames=self.calib_frames)
+            dataset = DATASETS.build(ds_cfg)
+            calib = calibration_prefixes(model, [pseudo_collate([dataset[i]]) for i in range(len(dataset))])
+        report = quantize_bevvlm(model, self.method, self.bits, self.group_size, kernel=self.kernel,
+                                 calib=calib)
+        runner.logger.info("post-training quantisation:\n" + report.table())

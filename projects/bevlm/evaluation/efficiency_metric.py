@@ -40,6 +40,7 @@ class EfficiencyMetric(BaseMetric):
             "encoder_s": mean("encoder_s"), "prefill_s": mean("prefill_s"), "decode_s": mean("decode_s"),
             "frame_s": mean("encoder_s") + mean("prefill_s") + mean("decode_s"),
             "questions_per_frame": mean("questions"), "tokens_per_frame": mean("tokens"),
+            "rounds_per_frame": mean("rounds"),
             "prefix_tokens": mean("prefix_tokens"), "peak_memory_mb": peak_memory_mb(),
         }
         out["decode_tokens_per_s"] = out["tokens_per_frame"] / max(out["decode_s"], 1e-9)

@@ -238,7 +238,8 @@ class FrameAnswers:
 
 
 def answer_frame(llm, cache, qa_items: list[QAItem], policy: QAPolicy, default_budget: int,
-                 budget_overrides: dict | None = None, batch: bool = True) -> FrameAnswers:
+                 budget_overrides: dict | None = None, batch: bool = True,
+                 decoder=None) -> FrameAnswers:
     """Answer a frame's QA graph under ``policy`` from the frame's prefix cache.
 
     Args:
@@ -250,6 +251,9 @@ def answer_frame(llm, cache, qa_items: list[QAItem], policy: QAPolicy, default_b
         default_budget, budget_overrides: per family answer budgets (model's ``max_new_tokens``
             and ``family_max_new_tokens``).
         batch: decode all rounds as one batch (same greedy output as one by one).
+        decoder: optional batch-1 decoder with ``generate_ids(cache, text, budget)`` (e.g.
+            :class:`bevlm.inference.speculative.SelfSpeculativeDecoder`); rounds are then decoded
+            one by one with it (greedy-identical output).
 
     Returns:
         :class:`FrameAnswers`; every item of ``qa_items`` has an answer ('' when a round's
@@ -264,7 +268,9 @@ def answer_frame(llm, cache, qa_items: list[QAItem], policy: QAPolicy, default_b
 
     texts = [policy.question_text(r) for r in rounds]
     budgets = [round_token_budget(r, policy, default_budget, budget_overrides, encode) for r in rounds]
-    if batch:
+    if decoder is not None:
+        ids = [decoder.generate_ids(cache, t, b) for t, b in zip(texts, budgets)]
+    elif batch:
         ids = llm.generate_ids_batch(cache, texts, budgets)
     else:
         ids = [llm.generate_ids(cache, t, b) for t, b in zip(texts, budgets)]

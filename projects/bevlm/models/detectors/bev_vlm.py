@@ -98,6 +98,7 @@ class BEVVLM(BaseModel):
         self.temporal_cache = TemporalBEVCache()
         self.count_flops_frames = count_flops_frames
         self.batch_questions = batch_questions
+        self.decoder = None  # optional batch-1 decoder (e.g. self-speculative), set by the toolkit
         self.family_max_new_tokens = dict(family_max_new_tokens or {})
         self.qa_policy = QAPolicy(**(qa_policy or {}))
         from bevlm.inference.pruning import PruningSetting  # lazy: pruning imports models.llm
@@ -254,7 +255,8 @@ class BEVVLM(BaseModel):
                 sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:])[0].float().cpu()
             with watch.phase("decode"):
                 res = answer_frame(self.llm, cache, sample.qa, self.qa_policy, self.max_new_tokens,
-                                   self.family_max_new_tokens, batch=self.batch_questions)
+                                   self.family_max_new_tokens, batch=self.batch_questions,
+                                   decoder=self.decoder)
             sample.pred_answers = res.answers
             n_tokens = res.tokens
             sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa), "rounds": res.rounds,

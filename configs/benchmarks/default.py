@@ -1,0 +1,17 @@
+# Inference variants compared by tools/benchmark.py (the first one is the baseline).
+variants = dict(
+    baseline=dict(batch_questions=False),                      # batch-1 greedy, one question at a time
+    batched=dict(),                                            # a frame's questions decoded as one batch
+    speculative=dict(batch_questions=False,
+                     speculative=dict(draft_len=4, use_ngram=True, use_layer_skip=True, max_skip=12)),
+    int4_rtn=dict(quant=dict(method="rtn", bits=4, group_size=64)),
+    int4_gptq=dict(quant=dict(method="gptq", bits=4, group_size=64)),
+    int8_attn=dict(quant=dict(method="int8_dynamic",
+                              include=("q_proj", "k_proj", "v_proj", "o_proj"))),
+    fastv50=dict(pruning=dict(fastv_keep_ratio=0.5)),
+    bev_keep50=dict(pruning=dict(bev_keep_ratio=0.5)),
+    bev_keep50_early_exit=dict(pruning=dict(bev_keep_ratio=0.5, encoder_layers=1)),
+    three_rounds=dict(qa_policy=dict(mode="three_rounds")),
+    combined=dict(pruning=dict(bev_keep_ratio=0.5),
+                  quant=dict(method="int8_dynamic", include=("q_proj", "k_proj", "v_proj", "o_proj"))),
+)

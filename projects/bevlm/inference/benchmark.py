@@ -1,0 +1,138 @@
+"""Side-by-side benchmark of inference variants of one trained model (see tools/benchmark.py).
+
+Baseline and variants run interleaved in one process on the same frames (frame k of every
+variant before frame k+1), so machine noise hits them alike; speedups are ratios of those runs.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.evaluator import Evaluator
+from mmengine.registry import init_default_scope
+
+from bevlm.registry import DATASETS, MODELS
+from bevlm.utils import peak_memory_mb
+from .ptq import calibration_prefixes
+from .variants import build_variant, llm_weight_bytes
+
+
+def measure_read_bandwidth(mb: int = 256, repeats: int = 5) -> float:
+    """Memory read bandwidth in GB/s (best of ``repeats`` sums over a ``mb`` MiB tensor)."""
+    x = torch.ones(mb * 2**20 // 4)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        float(x.sum())
+        best = min(best, time.perf_counter() - t0)
+    return x.numel() * 4 / best / 1e9
+
+
+def _build_base(cfg, checkpoint):
+    from bevlm.engine import load_checkpoint_file
+
+    model = MODELS.build(cfg.model)
+    state = load_checkpoint_file(checkpoint)
+    missing, unexpected = model.load_state_dict(state.get("state_dict", state), strict=False)
+    if unexpected:
+        raise KeyError(f"{checkpoint}: unexpected keys {unexpected[:5]}... Fix: use the config it was trained with")
+    return model.eval()
+
+
+def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str, max_frames: int | None = None,
+                  frame_stride: int = 1, qa_select: str = "test", calib_frames: int = 4, log=print) -> dict:
+    """Run every variant on the same frames; write ``benchmark.json`` and ``benchmark.md``."""
+    init_default_scope("bevlm")
+    base = _build_base(cfg, checkpoint)
+    ds_cfg = cfg.test_dataloader.dataset.to_dict()
+    ds_cfg.update(qa_mode="frame", queue_length=1, qa_select=qa_select, frame_stride=frame_stride,
+                  max_frames=max_frames)
+    dataset = DATASETS.build(ds_cfg)
+    calib = None
+    if any(v.get("quant", {}).get("method") == "gptq" or v.get("speculative") for v in variants.values()):
+        tr = cfg.train_dataloader.dataset.to_dict()
+        tr.update(qa_mode="frame", queue_length=1, max_frames=calib_frames)
+        train_ds = DATASETS.build(tr)
+        calib = calibration_prefixes(base, [pseudo_collate([train_ds[i]]) for i in range(len(train_ds))])
+    models, evaluators, build_s = {}, {}, {}
+    for name, spec in variants.items():
+        t0 = time.perf_counter()
+        models[name] = build_variant(base, spec, calib, log=log)
+        build_s[name] = time.perf_counter() - t0
+        evaluators[name] = Evaluator([dict(type="DriveLMMetric"), dict(type="PlanningMetric"),
+                                      dict(type="EfficiencyMetric")])
+    log(f"benchmark: {len(variants)} variants x {len(dataset)} frames (qa_select={qa_select})")
+    for k in range(len(dataset)):
+        item = dataset[k]
+        for name, model in models.items():
+            batch = pseudo_collate([copy.deepcopy(item)])
+            with torch.no_grad():
+                outputs = model.test_step(batch)
+            evaluators[name].process(data_samples=outputs, data_batch=batch)
+        log(f"  frame {k + 1}/{len(dataset)}")
+    bandwidth = measure_read_bandwidth()
+    results = {}
+    for name in variants:
+        m = evaluators[name].evaluate(len(dataset))
+        m["llm_weight_bytes"] = llm_weight_bytes(models[name])
+        m["decode_ceiling_tok_s"] = bandwidth * 1e9 / m["llm_weight_bytes"]
+        m["build_s"] = build_s[name]
+        if models[name].decoder is not None and hasattr(models[name].decoder, "stats"):
+            m["speculative"] = models[name].decoder.stats.as_dict()
+        results[name] = m
+    summary = summarise(results, next(iter(variants)))
+    summary["read_bandwidth_gb_s"] = bandwidth
+    summary["peak_memory_mb_process"] = peak_memory_mb()
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "benchmark.json.tmp"), "w") as f:
+        json.dump({"variants": variants, "results": results, "summary": summary}, f, indent=2, default=float)
+    os.replace(os.path.join(out_dir, "benchmark.json.tmp"), os.path.join(out_dir, "benchmark.json"))
+    table = markdown_table(summary)
+    with open(os.path.join(out_dir, "benchmark.md"), "w") as f:
+        f.write(table + "\n")
+    log(table)
+    return summary
+
+
+def _get(m: dict, key: str, default=float("nan")):
+    return m.get(key, default) if m.get(key) is not None else default
+
+
+def summarise(results: dict, baseline: str) -> dict:
+    """Rows with the ratios against ``baseline``."""
+    b = results[baseline]
+    rows = {}
+    for name, m in results.items():
+        score = _get(m, "drivelm/gpt_free_final")
+        flops = _get(m, "efficiency/encoder_gflops") + _get(m, "efficiency/prefill_gflops")
+        b_flops = _get(b, "efficiency/encoder_gflops") + _get(b, "efficiency/prefill_gflops")
+        rows[name] = {
+            "gpt_free": score, "rel_score": score / _get(b, "drivelm/gpt_free_final"),
+            "accuracy": _get(m, "drivelm/accuracy"), "family_acc": _get(m, "drivelm/family_accuracy"),
+            "L2_stp3": _get(m, "planning/L2_avg_stp3"),
+            "encoder_s": _get(m, "efficiency/encoder_s"), "prefill_s": _get(m, "efficiency/prefill_s"),
+            "decode_s": _get(m, "efficiency/decode_s"), "frame_s": _get(m, "efficiency/frame_s"),
+            "speedup": _get(b, "efficiency/frame_s") / _get(m, "efficiency/frame_s"),
+            "decode_speedup": _get(b, "efficiency/decode_s") / _get(m, "efficiency/decode_s"),
+            "decode_tok_s": _get(m, "efficiency/decode_tokens_per_s"),
+            "ceiling_tok_s": m["decode_ceiling_tok_s"],
+            "enc_prefill_gflops": flops, "flops_ratio": flops / b_flops,
+            "llm_MB": m["llm_weight_bytes"] / 1e6,
+            "llm_bytes_vs_fp16": m["llm_weight_bytes"] / (b["llm_weight_bytes"] / 2),
+            "rounds": _get(m, "efficiency/rounds_per_frame"),
+        }
+    return {"baseline": baseline, "rows": rows}
+
+
+def markdown_table(summary: dict) -> str:
+    cols = ["gpt_free", "rel_score", "accuracy", "L2_stp3", "encoder_s", "prefill_s", "decode_s", "frame_s",
+            "speedup", "decode_speedup", "decode_tok_s", "ceiling_tok_s", "flops_ratio", "llm_MB",
+            "llm_bytes_vs_fp16"]
+    lines = ["| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, row in summary["rows"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4g}" for c in cols) + " |")
+    return "\n".join(lines)

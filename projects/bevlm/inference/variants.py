@@ -1,0 +1,82 @@
+"""Inference variants: one trained model, several efficient-inference settings, side by side.
+
+A variant is a dict of switches, every one optional (missing = the baseline behaviour)::
+
+    dict(
+        pruning=dict(encoder_layers=1, bev_keep_ratio=0.5, fastv_keep_ratio=0.5, fastv_layer=2),
+        qa_policy=dict(mode="three_rounds"),
+        quant=dict(method="rtn" | "gptq" | "int8_dynamic", bits=4, group_size=64, kernel="auto"),
+        speculative=dict(draft_len=4, use_ngram=True, use_layer_skip=True, max_skip=12,
+                         skip_layers=None),      # None = search on calibration frames
+        batch_questions=True,                     # decode a frame's questions as one batch
+        stream_temporal=True,
+    )
+"""
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+VARIANT_KEYS = ("pruning", "qa_policy", "quant", "speculative", "batch_questions", "stream_temporal")
+
+
+def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=print) -> nn.Module:
+    """A deep copy of ``base`` with the variant's switches applied (``base`` is untouched).
+
+    Args:
+        base: a trained :class:`BEVVLM` in eval mode.
+        spec: the variant (see the module docstring); unknown keys raise.
+        calib: calibration frames ``[(prefix_embeds, questions)]`` from
+            :func:`bevlm.inference.ptq.calibration_prefixes` (GPTQ, skip-layer search).
+    """
+    unknown = set(spec) - set(VARIANT_KEYS)
+    if unknown:
+        raise KeyError(f"unknown variant keys {sorted(unknown)}; allowed: {VARIANT_KEYS}")
+    from bevlm.inference.pruning import PruningSetting
+    from bevlm.inference.qa_policy import QAPolicy, apply_system_prompt
+
+    model = copy.deepcopy(base).eval()
+    model.temporal_cache.reset()
+    model._flop_calls = 0
+    if "pruning" in spec:
+        model.pruning = PruningSetting(**spec["pruning"])
+    if "qa_policy" in spec:
+        model.qa_policy = QAPolicy(**spec["qa_policy"])
+        apply_system_prompt(model.llm, model.qa_policy.template)
+    if "batch_questions" in spec:
+        model.batch_questions = bool(spec["batch_questions"])
+    if "stream_temporal" in spec:
+        model.stream_temporal = bool(spec["stream_temporal"])
+    if spec.get("quant"):
+        from bevlm.inference.ptq import quantize_bevvlm
+
+        report = quantize_bevvlm(model, calib=calib, **spec["quant"])
+        log(report.table())
+    if spec.get("speculative"):
+        from bevlm.inference.speculative import SelfSpeculativeDecoder, search_skip_layers
+
+        sp = dict(spec["speculative"])
+        skip = sp.pop("skip_layers", None)
+        max_skip = sp.pop("max_skip", model.llm.num_layers // 2)
+        if skip is None and sp.get("use_layer_skip", True):
+            items = []
+            for prefix, questions in calib or []:
+                cache = model.llm.prefill(prefix)
+                items += [(cache, q) for q in questions[:4]]
+            result = search_skip_layers(model.llm, items, max_skip=max_skip)
+            skip = list(result.skip_layers)
+            log(f"speculative: searched skip set {skip}")
+        model.decoder = SelfSpeculativeDecoder(model.llm, skip_layers=skip or [], **sp)
+    return model
+
+
+def llm_weight_bytes(model: nn.Module) -> int:
+    """Real bytes of the LLM's parameters and buffers (packed int4 counts as stored)."""
+    seen, total = set(), 0
+    for t in list(model.llm.parameters()) + list(model.llm.buffers()):
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    return total

@@ -1,0 +1,44 @@
+"""Benchmark inference variants of a trained model side by side (one process, interleaved).
+
+  python tools/benchmark.py CONFIG CKPT [--variants baseline int4_rtn ...] [--bench configs/benchmarks/default.py]
+
+Prints and saves (``--out-dir``) a table: DriveLM GPT-free score and relative score, planning
+L2, per-frame encoder / prefill / decode seconds, decode tokens/s and the memory-bandwidth
+ceiling, speedups, encoder+prefill FLOPs ratio (FlopCounterMode), LLM weight bytes.
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("--bench", default="configs/benchmarks/default.py", help="file defining `variants`")
+    p.add_argument("--variants", nargs="+", help="subset of the file's variants (first = baseline)")
+    p.add_argument("--frames", type=int, default=None, help="max QA frames of the test split")
+    p.add_argument("--stride", type=int, default=1, help="use every k-th frame")
+    p.add_argument("--qa-select", choices=["test", "all"], default="test")
+    p.add_argument("--out-dir", default="work_dirs/benchmark")
+    args = p.parse_args()
+    import bevlm.engine  # noqa: F401
+    from mmengine.config import Config
+
+    from bevlm.inference.benchmark import run_benchmark
+
+    cfg = Config.fromfile(args.config)
+    variants = Config.fromfile(args.bench).variants.to_dict()
+    if args.variants:
+        missing = [v for v in args.variants if v not in variants]
+        if missing:
+            raise SystemExit(f"{args.bench}: no variants {missing}; available: {list(variants)}")
+        variants = {k: variants[k] for k in args.variants}
+    run_benchmark(cfg, args.checkpoint, variants, args.out_dir, max_frames=args.frames,
+                  frame_stride=args.stride, qa_select=args.qa_select)
+
+
+if __name__ == "__main__":
+    main()
