@@ -5,7 +5,7 @@ sweep = dict(
              "configs/ablations/bev_vlm_camera.py"],
     steps=["train", "test"],
     columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/language_score",
-             "drivelm/match_f1", "drivelm/family_accuracy", "planning/L2_avg_stp3",
+             "drivelm/match_f1", "drivelm/full_accuracy", "planning/L2_avg_stp3",
              "planning/collision_avg_stp3", "efficiency/frame_s"],
     pareto=("efficiency/frame_s", "drivelm/gpt_free_final"),
 )

@@ -102,6 +102,10 @@ def _get(m: dict, key: str, default=float("nan")):
     return m.get(key, default) if m.get(key) is not None else default
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 def summarise(results: dict, baseline: str) -> dict:
     """Rows with the ratios against ``baseline``."""
     b = results[baseline]
@@ -111,16 +115,17 @@ def summarise(results: dict, baseline: str) -> dict:
         flops = _get(m, "efficiency/encoder_gflops") + _get(m, "efficiency/prefill_gflops")
         b_flops = _get(b, "efficiency/encoder_gflops") + _get(b, "efficiency/prefill_gflops")
         rows[name] = {
-            "gpt_free": score, "rel_score": score / _get(b, "drivelm/gpt_free_final"),
-            "accuracy": _get(m, "drivelm/accuracy"), "family_acc": _get(m, "drivelm/family_accuracy"),
+            "gpt_free": score, "rel_score": _ratio(score, _get(b, "drivelm/gpt_free_final")),
+            "accuracy": _get(m, "drivelm/accuracy"), "full_acc": _get(m, "drivelm/full_accuracy"),
             "L2_stp3": _get(m, "planning/L2_avg_stp3"),
             "encoder_s": _get(m, "efficiency/encoder_s"), "prefill_s": _get(m, "efficiency/prefill_s"),
             "decode_s": _get(m, "efficiency/decode_s"), "frame_s": _get(m, "efficiency/frame_s"),
-            "speedup": _get(b, "efficiency/frame_s") / _get(m, "efficiency/frame_s"),
-            "decode_speedup": _get(b, "efficiency/decode_s") / _get(m, "efficiency/decode_s"),
+            "speedup": _ratio(_get(b, "efficiency/frame_s"), _get(m, "efficiency/frame_s")),
+            "decode_speedup": _ratio(_get(b, "efficiency/decode_s"), _get(m, "efficiency/decode_s")),
             "decode_tok_s": _get(m, "efficiency/decode_tokens_per_s"),
             "ceiling_tok_s": m["decode_ceiling_tok_s"],
-            "enc_prefill_gflops": flops, "flops_ratio": flops / b_flops,
+            "enc_prefill_gflops": flops, "flops_ratio": _ratio(flops, b_flops),
+            "prefill_flops_ratio": _ratio(_get(m, "efficiency/prefill_gflops"), _get(b, "efficiency/prefill_gflops")),
             "llm_MB": m["llm_weight_bytes"] / 1e6,
             "llm_bytes_vs_fp16": m["llm_weight_bytes"] / (b["llm_weight_bytes"] / 2),
             "rounds": _get(m, "efficiency/rounds_per_frame"),
@@ -130,7 +135,7 @@ def summarise(results: dict, baseline: str) -> dict:
 
 def markdown_table(summary: dict) -> str:
     cols = ["gpt_free", "rel_score", "accuracy", "L2_stp3", "encoder_s", "prefill_s", "decode_s", "frame_s",
-            "speedup", "decode_speedup", "decode_tok_s", "ceiling_tok_s", "flops_ratio", "llm_MB",
+            "speedup", "decode_speedup", "decode_tok_s", "ceiling_tok_s", "flops_ratio", "prefill_flops_ratio", "llm_MB",
             "llm_bytes_vs_fp16"]
     lines = ["| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, row in summary["rows"].items():

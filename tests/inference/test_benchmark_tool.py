@@ -1,0 +1,45 @@
+"""tools/benchmark.py machinery on the tiny config: variants run side by side; lossless ones agree."""
+import os
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from bevlm.inference.benchmark import run_benchmark
+from bevlm.registry import MODELS
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_variants_side_by_side(tiny_world, tmp_path):
+    init_default_scope("bevlm")
+    cfg = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm_tiny.py"))
+    for key, split in (("train_dataloader", "train"), ("test_dataloader", "val")):
+        cfg[key]["dataset"]["ann_file"] = f"{tiny_world}/infos/bevlm_infos_{split}.pkl"
+        cfg[key]["dataset"]["data_root"] = f"{tiny_world}/"
+    cfg.model.projector.update(out_h=4, out_w=4)  # 16 visual tokens: enough for pruning to pay off
+    torch.manual_seed(0)
+    ckpt = str(tmp_path / "m.pth")
+    torch.save({"state_dict": MODELS.build(cfg.model).state_dict()}, ckpt)
+    variants = {
+        "baseline": dict(batch_questions=False),
+        "batched": dict(),
+        "speculative": dict(batch_questions=False,
+                            speculative=dict(skip_layers=[1], draft_len=3, use_ngram=True)),
+        "int4_rtn": dict(quant=dict(method="rtn", bits=4, group_size=32)),
+        "fastv50": dict(pruning=dict(fastv_keep_ratio=0.25, fastv_layer=1)),
+        "three_rounds": dict(qa_policy=dict(mode="three_rounds")),
+    }
+    summary = run_benchmark(cfg, ckpt, variants, str(tmp_path / "bench"), max_frames=2, log=lambda *_: None)
+    rows = summary["rows"]
+    assert set(rows) == set(variants)
+    # lossless variants: identical answers, hence identical scores
+    for name in ("batched", "speculative"):
+        assert rows[name]["accuracy"] == rows["baseline"]["accuracy"]
+        assert rows[name]["full_acc"] == rows["baseline"]["full_acc"]
+    assert rows["int4_rtn"]["llm_bytes_vs_fp16"] < rows["baseline"]["llm_bytes_vs_fp16"]
+    assert rows["fastv50"]["prefill_flops_ratio"] < 1.0  # (the tiny encoder dominates total FLOPs)
+    assert rows["three_rounds"]["rounds"] <= 3
+    assert os.path.isfile(tmp_path / "bench" / "benchmark.md")
