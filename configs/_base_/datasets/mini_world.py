@@ -36,6 +36,11 @@ val_dataloader = dict(
         pipeline=test_pipeline,
         queue_length=1,
         qa_mode="frame",
+        # the questions of the official test format (what the challenge scores), on every 2nd
+        # val frame (24 of 48) to keep a CPU evaluation near 10 minutes; qa_select="all" and
+        # frame_stride=1 evaluate the whole QA graph of every frame.
+        qa_select="test",
+        frame_stride=2,
         test_mode=True,
     ),
 )
