@@ -42,3 +42,4 @@ test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2)
 param_scheduler = [dict(type="ConstantLR", factor=1.0, by_epoch=False, begin=0, end=2)]
 default_hooks = dict(checkpoint=dict(interval=1), logger=dict(interval=1))
+custom_hooks = [dict(type="ParamChecksumHook")]  # per-rank weight checksum (DDP test)

@@ -1,7 +1,9 @@
 """Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--work-dir D] [--out-dir O]``.
 
-Writes, under ``--out-dir`` (default ``<work_dir>/test``): the official DriveLM ``output.json``
-and ``test_eval.json``, a results JSON with every metric, and the efficiency figures.
+Writes, under ``--out-dir`` (default ``<work_dir>/test``): the official-format DriveLM
+predictions ``drivelm.output.json`` and test file ``drivelm.test_eval.json`` (score them with
+tools/eval_drivelm.py or the official evaluation.py), ``drivelm.results.json``, ``metrics.json``
+with every metric, and ``efficiency.json``.
 """
 import argparse
 import os.path as osp
@@ -37,7 +39,9 @@ def main():
     out_dir = args.out_dir or osp.join(cfg.work_dir, "test")
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
     for ev in evaluators:
-        if "outfile_prefix" in ev or ev.get("type") in ("DriveLMMetric", "EfficiencyMetric"):
+        if ev.get("type") == "DriveLMMetric":  # -> drivelm.output.json, drivelm.test_eval.json, ...
+            ev["outfile_prefix"] = osp.join(out_dir, "drivelm")
+        elif ev.get("type") == "EfficiencyMetric":  # -> efficiency.json
             ev["outfile_prefix"] = out_dir
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg)

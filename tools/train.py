@@ -44,6 +44,9 @@ def main():
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
+    from bevlm.engine.dist import prepare_cpu_distributed
+
+    prepare_cpu_distributed(cfg)  # torchrun on a machine without CUDA: gloo + CPU DDP
     runner = Runner.from_cfg(cfg)
     runner.train()
 
