@@ -11,7 +11,7 @@ from tests.conftest import REPO
 
 init_default_scope("bevlm")
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recursive=True)
-                 if "_base_" not in p and "sweeps" not in p)
+                 if "_base_" not in p and "sweeps" not in p and "benchmarks" not in p)
 
 
 def _types(node, path=""):
@@ -45,3 +45,12 @@ def test_main_config_is_the_documented_default():
     cfg = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm.py"))
     assert cfg.model.vision == "bev" and cfg.model.llm.pretrained == "smollm2"
     assert cfg.model.bev_encoder.use_temporal and cfg.train_dataloader.dataset.queue_length == 2
+
+
+def test_benchmark_and_sweep_files_parse():
+    from bevlm.inference.variants import VARIANT_KEYS
+    bench = Config.fromfile(os.path.join(REPO, "configs", "benchmarks", "default.py"))
+    assert bench.variants and all(set(v) <= set(VARIANT_KEYS) for v in bench.variants.values())
+    for path in glob.glob(os.path.join(REPO, "configs", "sweeps", "*.py")):
+        sweep = Config.fromfile(path).sweep
+        assert all(os.path.isfile(os.path.join(REPO, c)) for c in sweep.configs), path
