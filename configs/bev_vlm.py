@@ -5,3 +5,9 @@ _base_ = [
     "_base_/schedules/cpu_short.py",
     "_base_/default_runtime.py",
 ]
+
+# No validation loop during training: mmengine's IterBasedTrainLoop would also validate at the
+# last iteration, which on a CPU costs as much as the training itself. tools/test.py evaluates
+# the test split (the val scenes) instead.
+val_dataloader = None
+val_evaluator = None

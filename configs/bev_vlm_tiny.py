@@ -34,11 +34,10 @@ train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(ann_file="infos/bevlm_infos_train.pkl", data_root=data_root,
                  pipeline=pipeline, qa_per_sample=4))
-val_dataloader = dict(
+test_dataloader = dict(
     num_workers=0,
     dataset=dict(ann_file="infos/bevlm_infos_val.pkl", data_root=data_root,
-                 pipeline=pipeline, max_frames=2))
-test_dataloader = val_dataloader
+                 pipeline=pipeline, max_frames=2, frame_stride=1))
 train_cfg = dict(max_iters=2)
 param_scheduler = [dict(type="ConstantLR", factor=1.0, by_epoch=False, begin=0, end=2)]
 default_hooks = dict(checkpoint=dict(interval=1), logger=dict(interval=1))

@@ -30,12 +30,12 @@ def test_config_types_are_registered(cfg_path):
     cfg = Config.fromfile(cfg_path)
     for _, (where, name) in enumerate(_types(cfg.model, "model")):
         assert MODELS.get(name) is not None, f"{cfg_path}: {where} type {name!r} is not registered"
-    for key in ("train_dataloader", "val_dataloader"):
+    for key in ("train_dataloader", "test_dataloader"):
         ds = cfg[key]["dataset"]
         assert DATASETS.get(ds["type"]) is not None
         for t in ds["pipeline"]:
             assert TRANSFORMS.get(t["type"]) is not None, f"{cfg_path}: transform {t['type']}"
-    for ev in cfg.val_evaluator:
+    for ev in cfg.test_evaluator:
         assert METRICS.get(ev["type"]) is not None
     for hook in cfg.get("custom_hooks", []):
         assert HOOKS.get(hook["type"]) is not None

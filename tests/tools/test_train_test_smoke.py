@@ -16,8 +16,6 @@ def _data_opts(world):
     return ["--cfg-options",
             f"train_dataloader.dataset.ann_file={world}/infos/bevlm_infos_train.pkl",
             f"train_dataloader.dataset.data_root={world}/",
-            f"val_dataloader.dataset.ann_file={world}/infos/bevlm_infos_val.pkl",
-            f"val_dataloader.dataset.data_root={world}/",
             f"test_dataloader.dataset.ann_file={world}/infos/bevlm_infos_val.pkl",
             f"test_dataloader.dataset.data_root={world}/"]
 

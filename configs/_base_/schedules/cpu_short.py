@@ -1,6 +1,7 @@
 # Iteration-based schedule sized for a 2-core CPU (~20 min for the default model).
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=120, val_interval=100000)
-val_cfg = dict(type="ValLoop")
+# No validation during training (see configs/bev_vlm.py): evaluate with tools/test.py.
+val_cfg = None
 test_cfg = dict(type="TestLoop")
 optim_wrapper = dict(
     type="OptimWrapper",
