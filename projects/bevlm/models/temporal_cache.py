@@ -21,20 +21,21 @@ class TemporalBEVCache:
     def reset(self) -> None:
         self._store.clear()
 
-    def lookup(self, scene_tokens: list[str], prev_tokens: list[str], motions: list[EgoMotion],
-               template: torch.Tensor) -> tuple[torch.Tensor | None, EgoMotion]:
-        """Previous BEVs ``[B, L, C]`` (zeros where absent) and the batched, validity-masked motion."""
-        prevs, valid = [], []
+    def lookup(self, scene_tokens: list[str], prev_tokens: list[str],
+               motions: list[EgoMotion]) -> tuple[torch.Tensor | None, EgoMotion]:
+        """Previous BEVs ``[B, L, C]`` (zeros where absent; None if no sample has one) and the
+        batched motion whose ``valid`` marks the samples that have their previous BEV."""
+        hits = []
         for scene, prev_tok, motion in zip(scene_tokens, prev_tokens, motions):
             hit = self._store.get(scene)
             ok = hit is not None and bool(prev_tok) and hit[0] == prev_tok and bool(motion.valid)
-            prevs.append(hit[1] if ok else torch.zeros_like(template))
-            valid.append(ok)
+            hits.append(hit[1] if ok else None)
         batched = EgoMotion.stack(motions)
-        batched.valid = torch.tensor(valid)
-        if not any(valid):
+        batched.valid = torch.tensor([h is not None for h in hits])
+        found = [h for h in hits if h is not None]
+        if not found:
             return None, batched
-        return torch.stack(prevs), batched
+        return torch.stack([h if h is not None else torch.zeros_like(found[0]) for h in hits]), batched
 
     def update(self, scene_tokens: list[str], frame_tokens: list[str], bev: torch.Tensor) -> None:
         """Store ``bev [B, L, C]`` as the latest BEV of each sample's scene."""

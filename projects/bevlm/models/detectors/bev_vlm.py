@@ -136,16 +136,11 @@ class BEVVLM(BaseModel):
         qvalid = torch.stack([s.queue_valid for s in data_samples]).to(imgs.device)  # [B, T]
         if streaming:
             motions = [s.ego_motion[-1] for s in data_samples]
-            template = torch.zeros(1)
             prev_bev, motion = None, EgoMotion.stack(motions)
             motion.valid = torch.zeros(b, dtype=torch.bool)
             if self.bev_encoder.use_temporal:
-                ref = self.temporal_cache._store
-                if ref:
-                    template = next(iter(ref.values()))[1]
-                    prev_bev, motion = self.temporal_cache.lookup(
-                        [s.scene_token for s in data_samples], [s.prev_token for s in data_samples],
-                        motions, template)
+                prev_bev, motion = self.temporal_cache.lookup(
+                    [s.scene_token for s in data_samples], [s.prev_token for s in data_samples], motions)
             bev = self._frame_bev(imgs[:, -1], ego2img[:, -1], img_shape, prev_bev, motion.to(imgs.device))
             self.temporal_cache.update([s.scene_token for s in data_samples],
                                        [s.token for s in data_samples], bev)
