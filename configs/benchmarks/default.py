@@ -2,8 +2,14 @@
 variants = dict(
     baseline=dict(batch_questions=False),                      # batch-1 greedy, one question at a time
     batched=dict(),                                            # a frame's questions decoded as one batch
+    # prompt lookup over the question and the frame's earlier QA, then layer-skip drafts
     speculative=dict(batch_questions=False,
                      speculative=dict(draft_len=4, use_ngram=True, use_layer_skip=True, max_skip=12)),
+    # + REST-style drafts from an n-gram table of the training answers (no layer skip)
+    speculative_store=dict(batch_questions=False,
+                           speculative=dict(draft_len=4, ngram_min_n=2, ngram_draft_len=10, use_ngram=True,
+                                            use_layer_skip=False, store_draft_len=10,
+                                            datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3))),
     int4_rtn=dict(quant=dict(method="rtn", bits=4, group_size=64)),
     int4_gptq=dict(quant=dict(method="gptq", bits=4, group_size=64)),
     int8_attn=dict(quant=dict(method="int8_dynamic",

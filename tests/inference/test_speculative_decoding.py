@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from bevlm.inference.speculative import (LayerSkipModel, SelfSpeculativeDecoder, causal_mask, crop_cache,
-                                         ngram_propose)
+from bevlm.inference.speculative import (LayerSkipModel, NgramDatastore, SelfSpeculativeDecoder, causal_mask,
+                                         crop_cache, ngram_propose)
 from bevlm.models.llm import HFCausalLM, PrefixCache
 from bevlm.models.llm.generation import fork_cache
 from bevlm.testing import TINY_LLAMA_CONFIG
@@ -197,3 +197,38 @@ def test_position_ids_ahead_of_cache_entries(llm_and_cache):
         for q in QUESTIONS[:2]:
             assert dec.generate_ids(pruned_like, q, MAX_NEW) == llm.generate_ids(pruned_like, q, MAX_NEW)
         assert dec.stats.drafted > 0
+
+
+def test_ngram_datastore_hand_counted():
+    B = NgramDatastore.BEGIN
+    store = NgramDatastore([[5, 6, 7], [5, 6, 8], [5, 6, 7], [9, 6, 8]], max_ngram=2, min_ngram=1,
+                           min_share=0.0, end_id=0)
+    # after "5 6": 7 twice, 8 once -> 7; the 2-gram wins over the 1-gram "6" (7: 2, 8: 2)
+    assert store.next_token([5, 6]) == 7
+    assert store.next_token([9, 6]) == 8
+    assert store.propose([B], 5) == [5, 6, 7, 0]          # chained, stops after the end id
+    assert store.propose([B], 5, stop_ids={0}) == [5, 6, 7, 0]
+    assert store.propose([B], 2) == [5, 6]
+    assert store.propose([42], 3) == []                   # unknown context: no draft
+    unsure = NgramDatastore([[1, 2], [1, 3], [1, 4]], max_ngram=2, min_ngram=1, min_share=0.5)
+    assert unsure.next_token([B, 1]) is None              # best successor holds 1/3 < 0.5
+    assert unsure.propose([B], 3) == [1]
+    with pytest.raises(ValueError):
+        NgramDatastore([], max_ngram=1, min_ngram=2)
+    with pytest.raises(ValueError):
+        NgramDatastore([], min_share=1.5)
+
+
+def test_datastore_drafts_are_greedy_exact(llm_and_cache):
+    """A datastore of the model's own greedy answers (plus noise) drafts them; output stays exact."""
+    llm, cache = llm_and_cache
+    eos = llm.tokenizer.eos_token_id
+    refs = [llm.generate_ids(cache, q, MAX_NEW) for q in QUESTIONS]
+    noise = [[(t * 7 + 3) % 200 for t in r] for r in refs]   # wrong drafts too: rejections happen
+    store = NgramDatastore(refs + noise + noise, max_ngram=3, min_ngram=1, min_share=0.0, end_id=eos)
+    dec = SelfSpeculativeDecoder(llm, [2], draft_len=3, use_ngram=False, datastore=store, store_draft_len=6)
+    for q, ref in zip(QUESTIONS, refs):
+        assert dec.generate_ids(cache, q, MAX_NEW) == ref
+    s = dec.stats
+    assert s.store_drafted > 0 and 0 < s.store_accepted <= s.store_drafted
+    assert s.full_forwards < s.generated  # the datastore saved full forwards

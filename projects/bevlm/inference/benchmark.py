@@ -58,10 +58,15 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
         tr.update(qa_mode="frame", queue_length=1, max_frames=calib_frames)
         train_ds = DATASETS.build(tr)
         calib = calibration_prefixes(base, [pseudo_collate([train_ds[i]]) for i in range(len(train_ds))])
+    train_qa = None
+    if any((v.get("speculative") or {}).get("datastore") is not None for v in variants.values()):
+        tr = cfg.train_dataloader.dataset.to_dict()
+        tr.update(qa_mode="frame", queue_length=1, max_frames=None)
+        train_qa = [entry["qa"] for entry in DATASETS.build(tr).data_list]  # QA only, no images
     models, evaluators, build_s = {}, {}, {}
     for name, spec in variants.items():
         t0 = time.perf_counter()
-        models[name] = build_variant(base, spec, calib, log=log)
+        models[name] = build_variant(base, spec, calib, log=log, train_qa=train_qa)
         build_s[name] = time.perf_counter() - t0
         evaluators[name] = Evaluator([dict(type="DriveLMMetric"), dict(type="PlanningMetric"),
                                       dict(type="EfficiencyMetric")])

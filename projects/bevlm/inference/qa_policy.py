@@ -251,9 +251,10 @@ def answer_frame(llm, cache, qa_items: list[QAItem], policy: QAPolicy, default_b
         default_budget, budget_overrides: per family answer budgets (model's ``max_new_tokens``
             and ``family_max_new_tokens``).
         batch: decode all rounds as one batch (same greedy output as one by one).
-        decoder: optional batch-1 decoder with ``generate_ids(cache, text, budget)`` (e.g.
-            :class:`bevlm.inference.speculative.SelfSpeculativeDecoder`); rounds are then decoded
-            one by one with it (greedy-identical output).
+        decoder: optional batch-1 decoder with ``generate_ids(cache, text, budget, context_ids=)``
+            (e.g. :class:`bevlm.inference.speculative.SelfSpeculativeDecoder`); rounds are then
+            decoded one by one with it (greedy-identical output), each given the ids of the
+            earlier rounds' questions and answers as lookup context.
 
     Returns:
         :class:`FrameAnswers`; every item of ``qa_items`` has an answer ('' when a round's
@@ -269,7 +270,12 @@ def answer_frame(llm, cache, qa_items: list[QAItem], policy: QAPolicy, default_b
     texts = [policy.question_text(r) for r in rounds]
     budgets = [round_token_budget(r, policy, default_budget, budget_overrides, encode) for r in rounds]
     if decoder is not None:
-        ids = [decoder.generate_ids(cache, t, b) for t, b in zip(texts, budgets)]
+        # n-gram lookup may copy from the frame's earlier questions and answers (c-tags and
+        # answer templates repeat across a frame's QA); the model never sees this context.
+        ids, context = [], []
+        for t, b in zip(texts, budgets):
+            ids.append(decoder.generate_ids(cache, t, b, context_ids=context))
+            context = context + encode(t) + ids[-1]
     elif batch:
         ids = llm.generate_ids_batch(cache, texts, budgets)
     else:

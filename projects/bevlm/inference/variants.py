@@ -7,7 +7,9 @@ A variant is a dict of switches, every one optional (missing = the baseline beha
         qa_policy=dict(mode="three_rounds"),
         quant=dict(method="rtn" | "gptq" | "int8_dynamic", bits=4, group_size=64, kernel="auto"),
         speculative=dict(draft_len=4, use_ngram=True, use_layer_skip=True, max_skip=12,
-                         skip_layers=None),      # None = search on calibration frames
+                         skip_layers=None,       # None = search on calibration frames
+                         datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3)),
+                                                  # REST-style drafts from the training answers
         batch_questions=True,                     # decode a frame's questions as one batch
         stream_temporal=True,
     )
@@ -21,7 +23,8 @@ from torch import nn
 VARIANT_KEYS = ("pruning", "qa_policy", "quant", "speculative", "batch_questions", "stream_temporal")
 
 
-def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=print) -> nn.Module:
+def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=print,
+                  train_qa: list | None = None) -> nn.Module:
     """A deep copy of ``base`` with the variant's switches applied (``base`` is untouched).
 
     Args:
@@ -29,6 +32,8 @@ def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=pr
         spec: the variant (see the module docstring); unknown keys raise.
         calib: calibration frames ``[(prefix_embeds, questions)]`` from
             :func:`bevlm.inference.ptq.calibration_prefixes` (GPTQ, skip-layer search).
+        train_qa: the training split's QA, one list of ``QAItem`` per frame; the corpus of
+            the speculative ``datastore`` (answers formatted by the variant's QA policy).
     """
     unknown = set(spec) - set(VARIANT_KEYS)
     if unknown:
@@ -67,8 +72,40 @@ def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=pr
             result = search_skip_layers(model.llm, items, max_skip=max_skip)
             skip = list(result.skip_layers)
             log(f"speculative: searched skip set {skip}")
+        store_cfg = sp.pop("datastore", None)
+        if store_cfg is not None:
+            sp["datastore"] = answer_datastore(model, train_qa, **store_cfg)
+            log(f"speculative: answer datastore of {sp['datastore'].num_sequences} answers, "
+                f"{len(sp['datastore'])} n-grams")
         model.decoder = SelfSpeculativeDecoder(model.llm, skip_layers=skip or [], **sp)
     return model
+
+
+def answer_datastore(model: nn.Module, train_qa: list | None, max_ngram: int = 4, min_ngram: int = 2,
+                     min_share: float = 0.3):
+    """An :class:`NgramDatastore` of the training answers, in the format ``model`` is asked in.
+
+    Args:
+        model: the variant (its ``qa_policy`` formats the rounds; its tokenizer encodes them).
+        train_qa: one list of ``QAItem`` per training frame.
+        max_ngram, min_ngram, min_share: see :class:`NgramDatastore`.
+
+    Raises:
+        ValueError: no training QA given.
+    """
+    from bevlm.inference.qa_policy import blocks_for_policy
+    from bevlm.inference.speculative import NgramDatastore
+
+    if not train_qa:
+        raise ValueError("speculative.datastore needs the training split's QA (train_qa); "
+                         "remove `datastore` from the variant or pass train_qa")
+    tok = model.llm.tokenizer
+    answers = [a for frame in train_qa for _, a in blocks_for_policy(frame, model.qa_policy)]
+    seqs = [list(tok(a, add_special_tokens=False)["input_ids"]) for a in answers]
+    prompt = model.llm.prompt  # answers end with the end-of-turn token when it is one token
+    suffix = prompt.answer_suffix_ids
+    end_id = suffix[0] if len(suffix) == 1 and suffix[0] in prompt.stop_ids else min(prompt.stop_ids)
+    return NgramDatastore(seqs, max_ngram=max_ngram, min_ngram=min_ngram, min_share=min_share, end_id=end_id)
 
 
 def llm_weight_bytes(model: nn.Module) -> int:

@@ -7,6 +7,8 @@ model itself, with no extra weights:
 
 - n-gram prompt lookup (:mod:`.ngram`) when the suffix of the sequence occurred
   before (question, answer so far, optional extra context ids);
+- else, optionally, retrieval from a datastore of answers (:class:`.ngram.NgramDatastore`,
+  REST, He et al., 2023, arXiv 2311.08252), e.g. the training split's answers;
 - otherwise the model with some decoder layers skipped (:mod:`.layer_skip`,
   Draft & Verify, Zhang et al., 2023, arXiv 2309.08168).
 
@@ -25,7 +27,7 @@ from bevlm.models.llm import HFCausalLM, PrefixCache
 from bevlm.models.llm.generation import fork_cache
 
 from .layer_skip import LayerSkipModel, crop_cache
-from .ngram import ngram_propose
+from .ngram import NgramDatastore, ngram_propose
 
 
 @dataclass
@@ -39,6 +41,7 @@ class SpecStats:
         drafted / accepted: all drafted / accepted draft tokens.
         ngram_drafted / ngram_accepted: the part proposed by n-gram lookup.
         skip_drafted / skip_accepted: the part proposed by the layer-skip model.
+        store_drafted / store_accepted: the part proposed by the answer datastore.
     """
 
     generated: int = 0
@@ -50,6 +53,8 @@ class SpecStats:
     ngram_accepted: int = 0
     skip_drafted: int = 0
     skip_accepted: int = 0
+    store_drafted: int = 0
+    store_accepted: int = 0
 
     @property
     def acceptance(self) -> float:
@@ -83,6 +88,9 @@ class SelfSpeculativeDecoder:
         ngram_draft_len: longest n-gram proposal (default ``draft_len``); copied
             spans such as c-tags are long, and a long proposal costs only a
             wider verify forward.
+        datastore: optional :class:`NgramDatastore` tried after prompt lookup and
+            before layer skipping.
+        store_draft_len: longest datastore proposal (default ``ngram_draft_len``).
 
     Raises:
         ValueError: bad lengths or skip indices (see :class:`LayerSkipModel`).
@@ -96,7 +104,9 @@ class SelfSpeculativeDecoder:
                  use_ngram: bool = True,
                  use_layer_skip: bool = True,
                  ngram_min_n: int = 1,
-                 ngram_draft_len: int | None = None) -> None:
+                 ngram_draft_len: int | None = None,
+                 datastore: NgramDatastore | None = None,
+                 store_draft_len: int | None = None) -> None:
         if draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: draft_len={draft_len} must be >= 1")
         if not 1 <= ngram_min_n <= ngram_n:
@@ -110,6 +120,8 @@ class SelfSpeculativeDecoder:
         self.ngram_draft_len = int(ngram_draft_len or draft_len)
         self.use_ngram = bool(use_ngram)
         self.use_layer_skip = bool(use_layer_skip)
+        self.datastore = datastore
+        self.store_draft_len = int(store_draft_len or self.ngram_draft_len)
         self.drafter = LayerSkipModel(llm.lm, list(skip_layers or []))
         self.stats = SpecStats()
 
@@ -122,12 +134,21 @@ class SelfSpeculativeDecoder:
         """Zero the counters."""
         self.stats = SpecStats()
 
-    def _propose(self, history: list[int], token: int, past, pos: int, limit: int) -> tuple[list[int], str]:
-        """Draft at most ``limit`` tokens after ``token``: n-gram first, else layer skip."""
+    def _propose(self, history: list[int], token: int, past, pos: int, limit: int,
+                 answer: list[int]) -> tuple[list[int], str]:
+        """Draft at most ``limit`` tokens after ``token``: prompt lookup, datastore, layer skip.
+
+        ``answer`` is the answer so far (its last id is ``token``); the datastore matches on
+        it alone, so question words never steer an answer template.
+        """
         if self.use_ngram:
             proposal = ngram_propose(history, self.ngram_n, self.ngram_min_n, min(limit, self.ngram_draft_len))
             if proposal:
                 return proposal, "ngram"
+        if self.datastore is not None:
+            proposal = self.datastore.propose([NgramDatastore.BEGIN] + answer, min(limit, self.store_draft_len), self.llm.prompt.stop_ids)
+            if proposal:
+                return proposal, "store"
         if self.use_layer_skip:
             drafted = self.drafter.draft(token, past, pos, min(limit, self.draft_len), self.llm.prompt.stop_ids)
             self.stats.draft_forwards += len(drafted)
@@ -180,7 +201,8 @@ class SelfSpeculativeDecoder:
             pending = generated[-1]  # at position `pos`, not yet in `past`
             # k drafts + the bonus token never exceed the budget.
             limit = max_new_tokens - len(generated) - 1
-            drafts, source = self._propose(history, pending, past, pos, limit) if limit > 0 else ([], "none")
+            drafts, source = (self._propose(history, pending, past, pos, limit, generated) if limit > 0
+                              else ([], "none"))
             kv_len = past.get_seq_length()  # verified entries, every layer
             ids = torch.tensor([[pending] + drafts], dtype=torch.long, device=device)  # [1, 1 + k]
             positions = torch.arange(pos, pos + ids.shape[1], device=device)[None]  # [1, 1 + k]
@@ -205,6 +227,9 @@ class SelfSpeculativeDecoder:
         elif source == "skip":
             self.stats.skip_drafted += drafted
             self.stats.skip_accepted += accepted
+        elif source == "store":
+            self.stats.store_drafted += drafted
+            self.stats.store_accepted += accepted
 
     def answer(self, cache: PrefixCache, question: str, max_new_tokens: int = 48,
                context_ids: list[int] | None = None) -> str:

@@ -38,3 +38,99 @@ def ngram_propose(tokens: list[int], max_ngram: int, min_ngram: int, max_tokens:
             if tokens[start:start + n] == suffix:
                 return tokens[start + n:start + n + max_tokens]
     return []
+
+
+class NgramDatastore:
+    """Retrieval drafts from a corpus of answers (an n-gram table, no model).
+
+    REST (He et al., 2023, "REST: Retrieval-Based Speculative Decoding",
+    arXiv 2311.08252) drafts from a datastore of existing text instead of a
+    draft model. DriveLM answers are strongly templated ("There is a moving
+    car to the front of the ego car.", "The ego vehicle should ..."), so the
+    training split's answers, counted into an n-gram table, predict long runs
+    of a fine-tuned model's greedy output. Drafts are only proposals: the full
+    model verifies every token, so the output stays greedy-exact.
+
+    The table maps every n-gram (``min_ngram <= n <= max_ngram``) of the corpus
+    to the counts of the token that followed it. A draft chains, token by
+    token, the most frequent successor of the longest suffix of the current
+    sequence found in the table, and stops at the first suffix with no entry,
+    at ``max_tokens``, or when the best successor holds less than
+    ``min_share`` of the suffix's continuations (a guess too unsure to be worth
+    a wider verify forward).
+
+    Args:
+        sequences: the corpus, as token id lists (e.g. tokenised answers).
+        max_ngram: longest context looked up.
+        min_ngram: shortest context looked up.
+        min_share: lowest share of the best successor that is still drafted.
+        end_id: appended to every sequence so drafts learn where answers stop
+            (None: nothing appended).
+
+    Every sequence starts with the sentinel :attr:`BEGIN` (-1), so the first
+    tokens of an answer are drafted too: call :meth:`propose` with
+    ``[BEGIN] + answer_so_far``.
+
+    Raises:
+        ValueError: bad n-gram bounds or share.
+    """
+
+    BEGIN = -1
+
+    def __init__(self, sequences: list[list[int]], max_ngram: int = 4, min_ngram: int = 2,
+                 min_share: float = 0.3, end_id: int | None = None) -> None:
+        if not 1 <= min_ngram <= max_ngram:
+            raise ValueError(f"NgramDatastore: need 1 <= min_ngram ({min_ngram}) <= max_ngram ({max_ngram})")
+        if not 0.0 <= min_share <= 1.0:
+            raise ValueError(f"NgramDatastore: min_share={min_share} must be in [0, 1]")
+        self.max_ngram, self.min_ngram, self.min_share = int(max_ngram), int(min_ngram), float(min_share)
+        counts: dict[tuple[int, ...], dict[int, int]] = {}
+        for seq in sequences:
+            seq = [self.BEGIN] + list(seq) + ([end_id] if end_id is not None else [])
+            for i in range(1, len(seq)):
+                for n in range(self.min_ngram, self.max_ngram + 1):
+                    if i - n < 0:
+                        break
+                    succ = counts.setdefault(tuple(seq[i - n:i]), {})
+                    succ[seq[i]] = succ.get(seq[i], 0) + 1
+        # keep only the best successor and its share: drafting needs nothing else
+        self.table: dict[tuple[int, ...], tuple[int, float]] = {}
+        for key, succ in counts.items():
+            tok, c = max(succ.items(), key=lambda kv: kv[1])
+            self.table[key] = (tok, c / sum(succ.values()))
+        self.num_sequences = len(sequences)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def next_token(self, tokens: list[int]) -> int | None:
+        """Most frequent successor of the longest known suffix of ``tokens`` (None: no draft)."""
+        for n in range(min(self.max_ngram, len(tokens)), self.min_ngram - 1, -1):
+            hit = self.table.get(tuple(tokens[len(tokens) - n:]))
+            if hit is not None:
+                return hit[0] if hit[1] >= self.min_share else None
+        return None
+
+    def propose(self, tokens: list[int], max_tokens: int, stop_ids: tuple | list | set = ()) -> list[int]:
+        """Chain up to ``max_tokens`` successors after ``tokens`` (stops before a stop id).
+
+        Args:
+            tokens: the visible sequence (question and answer so far).
+            max_tokens: longest draft.
+            stop_ids: ids that end an answer; a draft never continues past one (it is
+                included, since the model emitting it is worth verifying).
+
+        Returns:
+            proposed ids (possibly empty).
+        """
+        out: list[int] = []
+        seq = list(tokens[-self.max_ngram:])
+        while len(out) < max_tokens:
+            tok = self.next_token(seq)
+            if tok is None:
+                break
+            out.append(tok)
+            if tok in stop_ids:
+                break
+            seq = (seq + [tok])[-self.max_ngram:]
+        return out
