@@ -10,14 +10,24 @@ variants = dict(
                            speculative=dict(draft_len=4, ngram_min_n=2, ngram_draft_len=10, use_ngram=True,
                                             use_layer_skip=False, store_draft_len=10,
                                             datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3))),
-    int4_rtn=dict(quant=dict(method="rtn", bits=4, group_size=64)),
-    int4_gptq=dict(quant=dict(method="gptq", bits=4, group_size=64)),
+    # int4 codes stored packed; computed with the dequantise-once kernel (same numbers as the
+    # packed kernels, which are slower than fp32 on AVX2 CPUs: see bevlm.inference.quantization.bench)
+    int4_rtn=dict(quant=dict(method="rtn", bits=4, group_size=64, kernel="cached")),
+    int4_gptq=dict(quant=dict(method="gptq", bits=4, group_size=64, kernel="cached")),
     int8_attn=dict(quant=dict(method="int8_dynamic",
                               include=("q_proj", "k_proj", "v_proj", "o_proj"))),
     fastv50=dict(pruning=dict(fastv_keep_ratio=0.5)),
     bev_keep50=dict(pruning=dict(bev_keep_ratio=0.5)),
     bev_keep50_early_exit=dict(pruning=dict(bev_keep_ratio=0.5, encoder_layers=1)),
-    three_rounds=dict(qa_policy=dict(mode="three_rounds")),
+    bev_keep25=dict(pruning=dict(bev_keep_ratio=0.25)),
+    bev_keep50_fastv50=dict(pruning=dict(bev_keep_ratio=0.5, fastv_keep_ratio=0.5)),
+    # The QA-round policy is a training-time choice (the model answers in the format it was
+    # trained on): compare configs/bev_vlm.py with configs/ablations/bev_vlm_three-rounds.py
+    # through tools/test.py, or benchmark the three-rounds model with this file.
     combined=dict(pruning=dict(bev_keep_ratio=0.5),
                   quant=dict(method="int8_dynamic", include=("q_proj", "k_proj", "v_proj", "o_proj"))),
+    combined_speculative=dict(batch_questions=False, pruning=dict(bev_keep_ratio=0.5),
+                              speculative=dict(draft_len=4, ngram_min_n=2, ngram_draft_len=10, use_ngram=True,
+                                               use_layer_skip=False, store_draft_len=10,
+                                               datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3))),
 )

@@ -28,6 +28,9 @@ def test_variants_side_by_side(tiny_world, tmp_path):
         "batched": dict(),
         "speculative": dict(batch_questions=False,
                             speculative=dict(skip_layers=[1], draft_len=3, use_ngram=True)),
+        "speculative_store": dict(batch_questions=False,
+                                  speculative=dict(use_layer_skip=False, store_draft_len=6,
+                                                   datastore=dict(max_ngram=3, min_ngram=1, min_share=0.0))),
         "int4_rtn": dict(quant=dict(method="rtn", bits=4, group_size=32)),
         "fastv50": dict(pruning=dict(fastv_keep_ratio=0.25, fastv_layer=1)),
         "three_rounds": dict(qa_policy=dict(mode="three_rounds")),
@@ -36,7 +39,8 @@ def test_variants_side_by_side(tiny_world, tmp_path):
     rows = summary["rows"]
     assert set(rows) == set(variants)
     # lossless variants: identical answers, hence identical scores
-    for name in ("batched", "speculative"):
+    for name in ("batched", "speculative", "speculative_store"):
+        assert rows[name]["gpt_free"] == rows["baseline"]["gpt_free"]
         assert rows[name]["accuracy"] == rows["baseline"]["accuracy"]
         assert rows[name]["full_acc"] == rows["baseline"]["full_acc"]
     assert rows["int4_rtn"]["llm_bytes_vs_fp16"] < rows["baseline"]["llm_bytes_vs_fp16"]

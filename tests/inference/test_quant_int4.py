@@ -61,6 +61,20 @@ def test_dequant_kernel_equals_linear_with_dequantised_weight():
     assert layer.weight_bytes() == 48 * 128 + 2 * 48 * 4 * 2 + 48 * 4
 
 
+def test_cached_kernel_equals_dequant_and_counts_its_copy():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 48, bias=True)
+    ref = QuantLinear4.from_linear(linear, group_size=64, kernel="dequant")
+    cached = QuantLinear4.from_linear(linear, group_size=64, kernel="cached")
+    x = torch.randn(3, 7, 256)
+    torch.testing.assert_close(cached(x), ref(x), atol=1e-5, rtol=0)
+    assert cached.resolved_kernels == {"decode": "cached", "prefill": "cached"}
+    assert cached.weight_bytes() == ref.weight_bytes()                      # stored: still packed
+    assert cached.runtime_bytes() == cached.weight_bytes() + 48 * 256 * 4  # + the float copy
+    cached.load_state_dict(QuantLinear4.from_linear(torch.nn.Linear(256, 48), 64).state_dict())
+    assert cached.resolved_kernels is None                                   # new codes: copy dropped
+
+
 def test_native_kernel_matches_dequant_or_auto_falls_back(monkeypatch):
     torch.manual_seed(1)
     linear = torch.nn.Linear(256, 64, bias=True)

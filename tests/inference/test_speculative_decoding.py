@@ -5,6 +5,7 @@ from torch import nn
 
 from bevlm.inference.speculative import (LayerSkipModel, NgramDatastore, SelfSpeculativeDecoder, causal_mask,
                                          crop_cache, ngram_propose)
+from bevlm.inference.speculative.ngram import question_key
 from bevlm.models.llm import HFCausalLM, PrefixCache
 from bevlm.models.llm.generation import fork_cache
 from bevlm.testing import TINY_LLAMA_CONFIG
@@ -213,10 +214,24 @@ def test_ngram_datastore_hand_counted():
     unsure = NgramDatastore([[1, 2], [1, 3], [1, 4]], max_ngram=2, min_ngram=1, min_share=0.5)
     assert unsure.next_token([B, 1]) is None              # best successor holds 1/3 < 0.5
     assert unsure.propose([B], 3) == [1]
+    keyed = NgramDatastore([[1, 2], [3, 4], [3, 4]], max_ngram=2, min_ngram=1, min_share=0.0,
+                           keys=["q-a", "q-b", "q-b"])
+    assert keyed.propose([B], 2) == [3, 4]               # no key: the most frequent start overall
+    assert keyed.propose([B], 2, key="q-a") == [1, 2]    # the question's template decides
+    assert keyed.propose([B], 2, key="unseen") == [3, 4]  # unknown key falls back to BEGIN
+    with pytest.raises(ValueError):
+        NgramDatastore([[1]], keys=["a", "b"])
     with pytest.raises(ValueError):
         NgramDatastore([], max_ngram=1, min_ngram=2)
     with pytest.raises(ValueError):
         NgramDatastore([], min_share=1.5)
+
+
+def test_question_key():
+    assert question_key("What is the moving status of object <c1,CAM_FRONT,160.3,92.1>?") == \
+        question_key(" What is the moving status of object <c4,CAM_BACK,3.0,9.5>?") == \
+        "What is the moving status of object <c>?"
+    assert question_key("Is it 12 m away?") == "Is it # m away?"
 
 
 def test_datastore_drafts_are_greedy_exact(llm_and_cache):
@@ -225,7 +240,8 @@ def test_datastore_drafts_are_greedy_exact(llm_and_cache):
     eos = llm.tokenizer.eos_token_id
     refs = [llm.generate_ids(cache, q, MAX_NEW) for q in QUESTIONS]
     noise = [[(t * 7 + 3) % 200 for t in r] for r in refs]   # wrong drafts too: rejections happen
-    store = NgramDatastore(refs + noise + noise, max_ngram=3, min_ngram=1, min_share=0.0, end_id=eos)
+    store = NgramDatastore(refs + noise + noise, max_ngram=3, min_ngram=1, min_share=0.0, end_id=eos,
+                           keys=[question_key(q) for q in QUESTIONS] * 3)
     dec = SelfSpeculativeDecoder(llm, [2], draft_len=3, use_ngram=False, datastore=store, store_draft_len=6)
     for q, ref in zip(QUESTIONS, refs):
         assert dec.generate_ids(cache, q, MAX_NEW) == ref

@@ -108,3 +108,35 @@ def test_streaming_equals_queue_on_second_frame(tiny_world):
         model.temporal_cache.reset()
         torch.testing.assert_close(
             bev_other, model.encode_bev(o["inputs"]["imgs"], o["data_samples"], streaming=True))
+
+
+def test_frame_tokens_fusion(tiny_world):
+    """Image-level temporal input: T frames' tokens side by side; the last frame alone matches
+    the single-frame tokens; padding frames give zero tokens; the loss reaches the pixels."""
+    cfg = _cfg()
+    enc = dict(cfg.model.bev_encoder, use_temporal=False)
+    model = _model(cfg, temporal_fusion="tokens", num_frames=2, bev_encoder=enc)
+    ds = _dataset(tiny_world, cfg, queue_length=2, qa_per_sample=3)
+    first = next(i for i in range(len(ds)) if not ds.frames[ds.data_list[i]["frame"]].get("prev"))
+    later = next(i for i in range(len(ds)) if ds.frames[ds.data_list[i]["frame"]].get("prev"))
+    data = model.data_preprocessor(pseudo_collate([ds[first], ds[later]]), True)
+    imgs, samples = data["inputs"]["imgs"], data["data_samples"]
+    model.eval()
+    with torch.no_grad():
+        vis, bev = model.visual_tokens(imgs, samples)
+        n = model.projector(bev).shape[1]
+        assert vis.shape == (2, 2 * n, model.llm.hidden_size)
+        assert torch.count_nonzero(vis[0, :n]) == 0 and torch.count_nonzero(vis[1, :n]) > 0  # padded history
+        alone = model.projector(model._frame_bev(imgs[:, -1], torch.stack([s.ego2img for s in samples])[:, -1],
+                                                 tuple(samples[0].img_shape), None, None))
+        torch.testing.assert_close(vis[:, n:], alone + model.frame_embed[1])
+    model.train()
+    losses = model(**data, mode="loss")
+    sum(losses.values()).backward()
+    assert model.frame_embed.grad is not None and model.frame_embed.grad.abs().sum() > 0
+    assert sum(p.grad.abs().sum() for p in model.img_backbone.parameters() if p.grad is not None) > 0
+    with pytest.raises(ValueError, match="use_temporal"):
+        _model(cfg, temporal_fusion="tokens", num_frames=2)
+    with pytest.raises(ValueError, match="queue"):
+        model.eval()
+        model.visual_tokens(imgs[:, -1:], samples)

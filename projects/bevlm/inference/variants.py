@@ -95,17 +95,19 @@ def answer_datastore(model: nn.Module, train_qa: list | None, max_ngram: int = 4
     """
     from bevlm.inference.qa_policy import blocks_for_policy
     from bevlm.inference.speculative import NgramDatastore
+    from bevlm.inference.speculative.ngram import question_key
 
     if not train_qa:
         raise ValueError("speculative.datastore needs the training split's QA (train_qa); "
                          "remove `datastore` from the variant or pass train_qa")
     tok = model.llm.tokenizer
-    answers = [a for frame in train_qa for _, a in blocks_for_policy(frame, model.qa_policy)]
-    seqs = [list(tok(a, add_special_tokens=False)["input_ids"]) for a in answers]
+    blocks = [b for frame in train_qa for b in blocks_for_policy(frame, model.qa_policy)]
+    seqs = [list(tok(a, add_special_tokens=False)["input_ids"]) for _, a in blocks]
     prompt = model.llm.prompt  # answers end with the end-of-turn token when it is one token
     suffix = prompt.answer_suffix_ids
     end_id = suffix[0] if len(suffix) == 1 and suffix[0] in prompt.stop_ids else min(prompt.stop_ids)
-    return NgramDatastore(seqs, max_ngram=max_ngram, min_ngram=min_ngram, min_share=min_share, end_id=end_id)
+    return NgramDatastore(seqs, max_ngram=max_ngram, min_ngram=min_ngram, min_share=min_share, end_id=end_id,
+                          keys=[question_key(q) for q, _ in blocks])
 
 
 def llm_weight_bytes(model: nn.Module) -> int:

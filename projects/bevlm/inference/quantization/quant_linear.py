@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from . import kernels
 from .int4 import check_group_size, dequantize, pack_int4, quantize_rtn, unpack_int4
 
-KERNELS = ("dequant", "native", "auto")
+KERNELS = ("dequant", "native", "auto", "cached")
 
 
 class QuantLinear4(nn.Module):
@@ -26,7 +26,12 @@ class QuantLinear4(nn.Module):
             correct everywhere), ``'native'`` (PyTorch's CPU int4pack matmul;
             error if unavailable or not matching ``'dequant'``) or ``'auto'``
             (the fastest correct one by a one-time micro-benchmark, chosen
-            separately for decode-sized and prefill-sized inputs).
+            separately for decode-sized and prefill-sized inputs), or
+            ``'cached'`` (dequantise once, keep the float weight: the same
+            numbers as ``'dequant'`` at dense-matmul speed, for measuring the
+            accuracy of the int4 codes where the int4 kernels are slow; the
+            stored bytes stay packed, the runtime copy is counted by
+            :meth:`runtime_bytes`).
         method: how the codes were obtained (``'rtn'`` or ``'gptq'``);
             descriptive, saved with the layer by ``save_quantized``.
     """
@@ -81,6 +86,8 @@ class QuantLinear4(nn.Module):
     def runtime_bytes(self) -> int:
         """:meth:`weight_bytes` plus the native kernel's repacked copy, if one was built."""
         extra = 0 if self._native is None else sum(t.numel() * t.element_size() for t in self._native)
+        if self._cached is not None:
+            extra += self._cached.numel() * self._cached.element_size()
         return self.weight_bytes() + extra
 
     @property
@@ -97,6 +104,7 @@ class QuantLinear4(nn.Module):
         self._prepared_for: tuple | None = None
         self._native: tuple[Tensor, Tensor] | None = None
         self._choice: dict[str, str] | None = None
+        self._cached: Tensor | None = None
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: D401 - nn.Module hook signature
         super()._load_from_state_dict(*args, **kwargs)
@@ -117,9 +125,14 @@ class QuantLinear4(nn.Module):
         """Resolve the kernel for inputs of ``dtype`` on ``device`` (done once, lazily).
 
         Returns:
-            ``{'decode': k, 'prefill': k}`` with ``k`` in ``('dequant', 'native')``.
+            ``{'decode': k, 'prefill': k}`` with ``k`` in ``('dequant', 'native', 'cached')``.
         """
         self._reset_runtime()
+        if self.kernel == "cached":
+            self._cached = self.dequantized_weight(dtype).to(device)  # [out, in]
+            self._choice = {"decode": "cached", "prefill": "cached"}
+            self._prepared_for = (device, dtype)
+            return dict(self._choice)
         native_ok = False
         if self.kernel != "dequant" and kernels.native_int4_available(device, self.group_size, self.in_features):
             try:
@@ -158,4 +171,6 @@ class QuantLinear4(nn.Module):
         regime = "decode" if rows <= kernels.DECODE_MAX_ROWS else "prefill"
         if self._choice[regime] == "native":
             return self._native_call(x)
+        if self._choice[regime] == "cached":
+            return nn.functional.linear(x, self._cached, self.bias)
         return self._dequant(x)

@@ -27,7 +27,7 @@ from bevlm.models.llm import HFCausalLM, PrefixCache
 from bevlm.models.llm.generation import fork_cache
 
 from .layer_skip import LayerSkipModel, crop_cache
-from .ngram import NgramDatastore, ngram_propose
+from .ngram import NgramDatastore, ngram_propose, question_key
 
 
 @dataclass
@@ -135,18 +135,19 @@ class SelfSpeculativeDecoder:
         self.stats = SpecStats()
 
     def _propose(self, history: list[int], token: int, past, pos: int, limit: int,
-                 answer: list[int]) -> tuple[list[int], str]:
+                 answer: list[int], key: str | None = None) -> tuple[list[int], str]:
         """Draft at most ``limit`` tokens after ``token``: prompt lookup, datastore, layer skip.
 
         ``answer`` is the answer so far (its last id is ``token``); the datastore matches on
-        it alone, so question words never steer an answer template.
+        it, started by the question's template ``key`` (:func:`.ngram.question_key`).
         """
         if self.use_ngram:
             proposal = ngram_propose(history, self.ngram_n, self.ngram_min_n, min(limit, self.ngram_draft_len))
             if proposal:
                 return proposal, "ngram"
         if self.datastore is not None:
-            proposal = self.datastore.propose([NgramDatastore.BEGIN] + answer, min(limit, self.store_draft_len), self.llm.prompt.stop_ids)
+            proposal = self.datastore.propose([NgramDatastore.BEGIN] + answer, min(limit, self.store_draft_len),
+                                              self.llm.prompt.stop_ids, key=key)
             if proposal:
                 return proposal, "store"
         if self.use_layer_skip:
@@ -175,6 +176,7 @@ class SelfSpeculativeDecoder:
         device = lm.get_input_embeddings().weight.device
         query = self.llm._query_ids(question)
         history = list(context_ids or []) + query  # what n-gram lookup may copy from
+        key = question_key(question) if self.datastore is not None else None
         generated: list[int] = []
         if max_new_tokens <= 0:
             return generated
@@ -201,7 +203,7 @@ class SelfSpeculativeDecoder:
             pending = generated[-1]  # at position `pos`, not yet in `past`
             # k drafts + the bonus token never exceed the budget.
             limit = max_new_tokens - len(generated) - 1
-            drafts, source = (self._propose(history, pending, past, pos, limit, generated) if limit > 0
+            drafts, source = (self._propose(history, pending, past, pos, limit, generated, key) if limit > 0
                               else ([], "none"))
             kv_len = past.get_seq_length()  # verified entries, every layer
             ids = torch.tensor([[pending] + drafts], dtype=torch.long, device=device)  # [1, 1 + k]

@@ -8,6 +8,21 @@ the current suffix n-gram are a free draft. No model runs at all.
 """
 from __future__ import annotations
 
+import re
+
+_CTAG = re.compile(r"<c\d+,[^>]*>")
+_NUMBER = re.compile(r"\d+(\.\d+)?")
+
+
+def question_key(question: str) -> str:
+    """The template of a question: c-tags and numbers replaced by placeholders.
+
+    ``"What is the moving status of object <c1,CAM_FRONT,160.3,92.1>?"`` ->
+    ``"What is the moving status of object <c>?"``: questions of one template
+    share an answer template, so the datastore conditions its first drafts on it.
+    """
+    return _NUMBER.sub("#", _CTAG.sub("<c>", question.strip()))
+
 
 def ngram_propose(tokens: list[int], max_ngram: int, min_ngram: int, max_tokens: int) -> list[int]:
     """Continuation of the longest, most recent earlier match of the suffix n-gram.
@@ -66,10 +81,15 @@ class NgramDatastore:
         min_share: lowest share of the best successor that is still drafted.
         end_id: appended to every sequence so drafts learn where answers stop
             (None: nothing appended).
+        keys: one hashable key per sequence (None: no keys).
 
     Every sequence starts with the sentinel :attr:`BEGIN` (-1), so the first
     tokens of an answer are drafted too: call :meth:`propose` with
-    ``[BEGIN] + answer_so_far``.
+    ``[BEGIN] + answer_so_far``. With ``keys`` (e.g. :func:`question_key` of
+    each answer's question) every sequence is also counted once more starting
+    with its key instead of BEGIN; ``propose(answer, key=...)`` then drafts the
+    first tokens from answers to questions of the same template, and falls
+    back to BEGIN for a key never seen.
 
     Raises:
         ValueError: bad n-gram bounds or share.
@@ -78,27 +98,36 @@ class NgramDatastore:
     BEGIN = -1
 
     def __init__(self, sequences: list[list[int]], max_ngram: int = 4, min_ngram: int = 2,
-                 min_share: float = 0.3, end_id: int | None = None) -> None:
+                 min_share: float = 0.3, end_id: int | None = None, keys: list | None = None) -> None:
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError(f"NgramDatastore: need 1 <= min_ngram ({min_ngram}) <= max_ngram ({max_ngram})")
         if not 0.0 <= min_share <= 1.0:
             raise ValueError(f"NgramDatastore: min_share={min_share} must be in [0, 1]")
         self.max_ngram, self.min_ngram, self.min_share = int(max_ngram), int(min_ngram), float(min_share)
-        counts: dict[tuple[int, ...], dict[int, int]] = {}
-        for seq in sequences:
-            seq = [self.BEGIN] + list(seq) + ([end_id] if end_id is not None else [])
-            for i in range(1, len(seq)):
-                for n in range(self.min_ngram, self.max_ngram + 1):
-                    if i - n < 0:
-                        break
-                    succ = counts.setdefault(tuple(seq[i - n:i]), {})
-                    succ[seq[i]] = succ.get(seq[i], 0) + 1
+        if keys is not None and len(keys) != len(sequences):
+            raise ValueError(f"NgramDatastore: {len(keys)} keys for {len(sequences)} sequences")
+        counts: dict[tuple, dict[int, int]] = {}
+        starts = [[self.BEGIN]] if keys is None else [[self.BEGIN], None]
+        self.keys = set(keys or [])
+        for j, body in enumerate(sequences):
+            body = list(body) + ([end_id] if end_id is not None else [])
+            for start in starts:
+                self._count([keys[j]] if start is None else start, body, counts)
         # keep only the best successor and its share: drafting needs nothing else
-        self.table: dict[tuple[int, ...], tuple[int, float]] = {}
+        self.table: dict[tuple, tuple[int, float]] = {}
         for key, succ in counts.items():
             tok, c = max(succ.items(), key=lambda kv: kv[1])
             self.table[key] = (tok, c / sum(succ.values()))
         self.num_sequences = len(sequences)
+
+    def _count(self, start: list, body: list[int], counts: dict) -> None:
+        seq = start + body
+        for i in range(1, len(seq)):
+            for n in range(self.min_ngram, self.max_ngram + 1):
+                if i - n < 0:
+                    break
+                succ = counts.setdefault(tuple(seq[i - n:i]), {})
+                succ[seq[i]] = succ.get(seq[i], 0) + 1
 
     def __len__(self) -> int:
         return len(self.table)
@@ -111,11 +140,13 @@ class NgramDatastore:
                 return hit[0] if hit[1] >= self.min_share else None
         return None
 
-    def propose(self, tokens: list[int], max_tokens: int, stop_ids: tuple | list | set = ()) -> list[int]:
-        """Chain up to ``max_tokens`` successors after ``tokens`` (stops before a stop id).
+    def propose(self, tokens: list[int], max_tokens: int, stop_ids: tuple | list | set = (),
+                key=None) -> list[int]:
+        """Chain up to ``max_tokens`` successors after ``tokens`` (stops after a stop id).
 
         Args:
-            tokens: the visible sequence (question and answer so far).
+            tokens: the answer so far, starting with :attr:`BEGIN`; with ``key`` (a key
+                given at construction) the BEGIN is replaced by it.
             max_tokens: longest draft.
             stop_ids: ids that end an answer; a draft never continues past one (it is
                 included, since the model emitting it is worth verifying).
@@ -124,6 +155,8 @@ class NgramDatastore:
             proposed ids (possibly empty).
         """
         out: list[int] = []
+        if key is not None and key in self.keys and tokens and tokens[0] == self.BEGIN:
+            tokens = [key] + list(tokens[1:])
         seq = list(tokens[-self.max_ngram:])
         while len(out) < max_tokens:
             tok = self.next_token(seq)

@@ -14,6 +14,7 @@ from bevlm.utils import Stopwatch, count_flops
 from ..temporal_cache import TemporalBEVCache
 
 VISION_MODES = ("bev", "camera", "blind")
+TEMPORAL_FUSIONS = ("bev", "tokens")
 
 
 @MODELS.register_module()
@@ -55,6 +56,12 @@ class BEVVLM(BaseModel):
             ``encoder_layers`` (BEV encoder early exit), ``bev_keep_ratio`` (drop visual tokens
             with low auxiliary occupancy before the LLM), ``fastv_keep_ratio`` / ``fastv_layer``
             (FastV-style pruning by LLM attention). Defaults change nothing.
+        temporal_fusion: how a BEV model uses the T frames of its queue: ``'bev'`` (BEVFormer:
+            the previous BEV enters temporal self-attention, the LLM sees one frame's tokens) or
+            ``'tokens'`` (image-level, the way VLMs take video: each frame's BEV is encoded
+            alone and projected, and the LLM sees the T frames' tokens side by side, oldest
+            first, each with a learned frame embedding; T x the visual tokens, no streaming).
+        num_frames: T of ``temporal_fusion='tokens'`` (the queue length of train and test).
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
     """
@@ -66,13 +73,21 @@ class BEVVLM(BaseModel):
                  stream_temporal: bool = True, max_new_tokens: int = 48, loss_lm_weight: float = 1.0,
                  family_max_new_tokens: dict | None = None, count_flops_frames: int = 2,
                  batch_questions: bool = True, qa_policy: dict | None = None,
-                 pruning: dict | None = None, data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+                 pruning: dict | None = None, temporal_fusion: str = "bev", num_frames: int = 1,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type="BEVVLMDataPreprocessor")
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if vision not in VISION_MODES:
             raise ValueError(f"vision must be one of {VISION_MODES}, got {vision!r}")
+        if temporal_fusion not in TEMPORAL_FUSIONS:
+            raise ValueError(f"temporal_fusion must be one of {TEMPORAL_FUSIONS}, got {temporal_fusion!r}")
+        if temporal_fusion == "tokens" and (vision != "bev" or num_frames < 1):
+            raise ValueError(f"temporal_fusion='tokens' needs vision='bev' and num_frames >= 1 "
+                             f"(got vision={vision!r}, num_frames={num_frames})")
         self.vision = vision
+        self.temporal_fusion = temporal_fusion
+        self.num_frames = int(num_frames)
         self.llm = MODELS.build(llm)
         width = self.llm.hidden_size
         self.img_backbone = MODELS.build(img_backbone) if vision != "blind" else None
@@ -85,6 +100,13 @@ class BEVVLM(BaseModel):
             projector = dict(projector)
             projector.setdefault("out_dims", width)
             self.projector = MODELS.build(projector)
+        self.frame_embed = None
+        if temporal_fusion == "tokens":
+            if bev_encoder.get("use_temporal", True):
+                raise ValueError("temporal_fusion='tokens' fuses frames in the LLM: set "
+                                 "bev_encoder.use_temporal=False")
+            self.frame_embed = nn.Parameter(torch.zeros(self.num_frames, width))  # [T, D]
+            nn.init.normal_(self.frame_embed, std=0.02)
         self.ego_embed = nn.Sequential(nn.Linear(ego_status_dims, width), nn.GELU(),
                                        nn.Linear(width, width)) if use_ego_status else None
         self.traj_head = None
@@ -164,8 +186,32 @@ class BEVVLM(BaseModel):
         if self.vision == "camera":
             feats = self.extract_img_feats(imgs[:, -1])
             return self.projector(self.camera_tokens(feats)), None
+        if self.temporal_fusion == "tokens":
+            return self.stacked_frame_tokens(imgs, data_samples)
         bev = self.encode_bev(imgs, data_samples, streaming=streaming)
         return self.projector(bev), bev
+
+    def stacked_frame_tokens(self, imgs, data_samples):
+        """Image-level temporal input: ``[B, T*N_vis, D]`` tokens of the T frames and the last BEV.
+
+        Every frame is encoded alone (no temporal self-attention); history frames run under
+        ``no_grad`` as in the BEV-level path. Padding frames of a short queue (scene start,
+        ``queue_valid`` False) give zero tokens.
+        """
+        b, t = imgs.shape[:2]
+        if t != self.num_frames:
+            raise ValueError(f"temporal_fusion='tokens' with num_frames={self.num_frames} got a queue of {t} "
+                             f"frames; set queue_length={self.num_frames} in the train and test datasets")
+        img_shape = tuple(data_samples[0].img_shape)
+        ego2img = torch.stack([s.ego2img for s in data_samples]).to(imgs)  # [B, T, N, 4, 4]
+        qvalid = torch.stack([s.queue_valid for s in data_samples]).to(imgs.device)  # [B, T]
+        tokens, bev = [], None
+        for step in range(t):
+            with torch.set_grad_enabled(step == t - 1 and torch.is_grad_enabled()):
+                bev = self._frame_bev(imgs[:, step], ego2img[:, step], img_shape, None, None)
+                vis = self.projector(bev) + self.frame_embed[step]  # [B, N_vis, D]
+            tokens.append(vis * qvalid[:, step, None, None].to(vis.dtype))
+        return torch.cat(tokens, dim=1), bev  # [B, T*N_vis, D], [B, Hb*Wb, C]
 
     def build_prefix(self, vis: torch.Tensor | None, data_samples: list) -> torch.Tensor:
         """Prefix embeddings ``[B, P, D]`` = visual tokens, ego token, trajectory queries."""
@@ -233,6 +279,9 @@ class BEVVLM(BaseModel):
             vis, bev = self.visual_tokens(imgs, data_samples, streaming=streaming)
             if vis is not None:
                 from bevlm.inference.pruning import prune_visual_tokens
+                if self.temporal_fusion == "tokens" and self.pruning.bev_keep_ratio < 1.0:
+                    raise ValueError("pruning.bev_keep_ratio ranks one frame's tokens; it does not apply to "
+                                     "temporal_fusion='tokens' (use fastv_keep_ratio)")
                 vis = prune_visual_tokens(self, vis, bev, self.pruning)
             prefix = self.build_prefix(vis, data_samples)
         n_vis = 0 if vis is None else vis.shape[1]
