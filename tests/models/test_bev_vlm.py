@@ -140,3 +140,28 @@ def test_frame_tokens_fusion(tiny_world):
     with pytest.raises(ValueError, match="queue"):
         model.eval()
         model.visual_tokens(imgs[:, -1:], samples)
+
+
+def test_text_trajectory_round_trip_and_model(tiny_world):
+    from bevlm.models.heads.text_trajectory import format_waypoints, parse_waypoints
+
+    traj = torch.tensor([[1.0, 0.0], [2.04, -0.1], [3.0, 0.26], [4.5, 1.0], [6.0, 2.0], [7.5, -3.25]])
+    text = format_waypoints(traj)
+    assert text.startswith("[(1.0, 0.0), (2.0, -0.1), (3.0, 0.3)")
+    back, ok = parse_waypoints(text)
+    assert ok and torch.allclose(back, traj, atol=0.05 + 1e-6)
+    short, ok = parse_waypoints("[(1.0, 0.5), (2.0")
+    assert not ok and short.shape == (6, 2) and short[1:].eq(torch.tensor([1.0, 0.5])).all()
+    assert parse_waypoints("no numbers")[0].abs().sum() == 0
+
+    cfg = _cfg()
+    model = _model(cfg, traj_head=None, traj_source="text", max_new_tokens=2, traj_max_new_tokens=5)
+    ds = _dataset(tiny_world, cfg, queue_length=1, qa_per_sample=2)
+    data = model.data_preprocessor(pseudo_collate([ds[0]]), True)
+    losses = model(**data, mode="loss")
+    assert "loss_traj" not in losses and torch.isfinite(losses["loss_lm"])
+    model.eval()
+    out = model(**model.data_preprocessor(pseudo_collate([ds[0]]), False), mode="predict")[0]
+    assert out.pred_traj.shape == (6, 2) and out.efficiency["traj_tokens"] >= 1
+    with pytest.raises(ValueError, match="traj_source"):
+        _model(cfg, traj_head=None, traj_source="head")

@@ -13,7 +13,9 @@ from bevlm.utils import peak_memory_mb
 
 @METRICS.register_module()
 class EfficiencyMetric(BaseMetric):
-    """Mean per-frame latency split (encoder / prefill / decode), decode tokens/s, FLOPs, memory.
+    """Mean per-frame latency split (encoder / prefill / decode / trajectory), decode tokens/s, FLOPs, memory.
+
+    ``traj_s`` is the trajectory readout: the head's MLP, or decoding the text waypoints.
 
     Args:
         outfile_prefix: folder to write ``efficiency.json`` into (None = do not write).
@@ -38,7 +40,8 @@ class EfficiencyMetric(BaseMetric):
         out = {
             "frames": len(results),
             "encoder_s": mean("encoder_s"), "prefill_s": mean("prefill_s"), "decode_s": mean("decode_s"),
-            "frame_s": mean("encoder_s") + mean("prefill_s") + mean("decode_s"),
+            "traj_s": mean("traj_s"), "traj_tokens_per_frame": mean("traj_tokens"),
+            "frame_s": mean("encoder_s") + mean("prefill_s") + mean("decode_s") + mean("traj_s"),
             "questions_per_frame": mean("questions"), "tokens_per_frame": mean("tokens"),
             "rounds_per_frame": mean("rounds"),
             "prefix_tokens": mean("prefix_tokens"), "peak_memory_mb": peak_memory_mb(),

@@ -15,6 +15,7 @@ from ..temporal_cache import TemporalBEVCache
 
 VISION_MODES = ("bev", "camera", "blind")
 TEMPORAL_FUSIONS = ("bev", "tokens")
+TRAJ_SOURCES = ("head", "text")
 
 
 @MODELS.register_module()
@@ -62,6 +63,10 @@ class BEVVLM(BaseModel):
             alone and projected, and the LLM sees the T frames' tokens side by side, oldest
             first, each with a learned frame embedding; T x the visual tokens, no streaming).
         num_frames: T of ``temporal_fusion='tokens'`` (the queue length of train and test).
+        traj_source: ``'head'`` (trajectory tokens + MLP, one forward; needs ``traj_head``) or
+            ``'text'`` (the LLM is trained to write the waypoints as an extra QA block and they
+            are decoded and parsed at test time, :mod:`bevlm.models.heads.text_trajectory`).
+        traj_max_new_tokens: decode budget of the text trajectory.
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
     """
@@ -74,6 +79,7 @@ class BEVVLM(BaseModel):
                  family_max_new_tokens: dict | None = None, count_flops_frames: int = 2,
                  batch_questions: bool = True, qa_policy: dict | None = None,
                  pruning: dict | None = None, temporal_fusion: str = "bev", num_frames: int = 1,
+                 traj_source: str = "head", traj_max_new_tokens: int = 80,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type="BEVVLMDataPreprocessor")
@@ -85,6 +91,11 @@ class BEVVLM(BaseModel):
         if temporal_fusion == "tokens" and (vision != "bev" or num_frames < 1):
             raise ValueError(f"temporal_fusion='tokens' needs vision='bev' and num_frames >= 1 "
                              f"(got vision={vision!r}, num_frames={num_frames})")
+        if traj_source not in TRAJ_SOURCES or (traj_source == "head" and traj_head is None):
+            raise ValueError(f"traj_source must be one of {TRAJ_SOURCES} ('head' needs traj_head), got "
+                             f"{traj_source!r} with traj_head={traj_head}")
+        self.traj_source = traj_source
+        self.traj_max_new_tokens = int(traj_max_new_tokens)
         self.vision = vision
         self.temporal_fusion = temporal_fusion
         self.num_frames = int(num_frames)
@@ -245,10 +256,15 @@ class BEVVLM(BaseModel):
         prefix = self.build_prefix(vis, data_samples)
         losses = {}
         blocks = [blocks_for_policy(s.qa, self.qa_policy) for s in data_samples]
+        if self.traj_source == "text":  # the trajectory as one more QA block (all waypoints known)
+            from bevlm.models.heads.text_trajectory import TRAJ_QUESTION, format_waypoints
+            for blk, s in zip(blocks, data_samples):
+                if bool(s.gt_traj_mask.all()):
+                    blk.append((TRAJ_QUESTION, format_waypoints(s.gt_traj)))
         batch = self.llm.build_batch(blocks, prefix.shape[1])
         out = self.llm.forward_train(batch, prefix)
         losses["loss_lm"] = out["loss_lm"] * self.loss_lm_weight
-        if self.traj_head is not None:
+        if self.traj_head is not None and self.traj_source == "head":
             k = self.traj_head.num_tokens
             traj = self.traj_head(out["hidden_prefix"][:, -k:])
             gt = torch.stack([s.gt_traj for s in data_samples]).to(traj)
@@ -294,9 +310,8 @@ class BEVVLM(BaseModel):
                 cache = prefill_with_setting(self.llm, prefix[i:i + 1], (0, n_vis), self.pruning)
             if counting:
                 flops["prefill"] += pre_flops["flops"] / b
-            if self.traj_head is not None:
-                k = self.traj_head.num_tokens
-                sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:])[0].float().cpu()
+            with watch.phase("traj"):
+                traj_tokens = self._predict_traj(sample, cache)
             with watch.phase("decode"):
                 res = answer_frame(self.llm, cache, sample.qa, self.qa_policy, self.max_new_tokens,
                                    self.family_max_new_tokens, batch=self.batch_questions,
@@ -304,8 +319,22 @@ class BEVVLM(BaseModel):
             sample.pred_answers = res.answers
             n_tokens = res.tokens
             sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa), "rounds": res.rounds,
+                                 "traj_tokens": traj_tokens,
                                  "prefix_tokens": int(prefix.shape[1]), **flops}
         secs = watch.as_dict()
         for sample in data_samples:  # batch-level phases are shared equally by the frames
             sample.efficiency.update({f"{k}_s": v / b for k, v in secs.items()})
         return data_samples
+
+    def _predict_traj(self, sample, cache) -> int:
+        """Set ``sample.pred_traj`` from the head or the decoded text; returns decoded tokens."""
+        if self.traj_source == "head":
+            if self.traj_head is not None:
+                k = self.traj_head.num_tokens
+                sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:])[0].float().cpu()
+            return 0
+        from bevlm.models.heads.text_trajectory import TRAJ_QUESTION, parse_waypoints
+        ids = self.llm.generate_ids(cache, TRAJ_QUESTION, self.traj_max_new_tokens)
+        horizon = int(sample.gt_traj.shape[0]) if "gt_traj" in sample else 6
+        sample.pred_traj, sample.traj_text_ok = parse_waypoints(self.llm.decode_ids(ids), horizon)
+        return len(ids) + 1

@@ -1,0 +1,12 @@
+# Trajectory-token head vs decoded text waypoints, with and without the ego-status token.
+sweep = dict(
+    name="trajectory",
+    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_traj-text.py",
+             "configs/ablations/bev_vlm_no-ego.py", "configs/ablations/bev_vlm_traj-text_no-ego.py"],
+    steps=["train", "test"],
+    test_options=["test_dataloader.dataset.frame_stride=4"],
+    columns=["planning/L2_1s_stp3", "planning/L2_2s_stp3", "planning/L2_3s_stp3", "planning/L2_avg_stp3",
+             "planning/collision_avg_stp3", "efficiency/traj_s", "efficiency/traj_tokens_per_frame",
+             "drivelm/gpt_free_final"],
+    pareto=("efficiency/traj_s", "planning/L2_avg_stp3"),
+)
