@@ -62,6 +62,9 @@ class BEVDriveDataset(BaseDataset):
             (the selected moving-status and behavior QA) are asked in that form, with the
             options drawn as :class:`bevlm.evaluation.DriveLMMetric` draws them with the same
             seed; the answer is then the letter. None keeps every question free-form.
+        domain: name of the data domain of every sample (selects the LoRA adapter of a
+            multi-domain model, see ``BEVVLM.domain_adapters``); None = the info file's
+            ``metainfo['domain']``, else ``'default'``.
         test_mode: mmengine flag.
     """
 
@@ -69,7 +72,7 @@ class BEVDriveDataset(BaseDataset):
                  qa_mode: str = "chunks", qa_per_sample: int = 8,
                  stages: tuple = ("perception", "prediction", "planning", "behavior"),
                  require_qa: bool = True, max_frames: int | None = None, qa_select: str = "all",
-                 frame_stride: int = 1, mc_seed: int | None = 0,
+                 frame_stride: int = 1, mc_seed: int | None = 0, domain: str | None = None,
                  test_mode: bool = False) -> None:
         if qa_mode not in ("chunks", "frame", "none"):
             raise ValueError(f"qa_mode must be 'chunks', 'frame' or 'none', got {qa_mode!r}")
@@ -88,6 +91,7 @@ class BEVDriveDataset(BaseDataset):
             raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
         self.qa_select = qa_select
         self.frame_stride = frame_stride
+        self.domain = domain
         self.frames: list[dict] = []
         self._token2frame: dict[str, int] = {}
         super().__init__(ann_file=ann_file, data_root=data_root, pipeline=pipeline,
@@ -102,6 +106,8 @@ class BEVDriveDataset(BaseDataset):
         self._metainfo.update({k: v for k, v in data["metainfo"].items() if k not in self._metainfo})
         if not self.data_root:
             self.data_root = data["metainfo"].get("data_root", "")
+        if self.domain is None:
+            self.domain = str(data["metainfo"].get("domain", "default"))
         self.frames = data["data_list"]
         self._token2frame = {f["token"]: i for i, f in enumerate(self.frames)}
         entries = []
@@ -163,4 +169,4 @@ class BEVDriveDataset(BaseDataset):
             for cam in info["images"].values():
                 cam["img_path"] = os.path.join(self.data_root, cam["img_path"])
         return {"queue": queue, "qa": copy.deepcopy(entry["qa"]), "sample_idx": idx,
-                "queue_length": self.queue_length}
+                "queue_length": self.queue_length, "domain": self.domain}

@@ -48,6 +48,7 @@ class PackDriveInputs(BaseTransform):
             "ego2img": ego2img.float(), "ego_motion": motions,
             "queue_valid": torch.tensor([False] * pad + [True] * t_real),
             "nominal_rig": bool(cur.get("nominal_rig", False)), "sample_idx": results.get("sample_idx", -1),
+            "domain": results.get("domain", "default"),
         })
         sample.qa = results.get("qa", [])
         drivelm = cur.get("drivelm")

@@ -67,6 +67,9 @@ class BEVVLM(BaseModel):
             ``'text'`` (the LLM is trained to write the waypoints as an extra QA block and they
             are decoded and parsed at test time, :mod:`bevlm.models.heads.text_trajectory`).
         traj_max_new_tokens: decode budget of the text trajectory.
+        domain_adapters: multi-LoRA over data domains: ``{domain: adapter name}`` (the names
+            among ``llm.adapter_names``); each sample's ``domain`` (set by its dataset) selects
+            its adapter at train and test time. None = the LLM's active adapter for all.
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
     """
@@ -80,6 +83,7 @@ class BEVVLM(BaseModel):
                  batch_questions: bool = True, qa_policy: dict | None = None,
                  pruning: dict | None = None, temporal_fusion: str = "bev", num_frames: int = 1,
                  traj_source: str = "head", traj_max_new_tokens: int = 80,
+                 domain_adapters: dict | None = None,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type="BEVVLMDataPreprocessor")
@@ -96,6 +100,7 @@ class BEVVLM(BaseModel):
                              f"{traj_source!r} with traj_head={traj_head}")
         self.traj_source = traj_source
         self.traj_max_new_tokens = int(traj_max_new_tokens)
+        self.domain_adapters = dict(domain_adapters) if domain_adapters else None
         self.vision = vision
         self.temporal_fusion = temporal_fusion
         self.num_frames = int(num_frames)
@@ -137,6 +142,11 @@ class BEVVLM(BaseModel):
         from bevlm.inference.pruning import PruningSetting  # lazy: pruning imports models.llm
 
         self.pruning = PruningSetting(**(pruning or {}))
+        if self.domain_adapters:
+            unknown = set(self.domain_adapters.values()) - set(self.llm.adapter_names)
+            if unknown:
+                raise ValueError(f"domain_adapters names adapters {sorted(unknown)} that the LLM does not have "
+                                 f"(llm.adapter_names={self.llm.adapter_names}); add them to llm.adapter_names")
         apply_system_prompt(self.llm, self.qa_policy.template)
         self._flop_calls = 0
 
@@ -261,8 +271,7 @@ class BEVVLM(BaseModel):
             for blk, s in zip(blocks, data_samples):
                 if bool(s.gt_traj_mask.all()):
                     blk.append((TRAJ_QUESTION, format_waypoints(s.gt_traj)))
-        batch = self.llm.build_batch(blocks, prefix.shape[1])
-        out = self.llm.forward_train(batch, prefix)
+        out = self._lm_loss_by_adapter(blocks, prefix, data_samples)
         losses["loss_lm"] = out["loss_lm"] * self.loss_lm_weight
         if self.traj_head is not None and self.traj_source == "head":
             k = self.traj_head.num_tokens
@@ -276,6 +285,38 @@ class BEVVLM(BaseModel):
                 preds, [s.gt_boxes.to(bev.device) for s in data_samples],
                 [s.gt_labels.to(bev.device) for s in data_samples]))
         return losses
+
+    # ------------------------------------------------------------------ multi-LoRA
+    def adapter_for(self, sample) -> str | None:
+        """The LoRA adapter of a sample's domain (None: no per-domain adapters)."""
+        if not self.domain_adapters:
+            return None
+        domain = sample.metainfo.get("domain", "default")
+        if domain not in self.domain_adapters:
+            raise KeyError(f"sample {sample.metainfo.get('token')} has domain {domain!r}, which "
+                           f"model.domain_adapters {self.domain_adapters} does not map; add it, or set the "
+                           f"dataset's `domain` to one of {sorted(self.domain_adapters)}")
+        return self.domain_adapters[domain]
+
+    def _lm_loss_by_adapter(self, blocks: list, prefix: torch.Tensor, data_samples: list) -> dict:
+        """``forward_train`` per group of samples sharing an adapter; token-weighted mean loss."""
+        groups: dict = {}
+        for i, sample in enumerate(data_samples):
+            groups.setdefault(self.adapter_for(sample), []).append(i)
+        if len(groups) == 1 and None in groups:
+            return self.llm.forward_train(self.llm.build_batch(blocks, prefix.shape[1]), prefix)
+        total, loss, hidden, order = 0, 0.0, [], []
+        for adapter, idx in groups.items():
+            self.llm.set_adapter(adapter)
+            batch = self.llm.build_batch([blocks[i] for i in idx], prefix.shape[1])
+            out = self.llm.forward_train(batch, prefix[idx])
+            n = int((batch["labels"] != -100).sum())  # answer tokens of the group
+            loss = loss + out["loss_lm"] * n
+            total += n
+            hidden.append(out["hidden_prefix"])
+            order += idx
+        inverse = torch.argsort(torch.tensor(order, device=prefix.device))
+        return dict(loss_lm=loss / max(total, 1), hidden_prefix=torch.cat(hidden)[inverse])
 
     @torch.no_grad()
     def predict(self, imgs, data_samples) -> list:
@@ -306,6 +347,9 @@ class BEVVLM(BaseModel):
             flops["prefill"] = 0
         from bevlm.inference.pruning import prefill_with_setting
         for i, sample in enumerate(data_samples):
+            adapter = self.adapter_for(sample)
+            if adapter is not None:
+                self.llm.set_adapter(adapter)
             with watch.phase("prefill"), (count_flops(self) if counting else nullcontext({})) as pre_flops:
                 cache = prefill_with_setting(self.llm, prefix[i:i + 1], (0, n_vis), self.pruning)
             if counting:
