@@ -35,7 +35,11 @@ def parse_args():
     n.add_argument("--drivelm-json", action="append", default=[], metavar="SPLIT=PATH",
                    help="DriveLM QA per split, e.g. train=v1_1_train_nus.json (repeatable)")
     n.add_argument("--out", required=True, help="output folder of the info files")
+    for parser in (w, n):
+        parser.add_argument("--domain", default=None,
+                            help="data domain name stored in the infos' metainfo (multi-LoRA per domain)")
     d = sub.add_parser("drivelm", help="DriveLM-only info file (nominal rig)")
+    d.add_argument("--domain", default=None, help="data domain name stored in the metainfo")
     d.add_argument("--json", required=True)
     d.add_argument("--image-root", required=True, help="folder that holds samples/CAM_*/")
     d.add_argument("--out", required=True, help="output .pkl")
@@ -70,13 +74,14 @@ def main():
             written = create_nuscenes_infos(
                 args.out, config.version, osp.join(args.out, "infos"),
                 {"train": osp.join(args.out, "drivelm_train.json"),
-                 "val": osp.join(args.out, "drivelm_val.json")})
+                 "val": osp.join(args.out, "drivelm_val.json")}, domain=args.domain)
             logging.info("info files: %s", written)
     elif args.cmd == "nuscenes":
-        written = create_nuscenes_infos(args.root, args.version, args.out, _split_args(args.drivelm_json) or None)
+        written = create_nuscenes_infos(args.root, args.version, args.out, _split_args(args.drivelm_json) or None,
+                                        domain=args.domain)
         logging.info("info files: %s", written)
     else:
-        path = create_drivelm_only_infos(args.json, args.image_root, args.out)
+        path = create_drivelm_only_infos(args.json, args.image_root, args.out, domain=args.domain)
         logging.info("info file: %s", path)
     logging.info("done in %.1f s", time.time() - t0)
 

@@ -87,10 +87,13 @@ def build_drivelm_only_infos(json_path: str, image_root: str, check_images: bool
     return infos
 
 
-def create_drivelm_only_infos(json_path: str, image_root: str, out_path: str) -> str:
-    """Write the info file of a DriveLM-only source; returns its path."""
+def create_drivelm_only_infos(json_path: str, image_root: str, out_path: str, domain: str | None = None) -> str:
+    """Write the info file of a DriveLM-only source; returns its path (``domain``: see
+    :func:`.nuscenes_infos.create_nuscenes_infos`)."""
     infos = build_drivelm_only_infos(json_path, image_root)
     metainfo = {"classes": CLASSES, "dataset": "drivelm_only", "data_root": os.path.abspath(image_root),
                 "info_version": "bevlm-1.0", "nominal_rig": True, "num_qa_frames": len(infos)}
+    if domain is not None:
+        metainfo["domain"] = domain
     write_pickle_atomic({"metainfo": metainfo, "data_list": infos}, out_path)
     return out_path

@@ -224,7 +224,7 @@ def scene_sample_tokens(nusc, scene_token: str) -> list[str]:
 
 def create_nuscenes_infos(root: str, version: str, out_dir: str,
                           drivelm_jsons: dict[str, str] | None = None,
-                          prefix: str = "bevlm_infos") -> dict[str, str]:
+                          prefix: str = "bevlm_infos", domain: str | None = None) -> dict[str, str]:
     """Write one info file per split.
 
     Args:
@@ -235,6 +235,8 @@ def create_nuscenes_infos(root: str, version: str, out_dir: str,
             appear in that DriveLM file, with its QA attached. Without it, the official
             nuScenes scene splits are used (``train``/``val`` or ``mini_train``/``mini_val``).
         prefix: output file name prefix.
+        domain: data domain name stored as ``metainfo['domain']`` (multi-domain / multi-LoRA
+            training, :mod:`bevlm.datasets.unified_format`); None = not stored.
 
     Returns:
         ``{split: written path}``.
@@ -281,6 +283,8 @@ def create_nuscenes_infos(root: str, version: str, out_dir: str,
         metainfo = {"classes": CLASSES, "dataset": "nuscenes", "version": version,
                     "data_root": os.path.abspath(root), "info_version": "bevlm-1.0",
                     "num_qa_frames": sum(i["drivelm"] is not None for i in data_list)}
+        if domain is not None:
+            metainfo["domain"] = domain
         path = os.path.join(out_dir, f"{prefix}_{split}.pkl")
         write_pickle_atomic({"metainfo": metainfo, "data_list": data_list}, path)
         logger.info("wrote %s: %d frames (%d with QA)", path, len(data_list), metainfo["num_qa_frames"])
