@@ -33,8 +33,10 @@ def test_config_types_are_registered(cfg_path):
     for key in ("train_dataloader", "test_dataloader"):
         ds = cfg[key]["dataset"]
         assert DATASETS.get(ds["type"]) is not None
-        for t in ds["pipeline"]:
-            assert TRANSFORMS.get(t["type"]) is not None, f"{cfg_path}: transform {t['type']}"
+        for part in ds.get("datasets", [ds]):  # ConcatDataset: every member
+            assert DATASETS.get(part["type"]) is not None
+            for t in part["pipeline"]:
+                assert TRANSFORMS.get(t["type"]) is not None, f"{cfg_path}: transform {t['type']}"
     for ev in cfg.test_evaluator:
         assert METRICS.get(ev["type"]) is not None
     for hook in cfg.get("custom_hooks", []):

@@ -8,6 +8,8 @@ A sweep file (``configs/sweeps/<name>.py``) defines::
         grid={"model.max_new_tokens": [16, 32]},  # cfg-options, Cartesian product (optional)
         steps=["train", "test"],                # what each run does
         test_options=[...],                     # extra cfg-options for test only (optional)
+        test_sets={"day": [...], "night": [...]},  # several test splits per run (optional):
+                                                # columns are then named "<set>:<metric>"
         columns=["drivelm/gpt_free_final", ...],  # metrics in the table
         pareto=("efficiency/frame_s", "drivelm/gpt_free_final"),  # x (lower better), y (higher better)
     )
@@ -61,24 +63,31 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
     runs = expand_runs(sweep)
     for n, run in enumerate(runs, 1):
         work = os.path.join(out_root, run["id"])
-        metrics_path = os.path.join(work, "test", "metrics.json")
+        test_sets = sweep.get("test_sets") or {"": []}
+        test_dirs = {name: os.path.join(work, f"test_{name}" if name else "test") for name in test_sets}
         print(f"[{n}/{len(runs)}] {run['id']}", flush=True)
         if dry_run:
             continue
-        if not os.path.isfile(metrics_path):
+        log = os.path.join(work, "sweep.log")
+        t0 = time.time()
+        pending = [name for name, d in test_dirs.items() if not os.path.isfile(os.path.join(d, "metrics.json"))]
+        if pending and "train" in sweep.get("steps", ["train", "test"]):
             os.makedirs(work, exist_ok=True)
-            log = os.path.join(work, "sweep.log")
-            t0 = time.time()
             opts = ["--cfg-options", *run["options"]] if run["options"] else []
-            if "train" in sweep.get("steps", ["train", "test"]):
-                resume = ["--resume"] if os.path.isfile(os.path.join(work, "last_checkpoint")) else []
-                _run([python, "tools/train.py", run["config"], "--work-dir", work, *resume, *opts], log)
+            resume = ["--resume"] if os.path.isfile(os.path.join(work, "last_checkpoint")) else []
+            _run([python, "tools/train.py", run["config"], "--work-dir", work, *resume, *opts], log)
+        for name in pending:
             ckpt = open(os.path.join(work, "last_checkpoint")).read().strip()
-            test_opts = list(run["options"]) + list(sweep.get("test_options", []))
+            test_opts = list(run["options"]) + list(sweep.get("test_options", [])) + list(test_sets[name])
             _run([python, "tools/test.py", run["config"], ckpt, "--work-dir", work, "--out-dir",
-                  os.path.join(work, "test"), *(["--cfg-options", *test_opts] if test_opts else [])], log)
+                  test_dirs[name], *(["--cfg-options", *test_opts] if test_opts else [])], log)
+        if pending:
             print(f"    done in {time.time() - t0:.0f} s", flush=True)
-        rows.append({"run": run["id"], **json.load(open(metrics_path))})
+        row = {"run": run["id"]}
+        for name, d in test_dirs.items():
+            with open(os.path.join(d, "metrics.json")) as f:
+                row.update({(f"{name}:{k}" if name else k): v for k, v in json.load(f).items()})
+        rows.append(row)
     if not dry_run:
         write_tables(sweep, rows, out_root)
     return rows

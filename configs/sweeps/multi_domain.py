@@ -1,0 +1,14 @@
+# One adapter on the union vs per-domain adapters (same and equal total parameters), each tested
+# on both domains' val splits. Needs data/mini_world_night (see configs/multi_domain/bev_vlm_union.py).
+_day = ["test_dataloader.dataset.data_root='data/mini_world/'", "test_dataloader.dataset.domain='day'"]
+_night = ["test_dataloader.dataset.data_root='data/mini_world_night/'", "test_dataloader.dataset.domain='night'"]
+sweep = dict(
+    name="multi_domain",
+    configs=["configs/multi_domain/bev_vlm_union.py", "configs/multi_domain/bev_vlm_per-domain.py",
+             "configs/multi_domain/bev_vlm_per-domain_equal-params.py"],
+    steps=["train", "test"],
+    test_options=["test_dataloader.dataset.frame_stride=4"],
+    test_sets=dict(day=_day, night=_night),
+    columns=["day:drivelm/gpt_free_final", "day:drivelm/full_accuracy", "day:planning/L2_avg_stp3",
+             "night:drivelm/gpt_free_final", "night:drivelm/full_accuracy", "night:planning/L2_avg_stp3"],
+)

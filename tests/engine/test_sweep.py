@@ -1,0 +1,55 @@
+"""tools/sweep.py machinery with a stand-in interpreter: runs, test sets, tables, resumption."""
+import json
+import os
+import stat
+
+from bevlm.engine.sweep import expand_runs, run_sweep
+
+FAKE = r'''#!/usr/bin/env python3
+# Stand-in for `python tools/train.py|test.py ...`: logs the call, writes what the real tools write.
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["SWEEP_CALLS"], "a") as f:
+    f.write(" ".join(args) + "\n")
+work = args[args.index("--work-dir") + 1]
+if args[0].endswith("train.py"):
+    os.makedirs(work, exist_ok=True)
+    open(os.path.join(work, "last_checkpoint"), "w").write(os.path.join(work, "iter_2.pth"))
+else:
+    out = args[args.index("--out-dir") + 1]
+    os.makedirs(out, exist_ok=True)
+    opts = args[args.index("--cfg-options") + 1:] if "--cfg-options" in args else []
+    score = 0.5 if any("night" in o for o in opts) else 0.25
+    json.dump({"drivelm/gpt_free_final": score, "efficiency/frame_s": float(len(opts))},
+              open(os.path.join(out, "metrics.json"), "w"))
+'''
+
+
+def test_sweep_with_test_sets_and_resume(tmp_path, monkeypatch):
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("SWEEP_CALLS", str(calls))
+    sweep = dict(name="demo", configs=["configs/a.py", "configs/b.py"], grid={"model.r": [4, 8]},
+                 steps=["train", "test"],
+                 test_sets={"day": ["test_dataloader.dataset.domain='day'"],
+                            "night": ["test_dataloader.dataset.domain='night'"]},
+                 columns=["day:drivelm/gpt_free_final", "night:drivelm/gpt_free_final"],
+                 pareto=("day:efficiency/frame_s", "day:drivelm/gpt_free_final"))
+    assert [r["id"] for r in expand_runs(sweep)] == ["a__r-4", "a__r-8", "b__r-4", "b__r-8"]
+    rows = run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake))
+    assert len(rows) == 4
+    assert all(r["day:drivelm/gpt_free_final"] == 0.25 and r["night:drivelm/gpt_free_final"] == 0.5 for r in rows)
+    lines = calls.read_text().splitlines()
+    assert sum(l.startswith("tools/train.py") for l in lines) == 4
+    assert sum(l.startswith("tools/test.py") for l in lines) == 8
+    out = tmp_path / "sweeps" / "demo"
+    assert (out / "results.csv").is_file() and (out / "pareto.png").is_file()
+    assert "| a__r-4 | 0.25 | 0.5 |" in (out / "results.md").read_text()
+    # a finished sweep runs nothing again; a missing test set reruns only that test
+    os.remove(out / "b__r-8" / "test_night" / "metrics.json")
+    run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake))
+    new = calls.read_text().splitlines()[len(lines):]
+    assert len(new) == 2 and new[0].startswith("tools/train.py") and "--resume" in new[0]
+    assert new[1].startswith("tools/test.py") and "test_night" in new[1]
