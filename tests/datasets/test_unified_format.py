@@ -64,3 +64,22 @@ def test_validation_names_file_key_and_fix(tiny_world):
         validate_infos(data, "x.pkl")
     with pytest.raises(InfoFormatError, match="metainfo"):
         validate_infos({"data_list": []}, "x.pkl")
+
+
+def test_concat_of_domains_tags_samples(tiny_world):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from bevlm.registry import DATASETS
+    from tests.conftest import REPO
+
+    init_default_scope("bevlm")
+    cfg = Config.fromfile(os.path.join(REPO, "configs", "multi_domain", "bev_vlm_union.py"))
+    ds_cfg = cfg.train_dataloader.dataset.to_dict()
+    for part in ds_cfg["datasets"]:
+        part.update(data_root=f"{tiny_world}/", pipeline=Config.fromfile(
+            os.path.join(REPO, "configs", "bev_vlm_tiny.py")).pipeline)
+    ds = DATASETS.build(ds_cfg)
+    half = len(ds) // 2
+    assert ds[0]["data_samples"].metainfo["domain"] == "day"
+    assert ds[half]["data_samples"].metainfo["domain"] == "night"
