@@ -206,3 +206,25 @@ def test_domain_adapters_switch_per_sample(tiny_world):
         model(**data, mode="loss")
     with pytest.raises(ValueError, match="adapter_names"):
         _model(cfg, domain_adapters={"day": "nope"})
+
+
+def test_predict_on_subsampled_split_fills_the_cache_from_the_queue(tiny_world):
+    """A frame whose previous frame was never streamed gets it from its T=2 queue: the BEV it
+    caches equals the queue computation, and the fill is timed apart (history_s)."""
+    cfg = _cfg()
+    model = _model(cfg).eval()
+    queue_ds = _dataset(tiny_world, cfg, queue_length=2, qa_mode="frame")
+    k = next(i for i in range(len(queue_ds)) if queue_ds.frames[queue_ds.data_list[i]["frame"]].get("prev"))
+    data = model.data_preprocessor(pseudo_collate([queue_ds[k]]), False)
+    with torch.no_grad():
+        bev_queue = model.encode_bev(data["inputs"]["imgs"], data["data_samples"])
+        model.temporal_cache.reset()
+        out = model(**data, mode="predict")[0]
+    scene, token = out.scene_token, out.token
+    assert model.temporal_cache.holds(scene, token)
+    torch.testing.assert_close(model.temporal_cache.latest(scene)[1], bev_queue[0], atol=1e-5, rtol=1e-5)
+    assert out.efficiency["history_s"] > 0
+    # streamed in order, the cache already holds the previous frame: nothing to fill
+    assert model.fill_temporal_cache(data["inputs"]["imgs"], data["data_samples"]) == 1  # (cache: this frame)
+    model.temporal_cache.update([scene], [out.prev_token], bev_queue)
+    assert model.fill_temporal_cache(data["inputs"]["imgs"], data["data_samples"]) == 0

@@ -49,7 +49,7 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
     init_default_scope("bevlm")
     base = _build_base(cfg, checkpoint)
     ds_cfg = cfg.test_dataloader.dataset.to_dict()
-    ds_cfg.update(qa_mode="frame", queue_length=1, qa_select=qa_select, frame_stride=frame_stride,
+    ds_cfg.update(qa_mode="frame", qa_select=qa_select, frame_stride=frame_stride,
                   max_frames=max_frames)
     dataset = DATASETS.build(ds_cfg)
     calib = None

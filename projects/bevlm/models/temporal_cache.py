@@ -21,6 +21,15 @@ class TemporalBEVCache:
     def reset(self) -> None:
         self._store.clear()
 
+    def latest(self, scene_token: str) -> tuple[str, torch.Tensor] | None:
+        """``(frame_token, bev [L, C])`` stored last for the scene, or None."""
+        return self._store.get(scene_token)
+
+    def holds(self, scene_token: str, frame_token: str) -> bool:
+        """Whether the cache holds the BEV of ``frame_token`` as its scene's latest."""
+        hit = self._store.get(scene_token)
+        return hit is not None and bool(frame_token) and hit[0] == frame_token
+
     def lookup(self, scene_tokens: list[str], prev_tokens: list[str],
                motions: list[EgoMotion]) -> tuple[torch.Tensor | None, EgoMotion]:
         """Previous BEVs ``[B, L, C]`` (zeros where absent; None if no sample has one) and the

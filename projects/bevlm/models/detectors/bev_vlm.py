@@ -200,6 +200,29 @@ class BEVVLM(BaseModel):
             prev_bev = bev if is_last else bev.detach()
         return bev
 
+    @torch.no_grad()
+    def fill_temporal_cache(self, imgs: torch.Tensor, data_samples: list) -> int:
+        """Streaming on a subsampled split: put the previous frame's BEV into the cache.
+
+        When the test split skips frames (``frame_stride > 1``) the previous key frame was never
+        streamed, so the cache misses. With a queue of T >= 2 the dataset still loads that
+        frame: its BEV (computed without its own history, as the oldest frame of a training
+        queue) is stored as the scene's latest, and the streamed frame then sees exactly what a
+        T=2 queue gives it. Returns the number of samples filled.
+        """
+        if imgs.shape[1] < 2 or self.bev_encoder is None or not self.bev_encoder.use_temporal:
+            return 0
+        miss = [i for i, s in enumerate(data_samples)
+                if s.prev_token and bool(s.queue_valid[-2]) and not self.temporal_cache.holds(s.scene_token, s.prev_token)]
+        if not miss:
+            return 0
+        img_shape = tuple(data_samples[0].img_shape)
+        ego2img = torch.stack([data_samples[i].ego2img[-2] for i in miss]).to(imgs)  # [m, N, 4, 4]
+        bev = self._frame_bev(imgs[miss, -2], ego2img, img_shape, None, None)  # [m, Hb*Wb, C]
+        self.temporal_cache.update([data_samples[i].scene_token for i in miss],
+                                   [data_samples[i].prev_token for i in miss], bev)
+        return len(miss)
+
     def visual_tokens(self, imgs, data_samples, streaming=False):
         """Visual tokens ``[B, N_vis, D]`` (None for the blind baseline) and the BEV (or None)."""
         if self.vision == "blind":
@@ -326,9 +349,13 @@ class BEVVLM(BaseModel):
         ``efficiency`` (per-frame seconds of encoder / prefill / decode, generated tokens, and,
         for the first ``count_flops_frames`` calls, FLOPs of encoder and prefill).
         """
-        streaming = self.stream_temporal and imgs.shape[1] == 1 and self.vision == "bev"
+        streaming = self.stream_temporal and self.vision == "bev" and self.temporal_fusion == "bev"
         b = len(data_samples)
         watch = Stopwatch()
+        if streaming:  # not part of a streamed frame's cost: reported apart as history_s
+            with watch.phase("history"):
+                self.fill_temporal_cache(imgs, data_samples)
+            imgs = imgs[:, -1:]
         flops = {}
         counting = self._flop_calls < self.count_flops_frames
         self._flop_calls += 1
