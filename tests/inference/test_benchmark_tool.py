@@ -43,6 +43,7 @@ def test_variants_side_by_side(tiny_world, tmp_path):
         assert rows[name]["gpt_free"] == rows["baseline"]["gpt_free"]
         assert rows[name]["accuracy"] == rows["baseline"]["accuracy"]
         assert rows[name]["full_acc"] == rows["baseline"]["full_acc"]
+        assert rows[name]["agreement"] == 1.0 and rows[name]["traj_dev_m"] == 0.0
     assert rows["int4_rtn"]["llm_bytes_vs_fp16"] < rows["baseline"]["llm_bytes_vs_fp16"]
     assert rows["fastv50"]["prefill_flops_ratio"] < 1.0  # (the tiny encoder dominates total FLOPs)
     assert rows["three_rounds"]["rounds"] <= 3

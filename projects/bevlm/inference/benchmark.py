@@ -71,6 +71,8 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
         evaluators[name] = Evaluator([dict(type="DriveLMMetric"), dict(type="PlanningMetric"),
                                       dict(type="EfficiencyMetric")])
     log(f"benchmark: {len(variants)} variants x {len(dataset)} frames (qa_select={qa_select})")
+    answers = {name: [] for name in variants}  # per variant: every (frame, question) answer
+    trajs = {name: [] for name in variants}
     for k in range(len(dataset)):
         item = dataset[k]
         for name, model in models.items():
@@ -78,6 +80,8 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
             with torch.no_grad():
                 outputs = model.test_step(batch)
             evaluators[name].process(data_samples=outputs, data_batch=batch)
+            answers[name] += [outputs[0].pred_answers[i] for i in sorted(outputs[0].pred_answers)]
+            trajs[name].append(outputs[0].pred_traj)
         log(f"  frame {k + 1}/{len(dataset)}")
     bandwidth = measure_read_bandwidth()
     results = {}
@@ -88,6 +92,12 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
         m["build_s"] = build_s[name]
         if models[name].decoder is not None and hasattr(models[name].decoder, "stats"):
             m["speculative"] = models[name].decoder.stats.as_dict()
+        # fidelity to the baseline: identical answers, trajectory distance
+        ref = next(iter(variants))
+        m["answer_agreement"] = (sum(a == b for a, b in zip(answers[name], answers[ref])) / len(answers[ref])
+                                 if answers[ref] else float("nan"))
+        m["traj_dev_m"] = float(torch.stack([(a - b).norm(dim=-1).mean() for a, b in
+                                             zip(trajs[name], trajs[ref])]).mean()) if trajs[ref] else float("nan")
         results[name] = m
     summary = summarise(results, next(iter(variants)))
     summary["read_bandwidth_gb_s"] = bandwidth
@@ -134,14 +144,17 @@ def summarise(results: dict, baseline: str) -> dict:
             "llm_MB": m["llm_weight_bytes"] / 1e6,
             "llm_bytes_vs_fp16": m["llm_weight_bytes"] / (b["llm_weight_bytes"] / 2),
             "rounds": _get(m, "efficiency/rounds_per_frame"),
+            "agreement": _get(m, "answer_agreement"), "traj_dev_m": _get(m, "traj_dev_m"),
+            "acceptance": (m.get("speculative") or {}).get("acceptance", float("nan")),
+            "tok_per_forward": (m.get("speculative") or {}).get("tokens_per_full_forward", float("nan")),
         }
     return {"baseline": baseline, "rows": rows}
 
 
 def markdown_table(summary: dict) -> str:
-    cols = ["gpt_free", "rel_score", "accuracy", "L2_stp3", "encoder_s", "prefill_s", "decode_s", "frame_s",
+    cols = ["gpt_free", "rel_score", "accuracy", "full_acc", "agreement", "traj_dev_m", "L2_stp3", "encoder_s", "prefill_s", "decode_s", "frame_s",
             "speedup", "decode_speedup", "decode_tok_s", "ceiling_tok_s", "flops_ratio", "prefill_flops_ratio", "llm_MB",
-            "llm_bytes_vs_fp16"]
+            "llm_bytes_vs_fp16", "acceptance", "tok_per_forward"]
     lines = ["| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, row in summary["rows"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4g}" for c in cols) + " |")
