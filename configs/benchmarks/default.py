@@ -3,8 +3,10 @@ variants = dict(
     baseline=dict(batch_questions=False),                      # batch-1 greedy, one question at a time
     batched=dict(),                                            # a frame's questions decoded as one batch
     # prompt lookup over the question and the frame's earlier QA, then layer-skip drafts
+    # (the skip-set search scores 6 random candidate layers per greedy round: a few minutes on CPU)
     speculative=dict(batch_questions=False,
-                     speculative=dict(draft_len=4, use_ngram=True, use_layer_skip=True, max_skip=12)),
+                     speculative=dict(draft_len=4, use_ngram=True, use_layer_skip=True, max_skip=8,
+                                      search=dict(sample_per_round=6))),
     # + REST-style drafts from an n-gram table of the training answers (no layer skip)
     speculative_store=dict(batch_questions=False,
                            speculative=dict(draft_len=4, ngram_min_n=2, ngram_draft_len=10, use_ngram=True,

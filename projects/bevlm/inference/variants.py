@@ -8,6 +8,7 @@ A variant is a dict of switches, every one optional (missing = the baseline beha
         quant=dict(method="rtn" | "gptq" | "int8_dynamic", bits=4, group_size=64, kernel="auto"),
         speculative=dict(draft_len=4, use_ngram=True, use_layer_skip=True, max_skip=12,
                          skip_layers=None,       # None = search on calibration frames
+                         search=dict(sample_per_round=6),  # arguments of search_skip_layers
                          datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3)),
                                                   # REST-style drafts from the training answers
         batch_questions=True,                     # decode a frame's questions as one batch
@@ -64,12 +65,13 @@ def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=pr
         sp = dict(spec["speculative"])
         skip = sp.pop("skip_layers", None)
         max_skip = sp.pop("max_skip", model.llm.num_layers // 2)
+        search_cfg = sp.pop("search", None) or {}
         if skip is None and sp.get("use_layer_skip", True):
             items = []
             for prefix, questions in calib or []:
                 cache = model.llm.prefill(prefix)
                 items += [(cache, q) for q in questions[:4]]
-            result = search_skip_layers(model.llm, items, max_skip=max_skip)
+            result = search_skip_layers(model.llm, items, max_skip=max_skip, **search_cfg)
             skip = list(result.skip_layers)
             log(f"speculative: searched skip set {skip}")
         store_cfg = sp.pop("datastore", None)
