@@ -7,6 +7,14 @@ variants = dict(
     speculative=dict(batch_questions=False,
                      speculative=dict(draft_len=4, use_ngram=True, use_layer_skip=True, max_skip=8,
                                       search=dict(sample_per_round=6))),
+    # prompt lookup only (the layer-skip search above found no set that pays off for SmolLM2-135M)
+    speculative_lookup=dict(batch_questions=False,
+                            speculative=dict(draft_len=4, ngram_draft_len=8, use_ngram=True, use_layer_skip=False)),
+    # + REST-style drafts from an n-gram table of the training answers: confident, short drafts
+    speculative_store_confident=dict(
+        batch_questions=False,
+        speculative=dict(draft_len=4, ngram_min_n=2, ngram_draft_len=8, use_ngram=True, use_layer_skip=False,
+                         store_draft_len=6, datastore=dict(max_ngram=4, min_ngram=2, min_share=0.6))),
     # + REST-style drafts from an n-gram table of the training answers (no layer skip)
     speculative_store=dict(batch_questions=False,
                            speculative=dict(draft_len=4, ngram_min_n=2, ngram_draft_len=10, use_ngram=True,
@@ -22,6 +30,7 @@ variants = dict(
     bev_keep50=dict(pruning=dict(bev_keep_ratio=0.5)),
     bev_keep50_early_exit=dict(pruning=dict(bev_keep_ratio=0.5, encoder_layers=1)),
     bev_keep25=dict(pruning=dict(bev_keep_ratio=0.25)),
+    bev_keep25_early_exit=dict(pruning=dict(bev_keep_ratio=0.25, encoder_layers=1)),
     bev_keep50_fastv50=dict(pruning=dict(bev_keep_ratio=0.5, fastv_keep_ratio=0.5)),
     # The QA-round policy is a training-time choice (the model answers in the format it was
     # trained on): compare configs/bev_vlm.py with configs/ablations/bev_vlm_three-rounds.py

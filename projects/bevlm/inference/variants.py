@@ -74,6 +74,9 @@ def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=pr
             result = search_skip_layers(model.llm, items, max_skip=max_skip, **search_cfg)
             skip = list(result.skip_layers)
             log(f"speculative: searched skip set {skip}")
+            if not skip:  # no set pays off: a drafter skipping nothing is the full model
+                sp["use_layer_skip"] = False
+                log("speculative: no layer set pays off; drafting by lookup only")
         store_cfg = sp.pop("datastore", None)
         if store_cfg is not None:
             sp["datastore"] = answer_datastore(model, train_qa, **store_cfg)
