@@ -238,8 +238,9 @@ class BEVVLM(BaseModel):
     def stacked_frame_tokens(self, imgs, data_samples):
         """Image-level temporal input: ``[B, T*N_vis, D]`` tokens of the T frames and the last BEV.
 
-        Every frame is encoded alone (no temporal self-attention); history frames run under
-        ``no_grad`` as in the BEV-level path. Padding frames of a short queue (scene start,
+        Every frame is encoded alone (no temporal self-attention); the encoder runs under
+        ``no_grad`` for history frames as in the BEV-level path, while the projector and the frame
+        embedding of every frame are trained. Padding frames of a short queue (scene start,
         ``queue_valid`` False) give zero tokens.
         """
         b, t = imgs.shape[:2]
@@ -253,7 +254,7 @@ class BEVVLM(BaseModel):
         for step in range(t):
             with torch.set_grad_enabled(step == t - 1 and torch.is_grad_enabled()):
                 bev = self._frame_bev(imgs[:, step], ego2img[:, step], img_shape, None, None)
-                vis = self.projector(bev) + self.frame_embed[step]  # [B, N_vis, D]
+            vis = self.projector(bev) + self.frame_embed[step]  # [B, N_vis, D]
             tokens.append(vis * qvalid[:, step, None, None].to(vis.dtype))
         return torch.cat(tokens, dim=1), bev  # [B, T*N_vis, D], [B, Hb*Wb, C]
 
