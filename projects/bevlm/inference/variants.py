@@ -101,13 +101,13 @@ def answer_datastore(model: nn.Module, train_qa: list | None, max_ngram: int = 4
     from bevlm.inference.qa_policy import blocks_for_policy
     from bevlm.inference.speculative import NgramDatastore
     from bevlm.inference.speculative.ngram import question_key
+    from bevlm.models.llm.prompt import encode
 
     if not train_qa:
         raise ValueError("speculative.datastore needs the training split's QA (train_qa); "
                          "remove `datastore` from the variant or pass train_qa")
-    tok = model.llm.tokenizer
     blocks = [b for frame in train_qa for b in blocks_for_policy(frame, model.qa_policy)]
-    seqs = [list(tok(a, add_special_tokens=False)["input_ids"]) for _, a in blocks]
+    seqs = [encode(model.llm.tokenizer, a) for _, a in blocks]  # as the answers are tokenised in training
     prompt = model.llm.prompt  # answers end with the end-of-turn token when it is one token
     suffix = prompt.answer_suffix_ids
     end_id = suffix[0] if len(suffix) == 1 and suffix[0] in prompt.stop_ids else min(prompt.stop_ids)
