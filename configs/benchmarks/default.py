@@ -1,4 +1,7 @@
 # Inference variants compared by tools/benchmark.py (the first one is the baseline).
+# prompt lookup + REST-style drafts from the training answers, no layer skip
+_store = dict(draft_len=4, ngram_min_n=2, ngram_draft_len=10, use_ngram=True, use_layer_skip=False,
+              store_draft_len=10, datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3))
 variants = dict(
     baseline=dict(batch_questions=False),                      # batch-1 greedy, one question at a time
     batched=dict(),                                            # a frame's questions decoded as one batch
@@ -16,10 +19,7 @@ variants = dict(
         speculative=dict(draft_len=4, ngram_min_n=2, ngram_draft_len=8, use_ngram=True, use_layer_skip=False,
                          store_draft_len=6, datastore=dict(max_ngram=4, min_ngram=2, min_share=0.6))),
     # + REST-style drafts from an n-gram table of the training answers (no layer skip)
-    speculative_store=dict(batch_questions=False,
-                           speculative=dict(draft_len=4, ngram_min_n=2, ngram_draft_len=10, use_ngram=True,
-                                            use_layer_skip=False, store_draft_len=10,
-                                            datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3))),
+    speculative_store=dict(batch_questions=False, speculative=_store),
     # int4 codes stored packed; computed with the dequantise-once kernel (same numbers as the
     # packed kernels, which are slower than fp32 on AVX2 CPUs: see bevlm.inference.quantization.bench)
     int4_rtn=dict(quant=dict(method="rtn", bits=4, group_size=64, kernel="cached")),
@@ -37,8 +37,5 @@ variants = dict(
     # through tools/test.py, or benchmark the three-rounds model with this file.
     combined=dict(pruning=dict(bev_keep_ratio=0.5),
                   quant=dict(method="int8_dynamic", include=("q_proj", "k_proj", "v_proj", "o_proj"))),
-    combined_speculative=dict(batch_questions=False, pruning=dict(bev_keep_ratio=0.5),
-                              speculative=dict(draft_len=4, ngram_min_n=2, ngram_draft_len=10, use_ngram=True,
-                                               use_layer_skip=False, store_draft_len=10,
-                                               datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3))),
+    combined_speculative=dict(batch_questions=False, pruning=dict(bev_keep_ratio=0.5), speculative=_store),
 )
