@@ -27,4 +27,6 @@ model = dict(
     max_new_tokens=32,
     # answers that list every key object with its c-tag are long; the rest are short
     family_max_new_tokens=dict(important_objects=160, notice_order=256, priority=96),
+    # stop an answer that loops ("one chair, one chair, ...") at its 3rd-4th copy, keep one copy
+    repetition_stop=dict(max_period=8, min_repeats=3, min_span=12),
 )

@@ -173,6 +173,7 @@ class SelfSpeculativeDecoder:
         """
         lm = self.llm.lm
         stop_ids = self.llm.prompt.stop_ids
+        stop_rule = self.llm.stop_rule  # the same loop rule as the plain decoder, same checks
         device = lm.get_input_embeddings().weight.device
         query = self.llm._query_ids(question)
         history = list(context_ids or []) + query  # what n-gram lookup may copy from
@@ -197,6 +198,10 @@ class SelfSpeculativeDecoder:
                     return generated
                 generated.append(token)
                 history.append(token)
+                if stop_rule is not None and (cut := stop_rule.truncate_to(generated)) is not None:
+                    del generated[cut:]
+                    self.stats.generated += len(generated)
+                    return generated
                 if len(generated) >= max_new_tokens:
                     self.stats.generated += len(generated)
                     return generated

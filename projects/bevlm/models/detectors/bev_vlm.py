@@ -11,6 +11,7 @@ from bevlm.inference.qa_policy import QAPolicy, answer_frame, apply_system_promp
 from bevlm.registry import MODELS
 from bevlm.structures import EgoMotion
 from bevlm.utils import Stopwatch, count_flops
+from ..llm.stopping import build_stop_rule
 from ..temporal_cache import TemporalBEVCache
 
 VISION_MODES = ("bev", "camera", "blind")
@@ -46,6 +47,10 @@ class BEVVLM(BaseModel):
         max_new_tokens: default answer length budget at test time.
         family_max_new_tokens: per question family budgets (families of
             :mod:`bevlm.structures.qa_families`), e.g. long c-tag lists vs. "Yes."/"No.".
+        repetition_stop: loop stop rule for every decoded answer,
+            ``dict(max_period, min_repeats, min_span)`` of
+            :class:`bevlm.models.llm.stopping.RepetitionStop` (an answer that ends in a block
+            repeated back to back stops there, one copy kept); None decodes to the budget.
         count_flops_frames: count FLOPs (FlopCounterMode) on the first N test batches.
         batch_questions: decode all questions of a frame as one batch over the shared prefix
             cache (same greedy answers, much faster on bandwidth-bound CPUs).
@@ -79,7 +84,8 @@ class BEVVLM(BaseModel):
                  bev_encoder: dict | None = None, camera_tokens: dict | None = None,
                  aux_head: dict | None = None, use_ego_status: bool = True, ego_status_dims: int = 5,
                  stream_temporal: bool = True, max_new_tokens: int = 48, loss_lm_weight: float = 1.0,
-                 family_max_new_tokens: dict | None = None, count_flops_frames: int = 2,
+                 family_max_new_tokens: dict | None = None, repetition_stop: dict | None = None,
+                 count_flops_frames: int = 2,
                  batch_questions: bool = True, qa_policy: dict | None = None,
                  pruning: dict | None = None, temporal_fusion: str = "bev", num_frames: int = 1,
                  traj_source: str = "head", traj_max_new_tokens: int = 80,
@@ -105,6 +111,7 @@ class BEVVLM(BaseModel):
         self.temporal_fusion = temporal_fusion
         self.num_frames = int(num_frames)
         self.llm = MODELS.build(llm)
+        self.llm.stop_rule = build_stop_rule(repetition_stop)
         width = self.llm.hidden_size
         self.img_backbone = MODELS.build(img_backbone) if vision != "blind" else None
         self.img_neck = MODELS.build(img_neck) if vision != "blind" and img_neck else None

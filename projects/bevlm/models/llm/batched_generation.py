@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from .generation import PrefixCache
+from .stopping import RepetitionStop
 
 
 @torch.no_grad()
 def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[list[int]],
                             max_new_tokens: int | list[int], stop_ids: frozenset[int],
-                            pad_id: int) -> list[list[int]]:
+                            pad_id: int, stop_rule: RepetitionStop | None = None) -> list[list[int]]:
     """Greedy answers of several queries that share one prefix cache.
 
     Args:
@@ -32,6 +33,7 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
         max_new_tokens: budget for all rows, or one budget per row.
         stop_ids: ids that end an answer (not returned).
         pad_id: id used for the padding slots (masked, never attended).
+        stop_rule: optional loop stop rule, checked per row after every token.
 
     Returns:
         generated ids per query, stop token excluded (same as decoding each alone).
@@ -73,6 +75,9 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
             if tok in stop_ids:
                 continue
             out_ids[r].append(tok)
+            if stop_rule is not None and (cut := stop_rule.truncate_to(out_ids[r])) is not None:
+                del out_ids[r][cut:]
+                continue
             if len(out_ids[r]) < budgets[r]:
                 keep.append(k)
         if len(keep) < len(active):  # drop finished rows: later steps cost only the live ones

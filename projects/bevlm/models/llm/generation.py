@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .stopping import RepetitionStop
+
 
 @dataclass
 class PrefixCache:
@@ -67,7 +69,7 @@ def _next_token(logits: torch.Tensor) -> int:
 
 @torch.no_grad()
 def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], max_new_tokens: int,
-                      stop_ids: frozenset[int]) -> list[int]:
+                      stop_ids: frozenset[int], stop_rule: RepetitionStop | None = None) -> list[int]:
     """Greedy decoding that continues from a prefix cache.
 
     Args:
@@ -76,6 +78,7 @@ def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], m
         query_ids: ids of ``question + query_suffix``.
         max_new_tokens: at most this many tokens are returned.
         stop_ids: ids that end the answer (not returned).
+        stop_rule: optional loop stop rule, checked after every token.
 
     Returns:
         generated token ids, without the stop token.
@@ -94,13 +97,15 @@ def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], m
         if token in stop_ids:
             break
         generated.append(token)
+        if stop_rule is not None and (cut := stop_rule.truncate_to(generated)) is not None:
+            return generated[:cut]
         inputs = torch.tensor([[token]], dtype=torch.long, device=device)  # [1, 1]
     return generated
 
 
 @torch.no_grad()
 def greedy_no_cache(lm: nn.Module, prefix_embeds: torch.Tensor, query_ids: list[int], max_new_tokens: int,
-                    stop_ids: frozenset[int]) -> list[int]:
+                    stop_ids: frozenset[int], stop_rule: RepetitionStop | None = None) -> list[int]:
     """Reference greedy decoding: the whole sequence is recomputed every step.
 
     Args:
@@ -109,6 +114,7 @@ def greedy_no_cache(lm: nn.Module, prefix_embeds: torch.Tensor, query_ids: list[
         query_ids: ids of ``question + query_suffix``.
         max_new_tokens: at most this many tokens are returned.
         stop_ids: ids that end the answer (not returned).
+        stop_rule: optional loop stop rule, checked after every token.
 
     Returns:
         generated token ids, without the stop token.
@@ -124,4 +130,6 @@ def greedy_no_cache(lm: nn.Module, prefix_embeds: torch.Tensor, query_ids: list[
         if token in stop_ids:
             break
         generated.append(token)
+        if stop_rule is not None and (cut := stop_rule.truncate_to(generated)) is not None:
+            return generated[:cut]
     return generated

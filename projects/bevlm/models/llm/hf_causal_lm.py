@@ -20,6 +20,7 @@ from .generation import PrefixCache, greedy_from_cache, greedy_no_cache, prefill
 from .loading import build_tiny, load_pretrained, resolve_dtype
 from .packing import IGNORE_INDEX, additive_mask, build_packed_batch
 from .prompt import block_ids, chat_layout, prompt_tokens
+from .stopping import RepetitionStop
 
 _ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
@@ -83,6 +84,8 @@ class HFCausalLM(BaseModule):
         self.prompt = prompt_tokens(tokenizer, self.layout)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                           else tokenizer.eos_token_id)
+        # Loop stop rule applied by every greedy decoder (set by the detector from its config).
+        self.stop_rule: RepetitionStop | None = None
         self.hidden_size = int(lm.config.hidden_size)
         self.num_layers = int(lm.config.num_hidden_layers)
         if gradient_checkpointing:
@@ -251,7 +254,8 @@ class HFCausalLM(BaseModule):
     @torch.no_grad()
     def generate_ids(self, cache: PrefixCache, question: str, max_new_tokens: int = 48) -> list[int]:
         """Greedy answer token ids from a prefix cache (stop token excluded)."""
-        return greedy_from_cache(self.lm, cache, self._query_ids(question), max_new_tokens, self.prompt.stop_ids)
+        return greedy_from_cache(self.lm, cache, self._query_ids(question), max_new_tokens, self.prompt.stop_ids,
+                                 self.stop_rule)
 
     @torch.no_grad()
     def answer(self, cache: PrefixCache, question: str, max_new_tokens: int = 48) -> str:
@@ -276,7 +280,7 @@ class HFCausalLM(BaseModule):
         Same result as :meth:`generate_ids` per question (see ``batched_generation``).
         """
         return greedy_batch_from_cache(self.lm, cache, [self._query_ids(q) for q in questions],
-                                       max_new_tokens, self.prompt.stop_ids, self.pad_id)
+                                       max_new_tokens, self.prompt.stop_ids, self.pad_id, self.stop_rule)
 
     @torch.no_grad()
     def answer_batch(self, cache: PrefixCache, questions: list[str],
@@ -288,7 +292,7 @@ class HFCausalLM(BaseModule):
     def generate_ids_no_cache(self, prefix_embeds: Tensor, question: str, max_new_tokens: int = 48) -> list[int]:
         """Reference greedy ids that recompute the whole sequence every step."""
         return greedy_no_cache(self.lm, self._prefix_inputs(prefix_embeds), self._query_ids(question),
-                               max_new_tokens, self.prompt.stop_ids)
+                               max_new_tokens, self.prompt.stop_ids, self.stop_rule)
 
     @torch.no_grad()
     def answer_no_cache(self, prefix_embeds: Tensor, question: str, max_new_tokens: int = 48) -> str:
