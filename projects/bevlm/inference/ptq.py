@@ -24,13 +24,13 @@ def calibration_prefixes(model: nn.Module, batches: list[dict], max_questions: i
 def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_size: int = 64,
                     include: tuple = DEFAULT_INCLUDE, kernel: str = "auto",
                     calib: list | None = None, calib_tokens: int = 8,
-                    sequential: bool = True) -> QuantReport:
+                    sequential: bool = True, embeddings: bool = False) -> QuantReport:
     """Merge LoRA into the LLM and quantise its linear layers in place.
 
     Args:
         model: a trained :class:`BEVVLM` (eval mode).
         method: 'rtn' | 'gptq' | 'int8_dynamic' (see :func:`quantize_model`).
-        bits, group_size, include, kernel, sequential: as :func:`quantize_model`
+        bits, group_size, include, kernel, sequential, embeddings: as :func:`quantize_model`
             (SmolLM2's width 576 needs a group size dividing it, e.g. 64).
         calib: output of :func:`calibration_prefixes` (needed by GPTQ): each calibration run
             prefills these frames and greedily answers their questions for ``calib_tokens``.
@@ -49,4 +49,4 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
         raise ValueError("method='gptq' needs calibration frames (calib=calibration_prefixes(...))")
     return quantize_model(llm, method=method, bits=bits, group_size=group_size, include=include,
                           calib_fn=calib_fn if method == "gptq" else None, kernel=kernel,
-                          sequential=sequential)
+                          sequential=sequential, embeddings=embeddings)

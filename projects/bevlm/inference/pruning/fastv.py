@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from bevlm.models.llm import HFCausalLM, PrefixCache
+from bevlm.models.llm.generation import lm_device
 
 from .selection import num_kept, top_indices
 
@@ -94,8 +95,7 @@ def _check_layer(llm: HFCausalLM, layer: int) -> int:
 
 def prefix_text_embeds(llm: HFCausalLM) -> Tensor:
     """``[1, T0, D]`` embeddings of the prompt text that precedes the prefix embeddings."""
-    weight = llm.lm.get_input_embeddings().weight
-    ids = torch.tensor([llm.prompt.prefix_ids], dtype=torch.long, device=weight.device)  # [1, T0]
+    ids = torch.tensor([llm.prompt.prefix_ids], dtype=torch.long, device=lm_device(llm.lm))  # [1, T0]
     return llm.embed_tokens(ids)
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from .gptq import HessianAccumulator, gptq_quantize
 from .int4 import quantize_rtn
 from .int8_dynamic import int8_dynamic_bytes, is_int8_dynamic_linear, quantize_int8_dynamic_
+from .quant_embedding import QuantEmbedding4, is_tied
 from .quant_linear import QuantLinear4
 
 METHODS = ("rtn", "gptq", "int8_dynamic")
@@ -39,8 +40,10 @@ class QuantReport:
         bits: weight bits (8 for ``int8_dynamic``).
         group_size: columns per group (0 for ``int8_dynamic``: per channel).
         kernel: requested int4 kernel (``'-'`` for ``int8_dynamic``).
-        layers: dotted names of the replaced Linears.
-        linear_bytes_before: bytes of those Linears' weights + biases as they were.
+        layers: dotted names of the replaced Linears (and embedding / LM head with
+            ``embeddings=True``).
+        linear_bytes_before: bytes of those layers' weights + biases as they were (a tied
+            embedding / LM head pair counted once).
         linear_bytes_fp16: the same tensors counted at 2 bytes per element.
         linear_bytes_after: bytes of the quantised replacements.
         module_bytes_before / module_bytes_after: all unique parameters and
@@ -169,7 +172,8 @@ def quantize_model(module: nn.Module,
                    kernel: str = "auto",
                    sequential: bool = True,
                    act_order: bool = False,
-                   percdamp: float = 0.01) -> QuantReport:
+                   percdamp: float = 0.01,
+                   embeddings: bool = False) -> QuantReport:
     """Replace selected ``nn.Linear`` layers of ``module`` by quantised ones, in place.
 
     Args:
@@ -189,6 +193,11 @@ def quantize_model(module: nn.Module,
             ``calib_fn`` run per block) instead of one run for all layers.
         act_order: GPTQ column order by decreasing Hessian diagonal.
         percdamp: GPTQ dampening fraction of the mean Hessian diagonal.
+        embeddings: also quantise the input embedding table to int4 (RTN, same group size;
+            :class:`QuantEmbedding4`) and the LM head: a head tied to the embedding shares the
+            table's codes (stored once), an untied ``nn.Linear`` head is quantised by RTN.
+            Needs an int4 method; ``module`` must have ``get_input_embeddings`` (or an ``lm``
+            that has).
 
     Returns:
         :class:`QuantReport`.
@@ -200,6 +209,9 @@ def quantize_model(module: nn.Module,
                          "supported (use bits=4, or method='int8_dynamic' for 8 bit)")
     if method == "gptq" and calib_fn is None:
         raise ValueError("quantize_model(method='gptq') needs calib_fn(module) running calibration forwards")
+    if embeddings and method == "int8_dynamic":
+        raise ValueError("quantize_model: embeddings=True stores int4 tables; use method='rtn' or 'gptq' "
+                         "(int8_dynamic quantises Linears only)")
     start = time.perf_counter()
     names = select_linears(module, tuple(include), tuple(exclude))
     is_int8 = method == "int8_dynamic"
@@ -235,9 +247,42 @@ def quantize_model(module: nn.Module,
                                                                    layer.bias, group_size, kernel, method="gptq"))
         module.train(was_training)
         report.linear_bytes_after = sum(module.get_submodule(n).weight_bytes() for n in names)
+        if embeddings:
+            _quantize_embeddings(module, group_size, kernel, report)
     report.module_bytes_after = module_bytes(module)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report: QuantReport) -> None:
+    """Replace the input embedding (and the LM head) of ``module`` by int4 ones; update ``report``."""
+    lm = module if hasattr(module, "get_input_embeddings") else getattr(module, "lm", None)
+    if lm is None or not hasattr(lm, "get_input_embeddings"):
+        raise ValueError(f"quantize_model(embeddings=True): {type(module).__name__} has no get_input_embeddings(); "
+                         "pass the HF model (or the HFCausalLM wrapper)")
+    emb, head = lm.get_input_embeddings(), lm.get_output_embeddings()
+    if type(emb) is not nn.Embedding:
+        raise ValueError(f"quantize_model(embeddings=True): the input embedding is {type(emb).__name__}, "
+                         "not nn.Embedding (already quantised?)")
+    names = {id(m): n for n, m in module.named_modules()}
+    tied = is_tied(emb, head)
+    qemb = QuantEmbedding4.from_embedding(emb, group_size)
+    report.linear_bytes_before += _tensor_bytes(emb.weight)
+    report.linear_bytes_fp16 += 2 * emb.weight.numel()
+    report.linear_bytes_after += qemb.weight_bytes()
+    _replace(module, names[id(emb)], qemb)
+    report.layers.append(names[id(emb)])
+    if tied:  # one table: the head reads the embedding's codes
+        _replace(module, names[id(head)], qemb.tied_head(kernel))
+        report.layers.append(names[id(head)])
+    elif type(head) is nn.Linear:
+        stored, fp16 = _linear_bytes(head)
+        qhead = QuantLinear4.from_linear(head, group_size, kernel)
+        report.linear_bytes_before += stored
+        report.linear_bytes_fp16 += fp16
+        report.linear_bytes_after += qhead.weight_bytes()
+        _replace(module, names[id(head)], qhead)
+        report.layers.append(names[id(head)])
 
 
 def merge_lora_(hf_causal_lm: nn.Module, adapter: str | None = None) -> nn.Module:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .int8_dynamic import is_int8_dynamic_linear
+from .quant_embedding import QuantEmbedding4
 from .quant_linear import QuantLinear4
 
 FORMAT_VERSION = 1
@@ -38,10 +39,19 @@ def save_quantized(module: nn.Module, path: str) -> dict:
         raise ValueError("save_quantized: int8 dynamic layers hold torch.ao packed weights that safetensors cannot "
                          "store; save the float model and re-apply quantize_model(method='int8_dynamic') (it takes "
                          "well under a second)")
-    layers = {name: dict(method=m.method, bits=4, group_size=m.group_size, in_features=m.in_features,
-                         out_features=m.out_features, bias=m.bias is not None)
-              for name, m in module.named_modules() if isinstance(m, QuantLinear4)}
-    if not layers:
+    embeddings = {name: dict(method=m.method, group_size=m.group_size, num_embeddings=m.num_embeddings,
+                             embedding_dim=m.embedding_dim, dtype=str(m.dtype).removeprefix("torch."))
+                  for name, m in module.named_modules() if isinstance(m, QuantEmbedding4)}
+    table_of = {m.qweight.data_ptr(): name for name, m in module.named_modules() if isinstance(m, QuantEmbedding4)}
+    layers, tied_heads = {}, {}
+    for name, m in module.named_modules():
+        if isinstance(m, QuantLinear4):
+            if m.qweight.data_ptr() in table_of:  # LM head tied to a quantised embedding
+                tied_heads[name] = table_of[m.qweight.data_ptr()]
+                continue
+            layers[name] = dict(method=m.method, bits=4, group_size=m.group_size, in_features=m.in_features,
+                                out_features=m.out_features, bias=m.bias is not None)
+    if not layers and not embeddings:
         raise ValueError("save_quantized: the module has no QuantLinear4 layers; run quantize_model first")
     tensors, aliases, seen = {}, {}, {}
     for key, t in module.state_dict().items():
@@ -51,7 +61,8 @@ def save_quantized(module: nn.Module, path: str) -> dict:
             continue
         seen[ident] = key
         tensors[key] = t.detach().contiguous().cpu()
-    config = dict(version=FORMAT_VERSION, layers=layers, aliases=aliases)
+    config = dict(version=FORMAT_VERSION, layers=layers, aliases=aliases, embeddings=embeddings,
+                  tied_heads=tied_heads)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
@@ -96,12 +107,21 @@ def load_quantized(module_skeleton: nn.Module, path: str, kernel: str = "auto") 
     from safetensors.torch import load_file
 
     config = read_quant_config(path)
+    for name, spec in config.get("embeddings", {}).items():
+        old = _submodule(module_skeleton, name, path)
+        if not isinstance(old, (nn.Embedding, QuantEmbedding4)) or (old.num_embeddings, old.embedding_dim) != (
+                spec["num_embeddings"], spec["embedding_dim"]):
+            raise ValueError(f"{path}: layer {name!r} is {old} in the skeleton, but the file has a "
+                             f"[{spec['num_embeddings']}, {spec['embedding_dim']}] embedding")
+        device = next(iter(old.buffers() if isinstance(old, QuantEmbedding4) else old.parameters())).device
+        new = QuantEmbedding4(spec["num_embeddings"], spec["embedding_dim"], spec["group_size"],
+                              getattr(torch, spec["dtype"]), spec["method"])
+        _set_submodule(module_skeleton, name, new.to(device))
+    for name, table in config.get("tied_heads", {}).items():
+        _submodule(module_skeleton, name, path)
+        _set_submodule(module_skeleton, name, module_skeleton.get_submodule(table).tied_head(kernel))
     for name, spec in config["layers"].items():
-        try:
-            old = module_skeleton.get_submodule(name)
-        except AttributeError as exc:
-            raise KeyError(f"{path}: quantised layer {name!r} does not exist in the skeleton "
-                           f"({type(module_skeleton).__name__}); build the same architecture") from exc
+        old = _submodule(module_skeleton, name, path)
         if not isinstance(old, (nn.Linear, QuantLinear4)) or (old.in_features, old.out_features) != (
                 spec["in_features"], spec["out_features"]):
             raise ValueError(f"{path}: layer {name!r} is {old} in the skeleton, but the file has a "
@@ -109,9 +129,7 @@ def load_quantized(module_skeleton: nn.Module, path: str, kernel: str = "auto") 
         new = QuantLinear4(spec["in_features"], spec["out_features"], spec["bias"], spec["group_size"], kernel,
                            spec["method"])
         device = next(iter(old.buffers() if isinstance(old, QuantLinear4) else old.parameters())).device
-        parent_name, _, child = name.rpartition(".")
-        setattr(module_skeleton.get_submodule(parent_name) if parent_name else module_skeleton, child,
-                new.to(device))
+        _set_submodule(module_skeleton, name, new.to(device))
     state = load_file(path)
     for alias, source in config["aliases"].items():
         state[alias] = state[source]
@@ -120,3 +138,16 @@ def load_quantized(module_skeleton: nn.Module, path: str, kernel: str = "auto") 
         raise RuntimeError(f"{path}: state does not match the skeleton: missing {result.missing_keys[:5]}, "
                            f"unexpected {result.unexpected_keys[:5]}; build the same architecture/config")
     return module_skeleton
+
+
+def _submodule(module: nn.Module, name: str, path: str) -> nn.Module:
+    try:
+        return module.get_submodule(name)
+    except AttributeError as exc:
+        raise KeyError(f"{path}: quantised layer {name!r} does not exist in the skeleton "
+                       f"({type(module).__name__}); build the same architecture") from exc
+
+
+def _set_submodule(module: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(module.get_submodule(parent_name) if parent_name else module, child, new)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from bevlm.models.llm import HFCausalLM, PrefixCache
-from bevlm.models.llm.generation import fork_cache
+from bevlm.models.llm.generation import fork_cache, lm_device
 
 from .layer_skip import LayerSkipModel, crop_cache
 from .ngram import NgramDatastore, ngram_propose, question_key
@@ -174,7 +174,7 @@ class SelfSpeculativeDecoder:
         lm = self.llm.lm
         stop_ids = self.llm.prompt.stop_ids
         stop_rule = self.llm.stop_rule  # the same loop rule as the plain decoder, same checks
-        device = lm.get_input_embeddings().weight.device
+        device = lm_device(lm)
         query = self.llm._query_ids(question)
         history = list(context_ids or []) + query  # what n-gram lookup may copy from
         key = question_key(question) if self.datastore is not None else None

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bevlm.models.llm.generation import lm_device
+
 
 def crop_cache(past: Any, length: int) -> None:
     """Cut every layer of a KV cache back to its first ``length`` positions, in place.
@@ -153,7 +155,7 @@ class LayerSkipModel:
         Returns:
             the drafted ids (1 .. ``num_tokens``), a stop id only as the last one.
         """
-        device = self.head.weight.device
+        device = lm_device(self.lm)
         kv_len = past.get_seq_length()
         drafted: list[int] = []
         current = token

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from bevlm.models.llm import HFCausalLM, PrefixCache
-from bevlm.models.llm.generation import fork_cache
+from bevlm.models.llm.generation import fork_cache, lm_device
 
 from .decoder import SelfSpeculativeDecoder
 from .layer_skip import LayerSkipModel
@@ -72,7 +72,7 @@ def _teacher_forced_matches(llm: HFCausalLM, model: LayerSkipModel, cache: Prefi
         when the answer ended at one): does the drafter, fed ``query +
         answer[:j]``, predict ``answer[j]``?
     """
-    device = model.head.weight.device
+    device = lm_device(model.lm)
     seq = query + answer
     ids = torch.tensor([seq], dtype=torch.long, device=device)               # [1, Lq + La]
     past = fork_cache(cache.past_key_values)

@@ -16,7 +16,7 @@ import copy
 import torch
 from torch import nn
 
-from .generation import PrefixCache
+from .generation import PrefixCache, lm_device
 from .stopping import RepetitionStop
 
 
@@ -42,7 +42,7 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
     if n == 0:
         return []
     budgets = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    device = lm.get_input_embeddings().weight.device
+    device = lm_device(lm)
     lengths = [len(q) for q in queries]
     lmax = max(lengths)
     p = cache.prefix_len                              # position id of the first query token

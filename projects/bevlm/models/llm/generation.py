@@ -39,6 +39,16 @@ class PrefixCache:
     hidden_prefix: torch.Tensor
 
 
+def lm_device(lm: nn.Module) -> torch.device:
+    """Device of the LM's input embeddings (a float ``weight``, or the buffers of a quantised table)."""
+    embed = lm.get_input_embeddings()
+    for t in embed.parameters():
+        return t.device
+    for t in embed.buffers():
+        return t.device
+    raise ValueError(f"{type(embed).__name__}: the input embeddings hold no tensors")
+
+
 def fork_cache(past_key_values: Any) -> Any:
     """A private copy of a cache; decoding into it leaves the original intact."""
     return copy.deepcopy(past_key_values)
@@ -83,7 +93,7 @@ def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], m
     Returns:
         generated token ids, without the stop token.
     """
-    device = lm.get_input_embeddings().weight.device
+    device = lm_device(lm)
     past = fork_cache(cache.past_key_values)
     pos = cache.prefix_len
     inputs = torch.tensor([query_ids], dtype=torch.long, device=device)  # [1, Lq]
@@ -120,7 +130,7 @@ def greedy_no_cache(lm: nn.Module, prefix_embeds: torch.Tensor, query_ids: list[
         generated token ids, without the stop token.
     """
     embed = lm.get_input_embeddings()
-    device = embed.weight.device
+    device = lm_device(lm)
     generated: list[int] = []
     while len(generated) < max_new_tokens:
         ids = torch.tensor([query_ids + generated], dtype=torch.long, device=device)  # [1, Lq + n]

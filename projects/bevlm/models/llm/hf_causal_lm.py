@@ -16,7 +16,7 @@ from bevlm.registry import MODELS
 
 from . import adapters
 from .batched_generation import greedy_batch_from_cache
-from .generation import PrefixCache, greedy_from_cache, greedy_no_cache, prefill
+from .generation import PrefixCache, greedy_from_cache, greedy_no_cache, lm_device, prefill
 from .loading import build_tiny, load_pretrained, resolve_dtype
 from .packing import IGNORE_INDEX, additive_mask, build_packed_batch
 from .prompt import block_ids, chat_layout, prompt_tokens
@@ -170,7 +170,7 @@ class HFCausalLM(BaseModule):
 
     def _packed_hidden(self, batch: dict, prefix_embeds: Tensor) -> Tensor:
         """Last-layer hidden states ``[B, L, D]`` of a packed batch."""
-        device = self.lm.get_input_embeddings().weight.device
+        device = lm_device(self.lm)
         input_ids = batch["input_ids"].to(device)
         inputs_embeds = self._splice(input_ids, batch["prefix_slice"], prefix_embeds.to(device))
         mask = additive_mask(batch["attention_mask_4d"].to(device), inputs_embeds.dtype)  # [B, 1, L, L]
@@ -224,10 +224,10 @@ class HFCausalLM(BaseModule):
         """``[1, T0 + P, D]``: prompt-text embeddings followed by ``prefix_embeds``."""
         if prefix_embeds.dim() != 3 or prefix_embeds.shape[0] != 1:
             raise ValueError(f"prefix_embeds must be [1, P, D] (one frame), got {tuple(prefix_embeds.shape)}")
-        weight = self.lm.get_input_embeddings().weight
-        ids = torch.tensor([self.prompt.prefix_ids], dtype=torch.long, device=weight.device)  # [1, T0]
+        device = lm_device(self.lm)
+        ids = torch.tensor([self.prompt.prefix_ids], dtype=torch.long, device=device)  # [1, T0]
         text = self.embed_tokens(ids)  # [1, T0, D]
-        return torch.cat([text, prefix_embeds.to(device=weight.device, dtype=text.dtype)], dim=1)
+        return torch.cat([text, prefix_embeds.to(device=device, dtype=text.dtype)], dim=1)
 
     @torch.no_grad()
     def prefill(self, prefix_embeds: Tensor) -> PrefixCache:

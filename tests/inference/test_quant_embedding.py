@@ -1,0 +1,100 @@
+"""int4 embedding table + tied LM head: exact lookups, error bound, bytes, shared codes, save/load."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bevlm.inference.quantization import (QuantEmbedding4, QuantLinear4, dequantize, load_quantized, module_bytes,
+                                          quantize_model, quantize_rtn, save_quantized)
+from bevlm.models.llm import HFCausalLM
+from bevlm.testing import TINY_LLAMA_CONFIG
+
+torch.set_num_threads(1)
+
+CONFIG = dict(TINY_LLAMA_CONFIG, hidden_size=128, intermediate_size=256)
+GROUP = 64
+QUESTION = "What are the important objects in the current scene?"
+
+
+def _llm(seed: int = 0, **overrides) -> HFCausalLM:
+    torch.manual_seed(seed)
+    return HFCausalLM(tiny_config=dict(CONFIG, **overrides)).eval()
+
+
+def _ids() -> torch.Tensor:
+    return torch.randint(0, CONFIG["vocab_size"], (2, 24), generator=torch.Generator().manual_seed(7))
+
+
+def _logits(llm: HFCausalLM) -> torch.Tensor:
+    with torch.no_grad():
+        return llm.lm(input_ids=_ids()).logits
+
+
+def test_lookup_is_the_dequantised_row_and_within_half_a_step():
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(50, 128)
+    q_emb = QuantEmbedding4.from_embedding(emb, GROUP)
+    ids = torch.tensor([[0, 7, 7, 49], [3, 1, 2, 48]])
+    table = q_emb.dequantized_weight()                                       # [V, D]
+    assert torch.equal(q_emb(ids), table[ids])                               # gathered rows, same numbers
+    q, scales, zeros = quantize_rtn(emb.weight.detach(), GROUP)
+    assert torch.equal(table, dequantize(q, scales, zeros, GROUP))
+    err = (table - emb.weight.detach()).abs().reshape(50, -1, GROUP)         # [V, G, g]
+    assert bool((err <= scales.float()[..., None] / 2 + 1e-6).all())
+    assert q_emb.weight_bytes() == 50 * 64 + 2 * 2 * 50 * 2                  # codes + fp16 scales and zeros
+    head = q_emb.tied_head(kernel="dequant")
+    assert head.qweight is q_emb.qweight and head.scales is q_emb.scales and head.zeros is q_emb.zeros
+    x = torch.randn(3, 128)
+    torch.testing.assert_close(head(x), F.linear(x, table), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="group_size"):
+        QuantEmbedding4(10, 100, group_size=64)
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq"])
+def test_tied_model_stores_the_table_once_and_shrinks_below_0_3x(method):
+    llm = _llm()
+    fp16_bytes = sum(2 * p.numel() for p in llm.lm.parameters())  # tied weight counted once
+    calib = None
+    if method == "gptq":
+        def calib(module):
+            llm.generate_ids(llm.prefill(torch.randn(1, 5, 128)), QUESTION, 4)
+    report = quantize_model(llm, method=method, group_size=GROUP, kernel="cached", embeddings=True,
+                            calib_fn=calib)
+    emb, head = llm.lm.get_input_embeddings(), llm.lm.get_output_embeddings()
+    assert isinstance(emb, QuantEmbedding4) and isinstance(head, QuantLinear4)
+    assert head.qweight.data_ptr() == emb.qweight.data_ptr()
+    assert {"model.model.embed_tokens", "model.lm_head"} <= set(report.layers)
+    assert report.linear_bytes_after <= 0.3 * report.linear_bytes_fp16, report.table()
+    assert module_bytes(llm) == report.module_bytes_after <= 0.3 * fp16_bytes, (module_bytes(llm), fp16_bytes)
+    cache = llm.prefill(torch.randn(1, 5, 128, generator=torch.Generator().manual_seed(1)))
+    ids = llm.generate_ids(cache, QUESTION, 8)
+    assert ids == llm.generate_ids_no_cache(torch.randn(1, 5, 128, generator=torch.Generator().manual_seed(1)),
+                                            QUESTION, 8)
+    assert llm.generate_ids_batch(cache, [QUESTION, "Yes?"], 8)[0] == ids
+
+
+def test_untied_head_is_quantised_as_its_own_linear():
+    llm = _llm(tie_word_embeddings=False)
+    report = quantize_model(llm, method="rtn", group_size=GROUP, kernel="dequant", embeddings=True)
+    emb, head = llm.lm.get_input_embeddings(), llm.lm.get_output_embeddings()
+    assert isinstance(emb, QuantEmbedding4) and isinstance(head, QuantLinear4)
+    assert head.qweight.data_ptr() != emb.qweight.data_ptr()
+    assert report.linear_bytes_after == sum(llm.get_submodule(n).weight_bytes() for n in report.layers)
+
+
+def test_save_load_round_trip_keeps_the_tie(tmp_path):
+    llm = _llm()
+    quantize_model(llm, method="rtn", group_size=GROUP, kernel="dequant", embeddings=True)
+    expected = _logits(llm)
+    path = str(tmp_path / "q.safetensors")
+    config = save_quantized(llm, path)
+    assert set(config["embeddings"]) == {"model.model.embed_tokens"}
+    assert config["tied_heads"] == {"model.lm_head": "model.model.embed_tokens"}
+    restored = load_quantized(_llm(seed=5), path, kernel="dequant")
+    assert torch.equal(_logits(restored), expected)
+    emb, head = restored.lm.get_input_embeddings(), restored.lm.get_output_embeddings()
+    assert isinstance(emb, QuantEmbedding4) and head.qweight.data_ptr() == emb.qweight.data_ptr()
+
+
+def test_embeddings_need_an_int4_method():
+    with pytest.raises(ValueError, match="embeddings=True"):
+        quantize_model(_llm(), method="int8_dynamic", embeddings=True)
