@@ -2,6 +2,8 @@
 # prompt lookup + REST-style drafts from the training answers, no layer skip
 _store = dict(draft_len=4, ngram_min_n=2, ngram_draft_len=10, use_ngram=True, use_layer_skip=False,
               store_draft_len=10, datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3))
+# ... and chained: lookup / datastore proposals continued on the growing draft, up to 16 tokens
+_chain = dict(_store, chain_drafts=True, max_draft_len=16)
 variants = dict(
     baseline=dict(batch_questions=False),                      # batch-1 greedy, one question at a time
     batched=dict(),                                            # a frame's questions decoded as one batch
@@ -20,10 +22,14 @@ variants = dict(
                          store_draft_len=6, datastore=dict(max_ngram=4, min_ngram=2, min_share=0.6))),
     # + REST-style drafts from an n-gram table of the training answers (no layer skip)
     speculative_store=dict(batch_questions=False, speculative=_store),
+    speculative_chain=dict(batch_questions=False, speculative=_chain),
     # int4 codes stored packed; computed with the dequantise-once kernel (same numbers as the
     # packed kernels, which are slower than fp32 on AVX2 CPUs: see bevlm.inference.quantization.bench)
-    int4_rtn=dict(quant=dict(method="rtn", bits=4, group_size=64, kernel="cached")),
-    int4_gptq=dict(quant=dict(method="gptq", bits=4, group_size=64, kernel="cached")),
+    # `embeddings=True`: the tied 49k x 576 embedding / LM head table in int4 too (the whole LLM
+    # then takes 0.28x of its fp16 bytes instead of 0.62x)
+    int4_rtn=dict(quant=dict(method="rtn", bits=4, group_size=64, kernel="cached", embeddings=True)),
+    int4_rtn_linears=dict(quant=dict(method="rtn", bits=4, group_size=64, kernel="cached")),
+    int4_gptq=dict(quant=dict(method="gptq", bits=4, group_size=64, kernel="cached", embeddings=True)),
     int8_attn=dict(quant=dict(method="int8_dynamic",
                               include=("q_proj", "k_proj", "v_proj", "o_proj"))),
     fastv50=dict(pruning=dict(fastv_keep_ratio=0.5)),
@@ -37,5 +43,5 @@ variants = dict(
     # through tools/test.py, or benchmark the three-rounds model with this file.
     combined=dict(pruning=dict(bev_keep_ratio=0.5),
                   quant=dict(method="int8_dynamic", include=("q_proj", "k_proj", "v_proj", "o_proj"))),
-    combined_speculative=dict(batch_questions=False, pruning=dict(bev_keep_ratio=0.5), speculative=_store),
+    combined_speculative=dict(batch_questions=False, pruning=dict(bev_keep_ratio=0.5), speculative=_chain),
 )

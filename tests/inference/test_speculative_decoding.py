@@ -248,3 +248,29 @@ def test_datastore_drafts_are_greedy_exact(llm_and_cache):
     s = dec.stats
     assert s.store_drafted > 0 and 0 < s.store_accepted <= s.store_drafted
     assert s.full_forwards < s.generated  # the datastore saved full forwards
+
+
+@pytest.mark.parametrize("max_draft_len", [1, 5, 24])
+def test_chained_drafts_are_greedy_exact_and_longer(llm_and_cache, max_draft_len):
+    """Chaining lookup and datastore proposals on the growing draft keeps the output greedy and
+    drafts at most max_draft_len tokens per verify forward."""
+    llm, cache = llm_and_cache
+    eos = llm.tokenizer.eos_token_id
+    refs = [llm.generate_ids(cache, q, MAX_NEW) for q in QUESTIONS]
+    noise = [[(t * 7 + 3) % 200 for t in r] for r in refs]
+    store = NgramDatastore(refs[:2] + noise, max_ngram=3, min_ngram=1, min_share=0.0, end_id=eos,
+                           keys=[question_key(q) for q in QUESTIONS[:2]] + [question_key(q) for q in QUESTIONS])
+    kw = dict(use_ngram=True, use_layer_skip=False, ngram_min_n=1, ngram_draft_len=3, datastore=store,
+              store_draft_len=3)
+    plain = SelfSpeculativeDecoder(llm, [], **kw)
+    chained = SelfSpeculativeDecoder(llm, [], chain_drafts=True, max_draft_len=max_draft_len, **kw)
+    context = refs[3]  # an earlier answer of the frame, for prompt lookup
+    for q, ref in zip(QUESTIONS, refs):
+        assert chained.generate_ids(cache, q, MAX_NEW, context_ids=context) == ref
+        assert plain.generate_ids(cache, q, MAX_NEW, context_ids=context) == ref
+    s = chained.stats
+    assert s.drafted <= max_draft_len * (s.full_forwards - len(QUESTIONS))
+    if max_draft_len == 24:
+        assert s.drafted > plain.stats.drafted and s.full_forwards <= plain.stats.full_forwards
+    with pytest.raises(ValueError, match="max_draft_len"):
+        SelfSpeculativeDecoder(llm, [], chain_drafts=True, max_draft_len=-1)

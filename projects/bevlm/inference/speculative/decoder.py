@@ -91,6 +91,12 @@ class SelfSpeculativeDecoder:
         datastore: optional :class:`NgramDatastore` tried after prompt lookup and
             before layer skipping.
         store_draft_len: longest datastore proposal (default ``ngram_draft_len``).
+        chain_drafts: keep drafting after a lookup / datastore proposal ends: the next
+            proposal is looked up on the answer extended by the draft so far, from either
+            source, until ``max_draft_len`` tokens, a stop id or no source proposes. A wide
+            verify forward costs little more than a one-token one on a CPU (the weights are
+            read once), so longer drafts pay whenever their tail is sometimes right.
+        max_draft_len: longest chained draft (default ``ngram_draft_len + store_draft_len``).
 
     Raises:
         ValueError: bad lengths or skip indices (see :class:`LayerSkipModel`).
@@ -106,7 +112,9 @@ class SelfSpeculativeDecoder:
                  ngram_min_n: int = 1,
                  ngram_draft_len: int | None = None,
                  datastore: NgramDatastore | None = None,
-                 store_draft_len: int | None = None) -> None:
+                 store_draft_len: int | None = None,
+                 chain_drafts: bool = False,
+                 max_draft_len: int | None = None) -> None:
         if draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: draft_len={draft_len} must be >= 1")
         if not 1 <= ngram_min_n <= ngram_n:
@@ -122,6 +130,10 @@ class SelfSpeculativeDecoder:
         self.use_layer_skip = bool(use_layer_skip)
         self.datastore = datastore
         self.store_draft_len = int(store_draft_len or self.ngram_draft_len)
+        self.chain_drafts = bool(chain_drafts)
+        self.max_draft_len = int(max_draft_len or self.ngram_draft_len + self.store_draft_len)
+        if self.max_draft_len < 1:
+            raise ValueError(f"SelfSpeculativeDecoder: max_draft_len={max_draft_len} must be >= 1")
         self.drafter = LayerSkipModel(llm.lm, list(skip_layers or []))
         self.stats = SpecStats()
 
@@ -141,6 +153,22 @@ class SelfSpeculativeDecoder:
         ``answer`` is the answer so far (its last id is ``token``); the datastore matches on
         it, started by the question's template ``key`` (:func:`.ngram.question_key`).
         """
+        if self.chain_drafts:
+            drafts, source = self._chain(history, limit, answer, key)
+            if drafts:
+                return drafts, source
+        else:
+            proposal, source = self._lookup(history, limit, answer, key)
+            if proposal:
+                return proposal, source
+        if self.use_layer_skip:
+            drafted = self.drafter.draft(token, past, pos, min(limit, self.draft_len), self.llm.prompt.stop_ids)
+            self.stats.draft_forwards += len(drafted)
+            return drafted, "skip"
+        return [], "none"
+
+    def _lookup(self, history: list[int], limit: int, answer: list[int], key: str | None) -> tuple[list[int], str]:
+        """One model-free proposal: prompt lookup first, then the datastore."""
         if self.use_ngram:
             proposal = ngram_propose(history, self.ngram_n, self.ngram_min_n, min(limit, self.ngram_draft_len))
             if proposal:
@@ -150,11 +178,27 @@ class SelfSpeculativeDecoder:
                                               self.llm.prompt.stop_ids, key=key)
             if proposal:
                 return proposal, "store"
-        if self.use_layer_skip:
-            drafted = self.drafter.draft(token, past, pos, min(limit, self.draft_len), self.llm.prompt.stop_ids)
-            self.stats.draft_forwards += len(drafted)
-            return drafted, "skip"
         return [], "none"
+
+    def _chain(self, history: list[int], limit: int, answer: list[int], key: str | None) -> tuple[list[int], str]:
+        """Model-free proposals chained on the growing draft (see ``chain_drafts``)."""
+        stop_ids = self.llm.prompt.stop_ids
+        limit = min(limit, self.max_draft_len)
+        drafts: list[int] = []
+        sources: set[str] = set()
+        while len(drafts) < limit and not (drafts and drafts[-1] in stop_ids):
+            proposal, source = self._lookup(history + drafts, limit - len(drafts), answer + drafts, key)
+            if not proposal:
+                break
+            sources.add(source)
+            for tok in proposal:
+                drafts.append(tok)
+                if tok in stop_ids:
+                    break
+        if not drafts:
+            return [], "none"
+        # the stats count a pure prompt-lookup draft as n-gram, any draft the datastore joined as store
+        return drafts, "ngram" if sources == {"ngram"} else "store"
 
     @torch.no_grad()
     def generate_ids(self, cache: PrefixCache, question: str, max_new_tokens: int = 48,
