@@ -32,6 +32,9 @@ variants = dict(
     int4_gptq=dict(quant=dict(method="gptq", bits=4, group_size=64, kernel="cached", embeddings=True)),
     int8_attn=dict(quant=dict(method="int8_dynamic",
                               include=("q_proj", "k_proj", "v_proj", "o_proj"))),
+    # the prompt text before the visual slot prefilled once per model, not once per frame (lossless)
+    prompt_cache=dict(share_prompt_cache=True),
+    prompt_cache_bev_keep50=dict(share_prompt_cache=True, pruning=dict(bev_keep_ratio=0.5)),
     fastv50=dict(pruning=dict(fastv_keep_ratio=0.5)),
     bev_keep50=dict(pruning=dict(bev_keep_ratio=0.5)),
     bev_keep50_early_exit=dict(pruning=dict(bev_keep_ratio=0.5, encoder_layers=1)),

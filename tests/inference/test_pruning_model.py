@@ -73,3 +73,27 @@ def test_decoding_after_combined_pruning_is_deterministic(setup):
     assert visual_slice == (0, 3) and len(runs[0][0]) == prefix.shape[1] - 1  # 3 -> 2 visual tokens
     assert runs[0][:2] == runs[1][:2] and torch.equal(runs[0][2], runs[1][2])
     assert runs[0][2].shape == (1, 6, 2)
+
+
+def test_shared_prompt_cache_same_answers_fewer_prefill_flops(setup):
+    """model.share_prompt_cache: the prompt text is prefilled once per model; a frame's prefill
+    counts only its prefix embeddings, and the answers and trajectory are unchanged."""
+    import copy
+
+    model, imgs, samples = setup
+    runs = {}
+    for share in (False, True):
+        m = copy.deepcopy(model)
+        m.llm.share_text_prefix = share
+        m._flop_calls = 0
+        with torch.no_grad():
+            out = m(inputs={"imgs": imgs}, data_samples=copy.deepcopy(samples), mode="predict")[0]
+        runs[share] = out
+    plain, shared = runs[False], runs[True]
+    assert shared.pred_answers == plain.pred_answers
+    torch.testing.assert_close(torch.as_tensor(shared.pred_traj), torch.as_tensor(plain.pred_traj),
+                               atol=1e-4, rtol=1e-4)
+    t0, p = model.llm.prefix_text_len, plain.efficiency["prefix_tokens"]
+    assert t0 > 0 and shared.efficiency["prefill"] < plain.efficiency["prefill"]
+    # the transformer FLOPs scale with the tokens run (attention over the cached text adds a little)
+    assert shared.efficiency["prefill"] < plain.efficiency["prefill"] * (p + 1) / (t0 + p)

@@ -129,3 +129,36 @@ def test_batched_answers_equal_one_by_one():
     assert batched == [llm.generate_ids(cache, q, b)[:b] for q, b in zip(questions, budgets)]
     assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(cache)))
     assert llm.answer_batch(cache, questions[:2], 4) == [llm.answer(cache, q, 4) for q in questions[:2]]
+
+
+def test_shared_text_prefix_prefill_matches_and_is_rebuilt_when_weights_change():
+    """The prompt-text KV computed once and reused gives the per-frame prefill's cache and
+    answers; an in-place weight update or a new prompt rebuilds it."""
+    llm = _tiny_with_eos_bias()
+    frames = [_prefix(llm, seed=s) for s in (1, 2)]
+    plain = [llm.prefill(p) for p in frames]
+    answers = [[llm.generate_ids(c, q, MAX_NEW) for q in QUESTIONS] for c in plain]
+    llm.share_text_prefix = True
+    try:
+        shared = [llm.prefill(p) for p in frames]
+        text = llm.text_cache()
+        assert llm.text_cache() is text and text.get_seq_length() == llm.prefix_text_len
+        for a, b, ans in zip(plain, shared, answers):
+            assert b.prefix_len == a.prefix_len
+            torch.testing.assert_close(b.hidden_prefix, a.hidden_prefix, atol=1e-5, rtol=1e-5)
+            for la, lb in zip(a.past_key_values.layers, b.past_key_values.layers):
+                torch.testing.assert_close(lb.keys, la.keys, atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(lb.values, la.values, atol=1e-5, rtol=1e-5)
+            assert [llm.generate_ids(b, q, MAX_NEW) for q in QUESTIONS] == ans
+        assert llm.text_cache().get_seq_length() == llm.prefix_text_len  # forks left it intact
+        with torch.no_grad():
+            llm.lm.model.layers[0].self_attn.k_proj.weight.mul_(1.5)
+        rebuilt = llm.text_cache()
+        assert rebuilt is not text
+        assert not torch.allclose(rebuilt.layers[0].keys, text.layers[0].keys)
+        llm.share_text_prefix = False
+        ref = llm.prefill(frames[0])
+        llm.share_text_prefix = True
+        torch.testing.assert_close(llm.prefill(frames[0]).hidden_prefix, ref.hidden_prefix, atol=1e-5, rtol=1e-5)
+    finally:
+        llm.share_text_prefix = False

@@ -12,6 +12,7 @@ A variant is a dict of switches, every one optional (missing = the baseline beha
                          datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3)),
                                                   # REST-style drafts from the training answers
         batch_questions=True,                     # decode a frame's questions as one batch
+        share_prompt_cache=True,                  # prompt-text KV computed once, reused per frame
         stream_temporal=True,
     )
 """
@@ -21,7 +22,8 @@ import copy
 
 from torch import nn
 
-VARIANT_KEYS = ("pruning", "qa_policy", "quant", "speculative", "batch_questions", "stream_temporal")
+VARIANT_KEYS = ("pruning", "qa_policy", "quant", "speculative", "batch_questions", "stream_temporal",
+                "share_prompt_cache")
 
 
 def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=print,
@@ -54,6 +56,8 @@ def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=pr
         model.batch_questions = bool(spec["batch_questions"])
     if "stream_temporal" in spec:
         model.stream_temporal = bool(spec["stream_temporal"])
+    if "share_prompt_cache" in spec:
+        model.llm.share_text_prefix = bool(spec["share_prompt_cache"])
     if spec.get("quant"):
         from bevlm.inference.ptq import quantize_bevvlm
 

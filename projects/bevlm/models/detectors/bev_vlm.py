@@ -51,6 +51,10 @@ class BEVVLM(BaseModel):
             ``dict(max_period, min_repeats, min_span)`` of
             :class:`bevlm.models.llm.stopping.RepetitionStop` (an answer that ends in a block
             repeated back to back stops there, one copy kept); None decodes to the budget.
+        share_prompt_cache: prefill the prompt text before the visual slot (system turn, chat
+            markers) once per model and reuse its KV cache for every frame, so a frame's
+            prefill runs only its own prefix embeddings (:meth:`HFCausalLM.text_cache`; the
+            one-time fill is not counted in any frame's time or FLOPs).
         count_flops_frames: count FLOPs (FlopCounterMode) on the first N test batches.
         batch_questions: decode all questions of a frame as one batch over the shared prefix
             cache (same greedy answers, much faster on bandwidth-bound CPUs).
@@ -85,7 +89,7 @@ class BEVVLM(BaseModel):
                  aux_head: dict | None = None, use_ego_status: bool = True, ego_status_dims: int = 5,
                  stream_temporal: bool = True, max_new_tokens: int = 48, loss_lm_weight: float = 1.0,
                  family_max_new_tokens: dict | None = None, repetition_stop: dict | None = None,
-                 count_flops_frames: int = 2,
+                 share_prompt_cache: bool = False, count_flops_frames: int = 2,
                  batch_questions: bool = True, qa_policy: dict | None = None,
                  pruning: dict | None = None, temporal_fusion: str = "bev", num_frames: int = 1,
                  traj_source: str = "head", traj_max_new_tokens: int = 80,
@@ -112,6 +116,7 @@ class BEVVLM(BaseModel):
         self.num_frames = int(num_frames)
         self.llm = MODELS.build(llm)
         self.llm.stop_rule = build_stop_rule(repetition_stop)
+        self.llm.share_text_prefix = bool(share_prompt_cache)
         width = self.llm.hidden_size
         self.img_backbone = MODELS.build(img_backbone) if vision != "blind" else None
         self.img_neck = MODELS.build(img_neck) if vision != "blind" and img_neck else None
@@ -385,6 +390,8 @@ class BEVVLM(BaseModel):
             adapter = self.adapter_for(sample)
             if adapter is not None:
                 self.llm.set_adapter(adapter)
+            if self.llm.share_text_prefix:
+                self.llm.text_cache()  # filled once per model / adapter, then reused
             with watch.phase("prefill"), (count_flops(self) if counting else nullcontext({})) as pre_flops:
                 cache = prefill_with_setting(self.llm, prefix[i:i + 1], (0, n_vis), self.pruning)
             if counting:

@@ -16,7 +16,7 @@ from bevlm.registry import MODELS
 
 from . import adapters
 from .batched_generation import greedy_batch_from_cache
-from .generation import PrefixCache, greedy_from_cache, greedy_no_cache, lm_device, prefill
+from .generation import PrefixCache, fork_cache, greedy_from_cache, greedy_no_cache, lm_device, prefill
 from .loading import build_tiny, load_pretrained, resolve_dtype
 from .packing import IGNORE_INDEX, additive_mask, build_packed_batch
 from .prompt import block_ids, chat_layout, prompt_tokens
@@ -86,6 +86,10 @@ class HFCausalLM(BaseModule):
                           else tokenizer.eos_token_id)
         # Loop stop rule applied by every greedy decoder (set by the detector from its config).
         self.stop_rule: RepetitionStop | None = None
+        # Prefill the prompt text before the prefix embeddings once per model instead of once
+        # per frame (see :meth:`text_cache`); set by the detector from its config.
+        self.share_text_prefix = False
+        self._text_kv: dict = {}  # fingerprint -> KV cache of the T0 text tokens (one per adapter)
         self.hidden_size = int(lm.config.hidden_size)
         self.num_layers = int(lm.config.num_hidden_layers)
         if gradient_checkpointing:
@@ -229,9 +233,37 @@ class HFCausalLM(BaseModule):
         text = self.embed_tokens(ids)  # [1, T0, D]
         return torch.cat([text, prefix_embeds.to(device=device, dtype=text.dtype)], dim=1)
 
+    def _weights_fingerprint(self) -> tuple:
+        """Changes whenever the text KV could: the prompt, any tensor replaced or updated in
+        place (optimizer steps, ``load_state_dict``, quantisation, LoRA merges), the adapter."""
+        tensors = tuple((id(t), t.data_ptr(), t._version)
+                        for t in list(self.model.parameters()) + list(self.model.buffers()))
+        return (tuple(self.prompt.prefix_ids), getattr(self.model, "active_adapter", None), tensors)
+
+    @torch.no_grad()
+    def text_cache(self):
+        """KV cache of the T0 prompt-text tokens that precede every frame's prefix embeddings.
+
+        The system turn and the text up to the visual slot are the same for every frame and, the
+        attention being causal, their keys and values do not depend on what follows: computed
+        once, they serve every frame (the cross-request prefix caching of serving systems). The
+        cache is rebuilt whenever the weights, the adapter or the prompt change.
+        """
+        key = self._weights_fingerprint()
+        if key not in self._text_kv:
+            if len(self._text_kv) >= 4:  # stale entries of replaced weights
+                self._text_kv.clear()
+            device = lm_device(self.lm)
+            ids = torch.tensor([self.prompt.prefix_ids], dtype=torch.long, device=device)  # [1, T0]
+            self._text_kv[key] = prefill(self.lm, self.embed_tokens(ids))[0]
+        return self._text_kv[key]
+
     @torch.no_grad()
     def prefill(self, prefix_embeds: Tensor) -> PrefixCache:
         """Prefill the frame's prefix once.
+
+        With ``share_text_prefix`` only the P prefix embeddings are run, on top of a copy of
+        :meth:`text_cache`; otherwise the T0 text tokens are prefilled with them.
 
         Args:
             prefix_embeds: ``[1, P, D]``.
@@ -239,6 +271,15 @@ class HFCausalLM(BaseModule):
         Returns:
             :class:`PrefixCache` with ``hidden_prefix`` ``[1, P, D]``.
         """
+        if self.share_text_prefix:
+            if prefix_embeds.dim() != 3 or prefix_embeds.shape[0] != 1:
+                raise ValueError(f"prefix_embeds must be [1, P, D] (one frame), got {tuple(prefix_embeds.shape)}")
+            past = fork_cache(self.text_cache())
+            embeds = prefix_embeds.to(device=lm_device(self.lm), dtype=self.lm.dtype)
+            out = self.lm.get_decoder()(inputs_embeds=embeds, past_key_values=past, use_cache=True)
+            return PrefixCache(past_key_values=out.past_key_values,
+                               prefix_len=self.prefix_text_len + prefix_embeds.shape[1],
+                               hidden_prefix=out.last_hidden_state)
         inputs = self._prefix_inputs(prefix_embeds)  # [1, T0 + P, D]
         past, hidden = prefill(self.lm, inputs)
         return PrefixCache(past_key_values=past, prefix_len=inputs.shape[1],
