@@ -23,6 +23,8 @@ variants = dict(
     # + REST-style drafts from an n-gram table of the training answers (no layer skip)
     speculative_store=dict(batch_questions=False, speculative=_store),
     speculative_chain=dict(batch_questions=False, speculative=_chain),
+    # the frame's questions drafted and verified as one batch (lossless, like `batched`)
+    speculative_batched=dict(speculative=dict(_chain, batched=True)),
     # int4 codes stored packed; computed with the dequantise-once kernel (same numbers as the
     # packed kernels, which are slower than fp32 on AVX2 CPUs: see bevlm.inference.quantization.bench)
     # `embeddings=True`: the tied 49k x 576 embedding / LM head table in int4 too (the whole LLM
@@ -47,4 +49,9 @@ variants = dict(
     combined=dict(pruning=dict(bev_keep_ratio=0.5),
                   quant=dict(method="int8_dynamic", include=("q_proj", "k_proj", "v_proj", "o_proj"))),
     combined_speculative=dict(batch_questions=False, pruning=dict(bev_keep_ratio=0.5), speculative=_chain),
+    # lossless stack: shared prompt cache + batched speculative decoding
+    lossless=dict(share_prompt_cache=True, speculative=dict(_chain, batched=True)),
+    # + BEV-side pruning of half the visual tokens
+    combined_batched=dict(share_prompt_cache=True, pruning=dict(bev_keep_ratio=0.5),
+                          speculative=dict(_chain, batched=True)),
 )

@@ -274,3 +274,34 @@ def test_chained_drafts_are_greedy_exact_and_longer(llm_and_cache, max_draft_len
         assert s.drafted > plain.stats.drafted and s.full_forwards <= plain.stats.full_forwards
     with pytest.raises(ValueError, match="max_draft_len"):
         SelfSpeculativeDecoder(llm, [], chain_drafts=True, max_draft_len=-1)
+
+
+@pytest.mark.parametrize("chain", [False, True])
+def test_batched_speculative_equals_one_by_one_greedy(llm_and_cache, chain):
+    """All questions of a frame drafted and verified as one batch (rows accept different numbers
+    of drafts; rejected entries are masked, not cropped) give each question's plain greedy ids,
+    at EOS stops, budget stops and per-row budgets."""
+    llm, cache = llm_and_cache
+    eos = llm.tokenizer.eos_token_id
+    questions = QUESTIONS + ["What is the moving status of object <c2,CAM_BACK,10.0,20.0>?"]
+    before = _snapshot(cache)
+    try:
+        for bias in (0.0, EOS_BIAS):
+            llm.lm.lm_head.bias.data[eos] = bias
+            refs = [llm.generate_ids(cache, q, MAX_NEW) for q in questions]
+            noise = [[(t * 7 + 3) % 200 for t in r] for r in refs]
+            store = NgramDatastore(refs[:3] + noise, max_ngram=3, min_ngram=1, min_share=0.0, end_id=eos,
+                                   keys=[question_key(q) for q in questions[:3]] + [question_key(q) for q in questions])
+            dec = SelfSpeculativeDecoder(llm, [], use_ngram=True, use_layer_skip=False, ngram_min_n=1,
+                                         ngram_draft_len=3, datastore=store, store_draft_len=4, chain_drafts=chain,
+                                         batched=True)
+            assert dec.generate_ids_batch(cache, questions, MAX_NEW) == refs
+            s = dec.stats
+            assert s.generated == sum(map(len, refs)) and 0 < s.accepted < s.drafted
+            assert s.full_forwards < max(map(len, refs)) + 1  # fewer batched forwards than the longest answer
+            budgets = [1, 3, MAX_NEW, 0, 5]
+            assert dec.generate_ids_batch(cache, questions, budgets) == [r[:b] for r, b in zip(refs, budgets)]
+    finally:
+        llm.lm.lm_head.bias.data[eos] = 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(cache)))
+    assert dec.generate_ids_batch(cache, [], MAX_NEW) == []

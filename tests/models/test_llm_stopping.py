@@ -78,6 +78,7 @@ def test_every_decoder_stops_at_the_same_token(looping_llm, rule):
             dec = SelfSpeculativeDecoder(llm, [1, 2], draft_len=5, **kw)
             assert [dec.generate_ids(cache, q, BUDGET) for q in QUESTIONS] == expected
             assert dec.stats.generated == sum(map(len, expected))
+            assert dec.generate_ids_batch(cache, QUESTIONS, BUDGET) == expected  # batched drafting
         # budgets shorter than the loop: the rule and the budget agree on what is returned
         short = [_reference_cut(f[:3], rule) for f in free]
         assert [llm.generate_ids(cache, q, 3) for q in QUESTIONS] == short

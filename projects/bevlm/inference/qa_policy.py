@@ -254,7 +254,8 @@ def answer_frame(llm, cache, qa_items: list[QAItem], policy: QAPolicy, default_b
         decoder: optional batch-1 decoder with ``generate_ids(cache, text, budget, context_ids=)``
             (e.g. :class:`bevlm.inference.speculative.SelfSpeculativeDecoder`); rounds are then
             decoded one by one with it (greedy-identical output), each given the ids of the
-            earlier rounds' questions and answers as lookup context.
+            earlier rounds' questions and answers as lookup context; a decoder with
+            ``batched=True`` decodes all rounds as one batch (``generate_ids_batch``).
 
     Returns:
         :class:`FrameAnswers`; every item of ``qa_items`` has an answer ('' when a round's
@@ -269,7 +270,9 @@ def answer_frame(llm, cache, qa_items: list[QAItem], policy: QAPolicy, default_b
 
     texts = [policy.question_text(r) for r in rounds]
     budgets = [round_token_budget(r, policy, default_budget, budget_overrides, encode) for r in rounds]
-    if decoder is not None:
+    if decoder is not None and getattr(decoder, "batched", False):
+        ids = decoder.generate_ids_batch(cache, texts, budgets)  # all rounds at once, drafted
+    elif decoder is not None:
         # n-gram lookup may copy from the frame's earlier questions and answers (c-tags and
         # answer templates repeat across a frame's QA); the model never sees this context.
         ids, context = [], []

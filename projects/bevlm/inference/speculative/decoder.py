@@ -97,6 +97,8 @@ class SelfSpeculativeDecoder:
             verify forward costs little more than a one-token one on a CPU (the weights are
             read once), so longer drafts pay whenever their tail is sometimes right.
         max_draft_len: longest chained draft (default ``ngram_draft_len + store_draft_len``).
+        batched: answer a frame's questions as one batch (:meth:`generate_ids_batch`: lookup and
+            datastore drafts, no layer skipping) instead of one by one.
 
     Raises:
         ValueError: bad lengths or skip indices (see :class:`LayerSkipModel`).
@@ -114,7 +116,8 @@ class SelfSpeculativeDecoder:
                  datastore: NgramDatastore | None = None,
                  store_draft_len: int | None = None,
                  chain_drafts: bool = False,
-                 max_draft_len: int | None = None) -> None:
+                 max_draft_len: int | None = None,
+                 batched: bool = False) -> None:
         if draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: draft_len={draft_len} must be >= 1")
         if not 1 <= ngram_min_n <= ngram_n:
@@ -131,6 +134,7 @@ class SelfSpeculativeDecoder:
         self.datastore = datastore
         self.store_draft_len = int(store_draft_len or self.ngram_draft_len)
         self.chain_drafts = bool(chain_drafts)
+        self.batched = bool(batched)
         self.max_draft_len = int(max_draft_len or self.ngram_draft_len + self.store_draft_len)
         if self.max_draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: max_draft_len={max_draft_len} must be >= 1")
@@ -166,6 +170,25 @@ class SelfSpeculativeDecoder:
             self.stats.draft_forwards += len(drafted)
             return drafted, "skip"
         return [], "none"
+
+    def question_key(self, question: str) -> str | None:
+        """The datastore key of ``question`` (None without a datastore)."""
+        return question_key(question) if self.datastore is not None else None
+
+    def model_free_draft(self, history: list[int], limit: int, answer: list[int],
+                         key: str | None) -> tuple[list[int], str]:
+        """At most ``limit`` drafted ids by prompt lookup / the datastore (no model), and their source."""
+        return self._chain(history, limit, answer, key) if self.chain_drafts else self._lookup(history, limit, answer,
+                                                                                              key)
+
+    @torch.no_grad()
+    def generate_ids_batch(self, cache: PrefixCache, questions: list[str],
+                           max_new_tokens: int | list[int] = 48) -> list[list[int]]:
+        """Greedy ids of several questions of one frame, decoded as one batch with model-free
+        drafts (:mod:`.batched`); identical to ``HFCausalLM.generate_ids`` per question."""
+        from .batched import speculative_batch_from_cache
+
+        return speculative_batch_from_cache(self, cache, questions, max_new_tokens)
 
     def _lookup(self, history: list[int], limit: int, answer: list[int], key: str | None) -> tuple[list[int], str]:
         """One model-free proposal: prompt lookup first, then the datastore."""

@@ -1,0 +1,128 @@
+"""Speculative decoding of a frame's questions as one batch over the shared prefix.
+
+Batching the Q questions of a frame (one forward reads the weights once for every row, see
+:mod:`bevlm.models.llm.batched_generation`) and drafting with model-free proposals (prompt
+lookup, the answer datastore) compose: each step every live row feeds its pending token and its
+own draft, ``[pending, d1 .. dk_r]`` padded to the longest draft of the step, and one batched
+forward verifies all rows. Rows accept different numbers of drafts, so instead of cropping the
+shared KV cache row by row, the rejected and padded entries stay in the cache and are masked out
+of every later step by the attention mask; each row's position ids continue from its own
+accepted length. A row therefore attends exactly to its own verified tokens at their own
+positions: the output equals plain greedy decoding of each question alone.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from bevlm.models.llm.generation import PrefixCache, lm_device
+
+
+@torch.no_grad()
+def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[str],
+                                 budgets: int | list[int]) -> list[list[int]]:
+    """Greedy answer ids of several questions of one frame, speculatively decoded as one batch.
+
+    Args:
+        decoder: a :class:`SelfSpeculativeDecoder` (its model-free proposals, stop ids, stop rule
+            and stats are used; layer-skip drafting is not used in batch mode).
+        cache: the frame's :class:`PrefixCache` (not mutated).
+        questions: question texts.
+        budgets: max new tokens for all rows, or one per row.
+
+    Returns:
+        generated ids per question, stop token excluded (as ``HFCausalLM.generate_ids``).
+    """
+    llm, stats = decoder.llm, decoder.stats
+    lm, stop_ids, stop_rule = llm.lm, llm.prompt.stop_ids, llm.stop_rule
+    n = len(questions)
+    if n == 0:
+        return []
+    budgets = [budgets] * n if isinstance(budgets, int) else list(budgets)
+    device = lm_device(lm)
+    queries = [llm._query_ids(q) for q in questions]
+    keys = [decoder.question_key(q) for q in questions]
+    shared_context = [t for q in queries for t in q]  # every question of the frame, for lookup
+    lmax = max(len(q) for q in queries)
+    p = cache.prefix_len
+    c = cache.past_key_values.get_seq_length()
+    ids = torch.full((n, lmax), llm.pad_id, dtype=torch.long, device=device)  # [Q, Lmax] left-padded
+    mask = torch.zeros((n, c + lmax), dtype=torch.long, device=device)        # [Q, C + Lmax]
+    mask[:, :c] = 1
+    pos = torch.zeros((n, lmax), dtype=torch.long, device=device)
+    for r, q in enumerate(queries):
+        ids[r, lmax - len(q):] = torch.tensor(q, device=device)
+        mask[r, c + lmax - len(q):] = 1
+        pos[r, lmax - len(q):] = torch.arange(p, p + len(q), device=device)
+    past = copy.deepcopy(cache.past_key_values)
+    past.batch_repeat_interleave(n)
+    next_pos = [p + len(q) for q in queries]  # position id of each row's next fed token
+    out_ids: list[list[int]] = [[] for _ in range(n)]
+    active = list(range(n))                   # original row index of each batch row
+    done = [budgets[r] <= 0 for r in range(n)]
+
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True,
+             logits_to_keep=1)
+    stats.full_forwards += 1
+    past = out.past_key_values
+    new_tokens = {r: [int(t)] for r, t in zip(active, out.logits[:, -1].argmax(-1).tolist())}
+    while True:
+        # 1. take each row's verified tokens, in order, until a stop, the rule or the budget
+        for r in active:
+            if done[r]:
+                continue
+            for tok in new_tokens[r]:
+                if tok in stop_ids:
+                    done[r] = True
+                    break
+                out_ids[r].append(tok)
+                if stop_rule is not None and (cut := stop_rule.truncate_to(out_ids[r])) is not None:
+                    del out_ids[r][cut:]
+                    done[r] = True
+                    break
+                if len(out_ids[r]) >= budgets[r]:
+                    done[r] = True
+                    break
+        keep = [k for k, r in enumerate(active) if not done[r]]
+        if not keep:
+            break
+        if len(keep) < len(active):  # finished rows leave the batch and its cache
+            sel = torch.tensor(keep, device=device)
+            past.batch_select_indices(sel)
+            mask = mask[sel]
+            active = [active[k] for k in keep]
+        # 2. drafts: pending token + model-free proposal per row
+        rows, sources = [], []
+        for r in active:
+            limit = budgets[r] - len(out_ids[r]) - 1
+            history = shared_context + queries[r] + out_ids[r]
+            drafts, source = decoder.model_free_draft(history, limit, out_ids[r], keys[r]) if limit > 0 else ([], "none")
+            rows.append([out_ids[r][-1]] + drafts)
+            sources.append(source)
+        width = max(len(x) for x in rows)
+        feed = torch.full((len(active), width), llm.pad_id, dtype=torch.long, device=device)  # [A, W]
+        step_mask = torch.zeros((len(active), width), dtype=torch.long, device=device)
+        for k, x in enumerate(rows):
+            feed[k, :len(x)] = torch.tensor(x, device=device)
+            step_mask[k, :len(x)] = 1
+        positions = torch.tensor([next_pos[r] for r in active], device=device)[:, None] + torch.arange(
+            width, device=device)[None]                                                   # [A, W]
+        mask = torch.cat([mask, step_mask], dim=1)
+        out = lm(input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=past,
+                 use_cache=True, logits_to_keep=width)
+        stats.full_forwards += 1
+        past = out.past_key_values
+        greedy = out.logits.argmax(-1).tolist()  # [A, W]: the choice after each fed token
+        # 3. accept the longest matching draft prefix; mask the rest of the row's entries
+        for k, (r, x, source) in enumerate(zip(active, rows, sources)):
+            drafts = x[1:]
+            accepted = 0
+            while accepted < len(drafts) and drafts[accepted] == greedy[k][accepted]:
+                accepted += 1
+            decoder._count(source, len(drafts), accepted)
+            mask[k, mask.shape[1] - width + 1 + accepted:] = 0
+            next_pos[r] += 1 + accepted
+            new_tokens[r] = greedy[k][:accepted + 1]
+    stats.generated += sum(len(x) for x in out_ids)
+    return out_ids
