@@ -43,13 +43,15 @@ class PostTrainingQuantHook(Hook):
         group_size: quantisation group size (must divide the LLM width; 64 for SmolLM2).
         kernel: 'auto' | 'dequant' | 'native' compute kernel of the int4 layers.
         calib_frames: number of training frames used for calibration.
+        embeddings: also quantise the embedding table (and the tied LM head) to int4.
     """
 
     priority = "VERY_HIGH"
 
     def __init__(self, method: str = "rtn", bits: int = 4, group_size: int = 64, kernel: str = "auto",
-                 calib_frames: int = 4) -> None:
+                 calib_frames: int = 4, embeddings: bool = False) -> None:
         self.method, self.bits, self.group_size = method, bits, group_size
+        self.embeddings = embeddings
         self.kernel, self.calib_frames = kernel, calib_frames
 
     def before_test(self, runner) -> None:
@@ -67,5 +69,5 @@ class PostTrainingQuantHook(Hook):
             dataset = DATASETS.build(ds_cfg)
             calib = calibration_prefixes(model, [pseudo_collate([dataset[i]]) for i in range(len(dataset))])
         report = quantize_bevvlm(model, self.method, self.bits, self.group_size, kernel=self.kernel,
-                                 calib=calib)
+                                 calib=calib, embeddings=self.embeddings)
         runner.logger.info("post-training quantisation:\n" + report.table())
