@@ -157,14 +157,9 @@ class SelfSpeculativeDecoder:
         ``answer`` is the answer so far (its last id is ``token``); the datastore matches on
         it, started by the question's template ``key`` (:func:`.ngram.question_key`).
         """
-        if self.chain_drafts:
-            drafts, source = self._chain(history, limit, answer, key)
-            if drafts:
-                return drafts, source
-        else:
-            proposal, source = self._lookup(history, limit, answer, key)
-            if proposal:
-                return proposal, source
+        drafts, source = self.model_free_draft(history, limit, answer, key)
+        if drafts:
+            return drafts, source
         if self.use_layer_skip:
             drafted = self.drafter.draft(token, past, pos, min(limit, self.draft_len), self.llm.prompt.stop_ids)
             self.stats.draft_forwards += len(drafted)
@@ -178,8 +173,9 @@ class SelfSpeculativeDecoder:
     def model_free_draft(self, history: list[int], limit: int, answer: list[int],
                          key: str | None) -> tuple[list[int], str]:
         """At most ``limit`` drafted ids by prompt lookup / the datastore (no model), and their source."""
-        return self._chain(history, limit, answer, key) if self.chain_drafts else self._lookup(history, limit, answer,
-                                                                                              key)
+        if self.chain_drafts:
+            return self._chain(history, limit, answer, key)
+        return self._lookup(history, limit, answer, key)
 
     @torch.no_grad()
     def generate_ids_batch(self, cache: PrefixCache, questions: list[str],
