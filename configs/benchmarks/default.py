@@ -7,6 +7,8 @@ _chain = dict(_store, chain_drafts=True, max_draft_len=16)
 variants = dict(
     baseline=dict(batch_questions=False),                      # batch-1 greedy, one question at a time
     batched=dict(),                                            # a frame's questions decoded as one batch
+    # the model config's loop stop rule switched off (answers run to their budget)
+    no_stop_rule=dict(batch_questions=False, repetition_stop=None),
     # prompt lookup over the question and the frame's earlier QA, then layer-skip drafts
     # (the skip-set search scores 6 random candidate layers per greedy round: a few minutes on CPU)
     speculative=dict(batch_questions=False,

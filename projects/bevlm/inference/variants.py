@@ -13,6 +13,7 @@ A variant is a dict of switches, every one optional (missing = the baseline beha
                                                   # REST-style drafts from the training answers
         batch_questions=True,                     # decode a frame's questions as one batch
         share_prompt_cache=True,                  # prompt-text KV computed once, reused per frame
+        repetition_stop=None,                     # loop stop rule (dict of RepetitionStop) or None: off
         stream_temporal=True,
     )
 """
@@ -23,7 +24,7 @@ import copy
 from torch import nn
 
 VARIANT_KEYS = ("pruning", "qa_policy", "quant", "speculative", "batch_questions", "stream_temporal",
-                "share_prompt_cache")
+                "share_prompt_cache", "repetition_stop")
 
 
 def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=print,
@@ -56,6 +57,10 @@ def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=pr
         model.batch_questions = bool(spec["batch_questions"])
     if "stream_temporal" in spec:
         model.stream_temporal = bool(spec["stream_temporal"])
+    if "repetition_stop" in spec:
+        from bevlm.models.llm.stopping import build_stop_rule
+
+        model.llm.stop_rule = build_stop_rule(spec["repetition_stop"])
     if "share_prompt_cache" in spec:
         model.llm.share_text_prefix = bool(spec["share_prompt_cache"])
     if spec.get("quant"):
