@@ -8,7 +8,7 @@
 _base_ = ["../bev_vlm.py"]
 _pipeline = {{_base_.train_pipeline}}
 _train = dict(type="BEVDriveDataset", ann_file="infos/bevlm_infos_train.pkl", pipeline=_pipeline,
-              queue_length=2, qa_mode="chunks", qa_per_sample=8)
+              queue_length=2, qa_mode="chunks", qa_per_sample=8, test_format_repeats=4)
 train_dataloader = dict(dataset=dict(
     _delete_=True, type="ConcatDataset",
     # the info files differ in where they live and what domain they are; nothing else

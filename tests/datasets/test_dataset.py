@@ -96,3 +96,19 @@ def test_test_format_selection_and_stride(tmp_path):
     mc = [q for e in ds.data_list for q in e["qa"] if "Please select the correct answer" in q.question]
     assert len(mc) == 8 + 9 and all(q.answer in "ABCD" for q in mc)
     assert len(BEVDriveDataset(path, PIPELINE, qa_mode="frame", frame_stride=2)) == 5
+
+
+def test_test_format_repeats_add_the_scored_questions(tmp_path):
+    """Training chunks cover the whole graph once; test_format_repeats adds each frame's
+    official test-format questions (MC forms included) as extra items."""
+    path = create_drivelm_only_infos(SAMPLE_JSON, SAMPLE_IMAGES, str(tmp_path / "s.pkl"))
+    plain = BEVDriveDataset(path, PIPELINE, qa_mode="chunks", qa_per_sample=8)
+    mixed = BEVDriveDataset(path, PIPELINE, qa_mode="chunks", qa_per_sample=8, test_format_repeats=2)
+    test = BEVDriveDataset(path, PIPELINE, qa_mode="frame", qa_select="test")
+    extra = [e for e in mixed.data_list if e not in plain.data_list]
+    assert len(mixed) == len(plain) + 2 * len(test)
+    per_frame = {e["frame"]: [(q.index, q.question, q.answer) for q in e["qa"]] for e in test.data_list}
+    for e in extra:
+        assert [(q.index, q.question, q.answer) for q in e["qa"]] == per_frame[e["frame"]]
+    with pytest.raises(ValueError, match="test_format_repeats"):
+        BEVDriveDataset(path, PIPELINE, qa_mode="frame", test_format_repeats=1)

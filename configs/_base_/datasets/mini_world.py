@@ -21,6 +21,9 @@ train_dataloader = dict(
         queue_length=2,
         qa_mode="chunks",
         qa_per_sample=8,
+        # + each frame's official test-format questions (the form the challenge scores: MC
+        # letters, the key-object list) as 4 more items per frame, next to its ~9 graph chunks
+        test_format_repeats=4,
     ),
 )
 val_dataloader = dict(

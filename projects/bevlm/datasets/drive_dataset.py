@@ -65,6 +65,10 @@ class BEVDriveDataset(BaseDataset):
         domain: name of the data domain of every sample (selects the LoRA adapter of a
             multi-domain model, see ``BEVVLM.domain_adapters``); None = the info file's
             ``metainfo['domain']``, else ``'default'``.
+        test_format_repeats: in 'chunks' mode, also add the frame's official test-format
+            questions (the ``qa_select='test'`` set, multiple choice where the test format asks
+            so) as this many extra items per frame: training then sees the question forms the
+            challenge scores as often as the rest of the graph. 0 = the graph's chunks only.
         test_mode: mmengine flag.
     """
 
@@ -73,7 +77,7 @@ class BEVDriveDataset(BaseDataset):
                  stages: tuple = ("perception", "prediction", "planning", "behavior"),
                  require_qa: bool = True, max_frames: int | None = None, qa_select: str = "all",
                  frame_stride: int = 1, mc_seed: int | None = 0, domain: str | None = None,
-                 test_mode: bool = False) -> None:
+                 test_format_repeats: int = 0, test_mode: bool = False) -> None:
         if qa_mode not in ("chunks", "frame", "none"):
             raise ValueError(f"qa_mode must be 'chunks', 'frame' or 'none', got {qa_mode!r}")
         if queue_length < 1:
@@ -89,6 +93,9 @@ class BEVDriveDataset(BaseDataset):
             raise ValueError(f"qa_select must be 'all' or 'test', got {qa_select!r}")
         if frame_stride < 1:
             raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
+        if test_format_repeats < 0 or (test_format_repeats and qa_mode != "chunks"):
+            raise ValueError(f"test_format_repeats={test_format_repeats} needs qa_mode='chunks' and a value >= 0")
+        self.test_format_repeats = int(test_format_repeats)
         self.qa_select = qa_select
         self.frame_stride = frame_stride
         self.domain = domain
@@ -121,10 +128,11 @@ class BEVDriveDataset(BaseDataset):
             if self.max_frames is not None and n_frames >= self.max_frames:
                 break
             n_frames += 1
-            selected = None
-            if self.qa_select == "test" and frame.get("drivelm") is not None:
-                selected = set(build_test_frame(frame["drivelm"], frame["scene_token"], frame["token"],
+            selected = test_set = None
+            if (self.qa_select == "test" or self.test_format_repeats) and frame.get("drivelm") is not None:
+                test_set = set(build_test_frame(frame["drivelm"], frame["scene_token"], frame["token"],
                                                 self.mc_seed or 0)[1])
+                selected = test_set if self.qa_select == "test" else None
             qa = []
             if frame.get("drivelm") is not None and self.qa_mode != "none":
                 mc = {} if self.mc_seed is None else mc_questions_for_frame(
@@ -142,6 +150,9 @@ class BEVDriveDataset(BaseDataset):
                 n_chunks = max(1, -(-len(qa) // self.qa_per_sample))
                 for c in range(n_chunks):
                     entries.append({"frame": fi, "qa": qa[c::n_chunks]})
+                test_qa = [q for q in qa if test_set is not None and q.index in test_set]
+                if test_qa:
+                    entries += [{"frame": fi, "qa": list(test_qa)} for _ in range(self.test_format_repeats)]
             else:
                 entries.append({"frame": fi, "qa": qa})
         if not entries:
