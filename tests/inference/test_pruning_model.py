@@ -97,3 +97,16 @@ def test_shared_prompt_cache_same_answers_fewer_prefill_flops(setup):
     assert t0 > 0 and shared.efficiency["prefill"] < plain.efficiency["prefill"]
     # the transformer FLOPs scale with the tokens run (attention over the cached text adds a little)
     assert shared.efficiency["prefill"] < plain.efficiency["prefill"] * (p + 1) / (t0 + p)
+
+
+def test_variant_switches_for_stop_rule_and_prompt_cache(setup):
+    from bevlm.inference.variants import build_variant
+    from bevlm.models.llm.stopping import RepetitionStop
+
+    model = setup[0]
+    assert model.llm.stop_rule == RepetitionStop(max_period=8, min_repeats=3, min_span=12)  # the config's rule
+    off = build_variant(model, dict(repetition_stop=None, share_prompt_cache=True), log=lambda *_: None)
+    assert off.llm.stop_rule is None and off.llm.share_text_prefix
+    assert model.llm.stop_rule is not None and not model.llm.share_text_prefix  # the base is untouched
+    short = build_variant(model, dict(repetition_stop=dict(max_period=2)), log=lambda *_: None)
+    assert short.llm.stop_rule == RepetitionStop(max_period=2)
