@@ -1,6 +1,6 @@
 """Draw key frames: cameras with boxes and c-tags, BEV (GT + aux prediction), trajectories, QA.
 
-  python tools/visualize.py configs/bev_vlm.py --checkpoint work_dirs/bev_vlm/iter_120.pth --index 0 5
+  python tools/visualize.py configs/bev_vlm.py --checkpoint work_dirs/bev_vlm/iter_100.pth --index 0 5
   python tools/visualize.py configs/bev_vlm.py --ann-file data/drivelm_sample_infos.pkl --index 0
 """
 import argparse
