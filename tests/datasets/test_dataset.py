@@ -110,5 +110,7 @@ def test_test_format_repeats_add_the_scored_questions(tmp_path):
     per_frame = {e["frame"]: [(q.index, q.question, q.answer) for q in e["qa"]] for e in test.data_list}
     for e in extra:
         assert [(q.index, q.question, q.answer) for q in e["qa"]] == per_frame[e["frame"]]
+    framed = BEVDriveDataset(path, PIPELINE, qa_mode="frame", test_format_repeats=2)  # per frame: ignored
+    assert len(framed) == len(test)
     with pytest.raises(ValueError, match="test_format_repeats"):
-        BEVDriveDataset(path, PIPELINE, qa_mode="frame", test_format_repeats=1)
+        BEVDriveDataset(path, PIPELINE, qa_mode="chunks", test_format_repeats=-1)

@@ -69,6 +69,8 @@ class BEVDriveDataset(BaseDataset):
             questions (the ``qa_select='test'`` set, multiple choice where the test format asks
             so) as this many extra items per frame: training then sees the question forms the
             challenge scores as often as the rest of the graph. 0 = the graph's chunks only.
+            Other modes ignore it (a training config reused per frame, e.g. for calibration,
+            still yields each frame once).
         test_mode: mmengine flag.
     """
 
@@ -93,8 +95,8 @@ class BEVDriveDataset(BaseDataset):
             raise ValueError(f"qa_select must be 'all' or 'test', got {qa_select!r}")
         if frame_stride < 1:
             raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
-        if test_format_repeats < 0 or (test_format_repeats and qa_mode != "chunks"):
-            raise ValueError(f"test_format_repeats={test_format_repeats} needs qa_mode='chunks' and a value >= 0")
+        if test_format_repeats < 0:
+            raise ValueError(f"test_format_repeats={test_format_repeats} must be >= 0")
         self.test_format_repeats = int(test_format_repeats)
         self.qa_select = qa_select
         self.frame_stride = frame_stride
