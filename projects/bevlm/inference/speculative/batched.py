@@ -12,10 +12,9 @@ positions: the output equals plain greedy decoding of each question alone.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 
+from bevlm.models.llm.batched_generation import left_padded_queries
 from bevlm.models.llm.generation import PrefixCache, lm_device
 
 
@@ -44,20 +43,8 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
     queries = [llm._query_ids(q) for q in questions]
     keys = [decoder.question_key(q) for q in questions]
     shared_context = [t for q in queries for t in q]  # every question of the frame, for lookup
-    lmax = max(len(q) for q in queries)
-    p = cache.prefix_len
-    c = cache.past_key_values.get_seq_length()
-    ids = torch.full((n, lmax), llm.pad_id, dtype=torch.long, device=device)  # [Q, Lmax] left-padded
-    mask = torch.zeros((n, c + lmax), dtype=torch.long, device=device)        # [Q, C + Lmax]
-    mask[:, :c] = 1
-    pos = torch.zeros((n, lmax), dtype=torch.long, device=device)
-    for r, q in enumerate(queries):
-        ids[r, lmax - len(q):] = torch.tensor(q, device=device)
-        mask[r, c + lmax - len(q):] = 1
-        pos[r, lmax - len(q):] = torch.arange(p, p + len(q), device=device)
-    past = copy.deepcopy(cache.past_key_values)
-    past.batch_repeat_interleave(n)
-    next_pos = [p + len(q) for q in queries]  # position id of each row's next fed token
+    ids, mask, pos, past = left_padded_queries(cache, queries, llm.pad_id, device)
+    next_pos = [cache.prefix_len + len(q) for q in queries]  # position id of each row's next fed token
     out_ids: list[list[int]] = [[] for _ in range(n)]
     active = list(range(n))                   # original row index of each batch row
     done = [budgets[r] <= 0 for r in range(n)]

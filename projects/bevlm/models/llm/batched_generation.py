@@ -20,6 +20,31 @@ from .generation import PrefixCache, lm_device
 from .stopping import RepetitionStop
 
 
+def left_padded_queries(cache: PrefixCache, queries: list[list[int]], pad_id: int,
+                        device: torch.device) -> tuple:
+    """Batch inputs of Q queries continuing one prefix cache, left-padded between the two.
+
+    Returns:
+        ``(ids [Q, Lmax], mask [Q, C + Lmax], position_ids [Q, Lmax], past)``: the padding slots
+        are masked out and the position ids continue the prefix without a gap; ``past`` is a
+        copy of the cache repeated Q times (the frame's cache is not mutated).
+    """
+    n, lmax = len(queries), max(len(q) for q in queries)
+    p = cache.prefix_len                              # position id of the first query token
+    c = cache.past_key_values.get_seq_length()        # cached entries (< p when tokens were pruned)
+    ids = torch.full((n, lmax), pad_id, dtype=torch.long, device=device)  # [Q, Lmax] left-padded
+    mask = torch.zeros((n, c + lmax), dtype=torch.long, device=device)    # [Q, C + Lmax]
+    mask[:, :c] = 1
+    pos = torch.zeros((n, lmax), dtype=torch.long, device=device)
+    for r, q in enumerate(queries):
+        ids[r, lmax - len(q):] = torch.tensor(q, device=device)
+        mask[r, c + lmax - len(q):] = 1
+        pos[r, lmax - len(q):] = torch.arange(p, p + len(q), device=device)
+    past = copy.deepcopy(cache.past_key_values)
+    past.batch_repeat_interleave(n)
+    return ids, mask, pos, past
+
+
 @torch.no_grad()
 def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[list[int]],
                             max_new_tokens: int | list[int], stop_ids: frozenset[int],
@@ -43,21 +68,8 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
         return []
     budgets = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
     device = lm_device(lm)
-    lengths = [len(q) for q in queries]
-    lmax = max(lengths)
-    p = cache.prefix_len                              # position id of the first query token
-    c = cache.past_key_values.get_seq_length()        # cached entries (< p when tokens were pruned)
-    ids = torch.full((n, lmax), pad_id, dtype=torch.long, device=device)  # [Q, Lmax] left-padded
-    mask = torch.zeros((n, c + lmax), dtype=torch.long, device=device)    # [Q, C + Lmax]
-    mask[:, :c] = 1
-    pos = torch.zeros((n, lmax), dtype=torch.long, device=device)
-    for r, q in enumerate(queries):
-        ids[r, lmax - len(q):] = torch.tensor(q, device=device)
-        mask[r, c + lmax - len(q):] = 1
-        pos[r, lmax - len(q):] = torch.arange(p, p + len(q), device=device)
-    past = copy.deepcopy(cache.past_key_values)
-    past.batch_repeat_interleave(n)
-    next_pos = torch.tensor([p + length for length in lengths], device=device)  # [Q]
+    ids, mask, pos, past = left_padded_queries(cache, queries, pad_id, device)
+    next_pos = torch.tensor([cache.prefix_len + len(q) for q in queries], device=device)  # [Q]
     out_ids: list[list[int]] = [[] for _ in range(n)]
     active = [r for r in range(n) if budgets[r] > 0]  # original row index of each batch row
     if len(active) < n:
