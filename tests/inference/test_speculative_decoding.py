@@ -1,14 +1,13 @@
 """Self-speculative decoding: greedy-exact output, cache hygiene, drafter pieces."""
 import pytest
 import torch
-from torch import nn
 
 from bevlm.inference.speculative import (LayerSkipModel, NgramDatastore, SelfSpeculativeDecoder, causal_mask,
                                          crop_cache, ngram_propose)
 from bevlm.inference.speculative.ngram import question_key
 from bevlm.models.llm import HFCausalLM, PrefixCache
 from bevlm.models.llm.generation import fork_cache
-from bevlm.testing import TINY_LLAMA_CONFIG
+from tests.llm_helpers import tiny_llm_with_head_bias
 
 torch.set_num_threads(1)
 
@@ -24,15 +23,7 @@ QUESTIONS = ["What are the important objects in the current scene?",
 def _tiny(num_layers: int = 4, init: float = 0.2) -> HFCausalLM:
     """A 4-layer tiny Llama with an lm_head bias (to push EOS) and a larger init,
     so the greedy answers vary and skipping layers changes the argmax."""
-    torch.manual_seed(0)
-    cfg = dict(TINY_LLAMA_CONFIG, num_hidden_layers=num_layers, initializer_range=init, tie_word_embeddings=False)
-    llm = HFCausalLM(tiny_config=cfg).eval()
-    old = llm.lm.lm_head
-    head = nn.Linear(old.in_features, old.out_features, bias=True)
-    head.weight.data.copy_(old.weight.data)
-    head.bias.data.zero_()
-    llm.lm.lm_head = head
-    return llm
+    return tiny_llm_with_head_bias(num_hidden_layers=num_layers, initializer_range=init)
 
 
 @pytest.fixture(scope="module")

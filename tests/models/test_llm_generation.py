@@ -1,9 +1,9 @@
 """Prefix KV cache: cached greedy decoding == recompute-everything decoding."""
 import torch
-from torch import nn
 
 from bevlm.models.llm import HFCausalLM, PrefixCache
 from bevlm.testing import TINY_LLAMA_CONFIG
+from tests.llm_helpers import tiny_llm_with_head_bias
 
 torch.set_num_threads(1)
 
@@ -16,14 +16,7 @@ QUESTIONS = ["What are the important objects in the current scene?",
 
 def _tiny_with_eos_bias() -> HFCausalLM:
     """Tiny model whose lm_head has a bias, so EOS can be made likelier."""
-    torch.manual_seed(0)
-    llm = HFCausalLM(tiny_config=dict(TINY_LLAMA_CONFIG, tie_word_embeddings=False)).eval()
-    old = llm.lm.lm_head
-    head = nn.Linear(old.in_features, old.out_features, bias=True)
-    head.weight.data.copy_(old.weight.data)
-    head.bias.data.zero_()
-    llm.lm.lm_head = head
-    return llm
+    return tiny_llm_with_head_bias()
 
 
 def _prefix(llm: HFCausalLM, seed: int = 1) -> torch.Tensor:

@@ -1,12 +1,10 @@
 """Loop stop rule: hand-checked cases, and every decoder applies it identically."""
 import pytest
 import torch
-from torch import nn
 
 from bevlm.inference.speculative import SelfSpeculativeDecoder
-from bevlm.models.llm import HFCausalLM
 from bevlm.models.llm.stopping import RepetitionStop, build_stop_rule
-from bevlm.testing import TINY_LLAMA_CONFIG
+from tests.llm_helpers import tiny_llm_with_head_bias
 
 torch.set_num_threads(1)
 
@@ -48,14 +46,7 @@ def _reference_cut(ids: list[int], rule: RepetitionStop) -> list[int]:
 @pytest.fixture(scope="module")
 def looping_llm():
     """A tiny 4-layer Llama with a large init: its greedy answers fall into short loops."""
-    torch.manual_seed(0)
-    cfg = dict(TINY_LLAMA_CONFIG, num_hidden_layers=4, initializer_range=0.2, tie_word_embeddings=False)
-    llm = HFCausalLM(tiny_config=cfg).eval()
-    old = llm.lm.lm_head
-    head = nn.Linear(old.in_features, old.out_features, bias=True)
-    head.weight.data.copy_(old.weight.data)
-    head.bias.data.zero_()
-    llm.lm.lm_head = head
+    llm = tiny_llm_with_head_bias(num_hidden_layers=4, initializer_range=0.2)
     torch.manual_seed(1)
     prefix = torch.randn(1, 5, llm.hidden_size)
     return llm, prefix, llm.prefill(prefix)

@@ -107,7 +107,7 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
             accepted = 0
             while accepted < len(drafts) and drafts[accepted] == greedy[k][accepted]:
                 accepted += 1
-            decoder._count(source, len(drafts), accepted)
+            decoder.count_drafts(source, len(drafts), accepted)
             mask[k, mask.shape[1] - width + 1 + accepted:] = 0
             next_pos[r] += 1 + accepted
             new_tokens[r] = greedy[k][:accepted + 1]

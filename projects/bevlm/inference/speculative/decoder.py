@@ -240,7 +240,7 @@ class SelfSpeculativeDecoder:
         device = lm_device(lm)
         query = self.llm._query_ids(question)
         history = list(context_ids or []) + query  # what n-gram lookup may copy from
-        key = question_key(question) if self.datastore is not None else None
+        key = self.question_key(question)
         generated: list[int] = []
         if max_new_tokens <= 0:
             return generated
@@ -283,12 +283,13 @@ class SelfSpeculativeDecoder:
             accepted = 0
             while accepted < len(drafts) and drafts[accepted] == greedy[accepted]:
                 accepted += 1
-            self._count(source, len(drafts), accepted)
+            self.count_drafts(source, len(drafts), accepted)
             pos += 1 + accepted  # pending + accepted drafts are verified
             crop_cache(past, kv_len + 1 + accepted)
             new_tokens = greedy[:accepted + 1]
 
-    def _count(self, source: str, drafted: int, accepted: int) -> None:
+    def count_drafts(self, source: str, drafted: int, accepted: int) -> None:
+        """Add one verify step's drafted / accepted tokens to the stats of ``source``."""
         self.stats.drafted += drafted
         self.stats.accepted += accepted
         if source == "ngram":
