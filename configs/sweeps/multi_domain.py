@@ -8,6 +8,9 @@ sweep = dict(
              "configs/multi_domain/bev_vlm_per-domain_equal-params.py"],
     steps=["train", "test"],
     test_options=["test_dataloader.dataset.frame_stride=4"],
+    # tested with the lossless inference variant (prompt cache + batched speculative decoding:
+    # answers identical to plain greedy decoding, checked in tests/tools/test_train_test_smoke.py)
+    test_args=["--variant", "lossless"],
     test_sets=dict(day=_day, night=_night),
     columns=["day:drivelm/gpt_free_final", "day:drivelm/full_accuracy", "day:planning/L2_avg_stp3",
              "night:drivelm/gpt_free_final", "night:drivelm/full_accuracy", "night:planning/L2_avg_stp3"],

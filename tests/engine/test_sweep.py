@@ -53,3 +53,37 @@ def test_sweep_with_test_sets_and_resume(tmp_path, monkeypatch):
     new = calls.read_text().splitlines()[len(lines):]
     assert len(new) == 2 and new[0].startswith("tools/train.py") and "--resume" in new[0]
     assert new[1].startswith("tools/test.py") and "test_night" in new[1]
+
+
+def test_sweep_reuses_a_matching_training_and_passes_test_args(tmp_path, monkeypatch, capsys):
+    from mmengine.config import Config
+
+    from tests.conftest import REPO
+
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("SWEEP_CALLS", str(calls))
+    config = os.path.join(REPO, "configs", "bev_vlm_tiny.py")
+    src = tmp_path / "trained"
+    src.mkdir()
+    cfg = Config.fromfile(config)
+    cfg.work_dir = str(src)
+    cfg.test_dataloader.dataset.frame_stride = 4  # test-time keys may differ (tools/test.py re-dumps)
+    cfg.dump(str(src / "bev_vlm_tiny.py"))
+    (src / "last_checkpoint").write_text(str(src / "iter_3.pth"))
+    sweep = dict(name="reuse", configs=[config], steps=["train", "test"], reuse={"bev_vlm_tiny": str(src)},
+                 test_args=["--variant", "lossless"], columns=["drivelm/gpt_free_final"])
+    run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake))
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tools/test.py")  # no training
+    assert str(src / "iter_3.pth") in lines[0] and "--variant lossless" in lines[0]
+    assert (tmp_path / "sweeps" / "reuse" / "bev_vlm_tiny" / "reused_from.txt").is_file()
+    # a work dir that trained something else is not reused (the differing key is named): trained anew
+    cfg.model.llm.lora.r = cfg.model.llm.lora.r + 1
+    cfg.dump(str(src / "bev_vlm_tiny.py"))
+    run_sweep(dict(sweep, name="reuse2"), root=str(tmp_path / "sweeps"), python=str(fake))
+    assert "model.llm.lora.r" in capsys.readouterr().out
+    new = calls.read_text().splitlines()[1:]
+    assert [line.split()[0] for line in new] == ["tools/train.py", "tools/test.py"]

@@ -54,6 +54,14 @@ def test_train_resume_test(tiny_world, tmp_path):
     score = _run(["tools/eval_drivelm.py", "--pred", os.path.join(out_dir, "drivelm.output.json"),
                   "--test", os.path.join(out_dir, "drivelm.test_eval.json"), "--json", str(tmp_path / "s.json")])
     assert abs(json.load(open(tmp_path / "s.json"))["gpt_free_final"] - metrics["drivelm/gpt_free_final"]) < 1e-9
+    # the lossless inference variant (shared prompt cache + batched speculative decoding with the
+    # training answers' datastore) answers exactly as plain greedy decoding
+    fast_dir = str(tmp_path / "test_lossless")
+    log = _run(["tools/test.py", cfg, os.path.join(work, "iter_3.pth"), "--work-dir", work,
+                "--out-dir", fast_dir, "--variant", "lossless", *_data_opts(tiny_world)])
+    assert "inference variant 'lossless' applied" in log
+    fast = json.load(open(os.path.join(fast_dir, "drivelm.output.json")))
+    assert [o["answer"] for o in fast] == [o["answer"] for o in output]
 
 
 def test_ddp_two_processes_agree(tiny_world, tmp_path):

@@ -71,3 +71,38 @@ class PostTrainingQuantHook(Hook):
         report = quantize_bevvlm(model, self.method, self.bits, self.group_size, kernel=self.kernel,
                                  calib=calib, embeddings=self.embeddings)
         runner.logger.info("post-training quantisation:\n" + report.table())
+
+
+@HOOKS.register_module()
+class InferenceVariantHook(Hook):
+    """Apply an inference variant (see :mod:`bevlm.inference.variants`) to the loaded model right
+    before testing, e.g. the lossless stack (shared prompt cache + batched speculative decoding),
+    so ``tools/test.py --variant NAME`` evaluates the model as ``tools/benchmark.py`` runs it.
+
+    Calibration frames and the speculative answer datastore come from the *training* split.
+
+    Args:
+        variant: the variant's switches (a dict of :data:`VARIANT_KEYS`).
+        name: its name, for the log.
+        calib_frames: training frames used for calibration (GPTQ, skip-layer search).
+    """
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, variant: dict, name: str = "variant", calib_frames: int = 4) -> None:
+        from bevlm.inference.variants import VARIANT_KEYS
+
+        unknown = set(variant) - set(VARIANT_KEYS)
+        if unknown:
+            raise KeyError(f"InferenceVariantHook({name}): unknown variant keys {sorted(unknown)}; "
+                           f"allowed: {VARIANT_KEYS}")
+        self.variant, self.name, self.calib_frames = dict(variant), name, calib_frames
+
+    def before_test(self, runner) -> None:
+        from bevlm.inference.variants import apply_variant, variant_inputs
+
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        model.eval()
+        calib, train_qa = variant_inputs(model, runner.cfg, [self.variant], self.calib_frames)
+        apply_variant(model, self.variant, calib, log=runner.logger.info, train_qa=train_qa)
+        runner.logger.info(f"inference variant {self.name!r} applied: {self.variant}")

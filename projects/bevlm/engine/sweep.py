@@ -8,6 +8,11 @@ A sweep file (``configs/sweeps/<name>.py``) defines::
         grid={"model.max_new_tokens": [16, 32]},  # cfg-options, Cartesian product (optional)
         steps=["train", "test"],                # what each run does
         test_options=[...],                     # extra cfg-options for test only (optional)
+        test_args=["--variant", "lossless"],    # extra tools/test.py arguments (optional)
+        reuse={"bev_vlm": "work_dirs/sweeps/baselines/bev_vlm"},  # a run's training taken from
+                                                # another work dir that trained the same config
+                                                # (checked key by key; trained anew when that dir
+                                                # is missing or differs; optional)
         test_sets={"day": [...], "night": [...]},  # several test splits per run (optional):
                                                 # columns are then named "<set>:<metric>"
         columns=["drivelm/gpt_free_final", ...],  # metrics in the table
@@ -45,6 +50,58 @@ def expand_runs(sweep: dict) -> list[dict]:
     return runs
 
 
+# where/how a run ran and how it was tested, not what it trained (tools/test.py re-dumps the
+# config into the work dir with its test options)
+_RUN_KEYS = ("work_dir", "load_from", "resume", "launcher", "test_dataloader", "test_evaluator", "test_cfg",
+             "val_dataloader", "val_evaluator", "val_cfg")
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def reuse_training(run: dict, work: str, src: str) -> None:
+    """Point ``work`` at the checkpoint of ``src``, a work dir that trained the same config.
+
+    Raises:
+        FileNotFoundError: ``src`` has no finished training (no ``last_checkpoint`` / dumped config).
+        ValueError: ``src`` trained something else (the differing keys are named).
+    """
+    from mmengine.config import Config, DictAction
+
+    stem = os.path.splitext(os.path.basename(run["config"]))[0]
+    dumped, last = os.path.join(src, stem + ".py"), os.path.join(src, "last_checkpoint")
+    for path in (dumped, last):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"sweep reuse of {run['id']}: {path} is missing")
+    want = Config.fromfile(run["config"])
+    if run["options"]:
+        opts = {}
+        for o in run["options"]:
+            k, v = o.split("=", 1)
+            opts[k] = DictAction._parse_iterable(v)
+        want.merge_from_dict(opts)
+    want, have = _flat(want.to_dict()), _flat(Config.fromfile(dumped).to_dict())
+    diff = sorted(k for k in set(want) | set(have)
+                  if k.split(".")[0] not in _RUN_KEYS and want.get(k, "<missing>") != have.get(k, "<missing>"))
+    if diff:
+        raise ValueError(f"sweep reuse of {run['id']}: {dumped} differs from {run['config']} "
+                         f"{run['options']} in {diff[:8]}")
+    ckpt = open(last).read().strip()
+    os.makedirs(work, exist_ok=True)
+    with open(os.path.join(work, "reused_from.txt"), "w") as f:
+        f.write(f"training of {src} (same config, checked key by key): {ckpt}\n")
+    with open(os.path.join(work, "last_checkpoint.tmp"), "w") as f:
+        f.write(ckpt)
+    os.replace(os.path.join(work, "last_checkpoint.tmp"), os.path.join(work, "last_checkpoint"))
+
+
 def _run(cmd: list[str], log_path: str) -> None:
     with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
@@ -71,7 +128,14 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
         log = os.path.join(work, "sweep.log")
         t0 = time.time()
         pending = [name for name, d in test_dirs.items() if not os.path.isfile(os.path.join(d, "metrics.json"))]
-        if pending and "train" in sweep.get("steps", ["train", "test"]):
+        reuse = (sweep.get("reuse") or {}).get(run["id"])
+        if pending and reuse and not os.path.isfile(os.path.join(work, "last_checkpoint")):
+            try:
+                reuse_training(run, work, reuse)
+            except (FileNotFoundError, ValueError) as e:  # nothing (or something else) to reuse: train
+                print(f"    {e}; training it", flush=True)
+                reuse = None
+        if pending and "train" in sweep.get("steps", ["train", "test"]) and not reuse:
             os.makedirs(work, exist_ok=True)
             opts = ["--cfg-options", *run["options"]] if run["options"] else []
             resume = ["--resume"] if os.path.isfile(os.path.join(work, "last_checkpoint")) else []
@@ -80,7 +144,8 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
             ckpt = open(os.path.join(work, "last_checkpoint")).read().strip()
             test_opts = list(run["options"]) + list(sweep.get("test_options", [])) + list(test_sets[name])
             _run([python, "tools/test.py", run["config"], ckpt, "--work-dir", work, "--out-dir",
-                  test_dirs[name], *(["--cfg-options", *test_opts] if test_opts else [])], log)
+                  test_dirs[name], *sweep.get("test_args", []),
+                  *(["--cfg-options", *test_opts] if test_opts else [])], log)
         if pending:
             print(f"    done in {time.time() - t0:.0f} s", flush=True)
         row = {"run": run["id"]}

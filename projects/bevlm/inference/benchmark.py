@@ -17,8 +17,7 @@ from mmengine.registry import init_default_scope
 
 from bevlm.registry import DATASETS, MODELS
 from bevlm.utils import peak_memory_mb
-from .ptq import calibration_prefixes
-from .variants import build_variant, llm_weight_bytes
+from .variants import build_variant, llm_weight_bytes, variant_inputs
 
 
 def measure_read_bandwidth(mb: int = 256, repeats: int = 5) -> float:
@@ -52,18 +51,7 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
     ds_cfg.update(qa_mode="frame", qa_select=qa_select, frame_stride=frame_stride,
                   max_frames=max_frames)
     dataset = DATASETS.build(ds_cfg)
-    calib, train_qa = None, None
-    needs_calib = any(v.get("quant", {}).get("method") == "gptq" or v.get("speculative") for v in variants.values())
-    needs_qa = any((v.get("speculative") or {}).get("datastore") is not None for v in variants.values())
-    if needs_calib or needs_qa:  # one training split serves calibration frames and the answer datastore
-        tr = cfg.train_dataloader.dataset.to_dict()
-        tr.update(qa_mode="frame", queue_length=1, max_frames=None)
-        train_ds = DATASETS.build(tr)
-        if needs_calib:
-            calib = calibration_prefixes(base, [pseudo_collate([train_ds[i]])
-                                                for i in range(min(calib_frames, len(train_ds)))])
-        if needs_qa:
-            train_qa = [entry["qa"] for entry in train_ds.data_list]  # QA only, no images
+    calib, train_qa = variant_inputs(base, cfg, list(variants.values()), calib_frames)
     models, evaluators, build_s = {}, {}, {}
     for name, spec in variants.items():
         t0 = time.perf_counter()

@@ -31,8 +31,52 @@ def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=pr
                   train_qa: list | None = None) -> nn.Module:
     """A deep copy of ``base`` with the variant's switches applied (``base`` is untouched).
 
+    Args: as :func:`apply_variant`.
+    """
+    model = copy.deepcopy(base).eval()
+    model.temporal_cache.reset()
+    model._flop_calls = 0
+    return apply_variant(model, spec, calib, log=log, train_qa=train_qa)
+
+
+def needs_inputs(specs: list[dict]) -> tuple[bool, bool]:
+    """``(calibration frames, training QA)``: what building these variants needs."""
+    def searches_skip(sp):  # a layer-skip drafter without a given skip set searches one on calibration
+        return bool(sp) and sp.get("use_layer_skip", True) and sp.get("skip_layers") is None
+
+    calib = any((v.get("quant") or {}).get("method") == "gptq" or searches_skip(v.get("speculative"))
+                for v in specs)
+    qa = any((v.get("speculative") or {}).get("datastore") is not None for v in specs)
+    return calib, qa
+
+
+def variant_inputs(model: nn.Module, cfg, specs: list[dict], calib_frames: int = 4) -> tuple:
+    """``(calib, train_qa)`` for :func:`apply_variant`, both from the config's *training* split
+    (calibration and the answer datastore never see the evaluated frames); ``None`` where unneeded."""
+    from mmengine.dataset import pseudo_collate
+
+    from bevlm.inference.ptq import calibration_prefixes
+    from bevlm.registry import DATASETS
+
+    need_calib, need_qa = needs_inputs(specs)
+    if not (need_calib or need_qa):
+        return None, None
+    tr = cfg.train_dataloader.dataset.to_dict() if hasattr(cfg.train_dataloader.dataset, "to_dict") \
+        else dict(cfg.train_dataloader.dataset)
+    tr.update(qa_mode="frame", queue_length=1, max_frames=None)
+    train_ds = DATASETS.build(tr)
+    calib = calibration_prefixes(model, [pseudo_collate([train_ds[i]])
+                                         for i in range(min(calib_frames, len(train_ds)))]) if need_calib else None
+    train_qa = [entry["qa"] for entry in train_ds.data_list] if need_qa else None  # QA only, no images
+    return calib, train_qa
+
+
+def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=print,
+                  train_qa: list | None = None) -> nn.Module:
+    """Apply the variant's switches to ``model`` in place and return it.
+
     Args:
-        base: a trained :class:`BEVVLM` in eval mode.
+        model: a trained :class:`BEVVLM` in eval mode.
         spec: the variant (see the module docstring); unknown keys raise.
         calib: calibration frames ``[(prefix_embeds, questions)]`` from
             :func:`bevlm.inference.ptq.calibration_prefixes` (GPTQ, skip-layer search).
@@ -45,9 +89,7 @@ def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=pr
     from bevlm.inference.pruning import PruningSetting
     from bevlm.inference.qa_policy import QAPolicy, apply_system_prompt
 
-    model = copy.deepcopy(base).eval()
-    model.temporal_cache.reset()
-    model._flop_calls = 0
+    model.eval()
     if "pruning" in spec:
         model.pruning = PruningSetting(**spec["pruning"])
     if "qa_policy" in spec:
