@@ -1,15 +1,25 @@
 """Post-training quantisation of a trained BEVVLM's LLM, with calibration on training frames."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from .quantization import DEFAULT_INCLUDE, QuantReport, merge_lora_, quantize_model
 
 
+class CalibFrame(NamedTuple):
+    """One calibration frame: its LLM prefix and (question, reference answer) pairs."""
+
+    prefix: torch.Tensor  # [1, P, D] visual (+ ego / trajectory) prefix embeddings
+    questions: list[str]
+    answers: list[str]
+
+
 @torch.no_grad()
-def calibration_prefixes(model: nn.Module, batches: list[dict], max_questions: int = 8) -> list:
-    """``[(prefix_embeds [1, P, D], questions)]`` of calibration frames (vision runs once here)."""
+def calibration_prefixes(model: nn.Module, batches: list[dict], max_questions: int = 16) -> list[CalibFrame]:
+    """:class:`CalibFrame` s of training frames (vision runs once here), up to ``max_questions`` QA each."""
     out = []
     for batch in batches:
         data = model.data_preprocessor(batch, False)
@@ -17,36 +27,52 @@ def calibration_prefixes(model: nn.Module, batches: list[dict], max_questions: i
         vis, _ = model.visual_tokens(imgs, samples)
         prefix = model.build_prefix(vis, samples)
         for i, sample in enumerate(samples):
-            out.append((prefix[i:i + 1], [qa.question for qa in sample.qa[:max_questions]]))
+            qa = sample.qa[:max_questions]
+            out.append(CalibFrame(prefix[i:i + 1], [x.question for x in qa], [x.answer for x in qa]))
     return out
+
+
+CALIB_MODES = ("teacher_forced", "greedy")
 
 
 def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_size: int = 64,
                     include: tuple = DEFAULT_INCLUDE, kernel: str = "auto",
-                    calib: list | None = None, calib_tokens: int = 8,
-                    sequential: bool = True, embeddings: bool = False) -> QuantReport:
+                    calib: list | None = None, calib_mode: str = "teacher_forced", calib_tokens: int = 8,
+                    sequential: bool = True, embeddings: bool = False, clip_search: int = 0,
+                    act_order: bool = False) -> QuantReport:
     """Merge LoRA into the LLM and quantise its linear layers in place.
 
     Args:
         model: a trained :class:`BEVVLM` (eval mode).
         method: 'rtn' | 'gptq' | 'int8_dynamic' (see :func:`quantize_model`).
-        bits, group_size, include, kernel, sequential, embeddings: as :func:`quantize_model`
-            (SmolLM2's width 576 needs a group size dividing it, e.g. 64).
-        calib: output of :func:`calibration_prefixes` (needed by GPTQ): each calibration run
-            prefills these frames and greedily answers their questions for ``calib_tokens``.
+        bits, group_size, include, kernel, sequential, embeddings, clip_search, act_order: as
+            :func:`quantize_model` (SmolLM2's width 576 needs a group size dividing it, e.g. 64).
+        calib: output of :func:`calibration_prefixes` (needed by GPTQ).
+        calib_mode: how GPTQ's layer inputs are produced from ``calib``:
+            'teacher_forced': one packed forward per frame over its prefix and its (question,
+            reference answer) pairs, in the format the model was trained on (every answer token
+            is a calibration row; no padding rows); 'greedy': the frame prefilled, then each
+            question answered alone (batch 1) for ``calib_tokens`` greedy tokens.
     """
+    if calib_mode not in CALIB_MODES:
+        raise ValueError(f"quantize_bevvlm: calib_mode={calib_mode!r} is not one of {CALIB_MODES}")
     merge_lora_(model.llm)
     llm = model.llm
 
     def calib_fn(_module):
         with torch.no_grad():
-            for prefix, questions in calib or []:
-                cache = llm.prefill(prefix)
-                if questions:
-                    llm.generate_ids_batch(cache, questions, calib_tokens)
+            for frame in calib or []:
+                if calib_mode == "teacher_forced":
+                    batch = llm.build_batch([list(zip(frame.questions, frame.answers))], frame.prefix.shape[1])
+                    llm.answer_logits(batch, frame.prefix)
+                else:
+                    cache = llm.prefill(frame.prefix)
+                    for q in frame.questions:
+                        llm.generate_ids(cache, q, calib_tokens)
 
     if method == "gptq" and not calib:
         raise ValueError("method='gptq' needs calibration frames (calib=calibration_prefixes(...))")
     return quantize_model(llm, method=method, bits=bits, group_size=group_size, include=include,
                           calib_fn=calib_fn if method == "gptq" else None, kernel=kernel,
-                          sequential=sequential, embeddings=embeddings)
+                          sequential=sequential, embeddings=embeddings, clip_search=clip_search,
+                          act_order=act_order)

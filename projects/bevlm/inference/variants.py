@@ -78,7 +78,7 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
     Args:
         model: a trained :class:`BEVVLM` in eval mode.
         spec: the variant (see the module docstring); unknown keys raise.
-        calib: calibration frames ``[(prefix_embeds, questions)]`` from
+        calib: calibration frames (``CalibFrame`` s) from
             :func:`bevlm.inference.ptq.calibration_prefixes` (GPTQ, skip-layer search).
         train_qa: the training split's QA, one list of ``QAItem`` per frame; the corpus of
             the speculative ``datastore`` (answers formatted by the variant's QA policy).
@@ -119,9 +119,9 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
         search_cfg = sp.pop("search", None) or {}
         if skip is None and sp.get("use_layer_skip", True):
             items = []
-            for prefix, questions in calib or []:
-                cache = model.llm.prefill(prefix)
-                items += [(cache, q) for q in questions[:4]]
+            for frame in calib or []:
+                cache = model.llm.prefill(frame.prefix)
+                items += [(cache, q) for q in frame.questions[:4]]
             result = search_skip_layers(model.llm, items, max_skip=max_skip, **search_cfg)
             skip = list(result.skip_layers)
             log(f"speculative: searched skip set {skip}")

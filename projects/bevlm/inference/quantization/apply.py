@@ -173,7 +173,8 @@ def quantize_model(module: nn.Module,
                    sequential: bool = True,
                    act_order: bool = False,
                    percdamp: float = 0.01,
-                   embeddings: bool = False) -> QuantReport:
+                   embeddings: bool = False,
+                   clip_search: int = 0) -> QuantReport:
     """Replace selected ``nn.Linear`` layers of ``module`` by quantised ones, in place.
 
     Args:
@@ -198,6 +199,8 @@ def quantize_model(module: nn.Module,
             table's codes (stored once), an untied ``nn.Linear`` head is quantised by RTN.
             Needs an int4 method; ``module`` must have ``get_input_embeddings`` (or an ``lm``
             that has).
+        clip_search: per-group clipping search of the int4 ranges (grid size; 0 = min-max
+            ranges): RTN, GPTQ and the embedding table; see ``int4.group_params``.
 
     Returns:
         :class:`QuantReport`.
@@ -231,7 +234,8 @@ def quantize_model(module: nn.Module,
         module.eval()
         if method == "rtn":
             for name in names:
-                _replace(module, name, QuantLinear4.from_linear(module.get_submodule(name), group_size, kernel))
+                _replace(module, name, QuantLinear4.from_linear(module.get_submodule(name), group_size, kernel,
+                                                                clip_search))
         else:
             blocks: dict[str, list[str]] = {}
             for name in names:
@@ -242,19 +246,21 @@ def quantize_model(module: nn.Module,
                 for name in block_names:
                     layer = module.get_submodule(name)
                     q, scales, zeros = gptq_quantize(layer.weight, accumulators.pop(name).hessian, bits, group_size,
-                                                     percdamp=percdamp, act_order=act_order)
+                                                     percdamp=percdamp, act_order=act_order,
+                                                     clip_search=clip_search)
                     _replace(module, name, QuantLinear4.from_codes(q.to(layer.weight.device), scales, zeros,
                                                                    layer.bias, group_size, kernel, method="gptq"))
         module.train(was_training)
         report.linear_bytes_after = sum(module.get_submodule(n).weight_bytes() for n in names)
         if embeddings:
-            _quantize_embeddings(module, group_size, kernel, report)
+            _quantize_embeddings(module, group_size, kernel, report, clip_search)
     report.module_bytes_after = module_bytes(module)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report: QuantReport) -> None:
+def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report: QuantReport,
+                         clip_search: int = 0) -> None:
     """Replace the input embedding (and the LM head) of ``module`` by int4 ones; update ``report``."""
     lm = module if hasattr(module, "get_input_embeddings") else getattr(module, "lm", None)
     if lm is None or not hasattr(lm, "get_input_embeddings"):
@@ -266,7 +272,7 @@ def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report
                          "not nn.Embedding (already quantised?)")
     names = {id(m): n for n, m in module.named_modules()}
     tied = is_tied(emb, head)
-    qemb = QuantEmbedding4.from_embedding(emb, group_size)
+    qemb = QuantEmbedding4.from_embedding(emb, group_size, clip_search)
     report.linear_bytes_before += _tensor_bytes(emb.weight)
     report.linear_bytes_fp16 += 2 * emb.weight.numel()
     report.linear_bytes_after += qemb.weight_bytes()
@@ -277,7 +283,7 @@ def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report
         report.layers.append(names[id(head)])
     elif type(head) is nn.Linear:
         stored, fp16 = _linear_bytes(head)
-        qhead = QuantLinear4.from_linear(head, group_size, kernel)
+        qhead = QuantLinear4.from_linear(head, group_size, kernel, clip_search)
         report.linear_bytes_before += stored
         report.linear_bytes_fp16 += fp16
         report.linear_bytes_after += qhead.weight_bytes()

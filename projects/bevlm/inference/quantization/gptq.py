@@ -82,7 +82,8 @@ def _inverse_hessian_cholesky(hessian: Tensor, percdamp: float) -> Tensor:
 
 @torch.no_grad()
 def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: int = 128, percdamp: float = 0.01,
-                  block_size: int = 128, act_order: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+                  block_size: int = 128, act_order: bool = False,
+                  clip_search: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Quantise one weight matrix with GPTQ.
 
     Args:
@@ -93,6 +94,7 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: in
         percdamp: dampening as a fraction of the mean Hessian diagonal.
         block_size: columns per lazy-update block (rounded to whole groups).
         act_order: visit columns by decreasing ``diag(H)`` (static groups).
+        clip_search: clipping-search grid of each group's range (see ``group_params``; 0: min-max).
 
     Returns:
         ``(q, scales, zeros)`` in the same format as
@@ -115,7 +117,7 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: in
     perm = None
     if act_order:
         for g in range(n_groups):  # static groups from the original weights
-            scales[:, g], zeros[:, g] = group_params(w[:, g * group_size:(g + 1) * group_size], bits)
+            scales[:, g], zeros[:, g] = group_params(w[:, g * group_size:(g + 1) * group_size], bits, clip_search)
         perm = torch.argsort(torch.diag(h), descending=True)
         w, h = w[:, perm], h[perm][:, perm]
     group_of = (perm if perm is not None else torch.arange(in_features, device=w.device)) // group_size  # [in]
@@ -134,7 +136,7 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: in
             col = start + i
             if not act_order and col % group_size == 0:  # group params from the error-updated weights
                 g = col // group_size
-                scales[:, g], zeros[:, g] = group_params(w_blk[:, i:i + group_size], bits)
+                scales[:, g], zeros[:, g] = group_params(w_blk[:, i:i + group_size], bits, clip_search)
             g = int(group_of[col])
             column = w_blk[:, i]  # [out]
             codes = quantize_with_params(column[:, None], scales[:, g], zeros[:, g], bits)[:, 0]  # [out]

@@ -44,10 +44,11 @@ class QuantEmbedding4(nn.Module):
         self.register_buffer("zeros", torch.zeros(num_embeddings, groups, dtype=torch.float16))
 
     @classmethod
-    def from_embedding(cls, embedding: nn.Embedding, group_size: int = 64) -> "QuantEmbedding4":
-        """Round-to-nearest quantisation of an ``nn.Embedding`` (its padding row is quantised too)."""
+    def from_embedding(cls, embedding: nn.Embedding, group_size: int = 64, clip_search: int = 0) -> "QuantEmbedding4":
+        """Round-to-nearest quantisation of an ``nn.Embedding`` (its padding row is quantised too;
+        ``clip_search``: see ``group_params``)."""
         weight = embedding.weight.detach()
-        q, scales, zeros = quantize_rtn(weight, group_size, bits=4)
+        q, scales, zeros = quantize_rtn(weight, group_size, bits=4, clip_search=clip_search)
         layer = cls(weight.shape[0], weight.shape[1], group_size, weight.dtype)
         layer.qweight.copy_(pack_int4(q.to(torch.uint8)))
         layer.scales.copy_(scales.to(torch.float16))

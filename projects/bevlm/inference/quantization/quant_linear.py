@@ -68,9 +68,10 @@ class QuantLinear4(nn.Module):
         return layer.to(q.device)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, group_size: int = 128, kernel: str = "auto") -> "QuantLinear4":
-        """Round-to-nearest quantisation of an ``nn.Linear``."""
-        q, scales, zeros = quantize_rtn(linear.weight.detach(), group_size, bits=4)
+    def from_linear(cls, linear: nn.Linear, group_size: int = 128, kernel: str = "auto",
+                    clip_search: int = 0) -> "QuantLinear4":
+        """Round-to-nearest quantisation of an ``nn.Linear`` (``clip_search``: see ``group_params``)."""
+        q, scales, zeros = quantize_rtn(linear.weight.detach(), group_size, bits=4, clip_search=clip_search)
         return cls.from_codes(q, scales, zeros, linear.bias, group_size, kernel)
 
     # ----------------------------------------------------------------- queries

@@ -1,0 +1,63 @@
+"""Post-training quantisation of the tiny BEVVLM: calibration frames, both GPTQ calibration modes."""
+import copy
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+
+from bevlm.inference.ptq import CalibFrame, calibration_prefixes, quantize_bevvlm
+from bevlm.registry import DATASETS, MODELS
+from tests.conftest import REPO
+
+init_default_scope("bevlm")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_world):
+    cfg = Config.fromfile(f"{REPO}/configs/bev_vlm_tiny.py")
+    mcfg = cfg.model.to_dict()
+    mcfg["bev_encoder"]["num_layers"] = 1
+    torch.manual_seed(0)
+    model = MODELS.build(mcfg).eval()
+    ds = DATASETS.build(dict(type="BEVDriveDataset", ann_file=f"{tiny_world}/infos/bevlm_infos_train.pkl",
+                             data_root=f"{tiny_world}/", pipeline=cfg.pipeline, queue_length=1, qa_mode="frame"))
+    calib = calibration_prefixes(model, [pseudo_collate([ds[i]]) for i in range(2)], max_questions=6)
+    return model, calib
+
+
+def _logits(model, frame):
+    batch = model.llm.build_batch([list(zip(frame.questions, frame.answers))], frame.prefix.shape[1])
+    with torch.no_grad():
+        return model.llm.answer_logits(batch, frame.prefix)[0]
+
+
+def test_calibration_frames_carry_questions_and_answers(setup):
+    model, calib = setup
+    assert len(calib) == 2 and all(isinstance(f, CalibFrame) for f in calib)
+    for f in calib:
+        assert f.prefix.dim() == 3 and f.prefix.shape[0] == 1
+        assert 0 < len(f.questions) == len(f.answers) <= 6 and all(f.answers)
+
+
+@pytest.mark.parametrize("mode", ["teacher_forced", "greedy"])
+def test_gptq_calibration_modes_run_and_stay_close(setup, mode):
+    model, calib = setup
+    ref = [_logits(model, f) for f in calib]
+    q = copy.deepcopy(model)
+    report = quantize_bevvlm(q, "gptq", group_size=32, calib=calib, calib_mode=mode, kernel="dequant",
+                             clip_search=10)
+    assert report.calib_runs == q.llm.num_layers and report.ratio_vs_fp16 < 0.35
+    rtn = quantize_bevvlm(copy.deepcopy(model), "rtn", group_size=32, kernel="dequant")
+    assert rtn.calib_runs == 0
+    err = sum(float((_logits(q, f) - r).pow(2).mean()) for f, r in zip(calib, ref))
+    scale = sum(float(r.pow(2).mean()) for r in ref)
+    assert err < 0.1 * scale, (err, scale)  # int4 of a random tiny LLM: logits within 10 % (energy)
+
+
+def test_unknown_calibration_mode_is_refused(setup):
+    model, calib = setup
+    with pytest.raises(ValueError, match="calib_mode"):
+        quantize_bevvlm(copy.deepcopy(model), "gptq", group_size=32, calib=calib, calib_mode="sampled")
