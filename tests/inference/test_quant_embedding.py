@@ -98,3 +98,35 @@ def test_save_load_round_trip_keeps_the_tie(tmp_path):
 def test_embeddings_need_an_int4_method():
     with pytest.raises(ValueError, match="embeddings=True"):
         quantize_model(_llm(), method="int8_dynamic", embeddings=True)
+
+
+def test_gptq_quantises_the_tied_head_on_its_input_hessian():
+    import copy
+
+    llm = _llm()
+    prefixes = [torch.randn(1, 12, 128, generator=torch.Generator().manual_seed(10 + k)) for k in range(6)]
+
+    def calib(module):
+        for p in prefixes:
+            llm.generate_ids(llm.prefill(p), QUESTION, 6)
+
+    # the head's calibration inputs, from the float model
+    rows = []
+    head = llm.lm.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda _m, inp: rows.append(inp[0].reshape(-1, 128).detach()))
+    with torch.no_grad():
+        calib(llm)
+    handle.remove()
+    x = torch.cat(rows)
+    w = head.weight.detach().clone()
+    rtn = copy.deepcopy(llm)
+    quantize_model(rtn, method="rtn", group_size=GROUP, kernel="dequant", embeddings=True)
+    report = quantize_model(llm, method="gptq", group_size=GROUP, kernel="dequant", embeddings=True, calib_fn=calib)
+    assert report.calib_runs == llm.num_layers + 1  # the blocks, then the head
+    emb = llm.lm.get_input_embeddings()
+    assert emb.method == "gptq" and llm.lm.get_output_embeddings().qweight.data_ptr() == emb.qweight.data_ptr()
+
+    def head_err(model):
+        return float((x @ model.lm.get_input_embeddings().dequantized_weight().t() - x @ w.t()).pow(2).mean())
+
+    assert head_err(llm) < head_err(rtn), (head_err(llm), head_err(rtn))

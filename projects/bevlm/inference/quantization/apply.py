@@ -194,9 +194,10 @@ def quantize_model(module: nn.Module,
             ``calib_fn`` run per block) instead of one run for all layers.
         act_order: GPTQ column order by decreasing Hessian diagonal.
         percdamp: GPTQ dampening fraction of the mean Hessian diagonal.
-        embeddings: also quantise the input embedding table to int4 (RTN, same group size;
+        embeddings: also quantise the input embedding table to int4 (same group size;
             :class:`QuantEmbedding4`) and the LM head: a head tied to the embedding shares the
-            table's codes (stored once), an untied ``nn.Linear`` head is quantised by RTN.
+            table's codes (stored once). With ``'rtn'`` both by RTN; with ``'gptq'`` the head by
+            GPTQ on its input Hessian (a tied table takes the head's codes; an untied one RTN).
             Needs an int4 method; ``module`` must have ``get_input_embeddings`` (or an ``lm``
             that has).
         clip_search: per-group clipping search of the int4 ranges (grid size; 0 = min-max
@@ -253,15 +254,21 @@ def quantize_model(module: nn.Module,
         module.train(was_training)
         report.linear_bytes_after = sum(module.get_submodule(n).weight_bytes() for n in names)
         if embeddings:
-            _quantize_embeddings(module, group_size, kernel, report, clip_search)
+            gptq = dict(calib_fn=calib_fn, percdamp=percdamp, act_order=act_order) if method == "gptq" else None
+            _quantize_embeddings(module, group_size, kernel, report, clip_search, gptq)
     report.module_bytes_after = module_bytes(module)
     report.seconds = time.perf_counter() - start
     return report
 
 
 def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report: QuantReport,
-                         clip_search: int = 0) -> None:
-    """Replace the input embedding (and the LM head) of ``module`` by int4 ones; update ``report``."""
+                         clip_search: int = 0, gptq: dict | None = None) -> None:
+    """Replace the input embedding (and the LM head) of ``module`` by int4 ones; update ``report``.
+
+    With ``gptq`` (``calib_fn``, ``percdamp``, ``act_order``) the LM head is quantised by GPTQ on
+    the Hessian of its inputs (the final hidden states of the calibration run, after the already
+    quantised blocks); a tied table takes the head's codes, an untied table is quantised by RTN.
+    """
     lm = module if hasattr(module, "get_input_embeddings") else getattr(module, "lm", None)
     if lm is None or not hasattr(lm, "get_input_embeddings"):
         raise ValueError(f"quantize_model(embeddings=True): {type(module).__name__} has no get_input_embeddings(); "
@@ -272,7 +279,17 @@ def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report
                          "not nn.Embedding (already quantised?)")
     names = {id(m): n for n, m in module.named_modules()}
     tied = is_tied(emb, head)
-    qemb = QuantEmbedding4.from_embedding(emb, group_size, clip_search)
+    head_codes = None
+    if gptq is not None and type(head) is nn.Linear:
+        head_name = names[id(head)]
+        hessian = _calibrate(module, [head_name], gptq["calib_fn"])[head_name].hessian
+        report.calib_runs += 1
+        head_codes = gptq_quantize(head.weight, hessian, 4, group_size, percdamp=gptq["percdamp"],
+                                   act_order=gptq["act_order"], clip_search=clip_search)
+    if tied and head_codes is not None:
+        qemb = QuantEmbedding4.from_codes(*head_codes, group_size, emb.weight.dtype, method="gptq")
+    else:
+        qemb = QuantEmbedding4.from_embedding(emb, group_size, clip_search)
     report.linear_bytes_before += _tensor_bytes(emb.weight)
     report.linear_bytes_fp16 += 2 * emb.weight.numel()
     report.linear_bytes_after += qemb.weight_bytes()
@@ -283,7 +300,9 @@ def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report
         report.layers.append(names[id(head)])
     elif type(head) is nn.Linear:
         stored, fp16 = _linear_bytes(head)
-        qhead = QuantLinear4.from_linear(head, group_size, kernel, clip_search)
+        qhead = (QuantLinear4.from_codes(*(c.to(head.weight.device) for c in head_codes), head.bias, group_size,
+                                         kernel, method="gptq") if head_codes is not None
+                 else QuantLinear4.from_linear(head, group_size, kernel, clip_search))
         report.linear_bytes_before += stored
         report.linear_bytes_fp16 += fp16
         report.linear_bytes_after += qhead.weight_bytes()

@@ -44,6 +44,17 @@ class QuantEmbedding4(nn.Module):
         self.register_buffer("zeros", torch.zeros(num_embeddings, groups, dtype=torch.float16))
 
     @classmethod
+    def from_codes(cls, q: Tensor, scales: Tensor, zeros: Tensor, group_size: int,
+                   dtype: torch.dtype = torch.float32, method: str = "rtn") -> "QuantEmbedding4":
+        """Build from unpacked codes ``q`` uint8 ``[V, D]`` and ``[V, D // g]`` scales/zeros
+        (e.g. GPTQ of the tied LM head, whose weight is this table)."""
+        layer = cls(q.shape[0], q.shape[1], group_size, dtype, method)
+        layer.qweight.copy_(pack_int4(q.to(torch.uint8)))
+        layer.scales.copy_(scales.to(torch.float16))
+        layer.zeros.copy_(zeros.to(torch.float16))
+        return layer.to(q.device)
+
+    @classmethod
     def from_embedding(cls, embedding: nn.Embedding, group_size: int = 64, clip_search: int = 0) -> "QuantEmbedding4":
         """Round-to-nearest quantisation of an ``nn.Embedding`` (its padding row is quantised too;
         ``clip_search``: see ``group_params``)."""
