@@ -31,7 +31,7 @@ def measure_read_bandwidth(mb: int = 256, repeats: int = 5) -> float:
     return x.numel() * 4 / best / 1e9
 
 
-def _build_base(cfg, checkpoint):
+def load_model(cfg, checkpoint):
     from bevlm.engine import load_checkpoint_file
 
     model = MODELS.build(cfg.model)
@@ -46,7 +46,7 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
                   frame_stride: int = 1, qa_select: str = "test", calib_frames: int = 4, log=print) -> dict:
     """Run every variant on the same frames; write ``benchmark.json`` and ``benchmark.md``."""
     init_default_scope("bevlm")
-    base = _build_base(cfg, checkpoint)
+    base = load_model(cfg, checkpoint)
     ds_cfg = cfg.test_dataloader.dataset.to_dict()
     ds_cfg.update(qa_mode="frame", qa_select=qa_select, frame_stride=frame_stride,
                   max_frames=max_frames)
