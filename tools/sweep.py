@@ -16,12 +16,15 @@ def main():
     p.add_argument("sweep_file")
     p.add_argument("--root", default="work_dirs/sweeps")
     p.add_argument("--dry-run", action="store_true", help="only list the runs")
+    p.add_argument("--only", nargs="+", metavar="RUN_ID",
+                   help="run only these runs (the table still lists every run that has results)")
     args = p.parse_args()
     from mmengine.config import Config
 
     from bevlm.engine.sweep import run_sweep
 
-    run_sweep(Config.fromfile(args.sweep_file).sweep.to_dict(), root=args.root, dry_run=args.dry_run)
+    run_sweep(Config.fromfile(args.sweep_file).sweep.to_dict(), root=args.root, dry_run=args.dry_run,
+              only=args.only)
 
 
 if __name__ == "__main__":

@@ -87,3 +87,24 @@ def test_sweep_reuses_a_matching_training_and_passes_test_args(tmp_path, monkeyp
     assert "model.llm.lora.r" in capsys.readouterr().out
     new = calls.read_text().splitlines()[1:]
     assert [line.split()[0] for line in new] == ["tools/train.py", "tools/test.py"]
+
+
+def test_sweep_only_runs_the_selected_runs_and_tables_every_finished_one(tmp_path, monkeypatch):
+    import pytest
+
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("SWEEP_CALLS", str(calls))
+    sweep = dict(name="part", configs=["configs/a.py", "configs/b.py", "configs/c.py"], steps=["train", "test"],
+                 columns=["drivelm/gpt_free_final"])
+    rows = run_sweep(sweep, root=str(tmp_path), python=str(fake), only=["b"])
+    assert [r["run"] for r in rows] == ["b"]
+    assert [line.split()[1] for line in calls.read_text().splitlines()] == ["configs/b.py", "configs/b.py"]
+    rows = run_sweep(sweep, root=str(tmp_path), python=str(fake), only=["a"])
+    assert [r["run"] for r in rows] == ["a", "b"]  # b has results: tabled, not rerun
+    assert len(calls.read_text().splitlines()) == 4
+    assert "| b |" in (tmp_path / "part" / "results.md").read_text()
+    with pytest.raises(ValueError, match="no runs"):
+        run_sweep(sweep, root=str(tmp_path), python=str(fake), only=["zzz"])

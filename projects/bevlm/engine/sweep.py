@@ -112,22 +112,31 @@ def _run(cmd: list[str], log_path: str) -> None:
 
 
 def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.executable,
-              dry_run: bool = False) -> list[dict]:
-    """Run (or resume) every run of the sweep and return their rows."""
+              dry_run: bool = False, only: list[str] | None = None) -> list[dict]:
+    """Run (or resume) every run of the sweep (or the runs named in ``only``) and return the rows
+    of every run that has results; the tables list those rows."""
     out_root = os.path.join(root, sweep["name"])
     os.makedirs(out_root, exist_ok=True)
     rows = []
     runs = expand_runs(sweep)
+    unknown = sorted(set(only or []) - {r["id"] for r in runs})
+    if unknown:
+        raise ValueError(f"sweep {sweep['name']}: no runs {unknown}; its runs: {[r['id'] for r in runs]}")
     for n, run in enumerate(runs, 1):
         work = os.path.join(out_root, run["id"])
         test_sets = sweep.get("test_sets") or {"": []}
         test_dirs = {name: os.path.join(work, f"test_{name}" if name else "test") for name in test_sets}
-        print(f"[{n}/{len(runs)}] {run['id']}", flush=True)
-        if dry_run:
+        selected = only is None or run["id"] in only
+        finished = all(os.path.isfile(os.path.join(d, "metrics.json")) for d in test_dirs.values())
+        print(f"[{n}/{len(runs)}] {run['id']}" + ("" if selected else (" (not selected)" if finished
+                                                                        else " (not selected, no results)")),
+              flush=True)
+        if dry_run or not (selected or finished):
             continue
         log = os.path.join(work, "sweep.log")
         t0 = time.time()
-        pending = [name for name, d in test_dirs.items() if not os.path.isfile(os.path.join(d, "metrics.json"))]
+        pending = [name for name, d in test_dirs.items()
+                   if selected and not os.path.isfile(os.path.join(d, "metrics.json"))]
         reuse = (sweep.get("reuse") or {}).get(run["id"])
         if pending and reuse and not os.path.isfile(os.path.join(work, "last_checkpoint")):
             try:
