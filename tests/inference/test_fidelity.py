@@ -38,3 +38,23 @@ def test_lossless_switches_are_exact_and_int4_is_close(tiny_world):
     assert res["int4"]["tokens"] == res["baseline"]["tokens"] > 0
     with pytest.raises(ValueError, match="pruning"):
         run_fidelity(cfg, base, {"p": dict(pruning=dict(bev_keep_ratio=0.5))}, log=lambda *_: None)
+
+
+def test_variant_inputs_read_every_member_of_a_union(tiny_world):
+    from bevlm.inference.variants import variant_inputs
+
+    init_default_scope("bevlm")
+    cfg = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm_tiny.py"))
+    member = dict(cfg.train_dataloader.dataset.to_dict(), ann_file=f"{tiny_world}/infos/bevlm_infos_train.pkl",
+                  data_root=f"{tiny_world}/")
+    cfg.train_dataloader.dataset = dict(type="ConcatDataset", ignore_keys=["data_root", "num_qa_frames", "domain"],
+                                        datasets=[dict(member, domain="day"), dict(member, domain="night")])
+    torch.manual_seed(0)
+    base = MODELS.build(cfg.model).eval()
+    spec = dict(quant=dict(method="gptq"), speculative=dict(use_layer_skip=False, datastore=dict()))
+    calib, train_qa = variant_inputs(base, cfg, [spec], calib_frames=4)
+    assert len(calib) == 4  # 2 frames of each domain
+    single = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm_tiny.py"))
+    single.train_dataloader.dataset.update(ann_file=member["ann_file"], data_root=member["data_root"])
+    _, one = variant_inputs(base, single, [spec])
+    assert len(train_qa) == 2 * len(one) > 0

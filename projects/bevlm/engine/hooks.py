@@ -58,19 +58,15 @@ class PostTrainingQuantHook(Hook):
         self.kernel, self.calib_frames = kernel, calib_frames
 
     def before_test(self, runner) -> None:
-        from mmengine.dataset import pseudo_collate
 
-        from bevlm.inference.ptq import calibration_prefixes, quantize_bevvlm
-        from bevlm.registry import DATASETS
+        from bevlm.inference.ptq import quantize_bevvlm
+        from bevlm.inference.variants import variant_inputs
 
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         model.eval()
         calib = None
         if self.method == "gptq":
-            ds_cfg = runner.cfg.train_dataloader.dataset.to_dict()
-            ds_cfg.update(qa_mode="frame", queue_length=1, max_frames=self.calib_frames)
-            dataset = DATASETS.build(ds_cfg)
-            calib = calibration_prefixes(model, [pseudo_collate([dataset[i]]) for i in range(len(dataset))])
+            calib, _ = variant_inputs(model, runner.cfg, [dict(quant=dict(method="gptq"))], self.calib_frames)
         report = quantize_bevvlm(model, self.method, self.bits, self.group_size, kernel=self.kernel,
                                  calib=calib, embeddings=self.embeddings, **self.options)
         runner.logger.info("post-training quantisation:\n" + report.table())

@@ -56,19 +56,33 @@ def variant_inputs(model: nn.Module, cfg, specs: list[dict], calib_frames: int =
     from mmengine.dataset import pseudo_collate
 
     from bevlm.inference.ptq import calibration_prefixes
-    from bevlm.registry import DATASETS
 
     need_calib, need_qa = needs_inputs(specs)
     if not (need_calib or need_qa):
         return None, None
-    tr = cfg.train_dataloader.dataset.to_dict() if hasattr(cfg.train_dataloader.dataset, "to_dict") \
-        else dict(cfg.train_dataloader.dataset)
-    tr.update(qa_mode="frame", queue_length=1, max_frames=None)
-    train_ds = DATASETS.build(tr)
-    calib = calibration_prefixes(model, [pseudo_collate([train_ds[i]])
-                                         for i in range(min(calib_frames, len(train_ds)))]) if need_calib else None
-    train_qa = [entry["qa"] for entry in train_ds.data_list] if need_qa else None  # QA only, no images
+    sets = training_frame_datasets(cfg)
+    calib = None
+    if need_calib:  # the first frames of each training set (every domain of a union)
+        per_set = max(1, -(-calib_frames // len(sets)))
+        calib = calibration_prefixes(model, [pseudo_collate([ds[i]]) for ds in sets
+                                             for i in range(min(per_set, len(ds)))])
+    train_qa = [entry["qa"] for ds in sets for entry in ds.data_list] if need_qa else None  # QA only, no images
     return calib, train_qa
+
+
+def training_frame_datasets(cfg) -> list:
+    """The config's training dataset(s) rebuilt frame by frame (``qa_mode='frame'``, no history):
+    one per member of a ``ConcatDataset`` (e.g. the domains of a multi-domain union)."""
+    from bevlm.registry import DATASETS
+
+    tr = cfg.train_dataloader.dataset
+    tr = tr.to_dict() if hasattr(tr, "to_dict") else dict(tr)
+    members = tr["datasets"] if tr.get("type") == "ConcatDataset" else [tr]
+    out = []
+    for member in members:
+        member = dict(member, qa_mode="frame", queue_length=1, max_frames=None)
+        out.append(DATASETS.build(member))
+    return out
 
 
 def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=print,
