@@ -25,12 +25,18 @@ else:
 '''
 
 
-def test_sweep_with_test_sets_and_resume(tmp_path, monkeypatch):
+def _fake_python(tmp_path, monkeypatch):
+    """The stand-in interpreter and the file it logs its calls to."""
     fake = tmp_path / "fake_python"
     fake.write_text(FAKE)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     calls = tmp_path / "calls.txt"
     monkeypatch.setenv("SWEEP_CALLS", str(calls))
+    return fake, calls
+
+
+def test_sweep_with_test_sets_and_resume(tmp_path, monkeypatch):
+    fake, calls = _fake_python(tmp_path, monkeypatch)
     sweep = dict(name="demo", configs=["configs/a.py", "configs/b.py"], grid={"model.r": [4, 8]},
                  steps=["train", "test"],
                  test_sets={"day": ["test_dataloader.dataset.domain='day'"],
@@ -60,11 +66,7 @@ def test_sweep_reuses_a_matching_training_and_passes_test_args(tmp_path, monkeyp
 
     from tests.conftest import REPO
 
-    fake = tmp_path / "fake_python"
-    fake.write_text(FAKE)
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    calls = tmp_path / "calls.txt"
-    monkeypatch.setenv("SWEEP_CALLS", str(calls))
+    fake, calls = _fake_python(tmp_path, monkeypatch)
     config = os.path.join(REPO, "configs", "bev_vlm_tiny.py")
     src = tmp_path / "trained"
     src.mkdir()
@@ -92,11 +94,7 @@ def test_sweep_reuses_a_matching_training_and_passes_test_args(tmp_path, monkeyp
 def test_sweep_only_runs_the_selected_runs_and_tables_every_finished_one(tmp_path, monkeypatch):
     import pytest
 
-    fake = tmp_path / "fake_python"
-    fake.write_text(FAKE)
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    calls = tmp_path / "calls.txt"
-    monkeypatch.setenv("SWEEP_CALLS", str(calls))
+    fake, calls = _fake_python(tmp_path, monkeypatch)
     sweep = dict(name="part", configs=["configs/a.py", "configs/b.py", "configs/c.py"], steps=["train", "test"],
                  columns=["drivelm/gpt_free_final"])
     rows = run_sweep(sweep, root=str(tmp_path), python=str(fake), only=["b"])

@@ -1,14 +1,12 @@
 """Pruning settings applied to the tiny BEVVLM (LoRA LLM): identity, FLOP accounting, decoding."""
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
 from bevlm.inference.pruning import (PrunedPrefixCache, PruningSetting, count_pruned_flops, flops_table,
                                      frame_prefix, prefill_flops, prefill_with_setting)
-from bevlm.registry import DATASETS, MODELS
-from tests.conftest import REPO
+from tests.model_helpers import tiny_bevvlm_and_frames
 
 init_default_scope("bevlm")
 torch.set_num_threads(1)
@@ -16,13 +14,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def setup(tiny_world):
-    cfg = Config.fromfile(f"{REPO}/configs/bev_vlm_tiny.py")
-    mcfg = cfg.model.to_dict()
-    mcfg["bev_encoder"]["num_layers"] = 2
-    torch.manual_seed(0)
-    model = MODELS.build(mcfg).eval()
-    ds = DATASETS.build(dict(type="BEVDriveDataset", ann_file=f"{tiny_world}/infos/bevlm_infos_train.pkl",
-                             data_root=f"{tiny_world}/", pipeline=cfg.pipeline, queue_length=1, qa_mode="frame"))
+    model, ds, _ = tiny_bevvlm_and_frames(tiny_world, encoder_layers=2)
     data = model.data_preprocessor(pseudo_collate([ds[0]]), False)
     return model, data["inputs"]["imgs"], data["data_samples"]
 

@@ -3,13 +3,11 @@ import copy
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
 from bevlm.inference.ptq import CalibFrame, calibration_prefixes, quantize_bevvlm
-from bevlm.registry import DATASETS, MODELS
-from tests.conftest import REPO
+from tests.model_helpers import tiny_bevvlm_and_frames
 
 init_default_scope("bevlm")
 torch.set_num_threads(1)
@@ -17,13 +15,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def setup(tiny_world):
-    cfg = Config.fromfile(f"{REPO}/configs/bev_vlm_tiny.py")
-    mcfg = cfg.model.to_dict()
-    mcfg["bev_encoder"]["num_layers"] = 1
-    torch.manual_seed(0)
-    model = MODELS.build(mcfg).eval()
-    ds = DATASETS.build(dict(type="BEVDriveDataset", ann_file=f"{tiny_world}/infos/bevlm_infos_train.pkl",
-                             data_root=f"{tiny_world}/", pipeline=cfg.pipeline, queue_length=1, qa_mode="frame"))
+    model, ds, _ = tiny_bevvlm_and_frames(tiny_world, encoder_layers=1)
     calib = calibration_prefixes(model, [pseudo_collate([ds[i]]) for i in range(2)], max_questions=6)
     return model, calib
 
