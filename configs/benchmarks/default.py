@@ -67,3 +67,7 @@ variants = dict(
 # decoding, so the accuracy of the quantised model is measured about 3.5x faster
 for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip"):
     variants[_name + "_lossless"] = dict(variants[_name], **variants["lossless"])
+# the lossless stack with shorter chained drafts (a verify forward of 8 rows x 17 tokens is
+# compute-bound on 2 cores: fewer drafted tokens per row may pay)
+variants["lossless_draft8"] = dict(share_prompt_cache=True, speculative=dict(_chain, batched=True, max_draft_len=8))
+variants["lossless_draft12"] = dict(share_prompt_cache=True, speculative=dict(_chain, batched=True, max_draft_len=12))
