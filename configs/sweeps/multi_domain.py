@@ -12,6 +12,7 @@ sweep = dict(
     # answers identical to plain greedy decoding, checked in tests/tools/test_train_test_smoke.py)
     test_args=["--variant", "lossless"],
     test_sets=dict(day=_day, night=_night),
-    columns=["day:drivelm/gpt_free_final", "day:drivelm/full_accuracy", "day:planning/L2_avg_stp3",
-             "night:drivelm/gpt_free_final", "night:drivelm/full_accuracy", "night:planning/L2_avg_stp3"],
+    columns=["day:drivelm/gpt_free_final", "day:drivelm/language_score", "day:drivelm/full_accuracy",
+             "day:planning/L2_avg_stp3", "night:drivelm/gpt_free_final", "night:drivelm/language_score",
+             "night:drivelm/full_accuracy", "night:planning/L2_avg_stp3"],
 )
