@@ -182,3 +182,52 @@ def test_gptq_with_clip_search_not_worse_than_without():
 
     plain, clipped = mse(*gptq_quantize(w, h, group_size=32)), mse(*gptq_quantize(w, h, group_size=32, clip_search=20))
     assert clipped <= 1.05 * plain, (clipped, plain)
+
+
+def _grid_weights(out: int, cols: int, group: int, seed: int = 0) -> torch.Tensor:
+    """Weights on a Q4_1-style grid: ``m + q * d`` per group, fp16 ``d`` / ``m``, codes 0 and 15 used."""
+    gen = torch.Generator().manual_seed(seed)
+    n = out * cols // group
+    d = (torch.rand(n, 1, generator=gen) * 0.02 + 1e-3).half().float()
+    m = (-7.5 * d + torch.randn(n, 1, generator=gen) * 0.01).half().float()
+    q = torch.randint(0, 16, (n, group), generator=gen).float()
+    q[:, 0], q[:, 1] = 0, 15
+    return (m + q * d).reshape(out, cols)
+
+
+def test_offset_zero_point_reproduces_grid_weights_exactly():
+    w = _grid_weights(16, 128, 32)
+    q, scales, offsets = quantize_rtn(w, group_size=32, bits=4, zero_point="offset")
+    assert torch.equal(dequantize(q, scales, offsets, 32, zero_point="offset"), w)
+    # the integer-zero layout (range widened to 0, integer zeros) does not: it rounds a second time
+    qi, si, zi = quantize_rtn(w, group_size=32, bits=4)
+    assert float((dequantize(qi, si, zi, 32) - w).abs().max()) > 0
+    # and GPTQ in the offset layout finds the same exact codes (zero error to propagate)
+    x = torch.randn(256, 128, generator=torch.Generator().manual_seed(1))
+    acc = HessianAccumulator(128)
+    acc.add(x)
+    qg, sg, og = gptq_quantize(w, acc.hessian, 4, 32, zero_point="offset")
+    assert torch.equal(dequantize(qg, sg, og, 32, zero_point="offset"), w)
+
+
+def test_offset_zero_point_error_bound_and_layouts():
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(32, 64, generator=gen) + 2.0  # groups that do not contain 0
+    w[0, :32] = 0.25  # constant group
+    q, scales, offsets = quantize_rtn(w, group_size=32, bits=4, zero_point="offset")
+    groups = w.reshape(32, 2, 32)
+    err = (dequantize(q, scales, offsets, 32, zero_point="offset") - w).abs().reshape(32, 2, 32)
+    bound = scales.float() / 2 + (offsets.float() - groups.amin(dim=-1)).abs()  # [out, G]
+    assert bool((err <= bound[..., None] * (1 + 1e-6) + 1e-12).all())
+    # the offset form maps onto the native kernel's (q - 8) * s + zf with zf = offset + 8 s
+    _, sz = kernels.pack_native(pack_int4(q), scales, offsets, torch.float32, zero_point="offset") \
+        if native_int4_available(torch.device("cpu"), 32, 64) else (None, None)
+    zf = offsets.float() + 8 * scales.float()
+    kernel_form = (q.float().reshape(32, 2, 32) - 8) * scales.float()[..., None] + zf[..., None]
+    torch.testing.assert_close(kernel_form.reshape(32, 64), dequantize(q, scales, offsets, 32, zero_point="offset"))
+    if sz is not None:
+        torch.testing.assert_close(sz[..., 1].t(), zf)
+    layer = QuantLinear4.from_linear(torch.nn.Linear(64, 32), group_size=32, kernel="dequant", zero_point="offset")
+    assert layer.zero_point == "offset" and "zero_point=offset" in repr(layer)
+    with pytest.raises(ValueError, match="zero_point"):
+        quantize_rtn(w, group_size=32, zero_point="float")

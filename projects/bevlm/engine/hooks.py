@@ -44,17 +44,20 @@ class PostTrainingQuantHook(Hook):
         kernel: 'auto' | 'dequant' | 'native' compute kernel of the int4 layers.
         calib_frames: number of training frames used for calibration.
         embeddings: also quantise the embedding table (and the tied LM head) to int4.
-        clip_search, calib_mode, act_order: see :func:`bevlm.inference.ptq.quantize_bevvlm`.
+        clip_search, calib_mode, act_order, zero_point, keep_lora, lora_dtype: see
+            :func:`bevlm.inference.ptq.quantize_bevvlm`.
     """
 
     priority = "VERY_HIGH"
 
     def __init__(self, method: str = "rtn", bits: int = 4, group_size: int = 64, kernel: str = "auto",
                  calib_frames: int = 4, embeddings: bool = False, clip_search: int = 0,
-                 calib_mode: str = "teacher_forced", act_order: bool = False) -> None:
+                 calib_mode: str = "teacher_forced", act_order: bool = False, zero_point: str = "int",
+                 keep_lora: bool = False, lora_dtype: str | None = "float16") -> None:
         self.method, self.bits, self.group_size = method, bits, group_size
         self.embeddings = embeddings
-        self.options = dict(clip_search=clip_search, calib_mode=calib_mode, act_order=act_order)
+        self.options = dict(clip_search=clip_search, calib_mode=calib_mode, act_order=act_order,
+                            zero_point=zero_point, keep_lora=keep_lora, lora_dtype=lora_dtype)
         self.kernel, self.calib_frames = kernel, calib_frames
 
     def before_test(self, runner) -> None:

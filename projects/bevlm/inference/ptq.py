@@ -39,14 +39,24 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
                     include: tuple = DEFAULT_INCLUDE, kernel: str = "auto",
                     calib: list | None = None, calib_mode: str = "teacher_forced", calib_tokens: int = 8,
                     sequential: bool = True, embeddings: bool = False, clip_search: int = 0,
-                    act_order: bool = False) -> QuantReport:
-    """Merge LoRA into the LLM and quantise its linear layers in place.
+                    act_order: bool = False, zero_point: str = "int", keep_lora: bool = False,
+                    lora_dtype: str | None = "float16") -> QuantReport:
+    """Quantise the LLM's linear layers in place, LoRA merged into them or kept beside them.
 
     Args:
         model: a trained :class:`BEVVLM` (eval mode).
         method: 'rtn' | 'gptq' | 'int8_dynamic' (see :func:`quantize_model`).
-        bits, group_size, include, kernel, sequential, embeddings, clip_search, act_order: as
-            :func:`quantize_model` (SmolLM2's width 576 needs a group size dividing it, e.g. 64).
+        bits, group_size, include, kernel, sequential, embeddings, clip_search, act_order,
+            zero_point: as :func:`quantize_model` (SmolLM2's width 576 needs a group size
+            dividing it, e.g. 32 or 64).
+        keep_lora: ``False``: merge the (single) LoRA adapter into the base weights, then quantise
+            them (a model with several adapters is refused: merging keeps only one).
+            ``True``: quantise the base layers only and keep every adapter unmerged beside them,
+            stored in ``lora_dtype`` (QLoRA-style; domain adapters stay switchable). The merged
+            weight ``W + BA`` is off the base model's grid, so this is also the way to keep a base
+            that was shipped in 4 bits exact (``zero_point='offset'``, ``group_size=32`` for
+            SmolLM2's Q4_1 file).
+        lora_dtype: storage dtype of the kept adapters (``None``: as trained).
         calib: output of :func:`calibration_prefixes` (needed by GPTQ).
         calib_mode: how GPTQ's layer inputs are produced from ``calib``:
             'teacher_forced': one packed forward per frame over its prefix and its (question,
@@ -56,8 +66,22 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
     """
     if calib_mode not in CALIB_MODES:
         raise ValueError(f"quantize_bevvlm: calib_mode={calib_mode!r} is not one of {CALIB_MODES}")
-    merge_lora_(model.llm)
     llm = model.llm
+    adapters = list(getattr(llm, "adapter_names", None) or [])
+    if keep_lora:
+        if not adapters:
+            raise ValueError("quantize_bevvlm(keep_lora=True): the LLM has no LoRA adapters; use keep_lora=False")
+        if lora_dtype is not None:
+            dtype = getattr(torch, lora_dtype)
+            for name, param in llm.named_parameters():
+                if ".lora_" in name:
+                    param.data = param.data.to(dtype)
+    else:
+        if len(adapters) > 1:
+            raise ValueError(f"quantize_bevvlm: the LLM has {len(adapters)} LoRA adapters {adapters}; merging keeps "
+                             "only the active one. Pass keep_lora=True (quant.keep_lora=True) to quantise the base "
+                             "and keep every adapter")
+        merge_lora_(llm)
 
     def calib_fn(_module):
         with torch.no_grad():
@@ -75,4 +99,4 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
     return quantize_model(llm, method=method, bits=bits, group_size=group_size, include=include,
                           calib_fn=calib_fn if method == "gptq" else None, kernel=kernel,
                           sequential=sequential, embeddings=embeddings, clip_search=clip_search,
-                          act_order=act_order)
+                          act_order=act_order, zero_point=zero_point, lora_base=keep_lora)

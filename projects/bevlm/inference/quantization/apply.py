@@ -113,16 +113,26 @@ def _linear_bytes(layer: nn.Linear) -> tuple[int, int]:
     return sum(_tensor_bytes(t) for t in tensors), sum(2 * t.numel() for t in tensors)
 
 
-def select_linears(module: nn.Module, include: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:
+def select_linears(module: nn.Module, include: tuple[str, ...], exclude: tuple[str, ...],
+                   lora_base: bool = False) -> list[str]:
     """Names of ``nn.Linear`` submodules whose last name part is in ``include``
-    and none of whose name parts is in ``exclude``, in module order."""
+    and none of whose name parts is in ``exclude``, in module order.
+
+    A peft LoRA layer is an error unless ``lora_base``: then its ``base_layer`` is selected
+    (``'...q_proj.base_layer'``) and the adapters are left as they are."""
     names = []
     for name, sub in module.named_modules():
-        if hasattr(sub, "lora_A"):
-            raise ValueError(f"quantize_model: {name} is a LoRA layer; merge the adapters first with "
-                             "bevlm.inference.quantization.merge_lora_(hf_causal_lm)")
         parts = name.split(".")
-        if type(sub) is nn.Linear and parts[-1] in include and not set(parts) & set(exclude):
+        wanted = parts[-1] in include and not set(parts) & set(exclude)
+        if hasattr(sub, "lora_A"):
+            if not lora_base:
+                raise ValueError(f"quantize_model: {name} is a LoRA layer; merge the adapters first with "
+                                 "bevlm.inference.quantization.merge_lora_(hf_causal_lm), or quantise only the "
+                                 "base layers with lora_base=True (keep_lora=True in quantize_bevvlm)")
+            if wanted and type(getattr(sub, "base_layer", None)) is nn.Linear:
+                names.append(f"{name}.base_layer")
+            continue
+        if type(sub) is nn.Linear and wanted:
             names.append(name)
     if not names:
         raise ValueError(f"quantize_model: no nn.Linear matches include={include} / exclude={exclude}; "
@@ -174,12 +184,14 @@ def quantize_model(module: nn.Module,
                    act_order: bool = False,
                    percdamp: float = 0.01,
                    embeddings: bool = False,
-                   clip_search: int = 0) -> QuantReport:
+                   clip_search: int = 0,
+                   zero_point: str = "int",
+                   lora_base: bool = False) -> QuantReport:
     """Replace selected ``nn.Linear`` layers of ``module`` by quantised ones, in place.
 
     Args:
         module: the model (e.g. ``HFCausalLM`` or its ``lm``); LoRA adapters
-            must be merged first (:func:`merge_lora_`).
+            must be merged first (:func:`merge_lora_`) unless ``lora_base``.
         method: ``'rtn'`` (round to nearest), ``'gptq'`` (needs ``calib_fn``)
             or ``'int8_dynamic'`` (torch.ao, CPU; ``bits``/``group_size``/
             ``kernel`` do not apply).
@@ -202,6 +214,12 @@ def quantize_model(module: nn.Module,
             that has).
         clip_search: per-group clipping search of the int4 ranges (grid size; 0 = min-max
             ranges): RTN, GPTQ and the embedding table; see ``int4.group_params``.
+        zero_point: int4 zero-point layout, ``'int'`` (integer zero points, GPTQ / AWQ) or
+            ``'offset'`` (fp16 group offsets, llama.cpp's Q4_1: reproduces weights already on such
+            a grid exactly at their group size); see :mod:`.int4`.
+        lora_base: with peft LoRA layers in ``module``, quantise their base layers and keep every
+            adapter as it is (unmerged, still switchable), instead of refusing (QLoRA-style
+            serving: the base in int4, the adapters beside it).
 
     Returns:
         :class:`QuantReport`.
@@ -217,7 +235,7 @@ def quantize_model(module: nn.Module,
         raise ValueError("quantize_model: embeddings=True stores int4 tables; use method='rtn' or 'gptq' "
                          "(int8_dynamic quantises Linears only)")
     start = time.perf_counter()
-    names = select_linears(module, tuple(include), tuple(exclude))
+    names = select_linears(module, tuple(include), tuple(exclude), lora_base)
     is_int8 = method == "int8_dynamic"
     report = QuantReport(method=method, bits=8 if is_int8 else bits, group_size=0 if is_int8 else group_size,
                          kernel="-" if is_int8 else kernel, layers=list(names))
@@ -236,7 +254,7 @@ def quantize_model(module: nn.Module,
         if method == "rtn":
             for name in names:
                 _replace(module, name, QuantLinear4.from_linear(module.get_submodule(name), group_size, kernel,
-                                                                clip_search))
+                                                                clip_search, zero_point))
         else:
             blocks: dict[str, list[str]] = {}
             for name in names:
@@ -248,21 +266,22 @@ def quantize_model(module: nn.Module,
                     layer = module.get_submodule(name)
                     q, scales, zeros = gptq_quantize(layer.weight, accumulators.pop(name).hessian, bits, group_size,
                                                      percdamp=percdamp, act_order=act_order,
-                                                     clip_search=clip_search)
+                                                     clip_search=clip_search, zero_point=zero_point)
                     _replace(module, name, QuantLinear4.from_codes(q.to(layer.weight.device), scales, zeros,
-                                                                   layer.bias, group_size, kernel, method="gptq"))
+                                                                   layer.bias, group_size, kernel, method="gptq",
+                                                                   zero_point=zero_point))
         module.train(was_training)
         report.linear_bytes_after = sum(module.get_submodule(n).weight_bytes() for n in names)
         if embeddings:
             gptq = dict(calib_fn=calib_fn, percdamp=percdamp, act_order=act_order) if method == "gptq" else None
-            _quantize_embeddings(module, group_size, kernel, report, clip_search, gptq)
+            _quantize_embeddings(module, group_size, kernel, report, clip_search, gptq, zero_point)
     report.module_bytes_after = module_bytes(module)
     report.seconds = time.perf_counter() - start
     return report
 
 
 def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report: QuantReport,
-                         clip_search: int = 0, gptq: dict | None = None) -> None:
+                         clip_search: int = 0, gptq: dict | None = None, zero_point: str = "int") -> None:
     """Replace the input embedding (and the LM head) of ``module`` by int4 ones; update ``report``.
 
     With ``gptq`` (``calib_fn``, ``percdamp``, ``act_order``) the LM head is quantised by GPTQ on
@@ -285,11 +304,12 @@ def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report
         hessian = _calibrate(module, [head_name], gptq["calib_fn"])[head_name].hessian
         report.calib_runs += 1
         head_codes = gptq_quantize(head.weight, hessian, 4, group_size, percdamp=gptq["percdamp"],
-                                   act_order=gptq["act_order"], clip_search=clip_search)
+                                   act_order=gptq["act_order"], clip_search=clip_search, zero_point=zero_point)
     if tied and head_codes is not None:
-        qemb = QuantEmbedding4.from_codes(*head_codes, group_size, emb.weight.dtype, method="gptq")
+        qemb = QuantEmbedding4.from_codes(*head_codes, group_size, emb.weight.dtype, method="gptq",
+                                          zero_point=zero_point)
     else:
-        qemb = QuantEmbedding4.from_embedding(emb, group_size, clip_search)
+        qemb = QuantEmbedding4.from_embedding(emb, group_size, clip_search, zero_point)
     report.linear_bytes_before += _tensor_bytes(emb.weight)
     report.linear_bytes_fp16 += 2 * emb.weight.numel()
     report.linear_bytes_after += qemb.weight_bytes()
@@ -301,8 +321,8 @@ def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report
     elif type(head) is nn.Linear:
         stored, fp16 = _linear_bytes(head)
         qhead = (QuantLinear4.from_codes(*(c.to(head.weight.device) for c in head_codes), head.bias, group_size,
-                                         kernel, method="gptq") if head_codes is not None
-                 else QuantLinear4.from_linear(head, group_size, kernel, clip_search))
+                                         kernel, method="gptq", zero_point=zero_point) if head_codes is not None
+                 else QuantLinear4.from_linear(head, group_size, kernel, clip_search, zero_point))
         report.linear_bytes_before += stored
         report.linear_bytes_fp16 += fp16
         report.linear_bytes_after += qhead.weight_bytes()

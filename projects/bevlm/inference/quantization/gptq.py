@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .int4 import check_group_size, group_params, quantize_with_params
+from .int4 import check_group_size, dequantize, group_params, quantize_with_params
 
 
 class HessianAccumulator:
@@ -83,7 +83,7 @@ def _inverse_hessian_cholesky(hessian: Tensor, percdamp: float) -> Tensor:
 @torch.no_grad()
 def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: int = 128, percdamp: float = 0.01,
                   block_size: int = 128, act_order: bool = False,
-                  clip_search: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+                  clip_search: int = 0, zero_point: str = "int") -> tuple[Tensor, Tensor, Tensor]:
     """Quantise one weight matrix with GPTQ.
 
     Args:
@@ -95,6 +95,7 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: in
         block_size: columns per lazy-update block (rounded to whole groups).
         act_order: visit columns by decreasing ``diag(H)`` (static groups).
         clip_search: clipping-search grid of each group's range (see ``group_params``; 0: min-max).
+        zero_point: ``'int'`` (integer zero points) or ``'offset'`` (fp16 group offsets, Q4_1).
 
     Returns:
         ``(q, scales, zeros)`` in the same format as
@@ -117,7 +118,8 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: in
     perm = None
     if act_order:
         for g in range(n_groups):  # static groups from the original weights
-            scales[:, g], zeros[:, g] = group_params(w[:, g * group_size:(g + 1) * group_size], bits, clip_search)
+            scales[:, g], zeros[:, g] = group_params(w[:, g * group_size:(g + 1) * group_size], bits, clip_search,
+                                                     zero_point=zero_point)
         perm = torch.argsort(torch.diag(h), descending=True)
         w, h = w[:, perm], h[perm][:, perm]
     group_of = (perm if perm is not None else torch.arange(in_features, device=w.device)) // group_size  # [in]
@@ -136,12 +138,13 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: in
             col = start + i
             if not act_order and col % group_size == 0:  # group params from the error-updated weights
                 g = col // group_size
-                scales[:, g], zeros[:, g] = group_params(w_blk[:, i:i + group_size], bits, clip_search)
+                scales[:, g], zeros[:, g] = group_params(w_blk[:, i:i + group_size], bits, clip_search,
+                                                         zero_point=zero_point)
             g = int(group_of[col])
             column = w_blk[:, i]  # [out]
-            codes = quantize_with_params(column[:, None], scales[:, g], zeros[:, g], bits)[:, 0]  # [out]
+            codes = quantize_with_params(column[:, None], scales[:, g], zeros[:, g], bits, zero_point)[:, 0]  # [out]
             q_blk[:, i] = codes
-            dq = (codes - zeros[:, g].float()) * scales[:, g].float()  # [out]
+            dq = dequantize(codes[:, None], scales[:, g:g + 1], zeros[:, g:g + 1], 1, zero_point=zero_point)[:, 0]
             err = (column - dq) / hinv_blk[i, i]  # [out]
             w_blk[:, i:] -= err[:, None] * hinv_blk[i, i:][None, :]  # [out, b - i]
             err_blk[:, i] = err

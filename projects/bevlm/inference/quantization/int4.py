@@ -9,6 +9,16 @@ storage format used by GPTQ (Frantar et al., 2022, arXiv 2210.17323) and AWQ
 
 with ``q`` an integer in ``0 .. 2**bits - 1`` and ``zero`` an integer stored in
 fp16 (exact). Two 4-bit codes share one byte (:func:`pack_int4`).
+
+``zero_point="offset"`` stores a float offset (the group's minimum) instead of the integer
+zero point, the layout of llama.cpp's ``Q4_1`` blocks::
+
+    w_hat[o, i] = q[o, i] * scale[o, i // g] + offset[o, i // g]
+
+The range is then not widened to include 0, and weights that already lie on such a grid (a
+model shipped as ``Q4_1``, dequantised on load) are reproduced exactly at the source's group
+size (32 for ``Q4_1``): re-quantising them with integer zero points at another group size
+would round a second time.
 """
 from __future__ import annotations
 
@@ -17,6 +27,14 @@ from torch import Tensor
 
 _FP16_MAX = float(torch.finfo(torch.float16).max)
 _FP16_TINY = float(torch.finfo(torch.float16).tiny)  # smallest normal fp16
+#: Zero-point layouts: ``'int'`` ``(q - zero) * scale`` (GPTQ / AWQ), ``'offset'`` ``q * scale + offset`` (Q4_1).
+ZERO_POINTS = ("int", "offset")
+
+
+def check_zero_point(zero_point: str, where: str) -> None:
+    """Raise a clear error unless ``zero_point`` is one of :data:`ZERO_POINTS`."""
+    if zero_point not in ZERO_POINTS:
+        raise ValueError(f"{where}: zero_point={zero_point!r} is not one of {ZERO_POINTS}")
 
 
 def pack_int4(q: Tensor) -> Tensor:
@@ -62,31 +80,41 @@ def check_group_size(in_features: int, group_size: int, where: str) -> None:
                          "choose a group size such as 32/64/128 that divides every quantised layer's input dim")
 
 
-def _minmax_params(w_min: Tensor, w_max: Tensor, levels: int) -> tuple[Tensor, Tensor]:
-    """fp16 scale (rounded up) and float integer zero covering ``[w_min, w_max]`` (``w_min <= 0 <= w_max``)."""
+def _minmax_params(w_min: Tensor, w_max: Tensor, levels: int,
+                   zero_point: str = "int") -> tuple[Tensor, Tensor]:
+    """fp16 scale (rounded up) and zero covering ``[w_min, w_max]``: for ``'int'`` a float integer
+    zero (``w_min <= 0 <= w_max``), for ``'offset'`` ``w_min`` rounded to the nearest fp16."""
     scale = ((w_max - w_min) / levels).clamp(min=_FP16_TINY)  # [out]
     scale16 = scale.to(torch.float16)
     up = torch.nextafter(scale16, torch.full_like(scale16, float("inf")))  # next fp16 value
     scale16 = torch.where(scale16.float() < scale, up, scale16)  # round up, never down
+    if zero_point == "offset":
+        return scale16, w_min.to(torch.float16).float()
     zero = torch.round(-w_min / scale16.float()).clamp(0, levels)  # [out]
     return scale16, zero
 
 
-def _row_sq_error(w: Tensor, scale16: Tensor, zero: Tensor, levels: int) -> Tensor:
+def _row_sq_error(w: Tensor, scale16: Tensor, zero: Tensor, levels: int, zero_point: str = "int") -> Tensor:
     """Per-row squared error ``sum((w_hat - w)^2)`` of quantising ``w`` ``[out, g]`` with these params."""
-    s = scale16.float()[:, None]
-    q = torch.clamp(torch.round(w / s) + zero[:, None], 0, levels)
-    return ((q - zero[:, None]) * s - w).pow(2).sum(dim=1)  # [out]
+    q = quantize_with_params(w, scale16, zero, (levels + 1).bit_length() - 1, zero_point)
+    return (_dequant_codes(q, scale16.float()[:, None], zero.float()[:, None], zero_point) - w).pow(2).sum(dim=1)
+
+
+def _dequant_codes(codes: Tensor, scale: Tensor, zero: Tensor, zero_point: str) -> Tensor:
+    """``(codes - zero) * scale`` (``'int'``) or ``codes * scale + zero`` (``'offset'``), broadcasting."""
+    return codes * scale + zero if zero_point == "offset" else (codes - zero) * scale
 
 
 def group_params(w_group: Tensor, bits: int, clip_search: int = 0,
-                 max_shrink: float = 0.8) -> tuple[Tensor, Tensor]:
-    """Asymmetric scale and integer zero point of each row of a weight group.
+                 max_shrink: float = 0.8, zero_point: str = "int") -> tuple[Tensor, Tensor]:
+    """Asymmetric scale and zero point of each row of a weight group.
 
-    The range is widened to include 0 (as in GPTQ), so the zero point is an
+    ``zero_point='int'``: the range is widened to include 0 (as in GPTQ), so the zero point is an
     integer in ``0 .. 2**bits - 1``. The scale is rounded UP to the next fp16
     value, so ``(2**bits - 1) * scale`` still covers the range after fp16
     storage and every element is within ``scale / 2`` of its dequantised value.
+    ``zero_point='offset'``: the range is the group's own ``[min, max]`` and the second
+    tensor is the fp16 offset ``min`` (every element within ``scale / 2 + |offset - min|``).
 
     With ``clip_search = n > 0`` the range is also shrunk to ``p * [min, max]`` for
     ``p = 1 - i / n`` (``i = 1 .. max_shrink * n``) and each row keeps the ``p`` of least
@@ -100,38 +128,50 @@ def group_params(w_group: Tensor, bits: int, clip_search: int = 0,
         clip_search: grid size of the clipping search (0: plain min-max).
         max_shrink: largest fraction of the range the search may clip.
 
+        zero_point: ``'int'`` or ``'offset'`` (see the module docstring).
+
     Returns:
-        ``(scale, zero)``: fp16 ``[out]`` each.
+        ``(scale, zero)``: fp16 ``[out]`` each (``zero`` is the offset for ``'offset'``).
     """
+    check_zero_point(zero_point, "group_params")
     levels = (1 << bits) - 1
     w = w_group.float()
-    w_min = w.amin(dim=1).clamp(max=0.0)  # [out]
-    w_max = w.amax(dim=1).clamp(min=0.0)  # [out]
-    if float(torch.maximum(w_max, -w_min).max()) > _FP16_MAX:
+    w_min, w_max = w.amin(dim=1), w.amax(dim=1)  # [out]
+    if zero_point == "int":
+        w_min, w_max = w_min.clamp(max=0.0), w_max.clamp(min=0.0)
+    if float(torch.maximum(w_max.abs(), w_min.abs()).max()) > _FP16_MAX:
         raise ValueError("group_params: weights exceed the fp16 range; the fp16 scales cannot represent them")
-    scale16, zero = _minmax_params(w_min, w_max, levels)
+    scale16, zero = _minmax_params(w_min, w_max, levels, zero_point)
     if clip_search > 0:
-        best = _row_sq_error(w, scale16, zero, levels)
+        best = _row_sq_error(w, scale16, zero, levels, zero_point)
         for i in range(1, int(max_shrink * clip_search) + 1):
             p = 1.0 - i / clip_search
-            s, z = _minmax_params(w_min * p, w_max * p, levels)
-            err = _row_sq_error(w, s, z, levels)
+            if zero_point == "int":  # shrink about 0 (the range contains it)
+                lo, hi = w_min * p, w_max * p
+            else:  # shrink about the group's midpoint
+                mid, half = (w_max + w_min) / 2, (w_max - w_min) / 2
+                lo, hi = mid - half * p, mid + half * p
+            s, z = _minmax_params(lo, hi, levels, zero_point)
+            err = _row_sq_error(w, s, z, levels, zero_point)
             better = err < best
             scale16, zero = torch.where(better, s, scale16), torch.where(better, z, zero)
             best = torch.where(better, err, best)
     return scale16, zero.to(torch.float16)
 
 
-def quantize_with_params(w: Tensor, scale: Tensor, zero: Tensor, bits: int) -> Tensor:
-    """Integer codes of ``w`` ``[out, k]`` given per-row ``scale``/``zero`` ``[out]`` or ``[out, 1]``."""
+def quantize_with_params(w: Tensor, scale: Tensor, zero: Tensor, bits: int, zero_point: str = "int") -> Tensor:
+    """Integer codes of ``w`` ``[out, k]`` given per-row ``scale``/``zero`` ``[out]`` or ``[out, 1]``
+    (``zero`` is the offset for ``zero_point='offset'``)."""
     levels = (1 << bits) - 1
     s = scale.float().reshape(-1, 1)  # [out, 1]
     z = zero.float().reshape(-1, 1)
+    if zero_point == "offset":
+        return torch.clamp(torch.round((w.float() - z) / s), 0, levels)  # [out, k] float codes
     return torch.clamp(torch.round(w.float() / s) + z, 0, levels)  # [out, k] float codes
 
 
 def quantize_rtn(w: Tensor, group_size: int = 128, bits: int = 4,
-                 clip_search: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+                 clip_search: int = 0, zero_point: str = "int") -> tuple[Tensor, Tensor, Tensor]:
     """Round-to-nearest group-wise asymmetric quantisation.
 
     Args:
@@ -139,10 +179,11 @@ def quantize_rtn(w: Tensor, group_size: int = 128, bits: int = 4,
         group_size: consecutive input columns sharing one scale/zero.
         bits: code width, 2..8.
         clip_search: clipping-search grid of :func:`group_params` (0: min-max ranges).
+        zero_point: ``'int'`` (integer zero points) or ``'offset'`` (fp16 group offsets, Q4_1).
 
     Returns:
         ``(q, scales, zeros)``: uint8 codes ``[out, in]``, fp16 scales and
-        fp16 integer zero points ``[out, in // group_size]``.
+        fp16 zero points (integers, or offsets) ``[out, in // group_size]``.
     """
     if w.dim() != 2:
         raise ValueError(f"quantize_rtn: expected a 2D [out, in] weight, got shape {tuple(w.shape)}")
@@ -151,16 +192,16 @@ def quantize_rtn(w: Tensor, group_size: int = 128, bits: int = 4,
     out_features, in_features = w.shape
     check_group_size(in_features, group_size, "quantize_rtn")
     groups = w.detach().float().reshape(out_features * (in_features // group_size), group_size)  # [out*G, g]
-    scale, zero = group_params(groups, bits, clip_search)  # [out*G]
-    q = quantize_with_params(groups, scale, zero, bits)  # [out*G, g]
+    scale, zero = group_params(groups, bits, clip_search, zero_point=zero_point)  # [out*G]
+    q = quantize_with_params(groups, scale, zero, bits, zero_point)  # [out*G, g]
     n_groups = in_features // group_size
     return (q.to(torch.uint8).reshape(out_features, in_features),
             scale.reshape(out_features, n_groups), zero.reshape(out_features, n_groups))
 
 
 def dequantize(q: Tensor, scales: Tensor, zeros: Tensor, group_size: int,
-               dtype: torch.dtype = torch.float32) -> Tensor:
-    """Weights ``(q - zero) * scale`` from unpacked codes.
+               dtype: torch.dtype = torch.float32, zero_point: str = "int") -> Tensor:
+    """Weights ``(q - zero) * scale`` (or ``q * scale + offset``) from unpacked codes.
 
     Args:
         q: uint8 codes ``[out, in]``.
@@ -168,15 +209,17 @@ def dequantize(q: Tensor, scales: Tensor, zeros: Tensor, group_size: int,
         zeros: ``[out, in // group_size]``.
         group_size: columns per group.
         dtype: output dtype.
+        zero_point: ``'int'`` or ``'offset'`` (how ``zeros`` is read).
 
     Returns:
         ``[out, in]`` weight in ``dtype``.
     """
+    check_zero_point(zero_point, "dequantize")
     out_features, in_features = q.shape
     n_groups = in_features // group_size
     if scales.shape != (out_features, n_groups) or zeros.shape != (out_features, n_groups):
         raise ValueError(f"dequantize: scales {tuple(scales.shape)} / zeros {tuple(zeros.shape)} do not match "
                          f"q {tuple(q.shape)} with group_size={group_size} (expected [{out_features}, {n_groups}])")
     codes = q.reshape(out_features, n_groups, group_size).to(dtype)  # [out, G, g]
-    w = (codes - zeros.to(dtype)[..., None]) * scales.to(dtype)[..., None]  # [out, G, g]
+    w = _dequant_codes(codes, scales.to(dtype)[..., None], zeros.to(dtype)[..., None], zero_point)  # [out, G, g]
     return w.reshape(out_features, in_features)

@@ -39,23 +39,25 @@ def native_int4_available(device: torch.device, group_size: int, in_features: in
 
 
 def dequant_linear(x: Tensor, qweight: Tensor, scales: Tensor, zeros: Tensor, bias: Tensor | None,
-                   group_size: int) -> Tensor:
+                   group_size: int, zero_point: str = "int") -> Tensor:
     """``F.linear`` with the weight dequantised to ``x.dtype`` for this call only."""
-    w = dequantize(unpack_int4(qweight), scales, zeros, group_size, dtype=x.dtype)  # [out, in]
+    w = dequantize(unpack_int4(qweight), scales, zeros, group_size, dtype=x.dtype, zero_point=zero_point)  # [out, in]
     return F.linear(x, w, None if bias is None else bias.to(x.dtype))
 
 
-def pack_native(qweight: Tensor, scales: Tensor, zeros: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def pack_native(qweight: Tensor, scales: Tensor, zeros: Tensor, dtype: torch.dtype,
+                zero_point: str = "int") -> tuple[Tensor, Tensor]:
     """Repack codes and group parameters for ``_weight_int4pack_mm_for_cpu``.
 
     Our form ``(q - z) * s`` equals the kernel's ``(q - 8) * s + zf`` with
-    ``zf = (8 - z) * s``.
+    ``zf = (8 - z) * s``; the offset form ``q * s + m`` has ``zf = m + 8 * s``.
 
     Args:
         qweight: packed uint8 ``[out, in // 2]``.
         scales: fp16 ``[out, G]``.
-        zeros: fp16 ``[out, G]``.
+        zeros: fp16 ``[out, G]`` (integer zero points, or offsets for ``zero_point='offset'``).
         dtype: activation dtype the kernel will see.
+        zero_point: ``'int'`` or ``'offset'``.
 
     Returns:
         ``(packed_weight, scale_and_zero [G, out, 2])``.
@@ -63,7 +65,7 @@ def pack_native(qweight: Tensor, scales: Tensor, zeros: Tensor, dtype: torch.dty
     codes = unpack_int4(qweight).to(torch.int32)  # [out, in]
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, _INNER_K_TILES)
     s = scales.float()
-    zf = (8.0 - zeros.float()) * s  # [out, G]
+    zf = zeros.float() + 8.0 * s if zero_point == "offset" else (8.0 - zeros.float()) * s  # [out, G]
     scale_and_zero = torch.stack([s.t(), zf.t()], dim=-1).to(dtype).contiguous()  # [G, out, 2]
     return packed, scale_and_zero
 

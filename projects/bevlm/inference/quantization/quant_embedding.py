@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .int4 import check_group_size, dequantize, pack_int4, quantize_rtn, unpack_int4
+from .int4 import check_group_size, check_zero_point, dequantize, pack_int4, quantize_rtn, unpack_int4
 from .quant_linear import QuantLinear4
 
 
@@ -28,12 +28,15 @@ class QuantEmbedding4(nn.Module):
         group_size: columns per scale/zero group.
         dtype: dtype of the looked-up embeddings (the float model's).
         method: how the codes were obtained (descriptive, saved with the model).
+        zero_point: ``'int'`` or ``'offset'`` (see :mod:`.int4`).
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, group_size: int = 64,
-                 dtype: torch.dtype = torch.float32, method: str = "rtn") -> None:
+                 dtype: torch.dtype = torch.float32, method: str = "rtn", zero_point: str = "int") -> None:
         super().__init__()
         check_group_size(embedding_dim, group_size, "QuantEmbedding4")
+        check_zero_point(zero_point, "QuantEmbedding4")
+        self.zero_point = zero_point
         if embedding_dim % 2:
             raise ValueError(f"QuantEmbedding4: embedding_dim={embedding_dim} must be even to pack two codes per byte")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
@@ -45,22 +48,24 @@ class QuantEmbedding4(nn.Module):
 
     @classmethod
     def from_codes(cls, q: Tensor, scales: Tensor, zeros: Tensor, group_size: int,
-                   dtype: torch.dtype = torch.float32, method: str = "rtn") -> "QuantEmbedding4":
+                   dtype: torch.dtype = torch.float32, method: str = "rtn",
+                   zero_point: str = "int") -> "QuantEmbedding4":
         """Build from unpacked codes ``q`` uint8 ``[V, D]`` and ``[V, D // g]`` scales/zeros
         (e.g. GPTQ of the tied LM head, whose weight is this table)."""
-        layer = cls(q.shape[0], q.shape[1], group_size, dtype, method)
+        layer = cls(q.shape[0], q.shape[1], group_size, dtype, method, zero_point)
         layer.qweight.copy_(pack_int4(q.to(torch.uint8)))
         layer.scales.copy_(scales.to(torch.float16))
         layer.zeros.copy_(zeros.to(torch.float16))
         return layer.to(q.device)
 
     @classmethod
-    def from_embedding(cls, embedding: nn.Embedding, group_size: int = 64, clip_search: int = 0) -> "QuantEmbedding4":
+    def from_embedding(cls, embedding: nn.Embedding, group_size: int = 64, clip_search: int = 0,
+                       zero_point: str = "int") -> "QuantEmbedding4":
         """Round-to-nearest quantisation of an ``nn.Embedding`` (its padding row is quantised too;
         ``clip_search``: see ``group_params``)."""
         weight = embedding.weight.detach()
-        q, scales, zeros = quantize_rtn(weight, group_size, bits=4, clip_search=clip_search)
-        layer = cls(weight.shape[0], weight.shape[1], group_size, weight.dtype)
+        q, scales, zeros = quantize_rtn(weight, group_size, bits=4, clip_search=clip_search, zero_point=zero_point)
+        layer = cls(weight.shape[0], weight.shape[1], group_size, weight.dtype, zero_point=zero_point)
         layer.qweight.copy_(pack_int4(q.to(torch.uint8)))
         layer.scales.copy_(scales.to(torch.float16))
         layer.zeros.copy_(zeros.to(torch.float16))
@@ -68,7 +73,8 @@ class QuantEmbedding4(nn.Module):
 
     def dequantized_weight(self, dtype: torch.dtype | None = None) -> Tensor:
         """The whole dequantised table ``[V, D]``."""
-        return dequantize(unpack_int4(self.qweight), self.scales, self.zeros, self.group_size, dtype or self.dtype)
+        return dequantize(unpack_int4(self.qweight), self.scales, self.zeros, self.group_size, dtype or self.dtype,
+                          self.zero_point)
 
     def weight_bytes(self) -> int:
         """Bytes of the stored codes, scales and zeros."""
@@ -78,14 +84,14 @@ class QuantEmbedding4(nn.Module):
         """Embeddings ``[..., D]`` of ``input_ids`` ``[...]``; dequantises only the gathered rows."""
         flat = input_ids.reshape(-1)
         rows = dequantize(unpack_int4(self.qweight[flat]), self.scales[flat], self.zeros[flat], self.group_size,
-                          self.dtype)                                                  # [N, D]
+                          self.dtype, self.zero_point)                                 # [N, D]
         return rows.reshape(*input_ids.shape, self.embedding_dim)
 
     def tied_head(self, kernel: str = "cached") -> QuantLinear4:
         """A bias-free ``D -> V`` :class:`QuantLinear4` whose codes, scales and zeros ARE this
         table's tensors (the tied LM head; stored once)."""
         head = QuantLinear4(self.embedding_dim, self.num_embeddings, bias=False, group_size=self.group_size,
-                            kernel=kernel, method=self.method)
+                            kernel=kernel, method=self.method, zero_point=self.zero_point)
         head = head.to(self.qweight.device)
         for name in ("qweight", "scales", "zeros"):
             head._buffers[name] = self._buffers[name]
@@ -93,7 +99,7 @@ class QuantEmbedding4(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_embeddings}, {self.embedding_dim}, bits=4, group_size={self.group_size}, "
-                f"method={self.method}")
+                f"zero_point={self.zero_point}, method={self.method}")
 
 
 def is_tied(embedding: nn.Module, head: nn.Module | None) -> bool:

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from . import kernels
-from .int4 import check_group_size, dequantize, pack_int4, quantize_rtn, unpack_int4
+from .int4 import check_group_size, check_zero_point, dequantize, pack_int4, quantize_rtn, unpack_int4
 
 KERNELS = ("dequant", "native", "auto", "cached")
 
@@ -15,7 +15,8 @@ class QuantLinear4(nn.Module):
 
     Stored buffers (all in ``state_dict``): ``qweight`` uint8 ``[out, in // 2]``
     (two codes per byte), ``scales`` and ``zeros`` fp16 ``[out, in // g]``, and
-    ``bias`` (float, or None). The weight is ``(q - zero) * scale`` per group.
+    ``bias`` (float, or None). The weight is ``(q - zero) * scale`` per group, or
+    ``q * scale + offset`` with ``zero_point='offset'`` (``zeros`` holds the offsets).
 
     Args:
         in_features: input size; a multiple of ``group_size`` (and even).
@@ -34,14 +35,17 @@ class QuantLinear4(nn.Module):
             :meth:`runtime_bytes`).
         method: how the codes were obtained (``'rtn'`` or ``'gptq'``);
             descriptive, saved with the layer by ``save_quantized``.
+        zero_point: ``'int'`` or ``'offset'`` (see :mod:`.int4`).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, group_size: int = 128,
-                 kernel: str = "auto", method: str = "rtn") -> None:
+                 kernel: str = "auto", method: str = "rtn", zero_point: str = "int") -> None:
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"QuantLinear4: kernel={kernel!r} is not one of {KERNELS}")
         check_group_size(in_features, group_size, "QuantLinear4")
+        check_zero_point(zero_point, "QuantLinear4")
+        self.zero_point = zero_point
         if in_features % 2:
             raise ValueError(f"QuantLinear4: in_features={in_features} must be even to pack two codes per byte")
         self.in_features, self.out_features = in_features, out_features
@@ -56,10 +60,10 @@ class QuantLinear4(nn.Module):
     # ------------------------------------------------------------ construction
     @classmethod
     def from_codes(cls, q: Tensor, scales: Tensor, zeros: Tensor, bias: Tensor | None, group_size: int,
-                   kernel: str = "auto", method: str = "rtn") -> "QuantLinear4":
+                   kernel: str = "auto", method: str = "rtn", zero_point: str = "int") -> "QuantLinear4":
         """Build from unpacked codes ``q`` uint8 ``[out, in]`` and ``[out, G]`` scales/zeros."""
         out_features, in_features = q.shape
-        layer = cls(in_features, out_features, bias is not None, group_size, kernel, method)
+        layer = cls(in_features, out_features, bias is not None, group_size, kernel, method, zero_point)
         layer.qweight.copy_(pack_int4(q.to(torch.uint8)))
         layer.scales.copy_(scales.to(torch.float16))
         layer.zeros.copy_(zeros.to(torch.float16))
@@ -69,15 +73,17 @@ class QuantLinear4(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int = 128, kernel: str = "auto",
-                    clip_search: int = 0) -> "QuantLinear4":
+                    clip_search: int = 0, zero_point: str = "int") -> "QuantLinear4":
         """Round-to-nearest quantisation of an ``nn.Linear`` (``clip_search``: see ``group_params``)."""
-        q, scales, zeros = quantize_rtn(linear.weight.detach(), group_size, bits=4, clip_search=clip_search)
-        return cls.from_codes(q, scales, zeros, linear.bias, group_size, kernel)
+        q, scales, zeros = quantize_rtn(linear.weight.detach(), group_size, bits=4, clip_search=clip_search,
+                                        zero_point=zero_point)
+        return cls.from_codes(q, scales, zeros, linear.bias, group_size, kernel, zero_point=zero_point)
 
     # ----------------------------------------------------------------- queries
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """The dequantised weight ``[out, in]``."""
-        return dequantize(unpack_int4(self.qweight), self.scales, self.zeros, self.group_size, dtype)
+        return dequantize(unpack_int4(self.qweight), self.scales, self.zeros, self.group_size, dtype,
+                          self.zero_point)
 
     def weight_bytes(self) -> int:
         """Bytes of the stored tensors (packed codes, scales, zeros, bias)."""
@@ -98,7 +104,8 @@ class QuantLinear4(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"bits=4, group_size={self.group_size}, kernel={self.kernel}, method={self.method}")
+                f"bits=4, group_size={self.group_size}, zero_point={self.zero_point}, kernel={self.kernel}, "
+                f"method={self.method}")
 
     # ----------------------------------------------------------------- runtime
     def _reset_runtime(self) -> None:
@@ -116,7 +123,8 @@ class QuantLinear4(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def _dequant(self, x: Tensor) -> Tensor:
-        return kernels.dequant_linear(x, self.qweight, self.scales, self.zeros, self.bias, self.group_size)
+        return kernels.dequant_linear(x, self.qweight, self.scales, self.zeros, self.bias, self.group_size,
+                                      self.zero_point)
 
     def _native_call(self, x: Tensor) -> Tensor:
         packed, scale_and_zero = self._native
@@ -137,7 +145,7 @@ class QuantLinear4(nn.Module):
         native_ok = False
         if self.kernel != "dequant" and kernels.native_int4_available(device, self.group_size, self.in_features):
             try:
-                self._native = kernels.pack_native(self.qweight, self.scales, self.zeros, dtype)
+                self._native = kernels.pack_native(self.qweight, self.scales, self.zeros, dtype, self.zero_point)
             except RuntimeError:
                 self._native = None
             native_ok = self._native is not None and kernels.native_matches(

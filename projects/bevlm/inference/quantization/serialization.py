@@ -40,7 +40,8 @@ def save_quantized(module: nn.Module, path: str) -> dict:
                          "store; save the float model and re-apply quantize_model(method='int8_dynamic') (it takes "
                          "well under a second)")
     embeddings = {name: dict(method=m.method, group_size=m.group_size, num_embeddings=m.num_embeddings,
-                             embedding_dim=m.embedding_dim, dtype=str(m.dtype).removeprefix("torch."))
+                             embedding_dim=m.embedding_dim, dtype=str(m.dtype).removeprefix("torch."),
+                             zero_point=m.zero_point)
                   for name, m in module.named_modules() if isinstance(m, QuantEmbedding4)}
     table_of = {m.qweight.data_ptr(): name for name, m in module.named_modules() if isinstance(m, QuantEmbedding4)}
     layers, tied_heads = {}, {}
@@ -50,7 +51,7 @@ def save_quantized(module: nn.Module, path: str) -> dict:
                 tied_heads[name] = table_of[m.qweight.data_ptr()]
                 continue
             layers[name] = dict(method=m.method, bits=4, group_size=m.group_size, in_features=m.in_features,
-                                out_features=m.out_features, bias=m.bias is not None)
+                                out_features=m.out_features, bias=m.bias is not None, zero_point=m.zero_point)
     if not layers and not embeddings:
         raise ValueError("save_quantized: the module has no QuantLinear4 layers; run quantize_model first")
     tensors, aliases, seen = {}, {}, {}
@@ -115,7 +116,7 @@ def load_quantized(module_skeleton: nn.Module, path: str, kernel: str = "auto") 
                              f"[{spec['num_embeddings']}, {spec['embedding_dim']}] embedding")
         device = next(iter(old.buffers() if isinstance(old, QuantEmbedding4) else old.parameters())).device
         new = QuantEmbedding4(spec["num_embeddings"], spec["embedding_dim"], spec["group_size"],
-                              getattr(torch, spec["dtype"]), spec["method"])
+                              getattr(torch, spec["dtype"]), spec["method"], spec.get("zero_point", "int"))
         _set_submodule(module_skeleton, name, new.to(device))
     for name, table in config.get("tied_heads", {}).items():
         _submodule(module_skeleton, name, path)
@@ -127,7 +128,7 @@ def load_quantized(module_skeleton: nn.Module, path: str, kernel: str = "auto") 
             raise ValueError(f"{path}: layer {name!r} is {old} in the skeleton, but the file has a "
                              f"[{spec['out_features']}, {spec['in_features']}] Linear")
         new = QuantLinear4(spec["in_features"], spec["out_features"], spec["bias"], spec["group_size"], kernel,
-                           spec["method"])
+                           spec["method"], spec.get("zero_point", "int"))
         device = next(iter(old.buffers() if isinstance(old, QuantLinear4) else old.parameters())).device
         _set_submodule(module_skeleton, name, new.to(device))
     state = load_file(path)
