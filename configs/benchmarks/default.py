@@ -40,6 +40,17 @@ variants = dict(
                                   clip_search=20)),
     int4_gptq_clip=dict(quant=dict(method="gptq", bits=4, group_size=64, kernel="cached", embeddings=True,
                                    clip_search=20)),
+    # int4 on the grid the base LLM was shipped on (SmolLM2's file is Q4_1: groups of 32 input
+    # columns, fp16 scale + fp16 offset): the base Linears are reproduced exactly, the trained LoRA
+    # adapters stay unmerged beside them (bf16), the table in int4 (group 32, offsets; the tied head
+    # shares its codes). Merging first would put W + BA off that grid and round it a second time.
+    int4_grid=dict(quant=dict(method="rtn", bits=4, group_size=32, zero_point="offset", keep_lora=True,
+                              kernel="cached", embeddings=True)),
+    int4_grid_linears=dict(quant=dict(method="rtn", bits=4, group_size=32, zero_point="offset", keep_lora=True,
+                                      kernel="cached")),
+    # + the tied head / table by GPTQ on the head's input Hessian (teacher-forced training QA)
+    int4_grid_gptq=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", keep_lora=True,
+                                   kernel="cached", embeddings=True)),
     int8_attn=dict(quant=dict(method="int8_dynamic",
                               include=("q_proj", "k_proj", "v_proj", "o_proj"))),
     # the prompt text before the visual slot prefilled once per model, not once per frame (lossless)
@@ -65,7 +76,7 @@ variants = dict(
 )
 # the int4 variants decoded with the lossless stack: each answers exactly as its own greedy
 # decoding, so the accuracy of the quantised model is measured about 3.5x faster
-for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip"):
+for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_grid", "int4_grid_gptq"):
     variants[_name + "_lossless"] = dict(variants[_name], **variants["lossless"])
 # the lossless stack with shorter chained drafts (a verify forward of 8 rows x 17 tokens is
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)

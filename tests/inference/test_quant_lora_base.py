@@ -68,17 +68,17 @@ def test_integer_zero_points_do_not_keep_the_grid():
     assert (_logits(llm, "day") - ref).abs().max() > 1e-4
 
 
-def test_quantize_bevvlm_refuses_to_merge_several_adapters_and_keeps_them_in_fp16():
+def test_quantize_bevvlm_refuses_to_merge_several_adapters_and_keeps_them_in_bf16():
     llm = _llm()
     ref = {a: _logits(llm, a) for a in ADAPTERS}
     with pytest.raises(ValueError, match="keep_lora=True"):
         quantize_bevvlm(types.SimpleNamespace(llm=llm), "rtn", group_size=32)
     report = quantize_bevvlm(types.SimpleNamespace(llm=llm), "rtn", group_size=32, kernel="dequant",
                              zero_point="offset", keep_lora=True)
-    assert report.layers and {p.dtype for n, p in llm.named_parameters() if ".lora_" in n} == {torch.float16}
-    for a in ADAPTERS:  # fp16 adapters (and their fp16 inputs): within fp16 rounding, 1 % of the logit range
+    assert report.layers and {p.dtype for n, p in llm.named_parameters() if ".lora_" in n} == {torch.bfloat16}
+    for a in ADAPTERS:  # bf16 adapters (and their bf16 inputs): within bf16 rounding, 2 % of the logit range
         err = float((_logits(llm, a) - ref[a]).abs().max())
-        assert 0 < err < 1e-2 * float(ref[a].abs().max()), err
+        assert 0 < err < 2e-2 * float(ref[a].abs().max()), err
     assert (_logits(llm, "day") - _logits(llm, "night")).abs().max() > 1e-2
     plain = HFCausalLM(tiny_config=CONFIG, lora=None).eval()
     with pytest.raises(ValueError, match="no LoRA adapters"):

@@ -53,7 +53,7 @@ class PostTrainingQuantHook(Hook):
     def __init__(self, method: str = "rtn", bits: int = 4, group_size: int = 64, kernel: str = "auto",
                  calib_frames: int = 4, embeddings: bool = False, clip_search: int = 0,
                  calib_mode: str = "teacher_forced", act_order: bool = False, zero_point: str = "int",
-                 keep_lora: bool = False, lora_dtype: str | None = "float16") -> None:
+                 keep_lora: bool = False, lora_dtype: str | None = "bfloat16") -> None:
         self.method, self.bits, self.group_size = method, bits, group_size
         self.embeddings = embeddings
         self.options = dict(clip_search=clip_search, calib_mode=calib_mode, act_order=act_order,

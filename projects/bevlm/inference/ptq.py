@@ -40,7 +40,7 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
                     calib: list | None = None, calib_mode: str = "teacher_forced", calib_tokens: int = 8,
                     sequential: bool = True, embeddings: bool = False, clip_search: int = 0,
                     act_order: bool = False, zero_point: str = "int", keep_lora: bool = False,
-                    lora_dtype: str | None = "float16") -> QuantReport:
+                    lora_dtype: str | None = "bfloat16") -> QuantReport:
     """Quantise the LLM's linear layers in place, LoRA merged into them or kept beside them.
 
     Args:
@@ -52,11 +52,13 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
         keep_lora: ``False``: merge the (single) LoRA adapter into the base weights, then quantise
             them (a model with several adapters is refused: merging keeps only one).
             ``True``: quantise the base layers only and keep every adapter unmerged beside them,
-            stored in ``lora_dtype`` (QLoRA-style; domain adapters stay switchable). The merged
+            in ``lora_dtype`` (QLoRA-style; domain adapters stay switchable). The merged
             weight ``W + BA`` is off the base model's grid, so this is also the way to keep a base
             that was shipped in 4 bits exact (``zero_point='offset'``, ``group_size=32`` for
             SmolLM2's Q4_1 file).
-        lora_dtype: storage dtype of the kept adapters (``None``: as trained).
+        lora_dtype: dtype of the kept adapters (``None``: as trained). peft runs an adapter in its
+            own dtype; bf16 (the default) halves their bytes and is fast on CPUs with bf16 units,
+            fp16 matmuls are slow on most CPUs.
         calib: output of :func:`calibration_prefixes` (needed by GPTQ).
         calib_mode: how GPTQ's layer inputs are produced from ``calib``:
             'teacher_forced': one packed forward per frame over its prefix and its (question,

@@ -13,6 +13,7 @@ A variant is a dict of switches, every one optional (missing = the baseline beha
                                                   # REST-style drafts from the training answers
         batch_questions=True,                     # decode a frame's questions as one batch
         share_prompt_cache=True,                  # prompt-text KV computed once, reused per frame
+        llm_dtype="bfloat16",                     # run the LLM in this dtype (vision stays fp32)
         repetition_stop=None,                     # loop stop rule (dict of RepetitionStop) or None: off
         stream_temporal=True,
     )
@@ -24,7 +25,7 @@ import copy
 from torch import nn
 
 VARIANT_KEYS = ("pruning", "qa_policy", "quant", "speculative", "batch_questions", "stream_temporal",
-                "share_prompt_cache", "repetition_stop")
+                "share_prompt_cache", "repetition_stop", "llm_dtype")
 
 
 def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=print,
@@ -124,6 +125,8 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
 
         report = quantize_bevvlm(model, calib=calib, **spec["quant"])
         log(report.table())
+    if spec.get("llm_dtype"):  # after quantisation: calibration and int4 codes come from the fp32 weights
+        cast_llm_(model.llm, spec["llm_dtype"])
     if spec.get("speculative"):
         from bevlm.inference.speculative import SelfSpeculativeDecoder, search_skip_layers
 
@@ -149,6 +152,29 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
                 f"{len(sp['datastore'])} n-grams")
         model.decoder = SelfSpeculativeDecoder(model.llm, skip_layers=skip or [], **sp)
     return model
+
+
+def cast_llm_(llm: nn.Module, dtype_name: str) -> nn.Module:
+    """Run ``llm`` in another float dtype, in place: every parameter is cast; buffers are not (the
+    rotary frequencies stay fp32, as HF keeps them) and int4 layers keep their stored codes and
+    fp16 scales (their dequantised runtime copy follows the input dtype)."""
+    import torch
+
+    from bevlm.inference.quantization import QuantLinear4
+    from bevlm.inference.quantization.quant_embedding import QuantEmbedding4
+
+    dtype = getattr(torch, str(dtype_name).removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"variant llm_dtype={dtype_name!r} is not a torch float dtype "
+                         "(use 'bfloat16', 'float16' or 'float32')")
+    for module in llm.modules():
+        if isinstance(module, QuantEmbedding4):
+            module.dtype = dtype  # lookups dequantise into it
+        if isinstance(module, (QuantLinear4, QuantEmbedding4)):
+            continue
+        for param in module.parameters(recurse=False):
+            param.data = param.data.to(dtype)
+    return llm
 
 
 def answer_datastore(model: nn.Module, train_qa: list | None, max_ngram: int = 4, min_ngram: int = 2,

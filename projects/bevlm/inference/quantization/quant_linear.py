@@ -181,5 +181,5 @@ class QuantLinear4(nn.Module):
         if self._choice[regime] == "native":
             return self._native_call(x)
         if self._choice[regime] == "cached":
-            return nn.functional.linear(x, self._cached, self.bias)
+            return nn.functional.linear(x, self._cached, None if self.bias is None else self.bias.to(x.dtype))
         return self._dequant(x)

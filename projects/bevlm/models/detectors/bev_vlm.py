@@ -417,7 +417,8 @@ class BEVVLM(BaseModel):
         if self.traj_source == "head":
             if self.traj_head is not None:
                 k = self.traj_head.num_tokens
-                sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:])[0].float().cpu()
+                head_dtype = next(self.traj_head.parameters()).dtype  # the LLM may run in another dtype
+                sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:].to(head_dtype))[0].float().cpu()
             return 0
         from bevlm.models.heads.text_trajectory import TRAJ_QUESTION, parse_waypoints
         ids = self.llm.generate_ids(cache, TRAJ_QUESTION, self.traj_max_new_tokens)
