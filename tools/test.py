@@ -8,6 +8,9 @@ with every metric, and ``efficiency.json``.
 ``--variant NAME`` tests the model as one inference variant of ``--variants-file`` (default
 ``configs/benchmarks/default.py``) runs it, e.g. ``--variant lossless`` (shared prompt cache + batched
 speculative decoding: the same answers as plain greedy decoding, about 3.5x faster on CPU).
+
+``--quantized FILE`` tests with the quantised LLM that ``tools/quantize.py`` wrote (the vision
+side from CHECKPOINT).
 """
 import argparse
 import os.path as osp
@@ -29,6 +32,7 @@ def parse_args():
     parser.add_argument("--variant", help="inference variant to test with (a key of --variants-file)")
     parser.add_argument("--variants-file", default=osp.join(osp.dirname(osp.abspath(__file__)), "..", "configs",
                                                             "benchmarks", "default.py"))
+    parser.add_argument("--quantized", help="quantised LLM file of tools/quantize.py to test with")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
     return parser.parse_args()
 
@@ -57,6 +61,11 @@ def main():
                              f"choose one of {sorted(variants)}")
         cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [
             dict(type="InferenceVariantHook", name=args.variant, variant=variants[args.variant].to_dict())]
+    if args.quantized:
+        if not osp.isfile(args.quantized):
+            raise SystemExit(f"--quantized {args.quantized}: no such file; write it with tools/quantize.py")
+        # before any --variant hook (same priority, earlier in the list): the variant runs on the int4 LLM
+        cfg.custom_hooks = [dict(type="QuantizedLLMHook", path=args.quantized)] + list(cfg.get("custom_hooks") or [])
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()

@@ -82,3 +82,12 @@ for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)
 variants["lossless_draft8"] = dict(share_prompt_cache=True, speculative=dict(_chain, batched=True, max_draft_len=8))
 variants["lossless_draft12"] = dict(share_prompt_cache=True, speculative=dict(_chain, batched=True, max_draft_len=12))
+# the LLM computing in bf16 (vision fp32): half the bytes read per decoded token, and fast bf16
+# matmuls on CPUs with AVX512-BF16 / AMX (not lossless: compare its agreement with the baseline)
+variants["lossless_bf16"] = dict(variants["lossless"], llm_dtype="bfloat16")
+variants["combined_bf16"] = dict(variants["combined_batched"], llm_dtype="bfloat16")
+variants["int4_grid_lossless_bf16"] = dict(variants["int4_grid_lossless"], llm_dtype="bfloat16")
+# int4 layers computed by the fastest correct kernel of this machine (torch's packed int4 matmul
+# where it wins its one-time micro-benchmark, else dequantise per call)
+variants["int4_grid_auto_lossless"] = dict(variants["int4_grid_lossless"],
+                                           quant=dict(variants["int4_grid"]["quant"], kernel="auto"))

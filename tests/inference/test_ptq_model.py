@@ -53,3 +53,28 @@ def test_unknown_calibration_mode_is_refused(setup):
     model, calib = setup
     with pytest.raises(ValueError, match="calib_mode"):
         quantize_bevvlm(copy.deepcopy(model), "gptq", group_size=32, calib=calib, calib_mode="sampled")
+
+
+@pytest.mark.parametrize("spec", [
+    dict(method="rtn", group_size=32, kernel="dequant", zero_point="offset", keep_lora=True, embeddings=True),
+    dict(method="rtn", group_size=32, kernel="dequant")])
+def test_quantised_llm_file_round_trip(setup, tiny_world, tmp_path, spec):
+    """save_quantized_llm -> a freshly built model (other float weights) -> load_quantized_llm:
+    the same logits, LoRA kept (bf16) or merged as the spec says."""
+    from bevlm.inference.ptq import load_quantized_llm, save_quantized_llm
+
+    model, calib = setup
+    q = copy.deepcopy(model)
+    quantize_bevvlm(q, **spec)
+    expected = [_logits(q, f) for f in calib]
+    path = str(tmp_path / "llm.safetensors")
+    save_quantized_llm(q, path, spec)
+    fresh, _, _ = tiny_bevvlm_and_frames(tiny_world, encoder_layers=1)
+    with torch.no_grad():  # other float weights: everything of the LLM must come from the file
+        for p in fresh.llm.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    assert load_quantized_llm(fresh, path) == spec
+    has_lora = any(".lora_" in n for n, _ in fresh.llm.named_parameters())
+    assert has_lora == bool(spec.get("keep_lora"))
+    for f, e in zip(calib, expected):
+        torch.testing.assert_close(_logits(fresh, f), e, atol=0, rtol=0)

@@ -62,6 +62,18 @@ def test_train_resume_test(tiny_world, tmp_path):
     assert "inference variant 'lossless' applied" in log
     fast = json.load(open(os.path.join(fast_dir, "drivelm.output.json")))
     assert [o["answer"] for o in fast] == [o["answer"] for o in output]
+    # a quantised LLM written by tools/quantize.py and tested from the file answers exactly as the
+    # same quantisation applied in process (--variant int4_grid)
+    qfile = str(tmp_path / "q" / "llm.safetensors")
+    log = _run(["tools/quantize.py", cfg, os.path.join(work, "iter_3.pth"), "--variant", "int4_grid", "--out", qfile])
+    assert os.path.isfile(qfile) and json.load(open(qfile + ".json"))["file_bytes"] == os.path.getsize(qfile)
+    answers = {}
+    for name, extra in (("file", ["--quantized", qfile]), ("variant", ["--variant", "int4_grid"])):
+        out = str(tmp_path / f"test_int4_{name}")
+        _run(["tools/test.py", cfg, os.path.join(work, "iter_3.pth"), "--work-dir", work, "--out-dir", out,
+              *extra, *_data_opts(tiny_world)])
+        answers[name] = [o["answer"] for o in json.load(open(os.path.join(out, "drivelm.output.json")))]
+    assert answers["file"] == answers["variant"] and len(answers["file"]) == len(output)
 
 
 def test_ddp_two_processes_agree(tiny_world, tmp_path):

@@ -76,6 +76,30 @@ class PostTrainingQuantHook(Hook):
 
 
 @HOOKS.register_module()
+class QuantizedLLMHook(Hook):
+    """Swap in the quantised LLM of ``tools/quantize.py`` after the checkpoint is loaded (the
+    vision side stays the checkpoint's), right before testing.
+
+    Args:
+        path: the ``.safetensors`` file of :func:`bevlm.inference.ptq.save_quantized_llm`.
+        kernel: int4 compute kernel (default: the one it was quantised with).
+    """
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, path: str, kernel: str | None = None) -> None:
+        self.path, self.kernel = path, kernel
+
+    def before_test(self, runner) -> None:
+        from bevlm.inference.ptq import load_quantized_llm
+
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        model.eval()
+        spec = load_quantized_llm(model, self.path, self.kernel)
+        runner.logger.info(f"quantised LLM loaded from {self.path}: {spec}")
+
+
+@HOOKS.register_module()
 class InferenceVariantHook(Hook):
     """Apply an inference variant (see :mod:`bevlm.inference.variants`) to the loaded model right
     before testing, e.g. the lossless stack (shared prompt cache + batched speculative decoding),

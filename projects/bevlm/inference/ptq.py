@@ -102,3 +102,37 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
                           calib_fn=calib_fn if method == "gptq" else None, kernel=kernel,
                           sequential=sequential, embeddings=embeddings, clip_search=clip_search,
                           act_order=act_order, zero_point=zero_point, lora_base=keep_lora)
+
+
+def save_quantized_llm(model: nn.Module, path: str, spec: dict) -> dict:
+    """Save the quantised LLM of ``model`` (after :func:`quantize_bevvlm` with ``spec``) to one
+    safetensors file, atomically; ``spec`` is stored with it, so :func:`load_quantized_llm` can
+    rebuild the same structure (merged or kept LoRA) around a model built from the config."""
+    from .quantization import save_quantized
+
+    return save_quantized(model.llm, path, extra=dict(quant_spec=dict(spec)))
+
+
+def load_quantized_llm(model: nn.Module, path: str, kernel: str | None = None) -> dict:
+    """Replace the LLM of a freshly built (or float-checkpoint-loaded) ``model`` by the quantised
+    one of :func:`save_quantized_llm`, in place; returns the stored quantisation spec.
+
+    The vision side keeps what ``model`` holds (load the training checkpoint first); every LLM
+    tensor comes from the file.
+    """
+    from .quantization import load_quantized, read_quant_config
+
+    spec = (read_quant_config(path).get("extra") or {}).get("quant_spec")
+    if not spec:
+        raise ValueError(f"{path}: no quant_spec in its metadata; write it with "
+                         "bevlm.inference.ptq.save_quantized_llm (tools/quantize.py)")
+    llm = model.llm
+    if spec.get("keep_lora"):
+        dtype = spec.get("lora_dtype", "bfloat16")
+        for name, param in llm.named_parameters():
+            if ".lora_" in name and dtype is not None:
+                param.data = param.data.to(getattr(torch, dtype))
+    else:
+        merge_lora_(llm)
+    load_quantized(llm, path, kernel=kernel or spec.get("kernel", "auto"))
+    return spec

@@ -23,12 +23,14 @@ FORMAT_VERSION = 1
 _META_KEY = "bevlm_quant"
 
 
-def save_quantized(module: nn.Module, path: str) -> dict:
+def save_quantized(module: nn.Module, path: str, extra: dict | None = None) -> dict:
     """Write ``module`` (with ``QuantLinear4`` layers) to ``path`` atomically.
 
     Args:
         module: the quantised model.
         path: target ``.safetensors`` file (written to a temp file, then renamed).
+        extra: JSON-able facts stored with the config under ``extra`` (e.g. how the model was
+            quantised and whether its LoRA adapters were merged).
 
     Returns:
         the JSON config stored in the file's metadata.
@@ -63,7 +65,7 @@ def save_quantized(module: nn.Module, path: str) -> dict:
         seen[ident] = key
         tensors[key] = t.detach().contiguous().cpu()
     config = dict(version=FORMAT_VERSION, layers=layers, aliases=aliases, embeddings=embeddings,
-                  tied_heads=tied_heads)
+                  tied_heads=tied_heads, extra=dict(extra or {}))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
