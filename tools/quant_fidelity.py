@@ -14,6 +14,8 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
 
+from mmengine.config import DictAction  # noqa: E402
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,14 +25,19 @@ def main():
     p.add_argument("--variants", nargs="+", required=True)
     p.add_argument("--stride", type=int, default=8, help="use every k-th test frame")
     p.add_argument("--out-dir", default="work_dirs/quant_fidelity")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys (data paths, ...)")
     args = p.parse_args()
     import bevlm.engine  # noqa: F401
     from mmengine.config import Config
+    from mmengine.registry import init_default_scope
 
     from bevlm.inference.benchmark import load_model
     from bevlm.inference.fidelity import markdown_table, run_fidelity
 
+    init_default_scope("bevlm")
     cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     variants = Config.fromfile(args.bench).variants.to_dict()
     missing = [v for v in args.variants if v not in variants]
     if missing:

@@ -74,6 +74,12 @@ def test_train_resume_test(tiny_world, tmp_path):
               *extra, *_data_opts(tiny_world)])
         answers[name] = [o["answer"] for o in json.load(open(os.path.join(out, "drivelm.output.json")))]
     assert answers["file"] == answers["variant"] and len(answers["file"]) == len(output)
+    # the fidelity tool measures the same variant against the float model
+    fid = str(tmp_path / "fidelity")
+    _run(["tools/quant_fidelity.py", cfg, os.path.join(work, "iter_3.pth"), "--variants", "int4_grid",
+          "--stride", "4", "--out-dir", fid, *_data_opts(tiny_world)])
+    row = json.load(open(os.path.join(fid, "fidelity.json")))
+    assert "int4_grid" in json.dumps(row) and os.path.isfile(os.path.join(fid, "fidelity.md"))
 
 
 def test_ddp_two_processes_agree(tiny_world, tmp_path):
