@@ -51,6 +51,9 @@ variants = dict(
     # + the tied head / table by GPTQ on the head's input Hessian (teacher-forced training QA)
     int4_grid_gptq=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", keep_lora=True,
                                    kernel="cached", embeddings=True)),
+    # the int4 grid Linears + the table / tied head in int8 (Q8_0: the shipped file's own layout)
+    int4_grid_int8table=dict(quant=dict(method="rtn", bits=4, group_size=32, zero_point="offset", keep_lora=True,
+                                        kernel="cached", embeddings="int8")),
     int8_attn=dict(quant=dict(method="int8_dynamic",
                               include=("q_proj", "k_proj", "v_proj", "o_proj"))),
     # the prompt text before the visual slot prefilled once per model, not once per frame (lossless)
@@ -76,7 +79,8 @@ variants = dict(
 )
 # the int4 variants decoded with the lossless stack: each answers exactly as its own greedy
 # decoding, so the accuracy of the quantised model is measured about 3.5x faster
-for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_grid", "int4_grid_gptq"):
+for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_grid", "int4_grid_gptq",
+              "int4_grid_int8table"):
     variants[_name + "_lossless"] = dict(variants[_name], **variants["lossless"])
 # the lossless stack with shorter chained drafts (a verify forward of 8 rows x 17 tokens is
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)

@@ -130,3 +130,45 @@ def test_gptq_quantises_the_tied_head_on_its_input_hessian():
         return float((x @ model.lm.get_input_embeddings().dequantized_weight().t() - x @ w.t()).pow(2).mean())
 
     assert head_err(llm) < head_err(rtn), (head_err(llm), head_err(rtn))
+
+
+def test_int8_table_exact_on_a_q8_0_grid_and_within_half_a_step():
+    from bevlm.inference.quantization import QuantEmbedding8
+
+    gen = torch.Generator().manual_seed(2)
+    d = (torch.rand(40, 4, 1, generator=gen) * 0.01 + 1e-4).half().float()  # fp16 scale per 32 columns
+    q = torch.randint(-127, 128, (40, 4, 32), generator=gen).float()
+    q[..., 0] = 127  # the group's max-abs element sets the scale
+    grid = (q * d).reshape(40, 128)
+    table = QuantEmbedding8.from_embedding(torch.nn.Embedding.from_pretrained(grid), group_size=32)
+    assert table.qweight.dtype == torch.int8 and torch.equal(table.dequantized_weight(), grid)
+    ids = torch.tensor([[3, 0, 39]])
+    assert torch.equal(table(ids), grid[ids])
+    emb = torch.nn.Embedding(40, 128)
+    t8 = QuantEmbedding8.from_embedding(emb, group_size=32)
+    err = (t8.dequantized_weight() - emb.weight).abs().reshape(40, 4, 32)
+    assert bool((err <= t8.scales.float()[..., None] / 2 * (1 + 1e-6)).all())
+    assert t8.weight_bytes() == 40 * 128 + 2 * 40 * 4
+
+
+def test_int8_table_with_int4_linears_ties_the_head_and_round_trips(tmp_path):
+    from bevlm.inference.quantization import QuantEmbedding8
+    from bevlm.inference.quantization.quant_embedding8 import TiedInt8Head
+
+    llm = _llm()
+    fp = _logits(llm)
+    report = quantize_model(llm, method="rtn", group_size=32, kernel="dequant", embeddings="int8")
+    emb, head = llm.lm.get_input_embeddings(), llm.lm.get_output_embeddings()
+    assert isinstance(emb, QuantEmbedding8) and isinstance(head, TiedInt8Head)
+    assert head.qweight.data_ptr() == emb.qweight.data_ptr()
+    assert module_bytes(llm) == report.module_bytes_after
+    expected = _logits(llm)
+    assert float((expected - fp).abs().max()) < 0.1 * float(fp.abs().max())
+    path = str(tmp_path / "q8.safetensors")
+    config = save_quantized(llm, path)
+    assert config["embeddings"]["model.model.embed_tokens"]["bits"] == 8
+    assert config["tied_heads"] == {"model.lm_head": "model.model.embed_tokens"}
+    restored = load_quantized(_llm(seed=5), path, kernel="dequant")
+    assert torch.equal(_logits(restored), expected)
+    with pytest.raises(ValueError, match="embeddings="):
+        quantize_model(_llm(), method="rtn", group_size=32, embeddings="int2")

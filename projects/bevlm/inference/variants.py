@@ -162,15 +162,16 @@ def cast_llm_(llm: nn.Module, dtype_name: str) -> nn.Module:
 
     from bevlm.inference.quantization import QuantLinear4
     from bevlm.inference.quantization.quant_embedding import QuantEmbedding4
+    from bevlm.inference.quantization.quant_embedding8 import QuantEmbedding8, TiedInt8Head
 
     dtype = getattr(torch, str(dtype_name).removeprefix("torch."), None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"variant llm_dtype={dtype_name!r} is not a torch float dtype "
                          "(use 'bfloat16', 'float16' or 'float32')")
     for module in llm.modules():
-        if isinstance(module, QuantEmbedding4):
+        if isinstance(module, (QuantEmbedding4, QuantEmbedding8)):
             module.dtype = dtype  # lookups dequantise into it
-        if isinstance(module, (QuantLinear4, QuantEmbedding4)):
+        if isinstance(module, (QuantLinear4, QuantEmbedding4, QuantEmbedding8, TiedInt8Head)):
             continue
         for param in module.parameters(recurse=False):
             param.data = param.data.to(dtype)

@@ -5,11 +5,12 @@ from .int4 import dequantize, pack_int4, quantize_rtn, unpack_int4
 from .int8_dynamic import int8_dynamic_available, quantize_int8_dynamic_
 from .kernels import clear_kernel_cache, native_int4_available
 from .quant_embedding import QuantEmbedding4
+from .quant_embedding8 import QuantEmbedding8
 from .quant_linear import KERNELS, QuantLinear4
 from .serialization import load_quantized, read_quant_config, save_quantized
 
 __all__ = [
-    "DEFAULT_INCLUDE", "KERNELS", "METHODS", "HessianAccumulator", "QuantEmbedding4", "QuantLinear4", "QuantReport", "clear_kernel_cache",
+    "DEFAULT_INCLUDE", "KERNELS", "METHODS", "HessianAccumulator", "QuantEmbedding4", "QuantEmbedding8", "QuantLinear4", "QuantReport", "clear_kernel_cache",
     "dequantize", "gptq_quantize", "int8_dynamic_available", "load_quantized", "merge_lora_", "module_bytes",
     "native_int4_available", "pack_int4", "quantize_int8_dynamic_", "quantize_model", "quantize_rtn",
     "read_quant_config", "save_quantized", "select_linears", "unpack_int4",

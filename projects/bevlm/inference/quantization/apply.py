@@ -25,6 +25,7 @@ from .gptq import HessianAccumulator, gptq_quantize
 from .int4 import quantize_rtn
 from .int8_dynamic import int8_dynamic_bytes, is_int8_dynamic_linear, quantize_int8_dynamic_
 from .quant_embedding import QuantEmbedding4, is_tied
+from .quant_embedding8 import QuantEmbedding8
 from .quant_linear import QuantLinear4
 
 METHODS = ("rtn", "gptq", "int8_dynamic")
@@ -183,7 +184,7 @@ def quantize_model(module: nn.Module,
                    sequential: bool = True,
                    act_order: bool = False,
                    percdamp: float = 0.01,
-                   embeddings: bool = False,
+                   embeddings: bool | str = False,
                    clip_search: int = 0,
                    zero_point: str = "int",
                    lora_base: bool = False) -> QuantReport:
@@ -211,7 +212,8 @@ def quantize_model(module: nn.Module,
             table's codes (stored once). With ``'rtn'`` both by RTN; with ``'gptq'`` the head by
             GPTQ on its input Hessian (a tied table takes the head's codes; an untied one RTN).
             Needs an int4 method; ``module`` must have ``get_input_embeddings`` (or an ``lm``
-            that has).
+            that has). ``embeddings='int8'`` stores the table (and the tied head) in int8 instead,
+            symmetric per group with fp16 scales (llama.cpp's Q8_0), by round to nearest.
         clip_search: per-group clipping search of the int4 ranges (grid size; 0 = min-max
             ranges): RTN, GPTQ and the embedding table; see ``int4.group_params``.
         zero_point: int4 zero-point layout, ``'int'`` (integer zero points, GPTQ / AWQ) or
@@ -231,6 +233,8 @@ def quantize_model(module: nn.Module,
                          "supported (use bits=4, or method='int8_dynamic' for 8 bit)")
     if method == "gptq" and calib_fn is None:
         raise ValueError("quantize_model(method='gptq') needs calib_fn(module) running calibration forwards")
+    if embeddings not in (False, True, "int4", "int8"):
+        raise ValueError(f"quantize_model: embeddings={embeddings!r} is not one of False, True / 'int4', 'int8'")
     if embeddings and method == "int8_dynamic":
         raise ValueError("quantize_model: embeddings=True stores int4 tables; use method='rtn' or 'gptq' "
                          "(int8_dynamic quantises Linears only)")
@@ -274,14 +278,16 @@ def quantize_model(module: nn.Module,
         report.linear_bytes_after = sum(module.get_submodule(n).weight_bytes() for n in names)
         if embeddings:
             gptq = dict(calib_fn=calib_fn, percdamp=percdamp, act_order=act_order) if method == "gptq" else None
-            _quantize_embeddings(module, group_size, kernel, report, clip_search, gptq, zero_point)
+            _quantize_embeddings(module, group_size, kernel, report, clip_search, gptq, zero_point,
+                                 table_bits=8 if embeddings == "int8" else 4)
     report.module_bytes_after = module_bytes(module)
     report.seconds = time.perf_counter() - start
     return report
 
 
 def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report: QuantReport,
-                         clip_search: int = 0, gptq: dict | None = None, zero_point: str = "int") -> None:
+                         clip_search: int = 0, gptq: dict | None = None, zero_point: str = "int",
+                         table_bits: int = 4) -> None:
     """Replace the input embedding (and the LM head) of ``module`` by int4 ones; update ``report``.
 
     With ``gptq`` (``calib_fn``, ``percdamp``, ``act_order``) the LM head is quantised by GPTQ on
@@ -299,13 +305,17 @@ def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report
     names = {id(m): n for n, m in module.named_modules()}
     tied = is_tied(emb, head)
     head_codes = None
+    if table_bits == 8:
+        gptq = None  # an int8 table is rounded to nearest (0.4 % of its range per step)
     if gptq is not None and type(head) is nn.Linear:
         head_name = names[id(head)]
         hessian = _calibrate(module, [head_name], gptq["calib_fn"])[head_name].hessian
         report.calib_runs += 1
         head_codes = gptq_quantize(head.weight, hessian, 4, group_size, percdamp=gptq["percdamp"],
                                    act_order=gptq["act_order"], clip_search=clip_search, zero_point=zero_point)
-    if tied and head_codes is not None:
+    if table_bits == 8:
+        qemb = QuantEmbedding8.from_embedding(emb, group_size)
+    elif tied and head_codes is not None:
         qemb = QuantEmbedding4.from_codes(*head_codes, group_size, emb.weight.dtype, method="gptq",
                                           zero_point=zero_point)
     else:

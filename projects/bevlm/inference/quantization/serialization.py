@@ -17,6 +17,7 @@ from torch import nn
 
 from .int8_dynamic import is_int8_dynamic_linear
 from .quant_embedding import QuantEmbedding4
+from .quant_embedding8 import QuantEmbedding8, TiedInt8Head
 from .quant_linear import QuantLinear4
 
 FORMAT_VERSION = 1
@@ -41,13 +42,17 @@ def save_quantized(module: nn.Module, path: str, extra: dict | None = None) -> d
         raise ValueError("save_quantized: int8 dynamic layers hold torch.ao packed weights that safetensors cannot "
                          "store; save the float model and re-apply quantize_model(method='int8_dynamic') (it takes "
                          "well under a second)")
+    tables = (QuantEmbedding4, QuantEmbedding8)
     embeddings = {name: dict(method=m.method, group_size=m.group_size, num_embeddings=m.num_embeddings,
                              embedding_dim=m.embedding_dim, dtype=str(m.dtype).removeprefix("torch."),
-                             zero_point=m.zero_point)
-                  for name, m in module.named_modules() if isinstance(m, QuantEmbedding4)}
-    table_of = {m.qweight.data_ptr(): name for name, m in module.named_modules() if isinstance(m, QuantEmbedding4)}
+                             zero_point=getattr(m, "zero_point", "int"), bits=8 if isinstance(m, QuantEmbedding8) else 4)
+                  for name, m in module.named_modules() if isinstance(m, tables)}
+    table_of = {m.qweight.data_ptr(): name for name, m in module.named_modules() if isinstance(m, tables)}
     layers, tied_heads = {}, {}
     for name, m in module.named_modules():
+        if isinstance(m, TiedInt8Head):
+            tied_heads[name] = table_of[m.qweight.data_ptr()]
+            continue
         if isinstance(m, QuantLinear4):
             if m.qweight.data_ptr() in table_of:  # LM head tied to a quantised embedding
                 tied_heads[name] = table_of[m.qweight.data_ptr()]
@@ -112,13 +117,18 @@ def load_quantized(module_skeleton: nn.Module, path: str, kernel: str = "auto") 
     config = read_quant_config(path)
     for name, spec in config.get("embeddings", {}).items():
         old = _submodule(module_skeleton, name, path)
-        if not isinstance(old, (nn.Embedding, QuantEmbedding4)) or (old.num_embeddings, old.embedding_dim) != (
+        if not isinstance(old, (nn.Embedding, QuantEmbedding4, QuantEmbedding8)) or (
+                old.num_embeddings, old.embedding_dim) != (
                 spec["num_embeddings"], spec["embedding_dim"]):
             raise ValueError(f"{path}: layer {name!r} is {old} in the skeleton, but the file has a "
                              f"[{spec['num_embeddings']}, {spec['embedding_dim']}] embedding")
-        device = next(iter(old.buffers() if isinstance(old, QuantEmbedding4) else old.parameters())).device
-        new = QuantEmbedding4(spec["num_embeddings"], spec["embedding_dim"], spec["group_size"],
-                              getattr(torch, spec["dtype"]), spec["method"], spec.get("zero_point", "int"))
+        device = next(iter(old.parameters() if isinstance(old, nn.Embedding) else old.buffers())).device
+        if spec.get("bits", 4) == 8:
+            new = QuantEmbedding8(spec["num_embeddings"], spec["embedding_dim"], spec["group_size"],
+                                  getattr(torch, spec["dtype"]), spec["method"])
+        else:
+            new = QuantEmbedding4(spec["num_embeddings"], spec["embedding_dim"], spec["group_size"],
+                                  getattr(torch, spec["dtype"]), spec["method"], spec.get("zero_point", "int"))
         _set_submodule(module_skeleton, name, new.to(device))
     for name, table in config.get("tied_heads", {}).items():
         _submodule(module_skeleton, name, path)
