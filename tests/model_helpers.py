@@ -17,3 +17,13 @@ def tiny_bevvlm_and_frames(world: str, encoder_layers: int = 2):
     ds = DATASETS.build(dict(type="BEVDriveDataset", ann_file=f"{world}/infos/bevlm_infos_train.pkl",
                              data_root=f"{world}/", pipeline=cfg.pipeline, queue_length=1, qa_mode="frame"))
     return model, ds, cfg
+
+
+def tiny_bevvlm_one_frame(world: str, encoder_layers: int = 2):
+    """``(model, imgs, samples)``: :func:`tiny_bevvlm_and_frames`'s model and its first training
+    frame, preprocessed (the inputs of ``model(..., mode='predict')``)."""
+    from mmengine.dataset import pseudo_collate
+
+    model, ds, _ = tiny_bevvlm_and_frames(world, encoder_layers=encoder_layers)
+    data = model.data_preprocessor(pseudo_collate([ds[0]]), False)
+    return model, data["inputs"]["imgs"], data["data_samples"]

@@ -1,12 +1,11 @@
 """Pruning settings applied to the tiny BEVVLM (LoRA LLM): identity, FLOP accounting, decoding."""
 import pytest
 import torch
-from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
 from bevlm.inference.pruning import (PrunedPrefixCache, PruningSetting, count_pruned_flops, flops_table,
                                      frame_prefix, prefill_flops, prefill_with_setting)
-from tests.model_helpers import tiny_bevvlm_and_frames
+from tests.model_helpers import tiny_bevvlm_one_frame
 
 init_default_scope("bevlm")
 torch.set_num_threads(1)
@@ -14,9 +13,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def setup(tiny_world):
-    model, ds, _ = tiny_bevvlm_and_frames(tiny_world, encoder_layers=2)
-    data = model.data_preprocessor(pseudo_collate([ds[0]]), False)
-    return model, data["inputs"]["imgs"], data["data_samples"]
+    return tiny_bevvlm_one_frame(tiny_world, encoder_layers=2)
 
 
 def test_default_setting_is_the_model_prefix(setup):

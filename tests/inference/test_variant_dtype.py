@@ -3,12 +3,11 @@ import copy
 
 import pytest
 import torch
-from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
 from bevlm.inference.quantization import QuantLinear4
 from bevlm.inference.variants import build_variant
-from tests.model_helpers import tiny_bevvlm_and_frames
+from tests.model_helpers import tiny_bevvlm_one_frame
 
 init_default_scope("bevlm")
 torch.set_num_threads(1)
@@ -16,9 +15,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def setup(tiny_world):
-    model, ds, _ = tiny_bevvlm_and_frames(tiny_world, encoder_layers=1)
-    data = model.data_preprocessor(pseudo_collate([ds[0]]), False)
-    return model, data["inputs"]["imgs"], data["data_samples"]
+    return tiny_bevvlm_one_frame(tiny_world, encoder_layers=1)
 
 
 def _predict(model, imgs, samples):
