@@ -106,3 +106,28 @@ def test_sweep_only_runs_the_selected_runs_and_tables_every_finished_one(tmp_pat
     assert "| b |" in (tmp_path / "part" / "results.md").read_text()
     with pytest.raises(ValueError, match="no runs"):
         run_sweep(sweep, root=str(tmp_path), python=str(fake), only=["zzz"])
+
+
+def test_sweep_over_inference_variants_reuses_one_training(tmp_path, monkeypatch):
+    from mmengine.config import Config
+
+    from tests.conftest import REPO
+
+    fake, calls = _fake_python(tmp_path, monkeypatch)
+    config = os.path.join(REPO, "configs", "bev_vlm_tiny.py")
+    src = tmp_path / "trained"
+    src.mkdir()
+    cfg = Config.fromfile(config)
+    cfg.dump(str(src / "bev_vlm_tiny.py"))
+    (src / "last_checkpoint").write_text(str(src / "iter_3.pth"))
+    sweep = dict(name="variants", configs=[config], steps=["test"], variants=["baseline", "lossless"],
+                 reuse={"bev_vlm_tiny": str(src)}, columns=["drivelm/gpt_free_final"])
+    runs = expand_runs(sweep)
+    assert [(r["id"], r["base_id"], r["variant"]) for r in runs] == [
+        ("bev_vlm_tiny__baseline", "bev_vlm_tiny", "baseline"), ("bev_vlm_tiny__lossless", "bev_vlm_tiny", "lossless")]
+    rows = run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake))
+    assert [r["run"] for r in rows] == ["bev_vlm_tiny__baseline", "bev_vlm_tiny__lossless"]
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 2 and all(line.startswith("tools/test.py") and str(src / "iter_3.pth") in line
+                                   for line in lines)  # no training: both reuse the one checkpoint
+    assert "--variant baseline" in lines[0] and "--variant lossless" in lines[1]

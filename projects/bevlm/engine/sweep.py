@@ -9,6 +9,9 @@ A sweep file (``configs/sweeps/<name>.py``) defines::
         steps=["train", "test"],                # what each run does
         test_options=[...],                     # extra cfg-options for test only (optional)
         test_args=["--variant", "lossless"],    # extra tools/test.py arguments (optional)
+        variants=["baseline", "lossless"],      # inference variants (configs/benchmarks/default.py):
+                                                # each run once per variant, "<run>__<variant>",
+                                                # tested with --variant (optional)
         reuse={"bev_vlm": "work_dirs/sweeps/baselines/bev_vlm"},  # a run's training taken from
                                                 # another work dir that trained the same config
                                                 # (checked key by key; trained anew when that dir
@@ -34,7 +37,8 @@ import time
 
 
 def expand_runs(sweep: dict) -> list[dict]:
-    """One dict per run: ``{"id", "config", "options": [k=v, ...]}`` (deterministic order)."""
+    """One dict per run: ``{"id", "config", "options": [k=v, ...]}`` (deterministic order); with
+    ``variants`` one per (run, variant), also holding ``"variant"`` and the run's ``"base_id"``."""
     grid = sweep.get("grid", {}) or {}
     keys = sorted(grid)
     runs = []
@@ -43,7 +47,11 @@ def expand_runs(sweep: dict) -> list[dict]:
             options = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in zip(keys, values)]
             stem = os.path.splitext(os.path.basename(config))[0]
             suffix = "_".join(f"{k.split('.')[-1]}-{v}" for k, v in zip(keys, values))
-            runs.append({"id": stem + (f"__{suffix}" if suffix else ""), "config": config, "options": options})
+            base = {"id": stem + (f"__{suffix}" if suffix else ""), "config": config, "options": options}
+            if sweep.get("variants"):
+                runs += [dict(base, id=f"{base['id']}__{v}", base_id=base["id"], variant=v) for v in sweep["variants"]]
+            else:
+                runs.append(base)
     ids = [r["id"] for r in runs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"sweep {sweep['name']}: duplicate run ids {ids}; give configs distinct file names")
@@ -137,7 +145,8 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
         t0 = time.time()
         pending = [name for name, d in test_dirs.items()
                    if selected and not os.path.isfile(os.path.join(d, "metrics.json"))]
-        reuse = (sweep.get("reuse") or {}).get(run["id"])
+        reuse_map = sweep.get("reuse") or {}
+        reuse = reuse_map.get(run["id"]) or reuse_map.get(run.get("base_id"))
         if pending and reuse and not os.path.isfile(os.path.join(work, "last_checkpoint")):
             try:
                 reuse_training(run, work, reuse)
@@ -152,8 +161,9 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
         for name in pending:
             ckpt = open(os.path.join(work, "last_checkpoint")).read().strip()
             test_opts = list(run["options"]) + list(sweep.get("test_options", [])) + list(test_sets[name])
+            variant = ["--variant", run["variant"]] if run.get("variant") else []
             _run([python, "tools/test.py", run["config"], ckpt, "--work-dir", work, "--out-dir",
-                  test_dirs[name], *sweep.get("test_args", []),
+                  test_dirs[name], *sweep.get("test_args", []), *variant,
                   *(["--cfg-options", *test_opts] if test_opts else [])], log)
         if pending:
             print(f"    done in {time.time() - t0:.0f} s", flush=True)
