@@ -43,7 +43,8 @@ class PostTrainingQuantHook(Hook):
         group_size: quantisation group size (must divide the LLM width; 64 for SmolLM2).
         kernel: 'auto' | 'dequant' | 'native' compute kernel of the int4 layers.
         calib_frames: number of training frames used for calibration.
-        embeddings: also quantise the embedding table (and the tied LM head) to int4.
+        embeddings: also quantise the embedding table (and the tied LM head): ``True`` / ``'int4'``
+            or ``'int8'``.
         clip_search, calib_mode, act_order, zero_point, keep_lora, lora_dtype: see
             :func:`bevlm.inference.ptq.quantize_bevvlm`.
     """
@@ -51,7 +52,7 @@ class PostTrainingQuantHook(Hook):
     priority = "VERY_HIGH"
 
     def __init__(self, method: str = "rtn", bits: int = 4, group_size: int = 64, kernel: str = "auto",
-                 calib_frames: int = 4, embeddings: bool = False, clip_search: int = 0,
+                 calib_frames: int = 4, embeddings: bool | str = False, clip_search: int = 0,
                  calib_mode: str = "teacher_forced", act_order: bool = False, zero_point: str = "int",
                  keep_lora: bool = False, lora_dtype: str | None = "bfloat16") -> None:
         self.method, self.bits, self.group_size = method, bits, group_size

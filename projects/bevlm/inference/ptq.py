@@ -38,7 +38,7 @@ CALIB_MODES = ("teacher_forced", "greedy")
 def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_size: int = 64,
                     include: tuple = DEFAULT_INCLUDE, kernel: str = "auto",
                     calib: list | None = None, calib_mode: str = "teacher_forced", calib_tokens: int = 8,
-                    sequential: bool = True, embeddings: bool = False, clip_search: int = 0,
+                    sequential: bool = True, embeddings: bool | str = False, clip_search: int = 0,
                     act_order: bool = False, zero_point: str = "int", keep_lora: bool = False,
                     lora_dtype: str | None = "bfloat16") -> QuantReport:
     """Quantise the LLM's linear layers in place, LoRA merged into them or kept beside them.
