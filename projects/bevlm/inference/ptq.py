@@ -33,6 +33,17 @@ def calibration_prefixes(model: nn.Module, batches: list[dict], max_questions: i
 
 
 CALIB_MODES = ("teacher_forced", "greedy")
+#: dtype of LoRA adapters kept beside an int4 base (``keep_lora=True``)
+DEFAULT_LORA_DTYPE = "bfloat16"
+
+
+def _cast_lora_(llm: nn.Module, dtype: str | None) -> None:
+    """Cast every LoRA adapter parameter of ``llm`` to ``dtype`` in place (``None``: keep)."""
+    if dtype is None:
+        return
+    for name, param in llm.named_parameters():
+        if ".lora_" in name:
+            param.data = param.data.to(getattr(torch, dtype))
 
 
 def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_size: int = 64,
@@ -40,7 +51,7 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
                     calib: list | None = None, calib_mode: str = "teacher_forced", calib_tokens: int = 8,
                     sequential: bool = True, embeddings: bool | str = False, clip_search: int = 0,
                     act_order: bool = False, zero_point: str = "int", keep_lora: bool = False,
-                    lora_dtype: str | None = "bfloat16") -> QuantReport:
+                    lora_dtype: str | None = DEFAULT_LORA_DTYPE) -> QuantReport:
     """Quantise the LLM's linear layers in place, LoRA merged into them or kept beside them.
 
     Args:
@@ -73,11 +84,7 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
     if keep_lora:
         if not adapters:
             raise ValueError("quantize_bevvlm(keep_lora=True): the LLM has no LoRA adapters; use keep_lora=False")
-        if lora_dtype is not None:
-            dtype = getattr(torch, lora_dtype)
-            for name, param in llm.named_parameters():
-                if ".lora_" in name:
-                    param.data = param.data.to(dtype)
+        _cast_lora_(llm, lora_dtype)
     else:
         if len(adapters) > 1:
             raise ValueError(f"quantize_bevvlm: the LLM has {len(adapters)} LoRA adapters {adapters}; merging keeps "
@@ -127,11 +134,8 @@ def load_quantized_llm(model: nn.Module, path: str, kernel: str | None = None) -
         raise ValueError(f"{path}: no quant_spec in its metadata; write it with "
                          "bevlm.inference.ptq.save_quantized_llm (tools/quantize.py)")
     llm = model.llm
-    if spec.get("keep_lora"):
-        dtype = spec.get("lora_dtype", "bfloat16")
-        for name, param in llm.named_parameters():
-            if ".lora_" in name and dtype is not None:
-                param.data = param.data.to(getattr(torch, dtype))
+    if spec.get("keep_lora"):  # the adapters in the dtype they were saved in
+        _cast_lora_(llm, spec.get("lora_dtype", DEFAULT_LORA_DTYPE))
     else:
         merge_lora_(llm)
     load_quantized(llm, path, kernel=kernel or spec.get("kernel", "auto"))

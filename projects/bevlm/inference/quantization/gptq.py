@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .int4 import check_group_size, dequantize, group_params, quantize_with_params
+from .int4 import check_group_size, dequant_codes, group_params, quantize_with_params
 
 
 class HessianAccumulator:
@@ -144,7 +144,7 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: in
             column = w_blk[:, i]  # [out]
             codes = quantize_with_params(column[:, None], scales[:, g], zeros[:, g], bits, zero_point)[:, 0]  # [out]
             q_blk[:, i] = codes
-            dq = dequantize(codes[:, None], scales[:, g:g + 1], zeros[:, g:g + 1], 1, zero_point=zero_point)[:, 0]
+            dq = dequant_codes(codes, scales[:, g].float(), zeros[:, g].float(), zero_point)  # [out]
             err = (column - dq) / hinv_blk[i, i]  # [out]
             w_blk[:, i:] -= err[:, None] * hinv_blk[i, i:][None, :]  # [out, b - i]
             err_blk[:, i] = err

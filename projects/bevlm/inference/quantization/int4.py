@@ -80,27 +80,33 @@ def check_group_size(in_features: int, group_size: int, where: str) -> None:
                          "choose a group size such as 32/64/128 that divides every quantised layer's input dim")
 
 
+def fp16_scale_round_up(scale: Tensor) -> Tensor:
+    """``scale`` (float, clamped to the smallest normal fp16) as fp16, rounded UP, never down: a
+    range that ``levels * scale`` covers is still covered after fp16 storage."""
+    scale = scale.clamp(min=_FP16_TINY)
+    scale16 = scale.to(torch.float16)
+    up = torch.nextafter(scale16, torch.full_like(scale16, float("inf")))  # next fp16 value
+    return torch.where(scale16.float() < scale, up, scale16)
+
+
 def _minmax_params(w_min: Tensor, w_max: Tensor, levels: int,
                    zero_point: str = "int") -> tuple[Tensor, Tensor]:
     """fp16 scale (rounded up) and zero covering ``[w_min, w_max]``: for ``'int'`` a float integer
     zero (``w_min <= 0 <= w_max``), for ``'offset'`` ``w_min`` rounded to the nearest fp16."""
-    scale = ((w_max - w_min) / levels).clamp(min=_FP16_TINY)  # [out]
-    scale16 = scale.to(torch.float16)
-    up = torch.nextafter(scale16, torch.full_like(scale16, float("inf")))  # next fp16 value
-    scale16 = torch.where(scale16.float() < scale, up, scale16)  # round up, never down
+    scale16 = fp16_scale_round_up((w_max - w_min) / levels)  # [out]
     if zero_point == "offset":
         return scale16, w_min.to(torch.float16).float()
     zero = torch.round(-w_min / scale16.float()).clamp(0, levels)  # [out]
     return scale16, zero
 
 
-def _row_sq_error(w: Tensor, scale16: Tensor, zero: Tensor, levels: int, zero_point: str = "int") -> Tensor:
+def _row_sq_error(w: Tensor, scale16: Tensor, zero: Tensor, bits: int, zero_point: str = "int") -> Tensor:
     """Per-row squared error ``sum((w_hat - w)^2)`` of quantising ``w`` ``[out, g]`` with these params."""
-    q = quantize_with_params(w, scale16, zero, (levels + 1).bit_length() - 1, zero_point)
-    return (_dequant_codes(q, scale16.float()[:, None], zero.float()[:, None], zero_point) - w).pow(2).sum(dim=1)
+    q = quantize_with_params(w, scale16, zero, bits, zero_point)
+    return (dequant_codes(q, scale16.float()[:, None], zero.float()[:, None], zero_point) - w).pow(2).sum(dim=1)
 
 
-def _dequant_codes(codes: Tensor, scale: Tensor, zero: Tensor, zero_point: str) -> Tensor:
+def dequant_codes(codes: Tensor, scale: Tensor, zero: Tensor, zero_point: str) -> Tensor:
     """``(codes - zero) * scale`` (``'int'``) or ``codes * scale + zero`` (``'offset'``), broadcasting."""
     return codes * scale + zero if zero_point == "offset" else (codes - zero) * scale
 
@@ -143,7 +149,7 @@ def group_params(w_group: Tensor, bits: int, clip_search: int = 0,
         raise ValueError("group_params: weights exceed the fp16 range; the fp16 scales cannot represent them")
     scale16, zero = _minmax_params(w_min, w_max, levels, zero_point)
     if clip_search > 0:
-        best = _row_sq_error(w, scale16, zero, levels, zero_point)
+        best = _row_sq_error(w, scale16, zero, bits, zero_point)
         for i in range(1, int(max_shrink * clip_search) + 1):
             p = 1.0 - i / clip_search
             if zero_point == "int":  # shrink about 0 (the range contains it)
@@ -152,7 +158,7 @@ def group_params(w_group: Tensor, bits: int, clip_search: int = 0,
                 mid, half = (w_max + w_min) / 2, (w_max - w_min) / 2
                 lo, hi = mid - half * p, mid + half * p
             s, z = _minmax_params(lo, hi, levels, zero_point)
-            err = _row_sq_error(w, s, z, levels, zero_point)
+            err = _row_sq_error(w, s, z, bits, zero_point)
             better = err < best
             scale16, zero = torch.where(better, s, scale16), torch.where(better, z, zero)
             best = torch.where(better, err, best)
@@ -221,5 +227,5 @@ def dequantize(q: Tensor, scales: Tensor, zeros: Tensor, group_size: int,
         raise ValueError(f"dequantize: scales {tuple(scales.shape)} / zeros {tuple(zeros.shape)} do not match "
                          f"q {tuple(q.shape)} with group_size={group_size} (expected [{out_features}, {n_groups}])")
     codes = q.reshape(out_features, n_groups, group_size).to(dtype)  # [out, G, g]
-    w = _dequant_codes(codes, scales.to(dtype)[..., None], zeros.to(dtype)[..., None], zero_point)  # [out, G, g]
+    w = dequant_codes(codes, scales.to(dtype)[..., None], zeros.to(dtype)[..., None], zero_point)  # [out, G, g]
     return w.reshape(out_features, in_features)

@@ -13,9 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .int4 import check_group_size
-
-_FP16_TINY = float(torch.finfo(torch.float16).tiny)
+from .int4 import check_group_size, fp16_scale_round_up
 
 
 def quantize_int8_groups(w: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
@@ -27,10 +25,7 @@ def quantize_int8_groups(w: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
     out_features, in_features = w.shape
     check_group_size(in_features, group_size, "quantize_int8_groups")
     groups = w.detach().float().reshape(out_features, in_features // group_size, group_size)  # [out, G, g]
-    scale = (groups.abs().amax(dim=-1) / 127.0).clamp(min=_FP16_TINY)  # [out, G]
-    scale16 = scale.to(torch.float16)
-    up = torch.nextafter(scale16, torch.full_like(scale16, float("inf")))
-    scale16 = torch.where(scale16.float() < scale, up, scale16)  # round up, never down
+    scale16 = fp16_scale_round_up(groups.abs().amax(dim=-1) / 127.0)  # [out, G]
     q = torch.clamp(torch.round(groups / scale16.float()[..., None]), -127, 127).to(torch.int8)
     return q.reshape(out_features, in_features), scale16
 
