@@ -54,6 +54,15 @@ variants = dict(
     # the int4 grid Linears + the table / tied head in int8 (Q8_0: the shipped file's own layout)
     int4_grid_int8table=dict(quant=dict(method="rtn", bits=4, group_size=32, zero_point="offset", keep_lora=True,
                                         kernel="cached", embeddings="int8")),
+    # under 0.3x of the fp16 bytes: the shipped grid's exact Linears alone take 0.25x (4 bits + two
+    # fp16 per 32 weights), so LoRA is merged (W + BA, GPTQ-quantised on its grid again) and the
+    # table coarser: g32 Linears + a g128 table, or mixed precision by layer kind (the MLP's gate /
+    # up at g64, the rest at g32) + a g64 table
+    int4_merged_g32=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", kernel="cached",
+                                    embeddings=True, embed_group_size=128)),
+    int4_merged_mixed=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", kernel="cached",
+                                      embeddings=True, embed_group_size=64,
+                                      group_sizes={"gate_proj": 64, "up_proj": 64})),
     int8_attn=dict(quant=dict(method="int8_dynamic",
                               include=("q_proj", "k_proj", "v_proj", "o_proj"))),
     # the prompt text before the visual slot prefilled once per model, not once per frame (lossless)
@@ -80,7 +89,7 @@ variants = dict(
 # the int4 variants decoded with the lossless stack: each answers exactly as its own greedy
 # decoding, so the accuracy of the quantised model is measured about 3.5x faster
 for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_grid", "int4_grid_gptq",
-              "int4_grid_int8table"):
+              "int4_grid_int8table", "int4_merged_g32", "int4_merged_mixed"):
     variants[_name + "_lossless"] = dict(variants[_name], **variants["lossless"])
 # the lossless stack with shorter chained drafts (a verify forward of 8 rows x 17 tokens is
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)

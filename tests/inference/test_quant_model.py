@@ -132,3 +132,37 @@ def test_bad_arguments_fail_loudly():
         quantize_model(_llm(), method="rtn", include=("not_a_layer",))
     with pytest.raises(ValueError, match="bits"):
         quantize_model(_llm(), method="rtn", bits=3)
+
+
+def test_mixed_group_sizes_by_layer_kind_and_table_round_trip(tmp_path):
+    """``group_sizes`` gives the named layer kinds their own group size, ``embed_group_size`` the table;
+    the codes of each layer are those of quantising it alone at its size, and the file keeps them."""
+    from bevlm.inference.quantization import QuantEmbedding4
+
+    reference = _llm(seed=0)
+    mixed = _llm(seed=0)
+    uniform = _llm(seed=0)
+    report = quantize_model(mixed, method="rtn", group_size=32, zero_point="offset", kernel="dequant",
+                            group_sizes={"gate_proj": 128, "up_proj": 128}, embeddings=True, embed_group_size=128)
+    uniform_report = quantize_model(uniform, method="rtn", group_size=32, zero_point="offset", kernel="dequant",
+                                    embeddings=True)
+    for name in report.layers:
+        module = mixed.get_submodule(name)
+        if name.endswith("lm_head"):  # the tied head reads the table's codes
+            assert module.group_size == 128
+        elif isinstance(module, QuantLinear4):
+            expected = 128 if name.split(".")[-1] in ("gate_proj", "up_proj") else 32
+            assert module.group_size == expected, name
+            alone = QuantLinear4.from_linear(reference.get_submodule(name), expected, "dequant", 0, "offset")
+            assert torch.equal(module.dequantized_weight(), alone.dequantized_weight()), name
+    assert isinstance(mixed.lm.get_input_embeddings(), QuantEmbedding4)
+    assert mixed.lm.get_input_embeddings().group_size == 128
+    # coarser groups store fewer fp16 scales / offsets
+    assert report.linear_bytes_after < uniform_report.linear_bytes_after
+    expected_logits = _logits(mixed)
+    path = str(tmp_path / "mixed.safetensors")
+    save_quantized(mixed, path)
+    restored = load_quantized(_llm(seed=5), path, kernel="dequant")
+    assert restored.lm.model.layers[0].mlp.gate_proj.group_size == 128
+    assert restored.lm.model.layers[0].self_attn.q_proj.group_size == 32
+    assert torch.equal(_logits(restored), expected_logits)

@@ -51,14 +51,15 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
                     calib: list | None = None, calib_mode: str = "teacher_forced", calib_tokens: int = 8,
                     sequential: bool = True, embeddings: bool | str = False, clip_search: int = 0,
                     act_order: bool = False, zero_point: str = "int", keep_lora: bool = False,
-                    lora_dtype: str | None = DEFAULT_LORA_DTYPE) -> QuantReport:
+                    lora_dtype: str | None = DEFAULT_LORA_DTYPE, group_sizes: dict | None = None,
+                    embed_group_size: int | None = None) -> QuantReport:
     """Quantise the LLM's linear layers in place, LoRA merged into them or kept beside them.
 
     Args:
         model: a trained :class:`BEVVLM` (eval mode).
         method: 'rtn' | 'gptq' | 'int8_dynamic' (see :func:`quantize_model`).
         bits, group_size, include, kernel, sequential, embeddings, clip_search, act_order,
-            zero_point: as :func:`quantize_model` (SmolLM2's width 576 needs a group size
+            zero_point, group_sizes, embed_group_size: as :func:`quantize_model` (SmolLM2's width 576 needs a group size
             dividing it, e.g. 32 or 64).
         keep_lora: ``False``: merge the (single) LoRA adapter into the base weights, then quantise
             them (a model with several adapters is refused: merging keeps only one).
@@ -108,7 +109,8 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
     return quantize_model(llm, method=method, bits=bits, group_size=group_size, include=include,
                           calib_fn=calib_fn if method == "gptq" else None, kernel=kernel,
                           sequential=sequential, embeddings=embeddings, clip_search=clip_search,
-                          act_order=act_order, zero_point=zero_point, lora_base=keep_lora)
+                          act_order=act_order, zero_point=zero_point, lora_base=keep_lora,
+                          group_sizes=group_sizes, embed_group_size=embed_group_size)
 
 
 def save_quantized_llm(model: nn.Module, path: str, spec: dict) -> dict:

@@ -187,7 +187,9 @@ def quantize_model(module: nn.Module,
                    embeddings: bool | str = False,
                    clip_search: int = 0,
                    zero_point: str = "int",
-                   lora_base: bool = False) -> QuantReport:
+                   lora_base: bool = False,
+                   group_sizes: dict | None = None,
+                   embed_group_size: int | None = None) -> QuantReport:
     """Replace selected ``nn.Linear`` layers of ``module`` by quantised ones, in place.
 
     Args:
@@ -222,6 +224,10 @@ def quantize_model(module: nn.Module,
         lora_base: with peft LoRA layers in ``module``, quantise their base layers and keep every
             adapter as it is (unmerged, still switchable), instead of refusing (QLoRA-style
             serving: the base in int4, the adapters beside it).
+        group_sizes: per-layer group sizes, ``{name part: group size}`` (e.g. ``{'gate_proj': 64,
+            'up_proj': 64}``: mixed precision by layer kind); a Linear whose dotted name has one of
+            the parts takes its size (the first match), the others ``group_size``.
+        embed_group_size: group size of the embedding table / LM head (default ``group_size``).
 
     Returns:
         :class:`QuantReport`.
@@ -239,6 +245,12 @@ def quantize_model(module: nn.Module,
         raise ValueError("quantize_model: embeddings=True stores int4 tables; use method='rtn' or 'gptq' "
                          "(int8_dynamic quantises Linears only)")
     start = time.perf_counter()
+    group_sizes = dict(group_sizes or {})
+
+    def size_of(name: str) -> int:
+        parts = name.split(".")
+        return next((g for part, g in group_sizes.items() if part in parts), group_size)
+
     names = select_linears(module, tuple(include), tuple(exclude), lora_base)
     is_int8 = method == "int8_dynamic"
     report = QuantReport(method=method, bits=8 if is_int8 else bits, group_size=0 if is_int8 else group_size,
@@ -257,7 +269,7 @@ def quantize_model(module: nn.Module,
         module.eval()
         if method == "rtn":
             for name in names:
-                _replace(module, name, QuantLinear4.from_linear(module.get_submodule(name), group_size, kernel,
+                _replace(module, name, QuantLinear4.from_linear(module.get_submodule(name), size_of(name), kernel,
                                                                 clip_search, zero_point))
         else:
             blocks: dict[str, list[str]] = {}
@@ -268,17 +280,17 @@ def quantize_model(module: nn.Module,
                 report.calib_runs += 1
                 for name in block_names:
                     layer = module.get_submodule(name)
-                    q, scales, zeros = gptq_quantize(layer.weight, accumulators.pop(name).hessian, bits, group_size,
+                    q, scales, zeros = gptq_quantize(layer.weight, accumulators.pop(name).hessian, bits, size_of(name),
                                                      percdamp=percdamp, act_order=act_order,
                                                      clip_search=clip_search, zero_point=zero_point)
                     _replace(module, name, QuantLinear4.from_codes(q.to(layer.weight.device), scales, zeros,
-                                                                   layer.bias, group_size, kernel, method="gptq",
+                                                                   layer.bias, size_of(name), kernel, method="gptq",
                                                                    zero_point=zero_point))
         module.train(was_training)
         report.linear_bytes_after = sum(module.get_submodule(n).weight_bytes() for n in names)
         if embeddings:
             gptq = dict(calib_fn=calib_fn, percdamp=percdamp, act_order=act_order) if method == "gptq" else None
-            _quantize_embeddings(module, group_size, kernel, report, clip_search, gptq, zero_point,
+            _quantize_embeddings(module, embed_group_size or group_size, kernel, report, clip_search, gptq, zero_point,
                                  table_bits=8 if embeddings == "int8" else 4)
     report.module_bytes_after = module_bytes(module)
     report.seconds = time.perf_counter() - start
