@@ -56,10 +56,10 @@ variants = dict(
                                         kernel="cached", embeddings="int8")),
     # under 0.3x of the fp16 bytes: the shipped grid's exact Linears alone take 0.25x (4 bits + two
     # fp16 per 32 weights), so LoRA is merged (W + BA, GPTQ-quantised on its grid again) and the
-    # table coarser: g32 Linears + a g128 table, or mixed precision by layer kind (the MLP's gate /
-    # up at g64, the rest at g32) + a g64 table
+    # table coarser: g32 Linears + a g192 table (a group divides the width 576), or mixed
+    # precision by layer kind (the MLP's gate / up at g64, the rest at g32) + a g64 table
     int4_merged_g32=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", kernel="cached",
-                                    embeddings=True, embed_group_size=128)),
+                                    embeddings=True, embed_group_size=192)),
     int4_merged_mixed=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", kernel="cached",
                                       embeddings=True, embed_group_size=64,
                                       group_sizes={"gate_proj": 64, "up_proj": 64})),
