@@ -59,8 +59,8 @@ def quantize_bevvlm(model: nn.Module, method: str = "rtn", bits: int = 4, group_
         model: a trained :class:`BEVVLM` (eval mode).
         method: 'rtn' | 'gptq' | 'int8_dynamic' (see :func:`quantize_model`).
         bits, group_size, include, kernel, sequential, embeddings, clip_search, act_order,
-            zero_point, group_sizes, embed_group_size: as :func:`quantize_model` (SmolLM2's width 576 needs a group size
-            dividing it, e.g. 32 or 64).
+            zero_point, group_sizes, embed_group_size: as :func:`quantize_model` (SmolLM2's
+            width 576 needs group sizes dividing it, e.g. 32, 64 or 192).
         keep_lora: ``False``: merge the (single) LoRA adapter into the base weights, then quantise
             them (a model with several adapters is refused: merging keeps only one).
             ``True``: quantise the base layers only and keep every adapter unmerged beside them,

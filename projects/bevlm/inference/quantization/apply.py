@@ -279,12 +279,12 @@ def quantize_model(module: nn.Module,
                 accumulators = _calibrate(module, block_names, calib_fn)
                 report.calib_runs += 1
                 for name in block_names:
-                    layer = module.get_submodule(name)
-                    q, scales, zeros = gptq_quantize(layer.weight, accumulators.pop(name).hessian, bits, size_of(name),
+                    layer, size = module.get_submodule(name), size_of(name)
+                    q, scales, zeros = gptq_quantize(layer.weight, accumulators.pop(name).hessian, bits, size,
                                                      percdamp=percdamp, act_order=act_order,
                                                      clip_search=clip_search, zero_point=zero_point)
                     _replace(module, name, QuantLinear4.from_codes(q.to(layer.weight.device), scales, zeros,
-                                                                   layer.bias, size_of(name), kernel, method="gptq",
+                                                                   layer.bias, size, kernel, method="gptq",
                                                                    zero_point=zero_point))
         module.train(was_training)
         report.linear_bytes_after = sum(module.get_submodule(n).weight_bytes() for n in names)
