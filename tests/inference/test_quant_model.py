@@ -134,6 +134,29 @@ def test_bad_arguments_fail_loudly():
         quantize_model(_llm(), method="rtn", bits=3)
 
 
+def test_group_sizes_checked_before_any_layer_is_replaced():
+    """A group size that does not fit (a layer's, the table's) or a ``group_sizes`` key naming no
+    layer is refused up front: the model is left untouched (GPTQ would have run minutes first)."""
+    llm = _llm(seed=0)
+    width = llm.lm.get_input_embeddings().embedding_dim
+    before = {n: p.clone() for n, p in llm.state_dict().items()}
+    bad_table = next(g for g in (3, 5, 7, 11) if width % g)
+
+    def calib_never_runs(module):
+        raise AssertionError("calibration ran before the arguments were checked")
+
+    with pytest.raises(ValueError, match="embed_group_size"):
+        quantize_model(llm, method="gptq", group_size=GROUP, calib_fn=calib_never_runs, kernel="dequant",
+                       embeddings=True, embed_group_size=bad_table)
+    with pytest.raises(ValueError, match="gate_prj"):
+        quantize_model(llm, method="rtn", group_size=GROUP, group_sizes={"gate_prj": 64})
+    with pytest.raises(ValueError, match="does not divide"):
+        quantize_model(llm, method="gptq", group_size=GROUP, calib_fn=calib_never_runs,
+                       group_sizes={"down_proj": bad_table})
+    assert not any(isinstance(m, QuantLinear4) for m in llm.modules())
+    assert all(torch.equal(p, before[n]) for n, p in llm.state_dict().items())
+
+
 def test_mixed_group_sizes_by_layer_kind_and_table_round_trip(tmp_path):
     """``group_sizes`` gives the named layer kinds their own group size, ``embed_group_size`` the table;
     the codes of each layer are those of quantising it alone at its size, and the file keeps them."""

@@ -253,6 +253,9 @@ def quantize_model(module: nn.Module,
 
     names = select_linears(module, tuple(include), tuple(exclude), lora_base)
     is_int8 = method == "int8_dynamic"
+    if not is_int8:  # fail before any (minutes-long) GPTQ work, not at the first layer that does not fit
+        _check_group_sizes(module, names, size_of, group_sizes, (embed_group_size or group_size)
+                           if embeddings else None)
     report = QuantReport(method=method, bits=8 if is_int8 else bits, group_size=0 if is_int8 else group_size,
                          kernel="-" if is_int8 else kernel, layers=list(names))
     report.module_bytes_before = module_bytes(module)
@@ -295,6 +298,29 @@ def quantize_model(module: nn.Module,
     report.module_bytes_after = module_bytes(module)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_group_sizes(module: nn.Module, names: list[str], size_of: Callable[[str], int], group_sizes: dict,
+                       embed_group_size: int | None) -> None:
+    """Every selected Linear's group size divides its ``in_features``, every ``group_sizes`` key names
+    at least one selected layer, and (``embed_group_size`` given) the table width is a multiple of it."""
+    unused = [part for part in group_sizes if not any(part in n.split(".") for n in names)]
+    if unused:
+        raise ValueError(f"quantize_model: group_sizes keys {unused} match none of the {len(names)} selected "
+                         f"layers (e.g. {names[0]}); keys are dotted-name parts such as 'gate_proj'")
+    bad = [(n, size_of(n), module.get_submodule(n).in_features) for n in names
+           if size_of(n) <= 0 or module.get_submodule(n).in_features % size_of(n)]
+    if bad:
+        name, size, width = bad[0]
+        raise ValueError(f"quantize_model: group size {size} of {name} does not divide its in_features={width} "
+                         f"({len(bad)} layers); choose group_size / group_sizes values that divide it (e.g. 32/64)")
+    if embed_group_size is not None:
+        lm = module if hasattr(module, "get_input_embeddings") else getattr(module, "lm", None)
+        emb = lm.get_input_embeddings() if lm is not None and hasattr(lm, "get_input_embeddings") else None
+        width = getattr(emb, "embedding_dim", None)
+        if width is not None and (embed_group_size <= 0 or width % embed_group_size):
+            raise ValueError(f"quantize_model(embeddings=...): embed_group_size={embed_group_size} does not divide "
+                             f"the embedding width {width}; pass embed_group_size= a divisor (e.g. 32/64/192 for 576)")
 
 
 def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report: QuantReport,
