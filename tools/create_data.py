@@ -28,6 +28,8 @@ def parse_args():
     w.add_argument("--image-size", type=int, nargs=2, default=(320, 180), metavar=("W", "H"))
     w.add_argument("--traffic-side", choices=["right", "left"], default="right")
     w.add_argument("--lighting", choices=["day", "night"], default="day")
+    w.add_argument("--rig", choices=["nuscenes", "wide-high"], default="nuscenes",
+                   help="camera rig: nominal nuScenes, or 0.6 m higher with a wider field of view")
     w.add_argument("--no-infos", action="store_true", help="only the database, no info files")
     n = sub.add_parser("nuscenes", help="info files from a nuScenes-format database")
     n.add_argument("--root", required=True)
@@ -66,7 +68,7 @@ def main():
         from bevlm.world import WorldConfig, generate_world
 
         config = WorldConfig(frames_per_scene=args.frames, image_size=tuple(args.image_size),
-                             traffic_side=args.traffic_side, lighting=args.lighting)
+                             traffic_side=args.traffic_side, lighting=args.lighting, rig=args.rig)
         summary = generate_world(args.out, num_scenes=args.scenes, seed=args.seed, config=config)
         logging.info("world written to %s: %s", args.out,
                      {k: v for k, v in summary.items() if not isinstance(v, dict)})

@@ -4,6 +4,7 @@ import os
 import re
 
 import numpy as np
+import pytest
 from nuscenes.utils.geometry_utils import BoxVisibility, view_points
 from PIL import Image
 
@@ -131,3 +132,41 @@ def test_options_left_traffic_and_night(tmp_path):
         with open(os.path.join(root, "world_summary.json")) as f:
             assert json.load(f)["config"] == {**vars(WorldConfig(frames_per_scene=2, image_size=(96, 54), **kw)),
                                               "image_size": [96, 54]}
+
+
+def test_option_camera_rig_is_stored_and_reproduces_ctags(tmp_path):
+    """The 'wide-high' rig (a third domain): calibration records it (cameras 0.6 m higher, 0.7x
+    focal length) and the devkit, reading that calibration, reproduces every c-tag."""
+    from nuscenes.nuscenes import NuScenes
+
+    from bevlm.structures import nominal_rig
+
+    root = str(tmp_path / "wide_high")
+    cfg = WorldConfig(frames_per_scene=4, image_size=(160, 90), rig="wide-high")
+    generate_world(root, num_scenes=2, seed=3, config=cfg, progress=False)
+    nusc = NuScenes("v1.0-mini", root, verbose=False)
+    nominal = nominal_rig((1600, 900))
+    for cs in nusc.calibrated_sensor:
+        name = nusc.get("sensor", cs["sensor_token"])["channel"]
+        if name == "LIDAR_TOP":
+            continue
+        assert abs(cs["translation"][2] - (nominal[name]["cam2ego"][2, 3] + 0.6)) < 1e-6
+        fx = np.asarray(cs["camera_intrinsic"])[0, 0]
+        assert abs(fx - 0.7 * nominal[name]["cam2img"][0, 0] * 160 / 1600) < 1e-6
+    world = {"drivelm": {}, "gt": json.load(open(os.path.join(root, "world_gt.json")))}
+    for split in ("train", "val"):
+        with open(os.path.join(root, f"drivelm_{split}.json")) as f:
+            world["drivelm"].update(json.load(f))
+    n = 0
+    for tok, fr in _frames(world):
+        for tag in fr["key_object_infos"]:
+            _, cam, x, y = CTAG_PARTS.fullmatch(tag).groups()
+            ann = world["gt"][tok]["key_objects"][tag]["ann"]
+            _, boxes, K = nusc.get_sample_data(nusc.get("sample", tok)["data"][cam],
+                                               box_vis_level=BoxVisibility.NONE, selected_anntokens=[ann])
+            uv = view_points(boxes[0].center[:, None], K, normalize=True)[:2, 0]
+            assert abs(uv[0] - float(x)) <= 1.0 and abs(uv[1] - float(y)) <= 1.0, (tag, uv)
+            n += 1
+    assert n > 0
+    with pytest.raises(ValueError, match="WorldConfig.rig"):
+        WorldConfig(rig="fisheye").validate()

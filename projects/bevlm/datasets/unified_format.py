@@ -8,7 +8,7 @@ the mmdet3d v2 layout, one entry per key frame (field by field in
 source                 converter                                       notes
 =====================  ==============================================  ===========================
 mini world (any        ``create_data.py world [--traffic-side left     full geometry, boxes,
-options)               --lighting night ...]``                         trajectories
+options)               --lighting night --rig wide-high ...]``         trajectories
 real nuScenes +        ``create_data.py nuscenes --drivelm-json ...``  full geometry
 DriveLM
 DriveLM only (images   ``create_data.py drivelm --json ... ``          nominal rig, no boxes or

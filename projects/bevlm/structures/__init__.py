@@ -1,5 +1,5 @@
-from .cameras import CAMERA_NAMES, NUSCENES_IMAGE_SIZE, nominal_rig
+from .cameras import CAMERA_NAMES, CAMERA_RIGS, NUSCENES_IMAGE_SIZE, camera_rig, nominal_rig
 from .ego_motion import EgoMotion
 from .data_sample import DriveDataSample, QAItem
 
-__all__ = ["CAMERA_NAMES", "NUSCENES_IMAGE_SIZE", "nominal_rig", "EgoMotion", "DriveDataSample", "QAItem"]
+__all__ = ["CAMERA_NAMES", "CAMERA_RIGS", "NUSCENES_IMAGE_SIZE", "camera_rig", "nominal_rig", "EgoMotion", "DriveDataSample", "QAItem"]

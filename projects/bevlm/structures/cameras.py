@@ -53,6 +53,27 @@ def cam_rotation_from_yaw(yaw_deg: float):
          [0.0, -1.0, 0.0]])
 
 
+#: Camera rigs the mini world can render: name -> (mounting height offset [m], focal-length scale).
+#: ``'nuscenes'`` is the nominal rig; ``'wide-high'`` mounts every camera 0.6 m higher (a van /
+#: light truck) with 0.7x the focal length (front camera: 84 instead of 64 deg horizontal field of
+#: view): a different camera rig as a data domain. Principal points and yaws are unchanged.
+CAMERA_RIGS = {"nuscenes": (0.0, 1.0), "wide-high": (0.6, 0.7)}
+
+
+def camera_rig(name: str = "nuscenes", image_size=NUSCENES_IMAGE_SIZE):
+    """The rig ``name`` of :data:`CAMERA_RIGS` for images of ``image_size``, in the format of
+    :func:`nominal_rig` (which is ``camera_rig('nuscenes', image_size)``)."""
+    if name not in CAMERA_RIGS:
+        raise ValueError(f"camera_rig: unknown rig {name!r}; use one of {sorted(CAMERA_RIGS)}")
+    dz, focal_scale = CAMERA_RIGS[name]
+    rig = nominal_rig(image_size)
+    for cam in rig.values():
+        cam["cam2ego"][2, 3] += dz
+        cam["cam2img"][0, 0] *= focal_scale
+        cam["cam2img"][1, 1] *= focal_scale
+    return rig
+
+
 def nominal_rig(image_size=NUSCENES_IMAGE_SIZE):
     """Nominal nuScenes rig for images of ``image_size`` = (width, height).
 

@@ -111,6 +111,8 @@ class WorldConfig:
         version: nuScenes version folder name.
         traffic_side: 'right' (drive on the right) or 'left'.
         lighting: 'day' or 'night' (dark sky and ground, lit lamps).
+        rig: camera rig, a name of :data:`bevlm.structures.CAMERA_RIGS` ('nuscenes' or
+            'wide-high': cameras 0.6 m higher with a wider field of view).
         jpeg_quality: JPEG quality of the camera images.
     """
 
@@ -120,6 +122,7 @@ class WorldConfig:
     version: str = "v1.0-mini"
     traffic_side: str = "right"
     lighting: str = "day"
+    rig: str = "nuscenes"
     jpeg_quality: int = 90
 
     def validate(self) -> None:
@@ -128,6 +131,10 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.traffic_side={self.traffic_side!r}: use 'right' or 'left'")
         if self.lighting not in ("day", "night"):
             raise ValueError(f"WorldConfig.lighting={self.lighting!r}: use 'day' or 'night'")
+        from ..structures import CAMERA_RIGS
+
+        if self.rig not in CAMERA_RIGS:
+            raise ValueError(f"WorldConfig.rig={self.rig!r}: use one of {sorted(CAMERA_RIGS)}")
         if int(self.frames_per_scene) < 2:
             raise ValueError(f"WorldConfig.frames_per_scene={self.frames_per_scene}: use at least 2")
         if len(tuple(self.image_size)) != 2 or min(self.image_size) < 32:

@@ -333,7 +333,7 @@ def generate_world(out_dir: str, num_scenes: int = 12, seed: int = 0, config: Wo
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
     tables = NuScenesTables(seed)
-    writer = _SceneWriter(out_dir, tables, cfg, seed, Renderer(tuple(cfg.image_size), cfg.lighting))
+    writer = _SceneWriter(out_dir, tables, cfg, seed, Renderer(tuple(cfg.image_size), cfg.lighting, cfg.rig))
     total = num_scenes * int(cfg.frames_per_scene)
     bar = None
     if progress:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..structures import CAMERA_NAMES, nominal_rig
+from ..structures import CAMERA_NAMES, camera_rig
 from .layout import MAP_RES, ASPHALT, GRASS, SIDEWALK, WHITE, YELLOW
 from .shapes import build_shape
 
@@ -61,10 +61,10 @@ class Camera:
     sky_t: np.ndarray  # [H, W] 0 at the horizon .. 1 up
 
 
-def build_cameras(image_size: tuple) -> list:
-    """Cameras of the nominal nuScenes rig at ``image_size`` = (W, H)."""
+def build_cameras(image_size: tuple, rig: str = "nuscenes") -> list:
+    """Cameras of the rig ``rig`` (:data:`bevlm.structures.CAMERA_RIGS`) at ``image_size`` = (W, H)."""
     W, H = image_size
-    rig = nominal_rig(image_size)
+    rig = camera_rig(rig, image_size)
     cams = []
     for name in CAMERA_NAMES:
         K, T = rig[name]["cam2img"], rig[name]["cam2ego"]
@@ -131,10 +131,11 @@ class Renderer:
     Args:
         image_size: (W, H) of the output images.
         lighting: 'day' | 'night'.
+        rig: camera rig name (:data:`bevlm.structures.CAMERA_RIGS`).
     """
 
-    def __init__(self, image_size: tuple, lighting: str):
-        self.cams = build_cameras(image_size)
+    def __init__(self, image_size: tuple, lighting: str, rig: str = "nuscenes"):
+        self.cams = build_cameras(image_size, rig)
         self.pal = _PALETTE[lighting]
         self.night = lighting == "night"
         lut = np.zeros((8, 3))
