@@ -56,3 +56,25 @@ def test_benchmark_and_sweep_files_parse():
     for path in glob.glob(os.path.join(REPO, "configs", "sweeps", "*.py")):
         sweep = Config.fromfile(path).sweep
         assert all(os.path.isfile(os.path.join(REPO, c)) for c in sweep.configs), path
+
+
+MULTI_DOMAIN = sorted(glob.glob(os.path.join(REPO, "configs", "multi_domain", "*.py")))
+
+
+@pytest.mark.parametrize("cfg_path", MULTI_DOMAIN, ids=[os.path.basename(p) for p in MULTI_DOMAIN])
+def test_multi_domain_configs_map_every_trained_domain(cfg_path):
+    """Every domain the training set holds has its adapter (per-domain configs) or none is mapped
+    (union), each from its own data root; a sweep over the configs tests every trained domain."""
+    cfg = Config.fromfile(cfg_path)
+    parts = cfg.train_dataloader.dataset.datasets
+    domains = [p["domain"] for p in parts]
+    assert len(set(domains)) == len(domains) and len({p["data_root"] for p in parts}) == len(parts)
+    adapters = cfg.model.get("domain_adapters") or {}
+    if adapters:
+        assert set(adapters) == set(domains) and set(adapters.values()) == set(cfg.model.llm.adapter_names)
+    for path in glob.glob(os.path.join(REPO, "configs", "sweeps", "*.py")):
+        sweep = Config.fromfile(path).sweep
+        if os.path.relpath(cfg_path, REPO) in sweep.configs:
+            tested = {opt.split("=", 1)[1].strip("'\"") for opts in sweep.test_sets.values() for opt in opts
+                      if opt.startswith("test_dataloader.dataset.domain=")}
+            assert tested == set(domains), (path, tested, domains)
