@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..structures.cameras import CAMERA_RIGS
+
 # --------------------------------------------------------------------------- timing
 #: Key frames per second (nuScenes key frames are at 2 Hz).
 KEYFRAME_HZ = 2.0
@@ -131,8 +133,6 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.traffic_side={self.traffic_side!r}: use 'right' or 'left'")
         if self.lighting not in ("day", "night"):
             raise ValueError(f"WorldConfig.lighting={self.lighting!r}: use 'day' or 'night'")
-        from ..structures import CAMERA_RIGS
-
         if self.rig not in CAMERA_RIGS:
             raise ValueError(f"WorldConfig.rig={self.rig!r}: use one of {sorted(CAMERA_RIGS)}")
         if int(self.frames_per_scene) < 2:

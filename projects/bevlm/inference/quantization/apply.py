@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .gptq import HessianAccumulator, gptq_quantize
-from .int4 import quantize_rtn
+from .int4 import check_group_size, quantize_rtn
 from .int8_dynamic import int8_dynamic_bytes, is_int8_dynamic_linear, quantize_int8_dynamic_
 from .quant_embedding import QuantEmbedding4, is_tied
 from .quant_embedding8 import QuantEmbedding8
@@ -308,19 +308,19 @@ def _check_group_sizes(module: nn.Module, names: list[str], size_of: Callable[[s
     if unused:
         raise ValueError(f"quantize_model: group_sizes keys {unused} match none of the {len(names)} selected "
                          f"layers (e.g. {names[0]}); keys are dotted-name parts such as 'gate_proj'")
-    bad = [(n, size_of(n), module.get_submodule(n).in_features) for n in names
-           if size_of(n) <= 0 or module.get_submodule(n).in_features % size_of(n)]
-    if bad:
-        name, size, width = bad[0]
-        raise ValueError(f"quantize_model: group size {size} of {name} does not divide its in_features={width} "
-                         f"({len(bad)} layers); choose group_size / group_sizes values that divide it (e.g. 32/64)")
+    for name in names:
+        check_group_size(module.get_submodule(name).in_features, size_of(name), f"quantize_model: {name}")
     if embed_group_size is not None:
-        lm = module if hasattr(module, "get_input_embeddings") else getattr(module, "lm", None)
-        emb = lm.get_input_embeddings() if lm is not None and hasattr(lm, "get_input_embeddings") else None
-        width = getattr(emb, "embedding_dim", None)
-        if width is not None and (embed_group_size <= 0 or width % embed_group_size):
-            raise ValueError(f"quantize_model(embeddings=...): embed_group_size={embed_group_size} does not divide "
-                             f"the embedding width {width}; pass embed_group_size= a divisor (e.g. 32/64/192 for 576)")
+        lm = _embedding_owner(module)
+        width = getattr(lm.get_input_embeddings(), "embedding_dim", None) if lm is not None else None
+        if width is not None:
+            check_group_size(width, embed_group_size, "quantize_model: the embedding table (embed_group_size)")
+
+
+def _embedding_owner(module: nn.Module) -> nn.Module | None:
+    """``module`` or its ``lm`` (an ``HFCausalLM`` wrapper), whichever has ``get_input_embeddings``."""
+    lm = module if hasattr(module, "get_input_embeddings") else getattr(module, "lm", None)
+    return lm if lm is not None and hasattr(lm, "get_input_embeddings") else None
 
 
 def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report: QuantReport,
@@ -332,8 +332,8 @@ def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report
     the Hessian of its inputs (the final hidden states of the calibration run, after the already
     quantised blocks); a tied table takes the head's codes, an untied table is quantised by RTN.
     """
-    lm = module if hasattr(module, "get_input_embeddings") else getattr(module, "lm", None)
-    if lm is None or not hasattr(lm, "get_input_embeddings"):
+    lm = _embedding_owner(module)
+    if lm is None:
         raise ValueError(f"quantize_model(embeddings=True): {type(module).__name__} has no get_input_embeddings(); "
                          "pass the HF model (or the HFCausalLM wrapper)")
     emb, head = lm.get_input_embeddings(), lm.get_output_embeddings()
