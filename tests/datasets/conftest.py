@@ -8,9 +8,7 @@ from PIL import Image
 from bevlm.datasets.converters import write_pickle_atomic
 from bevlm.structures import CAMERA_NAMES, nominal_rig
 
-SAMPLE_ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "drivelm_sample")
-SAMPLE_JSON = os.path.join(SAMPLE_ROOT, "v1_1_train_sample.json")
-SAMPLE_IMAGES = os.path.join(SAMPLE_ROOT, "nuscenes")
+from tests.paths import DRIVELM_SAMPLE_IMAGES as SAMPLE_IMAGES, DRIVELM_SAMPLE_JSON as SAMPLE_JSON  # noqa: F401
 
 
 def _frame(token, scene, idx, prev, nxt, root, size=(32, 18)):

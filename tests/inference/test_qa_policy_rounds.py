@@ -1,6 +1,5 @@
 """QA-round policies on the real DriveLM sample, training blocks, budgets, and answering a frame."""
 import math
-import os
 
 import pytest
 import torch
@@ -12,26 +11,15 @@ from bevlm.inference.qa_policy import (STAGE_ROUNDS, QAPolicy, answer_frame, app
                                        round_token_budget)
 from bevlm.structures import QAItem
 from bevlm.structures.qa_families import classify_question
+from tests.paths import DRIVELM_SAMPLE_JSON
 
 torch.set_num_threads(1)
-
-SAMPLE = "/work/shared/data/drivelm_sample/v1_1_train_sample.json"
-
-
-def _sample_path() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    for path in (os.path.join(here, "..", "..", "..", "shared", "data", "drivelm_sample",
-                              "v1_1_train_sample.json"), SAMPLE):
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"DriveLM sample not found at {SAMPLE}. Fix: place v1_1_train_sample.json there")
-
 
 @pytest.fixture(scope="module")
 def frames() -> list[list[QAItem]]:
     """Every frame of the DriveLM sample as QAItems (official order and indices)."""
     out = []
-    for _, _, frame, _ in iter_frames(load_drivelm(_sample_path())):
+    for _, _, frame, _ in iter_frames(load_drivelm(DRIVELM_SAMPLE_JSON)):
         out.append([QAItem(q["Q"], q["A"], q["stage"], q["index"], classify_question(q["Q"], q["stage"]))
                     for q in flatten_qa(frame)])
     assert len(out) == 9
