@@ -4,12 +4,12 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import pickle
 
 from mmengine.dataset import BaseDataset
 
 from bevlm.registry import DATASETS
 from bevlm.structures import QAItem
+from bevlm.utils import load_plain_pickle
 from .drivelm_io import flatten_qa
 
 logger = logging.getLogger(__name__)
@@ -19,12 +19,10 @@ def _load_info_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: info file not found. Fix: run tools/create_data.py "
                                 f"(see README 'Data preparation') or pass the right ann_file")
-    try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable info pickle ({e}). Fix: regenerate it with "
-                         f"tools/create_data.py") from e
+    data = load_plain_pickle(path)  # refuses any pickled global: an info file cannot run code
+    if not isinstance(data, dict):
+        raise TypeError(f"{path}: an info file holds a dict, got {type(data).__name__}. Fix: regenerate it "
+                        f"with tools/create_data.py")
     for key in ("metainfo", "data_list"):
         if key not in data:
             raise KeyError(f"{path}: missing key '{key}'. Fix: info files are "

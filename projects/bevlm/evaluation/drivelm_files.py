@@ -11,24 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+
+from bevlm.utils import atomic_write_json
 
 from .drivelm_testset import DriveLMEvalError, iter_official_ids
-
-
-def atomic_write_json(obj, path: str) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temp file + rename (never half-written)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=4)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_test_eval(test: dict, path: str) -> None:

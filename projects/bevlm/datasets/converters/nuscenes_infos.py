@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import tempfile
 
 import numpy as np
 
 from bevlm.structures import CAMERA_NAMES
+from bevlm.utils import dump_plain_pickle
 from ..drivelm_io import iter_frames, load_drivelm
 from .geometry import to_frame, transform_matrix, yaw_of
 
@@ -50,17 +49,9 @@ def category_to_class(category_name: str) -> str | None:
 
 
 def write_pickle_atomic(obj, path: str) -> None:
-    """Write ``obj`` to ``path`` through a temp file + rename (never half-written)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write an info file: plain data only, temp file + rename (never half-written); it loads with
+    :func:`bevlm.utils.load_plain_pickle`, which runs no code."""
+    dump_plain_pickle(obj, path)
 
 
 class NuScenesInfoBuilder:
