@@ -3,7 +3,8 @@
 Writes, under ``--out-dir`` (default ``<work_dir>/test``): the official-format DriveLM
 predictions ``drivelm.output.json`` and test file ``drivelm.test_eval.json`` (score them with
 tools/eval_drivelm.py or the official evaluation.py), ``drivelm.results.json``, ``metrics.json``
-with every metric, and ``efficiency.json``.
+with every metric, ``efficiency.json`` and ``per_frame.json`` (per-frame planning and efficiency
+records; with the two official files, what tools/compare.py needs to re-score any subset of frames).
 
 ``--variant NAME`` tests the model as one inference variant of ``--variants-file`` (default
 ``configs/benchmarks/default.py``) runs it, e.g. ``--variant lossless`` (shared prompt cache + batched
@@ -52,7 +53,7 @@ def main():
     for ev in evaluators:
         if ev.get("type") == "DriveLMMetric":  # -> drivelm.output.json, drivelm.test_eval.json, ...
             ev["outfile_prefix"] = osp.join(out_dir, "drivelm")
-        elif ev.get("type") == "EfficiencyMetric":  # -> efficiency.json
+        elif ev.get("type") in ("EfficiencyMetric", "PlanningMetric"):  # -> efficiency.json, per_frame.json
             ev["outfile_prefix"] = out_dir
     if args.variant:
         variants = Config.fromfile(args.variants_file).variants

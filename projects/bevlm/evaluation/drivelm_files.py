@@ -3,7 +3,11 @@
 * ``test_eval.json``: ``{scene: {"key_frames": {frame: {"QA": {stage: [QA + "tag"]},
   "image_paths": {...}}}}}`` (see :mod:`.drivelm_testset`);
 * ``output.json``: ``[{"id": f"{scene}_{frame}_{i}", "question", "answer"}]``; a
-  ``submission.json`` (``prepare_submission.py``) holds the same list under ``results``.
+  ``submission.json`` (``prepare_submission.py``) holds the same list under ``results``;
+* ``per_frame.json`` (this code base, next to them): the per-frame records of the other metrics,
+  one section per metric, ``{"planning": {frame: {"scene_token", ...}}, "efficiency": {...}}``
+  (see :func:`update_per_frame`). With the two official files it holds everything needed to score
+  any subset of frames again (:mod:`.bootstrap`).
 
 Writers go through a temp file + rename, so nothing half-written is left behind.
 """
@@ -93,3 +97,47 @@ def load_predictions(path: str) -> dict[str, str]:
                                    f"got {type(row['answer']).__name__}. Fix: write answers as text")
         pred[row["id"]] = row["answer"]
     return pred
+
+
+#: Name of the per-frame records file in a test output folder.
+PER_FRAME_FILE = "per_frame.json"
+
+
+def update_per_frame(folder: str, section: str, records: dict[str, dict]) -> str:
+    """Set one metric's section of ``<folder>/per_frame.json`` (other sections are kept).
+
+    Args:
+        folder: the test output folder.
+        section: the metric's section name (e.g. ``"planning"``, ``"efficiency"``); replaced whole,
+            so no frame of an earlier run in the same folder survives in it.
+        records: frame token -> record; every record carries its ``scene_token``.
+
+    Returns:
+        The path written (temp file + rename).
+    """
+    for token, rec in records.items():
+        if "scene_token" not in rec:
+            raise DriveLMEvalError(f"per_frame.json section {section!r}: frame {token} has no 'scene_token'. "
+                                   f"Fix: give every record the scene token of its frame")
+    path = os.path.join(folder, PER_FRAME_FILE)
+    data = {}
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError:
+            data = {}  # a damaged file of an earlier run: rewritten from this run's sections
+        if not isinstance(data, dict):
+            data = {}
+    data[section] = records
+    atomic_write_json(data, path)
+    return path
+
+
+def load_per_frame(path: str) -> dict:
+    """Read ``per_frame.json`` (``{section: {frame: record}}``)."""
+    data = _load_json(path, "per-frame records (per_frame.json)")
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise DriveLMEvalError(f"{path}: expected {{section: {{frame_token: record}}}}. Fix: pass the "
+                               f"per_frame.json that tools/test.py writes")
+    return data

@@ -1,7 +1,11 @@
-"""Per-frame efficiency figures collected from the model's ``efficiency`` field."""
+"""Per-frame efficiency figures collected from the model's ``efficiency`` field.
+
+With ``outfile_prefix`` the metric writes the means to ``efficiency.json`` and each frame's
+figures (keyed by frame token, with its scene token) into the ``efficiency`` section of
+``per_frame.json`` in the same folder.
+"""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -9,6 +13,10 @@ from mmengine.evaluator import BaseMetric
 
 from bevlm.registry import METRICS
 from bevlm.utils import peak_memory_mb
+from .drivelm_files import atomic_write_json, update_per_frame
+
+#: Per-frame seconds that make up ``frame_s`` (``history_s``, the cache fill, is not part of it).
+FRAME_PHASES = ("encoder_s", "prefill_s", "decode_s", "traj_s")
 
 
 @METRICS.register_module()
@@ -18,7 +26,8 @@ class EfficiencyMetric(BaseMetric):
     ``traj_s`` is the trajectory readout: the head's MLP, or decoding the text waypoints.
 
     Args:
-        outfile_prefix: folder to write ``efficiency.json`` into (None = do not write).
+        outfile_prefix: folder to write ``efficiency.json`` and the ``efficiency`` section of
+            ``per_frame.json`` into (None = do not write).
     """
 
     default_prefix = "efficiency"
@@ -31,7 +40,9 @@ class EfficiencyMetric(BaseMetric):
     def process(self, data_batch, data_samples) -> None:
         for s in data_samples:
             if "efficiency" in s:
-                self.results.append(dict(s["efficiency"]))
+                rec = dict(s["efficiency"])
+                rec["_token"], rec["_scene_token"] = str(s.get("token", "")), str(s.get("scene_token", ""))
+                self.results.append(rec)
 
     def compute_metrics(self, results: list) -> dict:
         if not results:
@@ -53,9 +64,22 @@ class EfficiencyMetric(BaseMetric):
             out["encoder_gflops"] = float(np.mean([r["encoder"] for r in counted])) / 1e9
             out["prefill_gflops"] = float(np.mean([r["prefill"] for r in counted])) / 1e9
         if self.outfile_prefix:
-            os.makedirs(self.outfile_prefix, exist_ok=True)
-            tmp = os.path.join(self.outfile_prefix, "efficiency.json.tmp")
-            with open(tmp, "w") as f:
-                json.dump(out, f, indent=2)
-            os.replace(tmp, os.path.join(self.outfile_prefix, "efficiency.json"))
+            atomic_write_json(out, os.path.join(self.outfile_prefix, "efficiency.json"))
+            self._write_records(results)
         return out
+
+    def _write_records(self, results: list) -> None:
+        """Per-frame figures (``frame_s`` = the sum of :data:`FRAME_PHASES`) into ``per_frame.json``."""
+        records = {}
+        for r in results:
+            if not r["_token"]:
+                raise KeyError("EfficiencyMetric: a data sample lacks 'token', needed for the per-frame records "
+                               "of per_frame.json. Fix: pack samples with PackDriveInputs, or set "
+                               "outfile_prefix=None")
+            rec = {"scene_token": r["_scene_token"]}
+            for k, v in r.items():
+                if not k.startswith("_") and isinstance(v, (int, float, np.integer, np.floating)):
+                    rec[k] = v.item() if hasattr(v, "item") else v
+            rec["frame_s"] = float(sum(float(r.get(k, 0.0)) for k in FRAME_PHASES))
+            records[r["_token"]] = rec
+        update_per_frame(self.outfile_prefix, "efficiency", records)

@@ -12,6 +12,11 @@ per-step value is the mean over those frames. Collision: the ego box (4.084 m x 
 nuScenes ego footprint used by ST-P3/UniAD), centred on the predicted waypoint and oriented along
 the direction of travel, is tested against every agent box of the same step with the separating
 axis theorem.
+
+With ``outfile_prefix`` (a folder) the metric also writes each frame's record (predicted and GT
+trajectory, mask, per-step L2 and collision, keyed by frame token with its scene token) into the
+``planning`` section of ``<folder>/per_frame.json``, so that any subset of frames can be scored
+again (:mod:`.bootstrap`).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 
 from ..registry import METRICS
+from .drivelm_files import update_per_frame
 
 EGO_LENGTH = 4.084
 EGO_WIDTH = 1.85
@@ -120,14 +126,19 @@ class PlanningMetric(BaseMetric):
     where absent); arrays or tensors.
 
     Args:
+        outfile_prefix: folder to write the per-frame records into (``per_frame.json``, section
+            ``planning``); None = do not write. Writing needs ``token`` and ``scene_token`` in the
+            data samples.
         collect_device: 'cpu' or 'gpu'.
         prefix: metric name prefix (default ``'planning'``).
     """
 
     default_prefix = "planning"
 
-    def __init__(self, collect_device: str = "cpu", prefix: str | None = None) -> None:
+    def __init__(self, outfile_prefix: str | None = None, collect_device: str = "cpu",
+                 prefix: str | None = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
+        self.outfile_prefix = outfile_prefix
 
     @staticmethod
     def _array(sample: dict, key: str, shape_tail: tuple, dtype=float) -> np.ndarray:
@@ -157,6 +168,8 @@ class PlanningMetric(BaseMetric):
                      if sample.get("gt_agent_fut_boxes") is not None else np.zeros((0, len(gt), 5)))
             boxes = boxes.reshape(-1, len(gt), 5)                               # [M, T, 5]
             self.results.append({
+                "token": str(sample.get("token", "")), "scene_token": str(sample.get("scene_token", "")),
+                "pred_traj": pred, "gt_traj": gt,                               # [T, 2]
                 "l2": np.linalg.norm(pred - gt, axis=-1),                       # [T]
                 "collision": ego_collisions(pred, boxes).astype(float),         # [T]
                 "mask": mask,
@@ -173,24 +186,75 @@ class PlanningMetric(BaseMetric):
         l2 = np.stack([r["l2"] for r in results])                              # [N, T]
         col = np.stack([r["collision"] for r in results])                      # [N, T]
         mask = np.stack([r["mask"] for r in results])                          # [N, T]
-        valid = mask.sum(0)                                                    # [T]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            l2_step = np.where(valid > 0, (l2 * mask).sum(0) / valid, np.nan)
-            col_step = np.where(valid > 0, (col * mask).sum(0) / valid, np.nan)
         out: dict[str, Any] = {"frames": len(results)}
-        avg = {"L2": [], "collision": []}
-        for h in HORIZONS_S:
-            steps = int(round(h / STEP_S))
-            if steps > l2.shape[1]:
-                continue
-            for name, per_step in (("L2", l2_step), ("collision", col_step)):
-                stp3 = per_step[:steps]
-                stp3 = float(np.nanmean(stp3)) if np.isfinite(stp3).any() else None
-                uniad = float(per_step[steps - 1]) if np.isfinite(per_step[steps - 1]) else None
-                out[f"{name}_{h:g}s_stp3"] = stp3
-                out[f"{name}_{h:g}s_uniad"] = uniad
-                avg[name].append(stp3)
-        for name, values in avg.items():
-            ok = [v for v in values if v is not None]
-            out[f"{name}_avg_stp3"] = float(np.mean(ok)) if ok else None
+        summary = planning_summary(l2, col, mask, np.ones((1, len(results))))
+        out.update({k: (None if np.isnan(v[0]) else float(v[0])) for k, v in summary.items()})
+        if self.outfile_prefix:
+            self._write_records(results)
         return out
+
+    def _write_records(self, results: list) -> None:
+        """Per-frame records into the ``planning`` section of ``<outfile_prefix>/per_frame.json``."""
+        records = {}
+        for r in results:
+            if not r["token"]:
+                raise KeyError("PlanningMetric: a data sample lacks 'token' / 'scene_token', needed for the "
+                               "per-frame records of per_frame.json. Fix: pack samples with PackDriveInputs "
+                               "(it sets both), or set outfile_prefix=None")
+            records[r["token"]] = {
+                "scene_token": r["scene_token"],
+                "pred_traj": np.asarray(r["pred_traj"], float).tolist(),
+                "gt_traj": np.asarray(r["gt_traj"], float).tolist(),
+                "gt_traj_mask": [bool(m) for m in r["mask"]],
+                "l2": [float(v) for v in r["l2"]],
+                "collision": [float(v) for v in r["collision"]],
+            }
+        update_per_frame(self.outfile_prefix, "planning", records)
+
+
+def planning_summary(l2: np.ndarray, collision: np.ndarray, mask: np.ndarray,
+                     weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Horizon metrics of weighted sets of frames (one set per row of ``weights``).
+
+    Per step, the value is the weighted mean over the frames whose GT waypoint at that step is
+    valid; then the ST-P3 (mean up to the horizon) and UniAD (value at the horizon) conventions.
+    With ``weights`` a row of ones this is the plain metric; a bootstrap passes resample counts.
+
+    Args:
+        l2, collision, mask: ``[N, T]`` per-frame, per-step L2 (m), collision (0/1) and validity.
+        weights: ``[R, N]`` non-negative frame weights.
+
+    Returns:
+        ``{name: [R] array}`` with ``L2_{h}s_stp3``, ``L2_{h}s_uniad``, ``collision_{h}s_stp3``,
+        ``collision_{h}s_uniad`` and the ``*_avg_stp3`` means over the horizons; NaN where no
+        weighted frame is valid.
+    """
+    mask = np.asarray(mask, float)
+    weights = np.asarray(weights, float)
+    valid = weights @ mask                                                     # [R, T]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        steps_of = {"L2": np.where(valid > 0, (weights @ (l2 * mask)) / valid, np.nan),
+                    "collision": np.where(valid > 0, (weights @ (collision * mask)) / valid, np.nan)}
+    out: dict[str, np.ndarray] = {}
+    avg: dict[str, list] = {"L2": [], "collision": []}
+    for h in HORIZONS_S:
+        steps = int(round(h / STEP_S))
+        if steps > l2.shape[1]:
+            continue
+        for name, per_step in steps_of.items():
+            head = per_step[:, :steps]
+            finite = np.isfinite(head)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                stp3 = np.where(finite.any(1), np.nansum(head, 1) / finite.sum(1), np.nan)
+            out[f"{name}_{h:g}s_stp3"] = stp3
+            out[f"{name}_{h:g}s_uniad"] = per_step[:, steps - 1]
+            avg[name].append(stp3)
+    for name, values in avg.items():
+        if values:
+            stack = np.stack(values, 1)                                        # [R, H]
+            finite = np.isfinite(stack)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[f"{name}_avg_stp3"] = np.where(finite.any(1), np.nansum(stack, 1) / finite.sum(1), np.nan)
+        else:
+            out[f"{name}_avg_stp3"] = np.full(len(weights), np.nan)
+    return out
