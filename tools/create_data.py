@@ -11,10 +11,7 @@
 import argparse
 import logging
 import os.path as osp
-import sys
 import time
-
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
 
 
 def parse_args():
@@ -40,11 +37,17 @@ def parse_args():
     for parser in (w, n):
         parser.add_argument("--domain", default=None,
                             help="data domain name stored in the infos' metainfo (multi-LoRA per domain)")
+    n.add_argument("--skip-bad", action="store_true",
+                   help="frames whose QA fail a check keep their sensor data without QA (counted) instead of "
+                        "stopping the conversion")
     d = sub.add_parser("drivelm", help="DriveLM-only info file (nominal rig)")
     d.add_argument("--domain", default=None, help="data domain name stored in the metainfo")
     d.add_argument("--json", required=True)
     d.add_argument("--image-root", required=True, help="folder that holds samples/CAM_*/")
     d.add_argument("--out", required=True, help="output .pkl")
+    d.add_argument("--skip-bad", action="store_true",
+                   help="drop bad frames (empty QA, bad c-tags, missing / corrupt images; counted) instead of "
+                        "stopping the conversion")
     return p.parse_args()
 
 
@@ -80,10 +83,11 @@ def main():
             logging.info("info files: %s", written)
     elif args.cmd == "nuscenes":
         written = create_nuscenes_infos(args.root, args.version, args.out, _split_args(args.drivelm_json) or None,
-                                        domain=args.domain)
+                                        domain=args.domain, skip_bad=args.skip_bad)
         logging.info("info files: %s", written)
     else:
-        path = create_drivelm_only_infos(args.json, args.image_root, args.out, domain=args.domain)
+        path = create_drivelm_only_infos(args.json, args.image_root, args.out, domain=args.domain,
+                                         skip_bad=args.skip_bad)
         logging.info("info file: %s", path)
     logging.info("done in %.1f s", time.time() - t0)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bevlm.evaluation import (OpenAIJudge, atomic_write_json, build_test_eval, evaluate, load_predictions,
-                              load_test_eval, write_test_eval)
+from bevlm.evaluation import (OpenAIJudge, atomic_write_json, build_test_eval, evaluate, iter_official_ids,
+                              load_predictions, load_test_eval, write_test_eval)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,12 +27,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--judge-url", help="OpenAI-compatible endpoint for the GPT terms")
     p.add_argument("--judge-model", default="gpt-3.5-turbo")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="env var holding the judge key")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse prediction ids that are not in the test set (default: warn and ignore them)")
     args = p.parse_args(argv)
     if bool(args.test) == bool(args.gt):
         p.error("give exactly one of --test (test_eval.json) or --gt (DriveLM v1.1 GT file)")
     if not args.pred and not args.write_test:
         p.error("--pred is required (unless only --write-test is wanted)")
     return args
+
+
+def unknown_prediction_ids(pred: dict, test: dict) -> list[str]:
+    """Prediction ids that the test set does not hold (sorted)."""
+    known = {qid for qid, _ in iter_official_ids(test)}
+    return sorted(set(pred) - known)
 
 
 def _fmt(value) -> str:
@@ -77,7 +85,18 @@ def main(argv=None) -> int:
     if not args.pred:
         return 0
     judge = OpenAIJudge(args.judge_url, args.judge_model, args.judge_key_env) if args.judge_url else None
-    report = evaluate(load_predictions(args.pred), test, gpt_judge=judge, source=args.pred)
+    pred = load_predictions(args.pred)
+    extra = unknown_prediction_ids(pred, test)
+    if extra:
+        shown = ", ".join(extra[:5]) + (f", ... ({len(extra) - 5} more)" if len(extra) > 5 else "")
+        message = (f"{args.pred}: {len(extra)} prediction id(s) are not in the test set and are not scored: "
+                   f"{shown}. Fix: predict with the same test file, or check the id format "
+                   f"f'{{scene}}_{{frame}}_{{i}}'")
+        if args.strict:
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+        print(f"warning: {message}", file=sys.stderr)
+    report = evaluate(pred, test, gpt_judge=judge, source=args.pred)
     print(format_report(report))
     if args.json:
         atomic_write_json(report, args.json)

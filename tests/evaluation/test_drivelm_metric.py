@@ -107,3 +107,26 @@ def test_per_question_samples_of_one_frame_are_merged(sample):
                         for i, a in answers.items()])
     out = metric.evaluate(len(answers))
     assert out["drivelm/accuracy"] == 1.0 and out["drivelm/full_answered"] == len(answers)
+
+
+def test_eval_tool_warns_on_unknown_prediction_ids_and_strict_refuses(tmp_path, capsys, sample_path):
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        import eval_drivelm
+    finally:
+        sys.path.pop(0)
+    test_path = str(tmp_path / "test_eval.json")
+    assert eval_drivelm.main(["--gt", sample_path, "--write-test", test_path]) == 0
+    from bevlm.evaluation import iter_official_ids, load_test_eval
+
+    rows = [{"id": qid, "question": qa["Q"], "answer": qa["A"]} for qid, qa in iter_official_ids(load_test_eval(test_path))]
+    rows.append({"id": "not_a_scene_0_0", "question": "q", "answer": "a"})
+    pred = tmp_path / "output.json"
+    pred.write_text(json.dumps(rows))
+    capsys.readouterr()
+    assert eval_drivelm.main(["--pred", str(pred), "--test", test_path]) == 0
+    captured = capsys.readouterr()
+    assert "warning" in captured.err and "1 prediction id(s) are not in the test set" in captured.err
+    assert "not_a_scene_0_0" in captured.err and "GPT-free final" in captured.out
+    assert eval_drivelm.main(["--pred", str(pred), "--test", test_path, "--strict"]) == 2
+    assert "error" in capsys.readouterr().err

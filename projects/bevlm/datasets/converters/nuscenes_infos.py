@@ -28,7 +28,7 @@ import numpy as np
 
 from bevlm.structures import CAMERA_NAMES
 from bevlm.utils import dump_plain_pickle
-from ..drivelm_io import iter_frames, load_drivelm
+from ..drivelm_io import DriveLMFormatError, check_ctag_bounds, iter_frames, load_drivelm
 from .geometry import to_frame, transform_matrix, yaw_of
 
 logger = logging.getLogger(__name__)
@@ -215,7 +215,8 @@ def scene_sample_tokens(nusc, scene_token: str) -> list[str]:
 
 def create_nuscenes_infos(root: str, version: str, out_dir: str,
                           drivelm_jsons: dict[str, str] | None = None,
-                          prefix: str = "bevlm_infos", domain: str | None = None) -> dict[str, str]:
+                          prefix: str = "bevlm_infos", domain: str | None = None,
+                          skip_bad: bool = False) -> dict[str, str]:
     """Write one info file per split.
 
     Args:
@@ -228,6 +229,9 @@ def create_nuscenes_infos(root: str, version: str, out_dir: str,
         prefix: output file name prefix.
         domain: data domain name stored as ``metainfo['domain']`` (multi-domain / multi-LoRA
             training, :mod:`bevlm.datasets.unified_format`); None = not stored.
+        skip_bad: frames whose DriveLM QA fail a check (:func:`bevlm.datasets.drivelm_io.load_drivelm`,
+            c-tags inside the images) keep their sensor data but get no QA (logged with a count),
+            instead of stopping the conversion.
 
     Returns:
         ``{split: written path}``.
@@ -241,7 +245,7 @@ def create_nuscenes_infos(root: str, version: str, out_dir: str,
     splits: dict[str, tuple[list[str], dict]] = {}
     if drivelm_jsons:
         for split, path in drivelm_jsons.items():
-            data = load_drivelm(path)
+            data = load_drivelm(path, skip_bad=skip_bad)
             frames = {}
             for scene_token, frame_token, frame, scene in iter_frames(data):
                 frames[frame_token] = dict(frame, scene_description=scene.get("scene_description", ""))
@@ -249,25 +253,35 @@ def create_nuscenes_infos(root: str, version: str, out_dir: str,
             if missing:
                 raise KeyError(f"{path}: {len(missing)} scene tokens are not in {root}/{version} "
                                f"(first: {missing[0]}). Fix: pass the nuScenes version these QA belong to")
-            splits[split] = (list(data.keys()), frames)
+            splits[split] = (list(data.keys()), frames, path)
     else:
         official = create_splits_scenes()
         keys = ("mini_train", "mini_val") if "mini" in version else ("train", "val")
         for key in keys:
             tokens = [name2token[n] for n in official[key] if n in name2token]
-            splits[key.replace("mini_", "")] = (tokens, {})
+            splits[key.replace("mini_", "")] = (tokens, {}, "")
     written = {}
-    for split, (scene_tokens, frames) in splits.items():
+    for split, (scene_tokens, frames, qa_path) in splits.items():
         data_list = []
-        n_single = 0
+        n_single = n_bad = 0
         for scene_token in scene_tokens:
             tokens = scene_sample_tokens(nusc, scene_token)
             n_single += len(tokens) == 1
             for idx, tok in enumerate(tokens):
                 info = builder.build(tok, idx)
                 info["drivelm"] = frames.get(tok)
+                if info["drivelm"] is not None:
+                    try:
+                        check_ctag_bounds(qa_path, f"scene {scene_token} / frame {tok}", info["drivelm"],
+                                          {c: (v["width"], v["height"]) for c, v in info["images"].items()})
+                    except DriveLMFormatError:
+                        if not skip_bad:
+                            raise
+                        info["drivelm"], n_bad = None, n_bad + 1
                 info["sample_idx"] = len(data_list)
                 data_list.append(info)
+        if n_bad:
+            logger.warning("%s: %d frames dropped their QA (c-tags outside the images; --skip-bad)", split, n_bad)
         if n_single:
             logger.warning("%s: %d scenes have a single key frame; they get no temporal history",
                            split, n_single)
