@@ -8,10 +8,11 @@ from .drivelm_testset import (BEHAVIOR_OPTIONS, MOVING_STATUS_OPTIONS, DriveLMEv
                               build_test_eval, build_test_frame, iter_official_ids, mc_question_for,
                               mc_questions_for_frame, select_frame_qa)
 from .efficiency_metric import EfficiencyMetric
+from .nuscenes_det_metric import NuScenesDetMetric
 from .planning_metric import PlanningMetric
 
 __all__ = [
-    "DriveLMMetric", "PlanningMetric", "EfficiencyMetric", "normalise_mc_answer",
+    "DriveLMMetric", "PlanningMetric", "EfficiencyMetric", "NuScenesDetMetric", "normalise_mc_answer",
     "MatchResult", "OpenAIJudge", "evaluate", "language_score", "language_scores", "match_result",
     "BEHAVIOR_OPTIONS", "MOVING_STATUS_OPTIONS", "DriveLMEvalError", "MCQuestion", "build_test_eval",
     "build_test_frame", "iter_official_ids", "load_predictions", "load_test_eval", "mc_question_for",

@@ -62,6 +62,10 @@ class PackDriveInputs(BaseTransform):
         boxes = np.array([i["bbox_3d"] + list(i["velocity"]) for i in inst], dtype=np.float32).reshape(-1, 9)
         sample.gt_boxes = torch.from_numpy(boxes)                                         # [M, 9]
         sample.gt_labels = torch.tensor([i["bbox_label_3d"] for i in inst], dtype=torch.long)
+        # lidar points (mini world: visible pixels) per box, -1 where unknown; the nuScenes
+        # detection metric ignores boxes with 0, so detectors train on the others only
+        sample.gt_num_pts = torch.tensor([int(i.get("num_lidar_pts", -1)) for i in inst],
+                                         dtype=torch.long)                                # [M]
         fut = np.array([i["fut_boxes"] for i in inst], dtype=np.float32).reshape(-1, 6, 5)
         sample.gt_agent_fut_boxes = torch.from_numpy(fut)                                 # [M, 6, 5]
         return {"inputs": {"imgs": imgs.contiguous()}, "data_samples": sample}

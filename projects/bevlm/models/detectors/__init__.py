@@ -1,3 +1,4 @@
+from .bev_det import BEVDet
 from .bev_vlm import BEVVLM
 
-__all__ = ["BEVVLM"]
+__all__ = ["BEVDet", "BEVVLM"]

@@ -1,4 +1,5 @@
 from .bev_aux_head import BEVAuxHead
+from .centerpoint_head import CenterPointHead
 from .traj_head import TrajectoryTokenHead
 
-__all__ = ["BEVAuxHead", "TrajectoryTokenHead"]
+__all__ = ["BEVAuxHead", "CenterPointHead", "TrajectoryTokenHead"]
