@@ -30,6 +30,7 @@ def main():
     import bevlm.engine  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
+    from bevlm.inference.quantization import quant_settings
 
     from bevlm.inference.benchmark import load_model
     from bevlm.inference.fidelity import markdown_table, run_fidelity
@@ -39,6 +40,12 @@ def main():
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     variants = Config.fromfile(args.bench).variants.to_dict()
+    for name in args.variants:  # every `quant` switch checked before the model is loaded
+        if variants[name].get("quant"):
+            try:
+                variants[name]["quant"] = quant_settings(variants[name]["quant"]).to_dict()
+            except ValueError as exc:
+                raise SystemExit(f"{args.bench}: variant {name!r}: {exc}") from exc
     missing = [v for v in args.variants if v not in variants]
     if missing:
         raise SystemExit(f"{args.bench}: no variants {missing}; available: {list(variants)}")

@@ -57,7 +57,7 @@ def test_tied_model_stores_the_table_once_and_shrinks_below_0_3x(method):
     if method == "gptq":
         def calib(module):
             llm.generate_ids(llm.prefill(torch.randn(1, 5, 128)), QUESTION, 4)
-    report = quantize_model(llm, method=method, group_size=GROUP, kernel="cached", embeddings=True,
+    report = quantize_model(llm, dict(method=method, group_size=GROUP, kernel="cached", embeddings=True),
                             calib_fn=calib)
     emb, head = llm.lm.get_input_embeddings(), llm.lm.get_output_embeddings()
     assert isinstance(emb, QuantEmbedding4) and isinstance(head, QuantLinear4)
@@ -74,7 +74,7 @@ def test_tied_model_stores_the_table_once_and_shrinks_below_0_3x(method):
 
 def test_untied_head_is_quantised_as_its_own_linear():
     llm = _llm(tie_word_embeddings=False)
-    report = quantize_model(llm, method="rtn", group_size=GROUP, kernel="dequant", embeddings=True)
+    report = quantize_model(llm, dict(method="rtn", group_size=GROUP, kernel="dequant", embeddings=True))
     emb, head = llm.lm.get_input_embeddings(), llm.lm.get_output_embeddings()
     assert isinstance(emb, QuantEmbedding4) and isinstance(head, QuantLinear4)
     assert head.qweight.data_ptr() != emb.qweight.data_ptr()
@@ -83,7 +83,7 @@ def test_untied_head_is_quantised_as_its_own_linear():
 
 def test_save_load_round_trip_keeps_the_tie(tmp_path):
     llm = _llm()
-    quantize_model(llm, method="rtn", group_size=GROUP, kernel="dequant", embeddings=True)
+    quantize_model(llm, dict(method="rtn", group_size=GROUP, kernel="dequant", embeddings=True))
     expected = _logits(llm)
     path = str(tmp_path / "q.safetensors")
     config = save_quantized(llm, path)
@@ -97,7 +97,7 @@ def test_save_load_round_trip_keeps_the_tie(tmp_path):
 
 def test_embeddings_need_an_int4_method():
     with pytest.raises(ValueError, match="embeddings=True"):
-        quantize_model(_llm(), method="int8_dynamic", embeddings=True)
+        quantize_model(_llm(), dict(method="int8_dynamic", embeddings=True))
 
 
 def test_gptq_quantises_the_tied_head_on_its_input_hessian():
@@ -120,8 +120,9 @@ def test_gptq_quantises_the_tied_head_on_its_input_hessian():
     x = torch.cat(rows)
     w = head.weight.detach().clone()
     rtn = copy.deepcopy(llm)
-    quantize_model(rtn, method="rtn", group_size=GROUP, kernel="dequant", embeddings=True)
-    report = quantize_model(llm, method="gptq", group_size=GROUP, kernel="dequant", embeddings=True, calib_fn=calib)
+    quantize_model(rtn, dict(method="rtn", group_size=GROUP, kernel="dequant", embeddings=True))
+    report = quantize_model(llm, dict(method="gptq", group_size=GROUP, kernel="dequant", embeddings=True),
+                            calib_fn=calib)
     assert report.calib_runs == llm.num_layers + 1  # the blocks, then the head
     emb = llm.lm.get_input_embeddings()
     assert emb.method == "gptq" and llm.lm.get_output_embeddings().qweight.data_ptr() == emb.qweight.data_ptr()
@@ -157,7 +158,7 @@ def test_int8_table_with_int4_linears_ties_the_head_and_round_trips(tmp_path):
 
     llm = _llm()
     fp = _logits(llm)
-    report = quantize_model(llm, method="rtn", group_size=32, kernel="dequant", embeddings="int8")
+    report = quantize_model(llm, dict(method="rtn", group_size=32, kernel="dequant", embeddings="int8"))
     emb, head = llm.lm.get_input_embeddings(), llm.lm.get_output_embeddings()
     assert isinstance(emb, QuantEmbedding8) and isinstance(head, TiedInt8Head)
     assert head.qweight.data_ptr() == emb.qweight.data_ptr()
@@ -171,4 +172,4 @@ def test_int8_table_with_int4_linears_ties_the_head_and_round_trips(tmp_path):
     restored = load_quantized(_llm(seed=5), path, kernel="dequant")
     assert torch.equal(_logits(restored), expected)
     with pytest.raises(ValueError, match="embeddings="):
-        quantize_model(_llm(), method="rtn", group_size=32, embeddings="int2")
+        quantize_model(_llm(), dict(method="rtn", group_size=32, embeddings="int2"))

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from bevlm.inference.ptq import quantize_bevvlm
-from bevlm.inference.quantization import QuantLinear4, load_quantized, quantize_model, save_quantized
+from bevlm.inference.quantization import (GPTQSettings, QuantLinear4, RTNSettings, load_quantized, quantize_model,
+                                          save_quantized)
 from bevlm.inference.quantization.int4 import dequantize, quantize_rtn
 from bevlm.models.llm import HFCausalLM
 from bevlm.testing import TINY_LLAMA_CONFIG
@@ -43,9 +44,11 @@ def test_base_on_its_grid_is_kept_exactly_and_adapters_stay_switchable(tmp_path)
     llm = _llm()
     ref = {a: _logits(llm, a) for a in ADAPTERS}
     assert (ref["day"] - ref["night"]).abs().max() > 1e-2
-    with pytest.raises(ValueError, match="lora_base"):
-        quantize_model(llm, "rtn", group_size=32)
-    report = quantize_model(llm, "rtn", group_size=32, kernel="dequant", zero_point="offset", lora_base=True)
+    with pytest.raises(ValueError, match="keep_lora=True"):
+        quantize_model(llm, dict(method="rtn", group_size=32))
+    # lora_dtype=None: the adapters stay fp32, so the logits are compared at fp32 precision
+    report = quantize_model(llm, RTNSettings(group_size=32, kernel="dequant", zero_point="offset", keep_lora=True,
+                                             lora_dtype=None))
     assert len(report.layers) == 7 * CONFIG["num_hidden_layers"]
     assert all(n.endswith(".base_layer") and isinstance(llm.get_submodule(n), QuantLinear4) for n in report.layers)
     assert sum(1 for n, _ in llm.named_modules() if n.endswith("lora_A.night")) == len(report.layers)
@@ -64,7 +67,7 @@ def test_base_on_its_grid_is_kept_exactly_and_adapters_stay_switchable(tmp_path)
 def test_integer_zero_points_do_not_keep_the_grid():
     llm = _llm()
     ref = _logits(llm, "day")
-    quantize_model(llm, "rtn", group_size=64, kernel="dequant", lora_base=True)
+    quantize_model(llm, dict(method="rtn", group_size=64, kernel="dequant", keep_lora=True))
     assert (_logits(llm, "day") - ref).abs().max() > 1e-4
 
 
@@ -72,9 +75,9 @@ def test_quantize_bevvlm_refuses_to_merge_several_adapters_and_keeps_them_in_bf1
     llm = _llm()
     ref = {a: _logits(llm, a) for a in ADAPTERS}
     with pytest.raises(ValueError, match="keep_lora=True"):
-        quantize_bevvlm(types.SimpleNamespace(llm=llm), "rtn", group_size=32)
-    report = quantize_bevvlm(types.SimpleNamespace(llm=llm), "rtn", group_size=32, kernel="dequant",
-                             zero_point="offset", keep_lora=True)
+        quantize_bevvlm(types.SimpleNamespace(llm=llm), dict(method="rtn", group_size=32))
+    report = quantize_bevvlm(types.SimpleNamespace(llm=llm),
+                             dict(method="rtn", group_size=32, kernel="dequant", zero_point="offset", keep_lora=True))
     assert report.layers and {p.dtype for n, p in llm.named_parameters() if ".lora_" in n} == {torch.bfloat16}
     for a in ADAPTERS:  # bf16 adapters (and their bf16 inputs): within bf16 rounding, 2 % of the logit range
         err = float((_logits(llm, a) - ref[a]).abs().max())
@@ -82,7 +85,7 @@ def test_quantize_bevvlm_refuses_to_merge_several_adapters_and_keeps_them_in_bf1
     assert (_logits(llm, "day") - _logits(llm, "night")).abs().max() > 1e-2
     plain = HFCausalLM(tiny_config=CONFIG, lora=None).eval()
     with pytest.raises(ValueError, match="no LoRA adapters"):
-        quantize_bevvlm(types.SimpleNamespace(llm=plain), "rtn", group_size=32, keep_lora=True)
+        quantize_bevvlm(types.SimpleNamespace(llm=plain), dict(method="rtn", group_size=32, keep_lora=True))
 
 
 def test_gptq_calibrates_the_base_layers_under_lora():
@@ -94,7 +97,7 @@ def test_gptq_calibrates_the_base_layers_under_lora():
             ids = torch.randint(4, CONFIG["vocab_size"], (1, 24), generator=torch.Generator().manual_seed(seed))
             module.model(input_ids=ids)
 
-    report = quantize_model(llm, "gptq", group_size=32, kernel="dequant", zero_point="offset", lora_base=True,
-                            calib_fn=calib)
+    report = quantize_model(llm, GPTQSettings(group_size=32, kernel="dequant", zero_point="offset", keep_lora=True,
+                                              lora_dtype=None), calib_fn=calib)
     assert report.calib_runs == CONFIG["num_hidden_layers"]
     torch.testing.assert_close(_logits(llm, "night"), ref, atol=1e-5, rtol=0)

@@ -46,7 +46,7 @@ def _calib(llm: HFCausalLM):
 def test_rtn_model_generates_and_shrinks_linears():
     llm = _llm()
     fp_logits = _logits(llm)
-    report = quantize_model(llm, method="rtn", group_size=GROUP, kernel="dequant")
+    report = quantize_model(llm, dict(method="rtn", group_size=GROUP, kernel="dequant"))
     assert len(report.layers) == N_LINEARS
     assert all(isinstance(llm.get_submodule(n), QuantLinear4) for n in report.layers)
     assert type(llm.lm.lm_head) is torch.nn.Linear  # excluded
@@ -61,19 +61,19 @@ def test_rtn_model_generates_and_shrinks_linears():
 
 def test_gptq_model_sequential_blocks():
     llm = _llm()
-    report = quantize_model(llm, method="gptq", group_size=GROUP, calib_fn=_calib(llm), kernel="auto")
+    report = quantize_model(llm, dict(method="gptq", group_size=GROUP, kernel="auto"), calib_fn=_calib(llm))
     assert report.calib_runs == CONFIG["num_hidden_layers"]  # one calibration run per decoder layer
     assert len(report.layers) == N_LINEARS
     assert {llm.get_submodule(n).method for n in report.layers} == {"gptq"}
     ids = llm.generate_ids(llm.prefill(_prefix(llm)), QUESTION, max_new_tokens=6)
     assert 0 < len(ids) <= 6
     with pytest.raises(ValueError, match="calib_fn"):
-        quantize_model(_llm(), method="gptq", group_size=GROUP)
+        quantize_model(_llm(), dict(method="gptq", group_size=GROUP))
 
 
 def test_save_load_round_trip_gives_identical_logits(tmp_path):
     llm = _llm(seed=0)
-    quantize_model(llm, method="rtn", group_size=GROUP, kernel="dequant")
+    quantize_model(llm, dict(method="rtn", group_size=GROUP, kernel="dequant"))
     expected = _logits(llm)
     path = str(tmp_path / "sub" / "quant.safetensors")
     config = save_quantized(llm, path)
@@ -93,7 +93,7 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
 def test_int8_dynamic_logits_close_to_fp32():
     llm = _llm()
     fp_logits = _logits(llm)
-    report = quantize_model(llm, method="int8_dynamic")
+    report = quantize_model(llm, dict(method="int8_dynamic"))
     assert len(report.layers) == N_LINEARS and report.bits == 8
     assert report.linear_bytes_after < 0.6 * report.linear_bytes_fp16
     q_logits = _logits(llm)
@@ -116,22 +116,22 @@ def test_merge_lora_then_quantize():
             if "lora_B" in name:
                 p.normal_(0, 0.2, generator=torch.Generator().manual_seed(9))  # B = 0 at init: make LoRA matter
     with pytest.raises(ValueError, match="merge_lora_"):
-        quantize_model(llm, method="rtn", group_size=GROUP)
+        quantize_model(llm, dict(method="rtn", group_size=GROUP))
     with_lora = _logits(llm)
     merge_lora_(llm)
     assert llm.adapter_names == [] and not any("lora" in n for n, _ in llm.named_modules())
     torch.testing.assert_close(_logits(llm), with_lora, atol=1e-5, rtol=0)
-    report = quantize_model(llm, method="rtn", group_size=GROUP, kernel="dequant")
+    report = quantize_model(llm, dict(method="rtn", group_size=GROUP, kernel="dequant"))
     assert len(report.layers) == N_LINEARS
 
 
 def test_bad_arguments_fail_loudly():
     with pytest.raises(ValueError, match="group_size"):
-        quantize_model(_llm(), method="rtn", group_size=96)
+        quantize_model(_llm(), dict(method="rtn", group_size=96))
     with pytest.raises(ValueError, match="no nn.Linear"):
-        quantize_model(_llm(), method="rtn", include=("not_a_layer",))
+        quantize_model(_llm(), dict(method="rtn", include=("not_a_layer",)))
     with pytest.raises(ValueError, match="bits"):
-        quantize_model(_llm(), method="rtn", bits=3)
+        quantize_model(_llm(), dict(method="rtn", bits=3))
 
 
 def test_group_sizes_checked_before_any_layer_is_replaced():
@@ -146,13 +146,13 @@ def test_group_sizes_checked_before_any_layer_is_replaced():
         raise AssertionError("calibration ran before the arguments were checked")
 
     with pytest.raises(ValueError, match="embed_group_size"):
-        quantize_model(llm, method="gptq", group_size=GROUP, calib_fn=calib_never_runs, kernel="dequant",
-                       embeddings=True, embed_group_size=bad_table)
+        quantize_model(llm, dict(method="gptq", group_size=GROUP, kernel="dequant", embeddings=True,
+                                 embed_group_size=bad_table), calib_fn=calib_never_runs)
     with pytest.raises(ValueError, match="gate_prj"):
-        quantize_model(llm, method="rtn", group_size=GROUP, group_sizes={"gate_prj": 64})
+        quantize_model(llm, dict(method="rtn", group_size=GROUP, group_sizes={"gate_prj": 64}))
     with pytest.raises(ValueError, match="down_proj: group_size=.* must be positive and divide"):
-        quantize_model(llm, method="gptq", group_size=GROUP, calib_fn=calib_never_runs,
-                       group_sizes={"down_proj": bad_table})
+        quantize_model(llm, dict(method="gptq", group_size=GROUP, group_sizes={"down_proj": bad_table}),
+                       calib_fn=calib_never_runs)
     assert not any(isinstance(m, QuantLinear4) for m in llm.modules())
     assert all(torch.equal(p, before[n]) for n, p in llm.state_dict().items())
 
@@ -165,10 +165,11 @@ def test_mixed_group_sizes_by_layer_kind_and_table_round_trip(tmp_path):
     reference = _llm(seed=0)
     mixed = _llm(seed=0)
     uniform = _llm(seed=0)
-    report = quantize_model(mixed, method="rtn", group_size=32, zero_point="offset", kernel="dequant",
-                            group_sizes={"gate_proj": 128, "up_proj": 128}, embeddings=True, embed_group_size=128)
-    uniform_report = quantize_model(uniform, method="rtn", group_size=32, zero_point="offset", kernel="dequant",
-                                    embeddings=True)
+    report = quantize_model(mixed, dict(method="rtn", group_size=32, zero_point="offset", kernel="dequant",
+                                        group_sizes={"gate_proj": 128, "up_proj": 128}, embeddings=True,
+                                        embed_group_size=128))
+    uniform_report = quantize_model(uniform, dict(method="rtn", group_size=32, zero_point="offset", kernel="dequant",
+                                                  embeddings=True))
     for name in report.layers:
         module = mixed.get_submodule(name)
         if name.endswith("lm_head"):  # the tied head reads the table's codes

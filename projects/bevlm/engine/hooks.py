@@ -38,41 +38,39 @@ class PostTrainingQuantHook(Hook):
     Calibration frames (for GPTQ) come from the *training* split, never from the evaluated one.
 
     Args:
-        method: 'rtn' | 'gptq' | 'int8_dynamic'.
-        bits: weight bits (4).
-        group_size: quantisation group size (must divide the LLM width; 64 for SmolLM2).
-        kernel: 'auto' | 'dequant' | 'native' compute kernel of the int4 layers.
-        calib_frames: number of training frames used for calibration.
-        embeddings: also quantise the embedding table (and the tied LM head): ``True`` / ``'int4'``
-            or ``'int8'``.
-        clip_search, calib_mode, act_order, zero_point, keep_lora, lora_dtype: see
-            :func:`bevlm.inference.ptq.quantize_bevvlm`.
+        quant: the quantisation settings: a dict with ``method`` (``'rtn' | 'gptq' |
+            'int8_dynamic'``) and that method's options, exactly as a benchmark variant's
+            ``quant`` switch, or a settings object (see
+            :mod:`bevlm.inference.quantization.settings`); checked when the hook is built.
+        calib_frames: number of training frames used for calibration (GPTQ).
+
+    Example::
+
+        custom_hooks = [dict(type="PostTrainingQuantHook",
+                             quant=dict(method="gptq", group_size=64, embeddings="int4"))]
     """
 
     priority = "VERY_HIGH"
 
-    def __init__(self, method: str = "rtn", bits: int = 4, group_size: int = 64, kernel: str = "auto",
-                 calib_frames: int = 4, embeddings: bool | str = False, clip_search: int = 0,
-                 calib_mode: str = "teacher_forced", act_order: bool = False, zero_point: str = "int",
-                 keep_lora: bool = False, lora_dtype: str | None = "bfloat16") -> None:
-        self.method, self.bits, self.group_size = method, bits, group_size
-        self.embeddings = embeddings
-        self.options = dict(clip_search=clip_search, calib_mode=calib_mode, act_order=act_order,
-                            zero_point=zero_point, keep_lora=keep_lora, lora_dtype=lora_dtype)
-        self.kernel, self.calib_frames = kernel, calib_frames
+    def __init__(self, quant, calib_frames: int = 4) -> None:
+        from bevlm.inference.quantization.settings import quant_settings
 
-    def before_test(self, runner) -> None:
+        self.settings = quant_settings(quant)
+        if isinstance(calib_frames, bool) or not isinstance(calib_frames, int) or calib_frames <= 0:
+            raise ValueError(f"PostTrainingQuantHook: calib_frames={calib_frames!r} must be a positive integer "
+                             "(training frames used for GPTQ calibration)")
+        self.calib_frames = calib_frames
 
         from bevlm.inference.ptq import quantize_bevvlm
+    def before_test(self, runner) -> None:
         from bevlm.inference.variants import variant_inputs
 
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         model.eval()
         calib = None
-        if self.method == "gptq":
-            calib, _ = variant_inputs(model, runner.cfg, [dict(quant=dict(method="gptq"))], self.calib_frames)
-        report = quantize_bevvlm(model, self.method, self.bits, self.group_size, kernel=self.kernel,
-                                 calib=calib, embeddings=self.embeddings, **self.options)
+        if self.settings.method == "gptq":
+            calib, _ = variant_inputs(model, runner.cfg, [dict(quant=self.settings.to_dict())], self.calib_frames)
+        report = quantize_bevvlm(model, self.settings, calib=calib)
         runner.logger.info("post-training quantisation:\n" + report.table())
 
 
@@ -96,8 +94,8 @@ class QuantizedLLMHook(Hook):
 
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         model.eval()
-        spec = load_quantized_llm(model, self.path, self.kernel)
-        runner.logger.info(f"quantised LLM loaded from {self.path}: {spec}")
+        settings = load_quantized_llm(model, self.path, self.kernel)
+        runner.logger.info(f"quantised LLM loaded from {self.path}: {settings}")
 
 
 @HOOKS.register_module()

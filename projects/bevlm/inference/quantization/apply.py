@@ -27,9 +27,10 @@ from .int8_dynamic import int8_dynamic_bytes, is_int8_dynamic_linear, quantize_i
 from .quant_embedding import QuantEmbedding4, is_tied
 from .quant_embedding8 import QuantEmbedding8
 from .quant_linear import QuantLinear4
+from .settings import DEFAULT_INCLUDE, METHODS, GPTQSettings, Int8DynamicSettings, QuantSettings, quant_settings
 
-METHODS = ("rtn", "gptq", "int8_dynamic")
-DEFAULT_INCLUDE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+__all__ = ["DEFAULT_INCLUDE", "METHODS", "QuantReport", "cast_lora_", "merge_lora_", "module_bytes",
+           "quantize_model", "select_linears"]
 
 
 @dataclass
@@ -115,21 +116,29 @@ def _linear_bytes(layer: nn.Linear) -> tuple[int, int]:
 
 
 def select_linears(module: nn.Module, include: tuple[str, ...], exclude: tuple[str, ...],
-                   lora_base: bool = False) -> list[str]:
+                   keep_lora: bool = False) -> list[str]:
     """Names of ``nn.Linear`` submodules whose last name part is in ``include``
     and none of whose name parts is in ``exclude``, in module order.
 
-    A peft LoRA layer is an error unless ``lora_base``: then its ``base_layer`` is selected
-    (``'...q_proj.base_layer'``) and the adapters are left as they are."""
+    Args:
+        module: the model.
+        include: last name parts of the Linears to select.
+        exclude: name parts that exclude a Linear.
+        keep_lora: a peft LoRA layer is an error unless ``keep_lora``: then its ``base_layer`` is
+            selected (``'...q_proj.base_layer'``) and the adapters are left as they are.
+
+    Returns:
+        the dotted names.
+    """
     names = []
     for name, sub in module.named_modules():
         parts = name.split(".")
         wanted = parts[-1] in include and not set(parts) & set(exclude)
         if hasattr(sub, "lora_A"):
-            if not lora_base:
+            if not keep_lora:
                 raise ValueError(f"quantize_model: {name} is a LoRA layer; merge the adapters first with "
                                  "bevlm.inference.quantization.merge_lora_(hf_causal_lm), or quantise only the "
-                                 "base layers with lora_base=True (keep_lora=True in quantize_bevvlm)")
+                                 "base layers with keep_lora=True in the quant settings")
             if wanted and type(getattr(sub, "base_layer", None)) is nn.Linear:
                 names.append(f"{name}.base_layer")
             continue
@@ -173,91 +182,50 @@ def _calibrate(module: nn.Module, names: list[str], calib_fn: Callable[[nn.Modul
     return accumulators
 
 
-def quantize_model(module: nn.Module,
-                   method: str = "rtn",
-                   bits: int = 4,
-                   group_size: int = 128,
-                   include: tuple[str, ...] = DEFAULT_INCLUDE,
-                   exclude: tuple[str, ...] = ("lm_head",),
-                   calib_fn: Callable[[nn.Module], None] | None = None,
-                   kernel: str = "auto",
-                   sequential: bool = True,
-                   act_order: bool = False,
-                   percdamp: float = 0.01,
-                   embeddings: bool | str = False,
-                   clip_search: int = 0,
-                   zero_point: str = "int",
-                   lora_base: bool = False,
-                   group_sizes: dict | None = None,
-                   embed_group_size: int | None = None) -> QuantReport:
+def quantize_model(module: nn.Module, settings: QuantSettings | dict,
+                   calib_fn: Callable[[nn.Module], None] | None = None) -> QuantReport:
     """Replace selected ``nn.Linear`` layers of ``module`` by quantised ones, in place.
 
     Args:
-        module: the model (e.g. ``HFCausalLM`` or its ``lm``); LoRA adapters
-            must be merged first (:func:`merge_lora_`) unless ``lora_base``.
-        method: ``'rtn'`` (round to nearest), ``'gptq'`` (needs ``calib_fn``)
-            or ``'int8_dynamic'`` (torch.ao, CPU; ``bits``/``group_size``/
-            ``kernel`` do not apply).
-        bits: 4 for ``'rtn'``/``'gptq'`` (the packed storage is 4-bit).
-        group_size: input columns per scale/zero group; must divide every
-            selected layer's ``in_features``.
-        include: last name parts of the Linears to quantise.
-        exclude: name parts that exclude a Linear (default keeps ``lm_head``).
-        calib_fn: ``calib_fn(module)`` runs forward passes on calibration data.
-        kernel: int4 compute kernel of :class:`QuantLinear4`.
-        sequential: GPTQ block by block on quantised-prefix inputs (one
-            ``calib_fn`` run per block) instead of one run for all layers.
-        act_order: GPTQ column order by decreasing Hessian diagonal.
-        percdamp: GPTQ dampening fraction of the mean Hessian diagonal.
-        embeddings: also quantise the input embedding table to int4 (same group size;
-            :class:`QuantEmbedding4`) and the LM head: a head tied to the embedding shares the
-            table's codes (stored once). With ``'rtn'`` both by RTN; with ``'gptq'`` the head by
-            GPTQ on its input Hessian (a tied table takes the head's codes; an untied one RTN).
-            Needs an int4 method; ``module`` must have ``get_input_embeddings`` (or an ``lm``
-            that has). ``embeddings='int8'`` stores the table (and the tied head) in int8 instead,
-            symmetric per group with fp16 scales (llama.cpp's Q8_0), by round to nearest.
-        clip_search: per-group clipping search of the int4 ranges (grid size; 0 = min-max
-            ranges): RTN, GPTQ and the embedding table; see ``int4.group_params``.
-        zero_point: int4 zero-point layout, ``'int'`` (integer zero points, GPTQ / AWQ) or
-            ``'offset'`` (fp16 group offsets, llama.cpp's Q4_1: reproduces weights already on such
-            a grid exactly at their group size); see :mod:`.int4`.
-        lora_base: with peft LoRA layers in ``module``, quantise their base layers and keep every
-            adapter as it is (unmerged, still switchable), instead of refusing (QLoRA-style
-            serving: the base in int4, the adapters beside it).
-        group_sizes: per-layer group sizes, ``{name part: group size}`` (e.g. ``{'gate_proj': 64,
-            'up_proj': 64}``: mixed precision by layer kind); a Linear whose dotted name has one of
-            the parts takes its size (the first match), the others ``group_size``.
-        embed_group_size: group size of the embedding table / LM head (default ``group_size``).
+        module: the model (e.g. ``HFCausalLM`` or its ``lm``); LoRA adapters must be merged first
+            (:func:`merge_lora_`) unless ``settings.keep_lora``: then the base layers are quantised,
+            every adapter stays as it is (unmerged, still switchable; cast to
+            ``settings.lora_dtype`` first), QLoRA-style.
+        settings: :class:`~.settings.RTNSettings`, :class:`~.settings.GPTQSettings` or
+            :class:`~.settings.Int8DynamicSettings`, or their dict form (see
+            :func:`~.settings.quant_settings`). Every selected Linear's group size
+            (``group_size`` / ``group_sizes``) must divide its ``in_features`` and every
+            ``group_sizes`` key must name a selected layer; both are checked before any layer is
+            replaced. With ``embeddings`` the input embedding table is stored in int4
+            (:class:`QuantEmbedding4`) or int8 (:class:`QuantEmbedding8`, round to nearest) at
+            ``embed_group_size`` and so is the LM head: a head tied to the embedding shares the
+            table's codes (stored once); with GPTQ the head is quantised on its input Hessian (a
+            tied int4 table takes the head's codes, an untied one RTN). ``module`` must then have
+            ``get_input_embeddings`` (or an ``lm`` that has).
+        calib_fn: ``calib_fn(module)`` runs forward passes on calibration data (GPTQ only; with
+            ``sequential`` it runs once per block, a block being the Linears under one numbered
+            module such as ``model.layers.3``).
 
     Returns:
         :class:`QuantReport`.
     """
-    if method not in METHODS:
-        raise ValueError(f"quantize_model: method={method!r} is not one of {METHODS}")
-    if method in ("rtn", "gptq") and bits != 4:
-        raise ValueError(f"quantize_model: method={method!r} stores packed 4-bit codes; bits={bits} is not "
-                         "supported (use bits=4, or method='int8_dynamic' for 8 bit)")
-    if method == "gptq" and calib_fn is None:
+    settings = quant_settings(settings)
+    method = settings.method
+    is_gptq = isinstance(settings, GPTQSettings)
+    is_int8 = isinstance(settings, Int8DynamicSettings)
+    if is_gptq and calib_fn is None:
         raise ValueError("quantize_model(method='gptq') needs calib_fn(module) running calibration forwards")
-    if embeddings not in (False, True, "int4", "int8"):
-        raise ValueError(f"quantize_model: embeddings={embeddings!r} is not one of False, True / 'int4', 'int8'")
-    if embeddings and method == "int8_dynamic":
-        raise ValueError("quantize_model: embeddings=True stores int4 tables; use method='rtn' or 'gptq' "
-                         "(int8_dynamic quantises Linears only)")
+    if not is_gptq and calib_fn is not None:
+        raise ValueError(f"quantize_model(method={method!r}): calib_fn is only used by method='gptq'; drop it")
     start = time.perf_counter()
-    group_sizes = dict(group_sizes or {})
-
-    def size_of(name: str) -> int:
-        parts = name.split(".")
-        return next((g for part, g in group_sizes.items() if part in parts), group_size)
-
-    names = select_linears(module, tuple(include), tuple(exclude), lora_base)
-    is_int8 = method == "int8_dynamic"
+    names = select_linears(module, settings.include, settings.exclude, settings.keep_lora)
     if not is_int8:  # fail before any (minutes-long) GPTQ work, not at the first layer that does not fit
-        _check_group_sizes(module, names, size_of, group_sizes, (embed_group_size or group_size)
-                           if embeddings else None)
-    report = QuantReport(method=method, bits=8 if is_int8 else bits, group_size=0 if is_int8 else group_size,
-                         kernel="-" if is_int8 else kernel, layers=list(names))
+        _check_group_sizes(module, names, settings)
+    if settings.keep_lora:
+        cast_lora_(module, settings.lora_dtype)
+    report = QuantReport(method=method, bits=8 if is_int8 else settings.bits,
+                         group_size=0 if is_int8 else settings.group_size,
+                         kernel="-" if is_int8 else settings.kernel, layers=list(names))
     report.module_bytes_before = module_bytes(module)
     for name in names:
         stored, fp16 = _linear_bytes(module.get_submodule(name))
@@ -265,56 +233,57 @@ def quantize_model(module: nn.Module,
         report.linear_bytes_fp16 += fp16
 
     if is_int8:
-        quantize_int8_dynamic_(module, names)
+        quantize_int8_dynamic_(module, names, per_channel=settings.per_channel)
         report.linear_bytes_after = sum(int8_dynamic_bytes(module.get_submodule(n)) for n in names)
     else:
+        s = settings
         was_training = module.training
         module.eval()
-        if method == "rtn":
+        if not is_gptq:
             for name in names:
-                _replace(module, name, QuantLinear4.from_linear(module.get_submodule(name), size_of(name), kernel,
-                                                                clip_search, zero_point))
+                _replace(module, name, QuantLinear4.from_linear(module.get_submodule(name), s.group_size_of(name),
+                                                                s.kernel, s.clip_search, s.zero_point))
         else:
             blocks: dict[str, list[str]] = {}
             for name in names:
-                blocks.setdefault(_block_of(name) if sequential else "all", []).append(name)
+                blocks.setdefault(_block_of(name) if s.sequential else "all", []).append(name)
             for block_names in blocks.values():
                 accumulators = _calibrate(module, block_names, calib_fn)
                 report.calib_runs += 1
                 for name in block_names:
-                    layer, size = module.get_submodule(name), size_of(name)
-                    q, scales, zeros = gptq_quantize(layer.weight, accumulators.pop(name).hessian, bits, size,
-                                                     percdamp=percdamp, act_order=act_order,
-                                                     clip_search=clip_search, zero_point=zero_point)
+                    layer, size = module.get_submodule(name), s.group_size_of(name)
+                    q, scales, zeros = gptq_quantize(layer.weight, accumulators.pop(name).hessian, s.bits, size,
+                                                     damping=s.damping, act_order=s.act_order,
+                                                     clip_search=s.clip_search, zero_point=s.zero_point)
                     _replace(module, name, QuantLinear4.from_codes(q.to(layer.weight.device), scales, zeros,
-                                                                   layer.bias, size, kernel, method="gptq",
-                                                                   zero_point=zero_point))
+                                                                   layer.bias, size, s.kernel, method="gptq",
+                                                                   zero_point=s.zero_point))
         module.train(was_training)
         report.linear_bytes_after = sum(module.get_submodule(n).weight_bytes() for n in names)
-        if embeddings:
-            gptq = dict(calib_fn=calib_fn, percdamp=percdamp, act_order=act_order) if method == "gptq" else None
-            _quantize_embeddings(module, embed_group_size or group_size, kernel, report, clip_search, gptq, zero_point,
-                                 table_bits=8 if embeddings == "int8" else 4)
+        if s.embeddings:
+            _quantize_embeddings(module, s, report, calib_fn if is_gptq else None)
     report.module_bytes_after = module_bytes(module)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _check_group_sizes(module: nn.Module, names: list[str], size_of: Callable[[str], int], group_sizes: dict,
-                       embed_group_size: int | None) -> None:
+def _check_group_sizes(module: nn.Module, names: list[str], settings: QuantSettings) -> None:
     """Every selected Linear's group size divides its ``in_features``, every ``group_sizes`` key names
-    at least one selected layer, and (``embed_group_size`` given) the table width is a multiple of it."""
-    unused = [part for part in group_sizes if not any(part in n.split(".") for n in names)]
+    at least one selected layer, and (with ``embeddings``) the table width is a multiple of the
+    table's group size."""
+    unused = [part for part, _ in settings.group_sizes if not any(part in n.split(".") for n in names)]
     if unused:
         raise ValueError(f"quantize_model: group_sizes keys {unused} match none of the {len(names)} selected "
                          f"layers (e.g. {names[0]}); keys are dotted-name parts such as 'gate_proj'")
     for name in names:
-        check_group_size(module.get_submodule(name).in_features, size_of(name), f"quantize_model: {name}")
-    if embed_group_size is not None:
+        check_group_size(module.get_submodule(name).in_features, settings.group_size_of(name),
+                         f"quantize_model: {name}")
+    if settings.embeddings:
         lm = _embedding_owner(module)
         width = getattr(lm.get_input_embeddings(), "embedding_dim", None) if lm is not None else None
         if width is not None:
-            check_group_size(width, embed_group_size, "quantize_model: the embedding table (embed_group_size)")
+            check_group_size(width, settings.table_group_size,
+                             "quantize_model: the embedding table (embed_group_size, default group_size)")
 
 
 def _embedding_owner(module: nn.Module) -> nn.Module | None:
@@ -323,34 +292,39 @@ def _embedding_owner(module: nn.Module) -> nn.Module | None:
     return lm if lm is not None and hasattr(lm, "get_input_embeddings") else None
 
 
-def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report: QuantReport,
-                         clip_search: int = 0, gptq: dict | None = None, zero_point: str = "int",
-                         table_bits: int = 4) -> None:
-    """Replace the input embedding (and the LM head) of ``module`` by int4 ones; update ``report``.
+def _quantize_embeddings(module: nn.Module, settings: QuantSettings, report: QuantReport,
+                         calib_fn: Callable[[nn.Module], None] | None = None) -> None:
+    """Replace the input embedding (and the LM head) of ``module`` by quantised ones (int4 or int8 as
+    ``settings.embeddings`` says, at ``settings.table_group_size``); update ``report``.
 
-    With ``gptq`` (``calib_fn``, ``percdamp``, ``act_order``) the LM head is quantised by GPTQ on
-    the Hessian of its inputs (the final hidden states of the calibration run, after the already
-    quantised blocks); a tied table takes the head's codes, an untied table is quantised by RTN.
+    With ``calib_fn`` (GPTQ settings) an int4 LM head is quantised by GPTQ on the Hessian of its
+    inputs (the final hidden states of the calibration run, after the already quantised blocks); a
+    tied table takes the head's codes, an untied table is quantised by RTN.
     """
+    group_size, kernel, clip_search = settings.table_group_size, settings.kernel, settings.clip_search
+    zero_point = settings.zero_point
+    table_bits = 8 if settings.embeddings == "int8" else 4
     lm = _embedding_owner(module)
     if lm is None:
-        raise ValueError(f"quantize_model(embeddings=True): {type(module).__name__} has no get_input_embeddings(); "
+        raise ValueError(f"quantize_model(embeddings={settings.embeddings!r}): {type(module).__name__} has no "
+                         "get_input_embeddings(); "
                          "pass the HF model (or the HFCausalLM wrapper)")
     emb, head = lm.get_input_embeddings(), lm.get_output_embeddings()
     if type(emb) is not nn.Embedding:
-        raise ValueError(f"quantize_model(embeddings=True): the input embedding is {type(emb).__name__}, "
+        raise ValueError(f"quantize_model(embeddings={settings.embeddings!r}): the input embedding is "
+                         f"{type(emb).__name__}, "
                          "not nn.Embedding (already quantised?)")
     names = {id(m): n for n, m in module.named_modules()}
     tied = is_tied(emb, head)
     head_codes = None
     if table_bits == 8:
-        gptq = None  # an int8 table is rounded to nearest (0.4 % of its range per step)
-    if gptq is not None and type(head) is nn.Linear:
+        calib_fn = None  # an int8 table is rounded to nearest (0.4 % of its range per step)
+    if calib_fn is not None and type(head) is nn.Linear:
         head_name = names[id(head)]
-        hessian = _calibrate(module, [head_name], gptq["calib_fn"])[head_name].hessian
+        hessian = _calibrate(module, [head_name], calib_fn)[head_name].hessian
         report.calib_runs += 1
-        head_codes = gptq_quantize(head.weight, hessian, 4, group_size, percdamp=gptq["percdamp"],
-                                   act_order=gptq["act_order"], clip_search=clip_search, zero_point=zero_point)
+        head_codes = gptq_quantize(head.weight, hessian, 4, group_size, damping=settings.damping,
+                                   act_order=settings.act_order, clip_search=clip_search, zero_point=zero_point)
     if table_bits == 8:
         qemb = QuantEmbedding8.from_embedding(emb, group_size)
     elif tied and head_codes is not None:
@@ -376,6 +350,21 @@ def _quantize_embeddings(module: nn.Module, group_size: int, kernel: str, report
         report.linear_bytes_after += qhead.weight_bytes()
         _replace(module, names[id(head)], qhead)
         report.layers.append(names[id(head)])
+
+
+def cast_lora_(module: nn.Module, dtype: str | None) -> None:
+    """Cast every LoRA adapter parameter of ``module`` to ``dtype`` in place.
+
+    Args:
+        module: a model holding peft LoRA layers (parameters named ``...lora_A...`` /
+            ``...lora_B...``); a model without adapters is left as it is.
+        dtype: a torch dtype name such as ``'bfloat16'``; ``None`` keeps the adapters as they are.
+    """
+    if dtype is None:
+        return
+    for name, param in module.named_parameters():
+        if ".lora_" in name:
+            param.data = param.data.to(getattr(torch, dtype))
 
 
 def merge_lora_(hf_causal_lm: nn.Module, adapter: str | None = None) -> nn.Module:

@@ -1,7 +1,7 @@
 """Measure weight bytes, batch-1 decode latency and logit fidelity of quantised LLMs.
 
-``python -m bevlm.inference.quantization.bench`` loads SmolLM2-135M (or a tiny
-random Llama with ``--tiny``), builds the variants fp32 / int4 RTN with the
+``python -m bevlm.inference.quantization.bench`` loads SmolLM2-135M (or the small
+random Llama of :data:`SYNTHETIC_LLAMA_CONFIG` with ``--tiny``), builds the variants fp32 / int4 RTN with the
 dequant kernel / int4 RTN with the native kernel (if torch has a working one)
 / int8 dynamic, and times single-token decode steps after a prefix cache, with
 the variants interleaved round by round in one process (so machine load hits
@@ -20,6 +20,27 @@ from torch import nn
 
 from .apply import QuantReport, quantize_model
 from .kernels import native_int4_available
+from .settings import Int8DynamicSettings, RTNSettings
+
+#: ``--tiny``: a randomly initialised 2-layer Llama of SmolLM2's family (grouped-query attention,
+#: tied embeddings), built with ``HFCausalLM(tiny_config=...)`` (which supplies its small offline
+#: tokenizer: 600 tokens, special ids 0..3). Its Linear inputs (128 / 256) hold whole groups of 32,
+#: 64 or 128. It checks that the benchmark runs end to end in seconds; its timings and fidelity say
+#: nothing about a real model.
+SYNTHETIC_LLAMA_CONFIG = dict(
+    vocab_size=600,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=3,
+)
 
 
 def _decode_step_seconds(lm: nn.Module, past, start_pos: int, steps: int, token: int) -> list[float]:
@@ -39,17 +60,25 @@ def _decode_step_seconds(lm: nn.Module, past, start_pos: int, steps: int, token:
 
 
 def build_variants(llm: nn.Module, group_size: int) -> tuple[dict[str, nn.Module], dict[str, QuantReport]]:
-    """fp32 + quantised deep copies of an ``HFCausalLM``; returns (variants, reports)."""
+    """fp32 + quantised deep copies of an ``HFCausalLM``.
+
+    Args:
+        llm: the float ``HFCausalLM`` (kept as the ``'fp32'`` variant).
+        group_size: int4 group size (divides the LLM's Linear input widths).
+
+    Returns:
+        ``(variants, reports)``: name -> model, name -> :class:`QuantReport` of the quantised ones.
+    """
     variants, reports = {"fp32": llm}, {}
-    specs = [("int4-dequant", "rtn", "dequant")]
+    specs = [("int4-dequant", RTNSettings(group_size=group_size, kernel="dequant"))]
     hidden = int(llm.hidden_size)
     if native_int4_available(torch.device("cpu"), group_size, hidden):
-        specs.append(("int4-native", "rtn", "native"))
-    specs.append(("int8-dynamic", "int8_dynamic", "auto"))
-    for name, method, kernel in specs:
+        specs.append(("int4-native", RTNSettings(group_size=group_size, kernel="native")))
+    specs.append(("int8-dynamic", Int8DynamicSettings()))
+    for name, settings in specs:
         model = copy.deepcopy(llm)
         try:
-            reports[name] = quantize_model(model, method=method, group_size=group_size, kernel=kernel)
+            reports[name] = quantize_model(model, settings)
             prefix = torch.randn(1, 4, hidden)
             model.prefill(prefix)  # resolves kernels ('native' raises here if it does not verify)
             model.lm(input_ids=torch.tensor([[5]]))
@@ -63,7 +92,8 @@ def build_variants(llm: nn.Module, group_size: int) -> tuple[dict[str, nn.Module
 def main(argv: list[str] | None = None) -> None:
     """Entry point; prints one table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="tiny random Llama instead of SmolLM2")
+    parser.add_argument("--tiny", action="store_true",
+                        help="the small random Llama of SYNTHETIC_LLAMA_CONFIG instead of SmolLM2 (a smoke run)")
     parser.add_argument("--group-size", type=int, default=64)
     parser.add_argument("--prefix-len", type=int, default=128)
     parser.add_argument("--steps", type=int, default=16)
@@ -75,8 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     from bevlm.models.llm import HFCausalLM
 
     if args.tiny:
-        from bevlm.testing import TINY_LLAMA_CONFIG
-        llm = HFCausalLM(tiny_config=dict(TINY_LLAMA_CONFIG, hidden_size=128, intermediate_size=256)).eval()
+        llm = HFCausalLM(tiny_config=SYNTHETIC_LLAMA_CONFIG).eval()
     else:
         llm = HFCausalLM(pretrained="smollm2").eval()
     variants, reports = build_variants(llm, args.group_size)

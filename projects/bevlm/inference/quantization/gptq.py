@@ -60,12 +60,12 @@ class HessianAccumulator:
         return linear.register_forward_pre_hook(hook)
 
 
-def _inverse_hessian_cholesky(hessian: Tensor, percdamp: float) -> Tensor:
-    """Upper Cholesky factor of ``(H + damp I)^-1``, ``damp = percdamp * mean(diag H)``.
+def _inverse_hessian_cholesky(hessian: Tensor, damping: float) -> Tensor:
+    """Upper Cholesky factor of ``(H + damp I)^-1``, ``damp = damping * mean(diag H)``.
 
     The damping is raised tenfold (up to three times) if the factorisation fails.
     """
-    damp = percdamp * float(torch.diag(hessian).mean())
+    damp = damping * float(torch.diag(hessian).mean())
     eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
     for _ in range(4):
         h = hessian + damp * eye
@@ -81,7 +81,7 @@ def _inverse_hessian_cholesky(hessian: Tensor, percdamp: float) -> Tensor:
 
 
 @torch.no_grad()
-def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: int = 128, percdamp: float = 0.01,
+def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: int = 128, damping: float = 0.01,
                   block_size: int = 128, act_order: bool = False,
                   clip_search: int = 0, zero_point: str = "int") -> tuple[Tensor, Tensor, Tensor]:
     """Quantise one weight matrix with GPTQ.
@@ -91,7 +91,7 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: in
         hessian: ``[in, in]`` ``2 X^T X`` of the calibration inputs.
         bits: code width.
         group_size: input columns per scale/zero group (divides ``in``).
-        percdamp: dampening as a fraction of the mean Hessian diagonal.
+        damping: dampening as a fraction of the mean Hessian diagonal.
         block_size: columns per lazy-update block (rounded to whole groups).
         act_order: visit columns by decreasing ``diag(H)`` (static groups).
         clip_search: clipping-search grid of each group's range (see ``group_params``; 0: min-max).
@@ -124,7 +124,7 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int = 4, group_size: in
         w, h = w[:, perm], h[perm][:, perm]
     group_of = (perm if perm is not None else torch.arange(in_features, device=w.device)) // group_size  # [in]
 
-    hinv = _inverse_hessian_cholesky(h, percdamp)  # [in, in] upper
+    hinv = _inverse_hessian_cholesky(h, damping)  # [in, in] upper
     # Blocks hold whole groups, so a group's parameters see all earlier errors.
     block_size = max(group_size, block_size // group_size * group_size)
     q = torch.zeros_like(w)

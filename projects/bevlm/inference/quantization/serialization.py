@@ -3,7 +3,9 @@
 One safetensors file holds the module's whole ``state_dict`` (packed codes,
 fp16 scales/zeros, and the float tensors of everything not quantised; tied
 tensors stored once) and, in its metadata under ``bevlm_quant``, a JSON
-config naming each quantised layer and how it was quantised. Loading turns
+config naming each quantised layer and how it was quantised, plus (when given)
+the quantisation settings (:mod:`.settings`, as their dict) so that
+:func:`read_quant_settings` returns an equal settings object. Loading turns
 the named ``nn.Linear`` layers of a freshly built skeleton into empty
 ``QuantLinear4`` layers and loads the state strictly.
 """
@@ -15,23 +17,28 @@ import os
 import torch
 from torch import nn
 
+from .apply import cast_lora_
 from .int8_dynamic import is_int8_dynamic_linear
 from .quant_embedding import QuantEmbedding4
 from .quant_embedding8 import QuantEmbedding8, TiedInt8Head
 from .quant_linear import QuantLinear4
+from .settings import QuantSettings, quant_settings
 
 FORMAT_VERSION = 1
 _META_KEY = "bevlm_quant"
 
 
-def save_quantized(module: nn.Module, path: str, extra: dict | None = None) -> dict:
+def save_quantized(module: nn.Module, path: str, settings: QuantSettings | dict | None = None,
+                   extra: dict | None = None) -> dict:
     """Write ``module`` (with ``QuantLinear4`` layers) to ``path`` atomically.
 
     Args:
         module: the quantised model.
         path: target ``.safetensors`` file (written to a temp file, then renamed).
-        extra: JSON-able facts stored with the config under ``extra`` (e.g. how the model was
-            quantised and whether its LoRA adapters were merged).
+        settings: the settings ``module`` was quantised with (object or dict form); stored as
+            their dict under ``settings``, so :func:`read_quant_settings` and
+            :func:`load_quantized` know how it was quantised (kernel, kept LoRA adapters' dtype).
+        extra: other JSON-able facts stored with the config under ``extra``.
 
     Returns:
         the JSON config stored in the file's metadata.
@@ -71,6 +78,8 @@ def save_quantized(module: nn.Module, path: str, extra: dict | None = None) -> d
         tensors[key] = t.detach().contiguous().cpu()
     config = dict(version=FORMAT_VERSION, layers=layers, aliases=aliases, embeddings=embeddings,
                   tied_heads=tied_heads, extra=dict(extra or {}))
+    if settings is not None:
+        config["settings"] = quant_settings(settings).to_dict()
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
@@ -99,15 +108,32 @@ def read_quant_config(path: str) -> dict:
     return config
 
 
-def load_quantized(module_skeleton: nn.Module, path: str, kernel: str = "auto") -> nn.Module:
+def read_quant_settings(path: str) -> QuantSettings | None:
+    """The quantisation settings stored by :func:`save_quantized` in ``path`` (``None``: the file
+    was saved without settings).
+
+    Args:
+        path: a ``.safetensors`` file of :func:`save_quantized`.
+
+    Returns:
+        a settings object equal to the one saved, or ``None``.
+    """
+    stored = read_quant_config(path).get("settings")
+    return quant_settings(stored) if stored is not None else None
+
+
+def load_quantized(module_skeleton: nn.Module, path: str, kernel: str | None = None) -> nn.Module:
     """Load a file of :func:`save_quantized` into a model of the same architecture.
 
     Args:
         module_skeleton: a freshly built float model (any weights; same
             architecture and LoRA already merged if it was at save time);
-            modified in place.
+            modified in place. With stored settings that kept the LoRA adapters
+            (``keep_lora``), the skeleton's adapters are first cast to their
+            ``lora_dtype``, the dtype they were saved in.
         path: the ``.safetensors`` file.
-        kernel: int4 compute kernel for the restored layers.
+        kernel: int4 compute kernel for the restored layers (``None``: the stored
+            settings' kernel, or ``'auto'`` without stored settings).
 
     Returns:
         ``module_skeleton`` with the quantised layers restored.
@@ -115,6 +141,11 @@ def load_quantized(module_skeleton: nn.Module, path: str, kernel: str = "auto") 
     from safetensors.torch import load_file
 
     config = read_quant_config(path)
+    settings = quant_settings(config["settings"]) if config.get("settings") is not None else None
+    if kernel is None:
+        kernel = getattr(settings, "kernel", "auto")
+    if settings is not None and settings.keep_lora:
+        cast_lora_(module_skeleton, settings.lora_dtype)
     for name, spec in config.get("embeddings", {}).items():
         old = _submodule(module_skeleton, name, path)
         if not isinstance(old, (nn.Embedding, QuantEmbedding4, QuantEmbedding8)) or (
