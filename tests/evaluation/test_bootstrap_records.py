@@ -1,0 +1,101 @@
+"""Per-frame records of a test run (per_frame.json) and the bootstrap of the planning metrics."""
+import json
+
+import numpy as np
+import pytest
+
+from bevlm.evaluation import (DriveLMEvalError, EfficiencyMetric, PlanningMetric, build_test_eval,
+                              iter_official_ids, write_predictions, write_test_eval)
+from bevlm.evaluation.bootstrap import PairedBootstrap, load_run, paired_bootstrap
+
+
+def _gt(k):
+    return np.stack([np.arange(1, 7) * (1.0 + 0.1 * k), np.full(6, 0.05 * k)], 1)  # [6, 2]
+
+
+def _write_run(folder, test, shift, mask_last=False):
+    """A fake test run: official files with GT answers, planning offset by ``shift`` m, efficiency."""
+    pred = {qid: qa["A"] for qid, qa in iter_official_ids(test)}
+    write_test_eval(test, str(folder / "drivelm.test_eval.json"))
+    write_predictions(pred, test, str(folder / "drivelm.output.json"))
+    samples = []
+    frames = [(scene, tok) for scene, s in test.items() for tok in s["key_frames"]]
+    for k, (scene, tok) in enumerate(frames):
+        mask = np.ones(6, bool)
+        if mask_last and k == 0:
+            mask[-1] = False
+        samples.append({"token": tok, "scene_token": scene, "gt_traj": _gt(k), "gt_traj_mask": mask,
+                        "pred_traj": _gt(k) + np.asarray(shift), "efficiency": {
+                            "encoder_s": 0.1 * (k + 1), "prefill_s": 0.2, "decode_s": 1.0 + k, "traj_s": 0.0,
+                            "tokens": 10 * (k + 1), "questions": 8}})
+    planning = PlanningMetric(outfile_prefix=str(folder))
+    planning.process(None, samples)
+    metrics = planning.compute_metrics(planning.results)
+    eff = EfficiencyMetric(outfile_prefix=str(folder))
+    eff.process(None, samples)
+    eff.compute_metrics(eff.results)
+    return metrics, frames
+
+
+@pytest.fixture(scope="module")
+def test2(sample):
+    test = build_test_eval(sample, seed=0)
+    frames = [(tok, fr) for scene in test.values() for tok, fr in scene["key_frames"].items()]
+    return {f"scene{k}": {"key_frames": dict(frames[3 * k:3 * k + 3])} for k in range(3)}
+
+
+def test_per_frame_records_are_written_by_the_metrics(tmp_path, test2):
+    metrics, frames = _write_run(tmp_path, test2, (0.3, 0.4), mask_last=True)
+    data = json.loads((tmp_path / "per_frame.json").read_text())
+    assert set(data) == {"planning", "efficiency"}  # the second metric kept the first one's section
+    assert list(data["planning"]) == [tok for _, tok in frames]
+    rec = data["planning"][frames[0][1]]
+    assert rec["scene_token"] == "scene0"
+    assert rec["l2"] == pytest.approx([0.5] * 6) and rec["collision"] == [0.0] * 6
+    assert rec["gt_traj_mask"] == [True] * 5 + [False]
+    assert rec["pred_traj"][0] == pytest.approx([1.3, 0.4]) and rec["gt_traj"][0] == pytest.approx([1.0, 0.0])
+    eff = data["efficiency"][frames[2][1]]
+    assert eff["scene_token"] == "scene0" and eff["tokens"] == 30
+    assert eff["frame_s"] == pytest.approx(0.3 + 0.2 + 3.0)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]  # atomic writes leave nothing
+    # a second run into the same folder replaces the section whole (no frame of the first survives)
+    planning = PlanningMetric(outfile_prefix=str(tmp_path))
+    planning.process(None, [{"token": "z", "scene_token": "s", "gt_traj": _gt(0), "gt_traj_mask": np.ones(6),
+                             "pred_traj": _gt(0)}])
+    planning.compute_metrics(planning.results)
+    data = json.loads((tmp_path / "per_frame.json").read_text())
+    assert list(data["planning"]) == ["z"] and len(data["efficiency"]) == len(frames)
+
+
+def test_planning_bootstrap_full_set_equals_the_metric_and_a_known_shift(tmp_path, test2):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    metrics_a, _ = _write_run(tmp_path / "a", test2, (0.0, 0.1), mask_last=True)
+    _write_run(tmp_path / "b", test2, (0.3, 0.5), mask_last=True)
+    pb = PairedBootstrap([load_run(str(tmp_path / "a")), load_run(str(tmp_path / "b"))])
+    full = pb.full_scores(0)
+    for key in ("L2_avg_stp3", "L2_1s_stp3", "L2_3s_stp3", "L2_3s_uniad", "collision_avg_stp3"):
+        assert full[f"planning/{key}"] == pytest.approx(metrics_a[key]), key
+    assert full["efficiency/frame_s"] == pytest.approx(np.mean([0.1 * (k + 1) + 1.2 + k for k in range(9)]))
+    res = pb.compare(resamples=300, seed=0)["metrics"]
+    # |(0.3, 0.5)| - |(0, 0.1)| = sqrt(0.34) - 0.1 on every valid step of every frame
+    want = np.sqrt(0.34) - 0.1
+    m = res["planning/L2_avg_stp3"]
+    assert m["diff"] == pytest.approx(want) and m["lo"] == pytest.approx(want) and m["hi"] == pytest.approx(want)
+    assert m["significant"]
+    assert res["drivelm/gpt_free_final"]["diff"] == 0.0 and not res["drivelm/gpt_free_final"]["significant"]
+    assert res["efficiency/frame_s"]["diff"] == 0.0
+
+
+def test_runs_on_other_planning_frames_are_refused(tmp_path, test2):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _write_run(tmp_path / "a", test2, (0.0, 0.0))
+    _write_run(tmp_path / "b", test2, (0.0, 0.0))
+    data = json.loads((tmp_path / "b" / "per_frame.json").read_text())
+    data["planning"].pop(next(iter(data["planning"])))
+    (tmp_path / "b" / "per_frame.json").write_text(json.dumps(data))
+    with pytest.raises(DriveLMEvalError, match="section 'planning' covers other frames"):
+        paired_bootstrap(str(tmp_path / "a"), str(tmp_path / "b"))
+    with pytest.raises(FileNotFoundError, match="--out-dir of tools/test.py"):
+        load_run(str(tmp_path / "missing"))
