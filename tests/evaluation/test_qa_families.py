@@ -1,4 +1,4 @@
-"""Question families: every question of the real sample is classified (DRIVELM_SPEC.md section 2)."""
+"""Question families: every question of the real sample is classified (docs/drivelm_spec.md section 2)."""
 from collections import Counter
 
 import pytest
@@ -19,7 +19,7 @@ def test_every_sample_question_has_a_family(sample):
                     assert family in FAMILIES[stage]
                     counts[family] += 1
     assert sum(counts.values()) == 790
-    # counts of the template tables of DRIVELM_SPEC.md section 2
+    # counts of the template tables of docs/drivelm_spec.md section 2
     expected = {"are_there": 93, "status_in_direction": 65, "objects_in_direction": 48,
                 "visual_description": 35, "observed_status": 26, "moving_status": 24, "describe_scene": 9,
                 "important_objects": 9, "relative_positions": 8, "lanes": 2, "most_relevant": 36,

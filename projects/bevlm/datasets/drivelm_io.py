@@ -1,4 +1,4 @@
-"""Reading and validating DriveLM v1.1 QA files (the schema of DRIVELM_SPEC.md section 1).
+"""Reading and validating DriveLM v1.1 QA files (the schema of docs/drivelm_spec.md section 1).
 
 Only this module and :mod:`bevlm.datasets.converters` know the on-disk DriveLM layout;
 everything downstream sees validated python dicts.

@@ -1,6 +1,6 @@
 """The official DriveLM challenge score, reproduced exactly for every non-GPT term.
 
-Port of ``challenge/evaluation.py`` (OpenDriveLab/DriveLM, DRIVELM_SPEC.md section 4.1):
+Port of ``challenge/evaluation.py`` (OpenDriveLab/DriveLM, docs/drivelm_spec.md section 4.1):
 
 * ``accuracy``: mean of raw string equality ``answer == GT`` over tag-0 QA ("A" != "A.");
 * ``language``: BLEU-1..4, ROUGE_L, CIDEr of pycocoevalcap after the Stanford PTB tokenizer, in

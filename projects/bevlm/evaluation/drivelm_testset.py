@@ -1,4 +1,4 @@
-"""The DriveLM challenge test set, built from ground-truth frames (DRIVELM_SPEC.md section 4).
+"""The DriveLM challenge test set, built from ground-truth frames (docs/drivelm_spec.md section 4).
 
 A port of the official ``challenge/extract_data.py`` (which QA of a frame are tested, with
 which ``tag``) and ``challenge/convert_data.py`` (multiple-choice versions of the moving-status

@@ -1,4 +1,4 @@
-"""Question families of DriveLM-nuScenes v1.1 (the templates of DRIVELM_SPEC.md section 2).
+"""Question families of DriveLM-nuScenes v1.1 (the templates of docs/drivelm_spec.md section 2).
 
 Every DriveLM question is an instance of a small number of templates. A *family* names one
 template (slots such as the object c-tag, the direction or the object class are ignored), so
@@ -109,7 +109,7 @@ def normalise_question(question: str) -> str:
 
 
 def classify_question(question: str, stage: str) -> str:
-    """Family name of a DriveLM question (DRIVELM_SPEC.md section 2).
+    """Family name of a DriveLM question (docs/drivelm_spec.md section 2).
 
     Args:
         question: the question text (c-tags verbatim; MC options may be appended).

@@ -1,7 +1,7 @@
 """DriveLM v1.1 question/answer graph of one key frame, computed from ground truth.
 
 Question strings and answer phrasings copy the real DriveLM-nuScenes v1.1 data
-(see DRIVELM_SPEC.md section 2). Every answer is a deterministic rule of the
+(see docs/drivelm_spec.md section 2). Every answer is a deterministic rule of the
 ground truth (objects, attributes, ego future); :data:`FAMILIES` lists every
 family with its stage and question template so tests can iterate over them.
 
