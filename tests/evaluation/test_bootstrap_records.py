@@ -99,3 +99,45 @@ def test_runs_on_other_planning_frames_are_refused(tmp_path, test2):
         paired_bootstrap(str(tmp_path / "a"), str(tmp_path / "b"))
     with pytest.raises(FileNotFoundError, match="--out-dir of tools/test.py"):
         load_run(str(tmp_path / "missing"))
+
+
+def _compare_tool():
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("compare_tool", f"{REPO}/tools/compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_tool_marks_differences_that_exclude_zero(tmp_path, test2, capsys):
+    for name, shift in (("ref", (0.0, 0.1)), ("same", (0.0, 0.1)), ("worse", (0.3, 0.5))):
+        (tmp_path / name).mkdir()
+        _write_run(tmp_path / name, test2, shift)
+    tool = _compare_tool()
+    out = tmp_path / "table.md"
+    assert tool.main([str(tmp_path / "ref"), str(tmp_path / "same"), str(tmp_path / "worse"),
+                      "--resamples", "200", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text == out.read_text() + "\n"
+    same, worse = text.split("worse vs ref")
+    assert "same vs ref (9 frames in 3 scenes" in same and "200 paired two-stage cluster bootstrap" in same
+    assert "* " not in same  # identical runs: nothing marked
+    row = next(line for line in worse.splitlines() if line.startswith("| planning/L2_avg_stp3 |"))
+    want = np.sqrt(0.34) - 0.1
+    assert f"| {want:+.4g} | [{want:+.4g}, {want:+.4g}] | * worse |" in row
+    assert "| drivelm/gpt_free_final | 0.5 | 0.5 | +0 | [+0, +0] |  |" in worse  # the oracle scores 0.5
+    numbers = json.loads((tmp_path / "table.json").read_text())
+    assert numbers["results"][str(tmp_path / "worse")]["metrics"]["planning/L2_avg_stp3"]["significant"]
+
+
+def test_compare_tool_refuses_runs_on_other_frames(tmp_path, test2, capsys):
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "sub").mkdir()
+    _write_run(tmp_path / "ref", test2, (0.0, 0.0))
+    _write_run(tmp_path / "sub", {k: test2[k] for k in ("scene0", "scene1")}, (0.0, 0.0))
+    assert _compare_tool().main([str(tmp_path / "ref"), str(tmp_path / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "other questions" in err and "only in the reference" in err and "Fix:" in err

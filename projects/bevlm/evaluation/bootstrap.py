@@ -532,3 +532,35 @@ def paired_bootstrap(run_a, run_b, resamples: int = 1000, seed: int = 0, alpha: 
         DriveLMEvalError: the runs were scored on different questions or frames.
     """
     return PairedBootstrap([run_a, run_b]).compare(0, 1, resamples=resamples, seed=seed, alpha=alpha)
+
+
+def _fmt(value, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:+.4g}" if signed else f"{value:.4g}"
+    return text
+
+
+def format_comparison(result: dict, ref_name: str, run_name: str, metrics: list[str] | None = None) -> list[str]:
+    """Markdown table of one :meth:`PairedBootstrap.compare` result.
+
+    Columns: metric, reference, run, difference (run - reference), its interval; a difference
+    whose interval excludes zero is marked ``*`` and its direction named (better / worse, by
+    :data:`LOWER_IS_BETTER`).
+    """
+    level = round(100 * (1 - result["alpha"]))
+    lines = [f"{run_name} vs {ref_name} ({result['frames']} frames in {result['scenes']} scenes, "
+             f"{result['questions']} questions; {result['resamples']} paired two-stage cluster bootstrap "
+             f"resamples, seed {result['seed']})", "",
+             f"| metric | {ref_name} | {run_name} | difference | {level} % CI | |", "|---|---|---|---|---|---|"]
+    for name in metrics or list(result["metrics"]):
+        m = result["metrics"].get(name)
+        if m is None:
+            continue
+        mark = ""
+        if m["significant"]:
+            better = (m["diff"] < 0) if name in LOWER_IS_BETTER else (m["diff"] > 0)
+            mark = "* better" if better else "* worse"
+        ci = "-" if m["lo"] is None else f"[{_fmt(m['lo'], True)}, {_fmt(m['hi'], True)}]"
+        lines.append(f"| {name} | {_fmt(m['a'])} | {_fmt(m['b'])} | {_fmt(m['diff'], True)} | {ci} | {mark} |")
+    return lines
