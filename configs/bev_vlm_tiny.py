@@ -3,6 +3,9 @@
 #   python tools/create_data.py world --out data/tiny_world --scenes 2 --frames 6 --image-size 160 90
 #   python tools/train.py configs/bev_vlm_tiny.py --cfg-options data_root=data/tiny_world/
 _base_ = ["./bev_vlm.py"]
+# tiny_config: a random tiny Llama built by `build_tiny_llama`, which bevlm.testing registers
+# (the package never imports it)
+custom_imports = dict(imports=["bevlm.testing"], allow_failed_imports=False)
 
 bev_h, bev_w, embed_dims = 8, 8, 32
 pc_range = (-32.0, -32.0, -3.0, 32.0, 32.0, 3.0)
@@ -23,7 +26,7 @@ model = dict(
                          rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
                          pad_token_id=3),
         lora=dict(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])),
-    max_new_tokens=8,
+    test_cfg=dict(max_new_tokens=8),
 )
 pipeline = [
     dict(type="LoadMultiViewImages"),

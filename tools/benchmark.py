@@ -7,10 +7,6 @@ L2, per-frame encoder / prefill / decode seconds, decode tokens/s and the memory
 ceiling, speedups, encoder+prefill FLOPs ratio (FlopCounterMode), LLM weight bytes.
 """
 import argparse
-import os.path as osp
-import sys
-
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
 
 
 def main():
@@ -27,7 +23,7 @@ def main():
     import bevlm.engine  # noqa: F401
     from mmengine.config import Config
 
-    from bevlm.inference.benchmark import run_benchmark
+    from bevlm.engine.benchmark import run_benchmark
 
     cfg = Config.fromfile(args.config)
     variants = Config.fromfile(args.bench).variants.to_dict()

@@ -10,11 +10,8 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
-
-from mmengine.config import DictAction  # noqa: E402
+from mmengine.config import DictAction
 
 
 def main():
@@ -30,25 +27,25 @@ def main():
     import bevlm.engine  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from bevlm.inference.quantization import quant_settings
 
-    from bevlm.inference.benchmark import load_model
+    from bevlm.engine.benchmark import load_model
     from bevlm.inference.fidelity import markdown_table, run_fidelity
+    from bevlm.inference.quantization import quant_settings
 
     init_default_scope("bevlm")
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     variants = Config.fromfile(args.bench).variants.to_dict()
+    missing = [v for v in args.variants if v not in variants]
+    if missing:
+        raise SystemExit(f"{args.bench}: no variants {missing}; available: {list(variants)}")
     for name in args.variants:  # every `quant` switch checked before the model is loaded
         if variants[name].get("quant"):
             try:
                 variants[name]["quant"] = quant_settings(variants[name]["quant"]).to_dict()
             except ValueError as exc:
                 raise SystemExit(f"{args.bench}: variant {name!r}: {exc}") from exc
-    missing = [v for v in args.variants if v not in variants]
-    if missing:
-        raise SystemExit(f"{args.bench}: no variants {missing}; available: {list(variants)}")
     results = run_fidelity(cfg, load_model(cfg, args.checkpoint), {k: variants[k] for k in args.variants},
                            frame_stride=args.stride)
     os.makedirs(args.out_dir, exist_ok=True)

@@ -14,9 +14,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
-
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
 
 
 def main():
@@ -31,10 +28,10 @@ def main():
     import bevlm.engine  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from bevlm.inference.quantization import quant_settings
 
-    from bevlm.inference.benchmark import load_model
+    from bevlm.engine.benchmark import load_model
     from bevlm.inference.ptq import quantize_bevvlm, save_quantized_llm
+    from bevlm.inference.quantization import quant_settings
     from bevlm.inference.variants import variant_inputs
 
     init_default_scope("bevlm")

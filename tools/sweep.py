@@ -1,14 +1,14 @@
-"""Run an ablation sweep: ``python tools/sweep.py configs/sweeps/<grid>.py [--dry-run]``.
+"""Run an ablation sweep: ``python tools/sweep.py configs/sweeps/<grid>.py [--dry-run] [--results-dir DIR]``.
 
-Expands configs x cfg-options into runs (one work dir each under work_dirs/sweeps/<name>/), trains
-and tests each (skipping finished runs, resuming interrupted ones), and writes results.csv,
-results.md and pareto.png.
+Expands configs x cfg-options (x seeds, when the sweep sets ``seeds=[...]``) into runs (one work
+dir each under work_dirs/sweeps/<name>/, ``<run>/seed<S>/`` per seed), trains and tests each
+(skipping finished runs, resuming interrupted ones), and writes results.csv, results.md,
+pareto.png and the summary (summary.md / .csv / .json: mean ± std over seeds, and the paired
+bootstrap difference to the sweep's first run with its 95 % interval; see
+bevlm.engine.sweep). ``--results-dir docs/results`` also writes the summary there as
+``<name>.md|.csv|.json``.
 """
 import argparse
-import os.path as osp
-import sys
-
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
 
 
 def main():
@@ -18,13 +18,14 @@ def main():
     p.add_argument("--dry-run", action="store_true", help="only list the runs")
     p.add_argument("--only", nargs="+", metavar="RUN_ID",
                    help="run only these runs (the table still lists every run that has results)")
+    p.add_argument("--results-dir", help="also write the summary here as <name>.md/.csv/.json")
     args = p.parse_args()
     from mmengine.config import Config
 
     from bevlm.engine.sweep import run_sweep
 
     run_sweep(Config.fromfile(args.sweep_file).sweep.to_dict(), root=args.root, dry_run=args.dry_run,
-              only=args.only)
+              only=args.only, results_dir=args.results_dir)
 
 
 if __name__ == "__main__":

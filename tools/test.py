@@ -8,19 +8,24 @@ records; with the two official files, what tools/compare.py needs to re-score an
 
 ``--variant NAME`` tests the model as one inference variant of ``--variants-file`` (default
 ``configs/benchmarks/default.py``) runs it, e.g. ``--variant lossless`` (shared prompt cache + batched
-speculative decoding: the same answers as plain greedy decoding, about 3.5x faster on CPU).
+speculative decoding: the same answers as plain greedy decoding, about 3.5x faster on CPU). Its
+``test_cfg`` keys override the model's ``test_cfg`` (``BEVVLM.set_test_cfg``) and its weight
+transformations (``quant``, ``llm_dtype``) run, after the checkpoint is loaded
+(``InferenceVariantHook``).
 
 ``--quantized FILE`` tests with the quantised LLM that ``tools/quantize.py`` wrote (the vision
 side from CHECKPOINT).
 """
 import argparse
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from bevlm.engine.config_check import check_config, merge_cfg_options
+
+from bevlm.evaluation.drivelm_files import atomic_write_json
+from bevlm.inference.variants import check_variant
 
 
 def parse_args():
@@ -44,8 +49,9 @@ def main():
 
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    if args.cfg_options:  # top-level variables (data_root) reach the values copied from them
+        merge_cfg_options(cfg, args.cfg_options)
+    check_config(cfg, args.config)  # misspelt keys / wrong types stop here, before any work
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or osp.join(
         "work_dirs", osp.splitext(osp.basename(args.config))[0])
     out_dir = args.out_dir or osp.join(cfg.work_dir, "test")
@@ -60,6 +66,7 @@ def main():
         if args.variant not in variants:
             raise SystemExit(f"{args.variants_file}: no variant {args.variant!r} in `variants`; "
                              f"choose one of {sorted(variants)}")
+        check_variant(variants[args.variant].to_dict(), f"{args.variants_file}: variant {args.variant!r}")
         cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [
             dict(type="InferenceVariantHook", name=args.variant, variant=variants[args.variant].to_dict())]
     if args.quantized:
@@ -70,7 +77,6 @@ def main():
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
-    from bevlm.evaluation.drivelm_files import atomic_write_json
 
     def plain(v):  # numpy scalars -> python numbers
         return v.item() if hasattr(v, "item") else v

@@ -2,12 +2,11 @@
 import argparse
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from bevlm.engine.config_check import check_config, merge_cfg_options
 
 
 def parse_args():
@@ -33,8 +32,9 @@ def main():
 
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    if args.cfg_options:  # top-level variables (data_root) reach the values copied from them
+        merge_cfg_options(cfg, args.cfg_options)
+    check_config(cfg, args.config)  # misspelt keys / wrong types stop here, before any work
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or osp.join(
         "work_dirs", osp.splitext(osp.basename(args.config))[0])
     if args.amp:

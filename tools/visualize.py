@@ -4,10 +4,6 @@
   python tools/visualize.py configs/bev_vlm.py --ann-file data/drivelm_sample_infos.pkl --index 0
 """
 import argparse
-import os.path as osp
-import sys
-
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
 
 
 def main():

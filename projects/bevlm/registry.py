@@ -28,6 +28,14 @@ HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope="bevlm",
                  locations=["bevlm.engine"])
 OPTIM_WRAPPERS = Registry("optim_wrapper", parent=MMENGINE_OPTIM_WRAPPERS,
                           scope="bevlm", locations=["bevlm.engine"])
+# Test-time components built by name from a model's ``test_cfg`` (frame decoders). The model
+# layer names them without importing them: implementations above it (the self-speculative
+# decoder of ``bevlm.inference.speculative``) register themselves here, and ``locations``
+# imports them on first build.
+from mmengine.registry import TASK_UTILS as MMENGINE_TASK_UTILS  # noqa: E402
+
+TASK_UTILS = Registry("task util", parent=MMENGINE_TASK_UTILS, scope="bevlm",
+                      locations=["bevlm.models.qa", "bevlm.inference.speculative"])
 
 # Children of the remaining mmengine registries, so that building them under the "bevlm"
 # scope finds them here (and mmengine does not warn that the scope is missing).

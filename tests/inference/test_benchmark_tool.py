@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from bevlm.inference.benchmark import run_benchmark
+from bevlm.engine.benchmark import run_benchmark
 from bevlm.registry import MODELS
 from tests.conftest import REPO
 

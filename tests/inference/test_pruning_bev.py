@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from bevlm.inference.pruning import (bev_encoder_flops_by_layers, bev_keep_for_model, bev_token_keep,
-                                     pool_token_scores, select_tokens, top_indices)
+from bevlm.models.pruning import (bev_encoder_flops_by_layers, bev_keep_for_model, bev_token_keep,
+                                  pool_token_scores, select_tokens, top_indices)
 from bevlm.models.bev import BEVFormerLiteEncoder, ego2img_from_rig
 from bevlm.models.heads import BEVAuxHead
 from bevlm.models.projectors import PoolMLPProjector, ResamplerProjector

@@ -3,8 +3,8 @@ correct decoding from the pruned cache (original RoPE positions), FLOP savings."
 import pytest
 import torch
 
-from bevlm.inference.pruning import (PrunedPrefixCache, fastv_prefill, fastv_scores, num_kept,
-                                     prefill_flops)
+from bevlm.models.pruning import (PrunedPrefixCache, fastv_prefill, fastv_scores, num_kept,
+                                  prefill_flops)
 from bevlm.models.llm import HFCausalLM
 from bevlm.testing import TINY_LLAMA_CONFIG
 

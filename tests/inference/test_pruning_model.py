@@ -3,8 +3,8 @@ import pytest
 import torch
 from mmengine.registry import init_default_scope
 
-from bevlm.inference.pruning import (PrunedPrefixCache, PruningSetting, count_pruned_flops, flops_table,
-                                     frame_prefix, prefill_flops, prefill_with_setting)
+from bevlm.models.pruning import (PrunedPrefixCache, PruningSetting, count_pruned_flops, flops_table,
+                                  frame_prefix, prefill_flops, prefill_with_setting)
 from tests.model_helpers import tiny_bevvlm_one_frame
 
 init_default_scope("bevlm")
@@ -65,7 +65,7 @@ def test_decoding_after_combined_pruning_is_deterministic(setup):
 
 
 def test_shared_prompt_cache_same_answers_fewer_prefill_flops(setup):
-    """model.share_prompt_cache: the prompt text is prefilled once per model; a frame's prefill
+    """model.test_cfg.share_prompt_cache: the prompt text is prefilled once per model; a frame's prefill
     counts only its prefix embeddings, and the answers and trajectory are unchanged."""
     import copy
 
@@ -73,8 +73,8 @@ def test_shared_prompt_cache_same_answers_fewer_prefill_flops(setup):
     runs = {}
     for share in (False, True):
         m = copy.deepcopy(model)
-        m.llm.share_text_prefix = share
-        m._flop_calls = 0
+        m.set_test_cfg(dict(share_prompt_cache=share))
+        m.reset_test_state()
         with torch.no_grad():
             out = m(inputs={"imgs": imgs}, data_samples=copy.deepcopy(samples), mode="predict")[0]
         runs[share] = out

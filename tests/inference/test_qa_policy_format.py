@@ -3,9 +3,9 @@ import random
 
 import pytest
 
-from bevlm.inference.qa_format import (ONE_SENTENCE_FAMILIES, PromptTemplate, cut_at_stop_strings,
-                                       first_sentence, format_round_answer, normalise_item, pack_round,
-                                       parse_round_answer, postprocess_answer)
+from bevlm.models.qa.format import (ONE_SENTENCE_FAMILIES, PromptTemplate, cut_at_stop_strings,
+                                    first_sentence, format_round_answer, normalise_item, pack_round,
+                                    parse_round_answer, postprocess_answer)
 
 _WORDS = ("Yes.", "No.", "Going ahead.", "Turn left.", "The ego vehicle.", "None.", "Low.", "sedan",
           "is", "moving,", "parked,", "and", "the", "car", "to", "front", "left", "0.5", "1088.3",

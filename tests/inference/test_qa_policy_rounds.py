@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from bevlm.datasets.drivelm_io import flatten_qa, iter_frames, load_drivelm
-from bevlm.inference.qa_format import PromptTemplate, format_round_answer, parse_round_answer
-from bevlm.inference.qa_policy import (STAGE_ROUNDS, QAPolicy, answer_frame, apply_system_prompt,
-                                       blocks_for_policy, family_token_budget, round_overhead_tokens,
-                                       round_token_budget)
+from bevlm.models.qa import GreedySequentialDecoder
+from bevlm.models.qa.format import PromptTemplate, format_round_answer, parse_round_answer
+from bevlm.models.qa.policy import (STAGE_ROUNDS, QAPolicy, answer_frame, apply_system_prompt, blocks_for_policy,
+                                    family_token_budget, round_overhead_tokens, round_token_budget)
 from bevlm.structures import QAItem
 from bevlm.structures.qa_families import classify_question
 from tests.paths import DRIVELM_SAMPLE_JSON
@@ -156,7 +156,7 @@ def test_answer_frame_rounds_batch_equals_sequential(tiny_llm, frames):
     cache = tiny_llm.prefill(torch.randn(1, 4, tiny_llm.hidden_size))
     policy = QAPolicy("three_rounds", max_questions_per_round=3)
     a = answer_frame(tiny_llm, cache, items, policy, 2)
-    b = answer_frame(tiny_llm, cache, items, policy, 2, batch=False)
+    b = answer_frame(tiny_llm, cache, items, policy, 2, decoder=GreedySequentialDecoder(tiny_llm))
     assert a.answers == b.answers and a.raw == b.raw and a.tokens == b.tokens
     assert sorted(a.answers) == sorted(qa.index for qa in items)
     assert a.rounds == len(policy.rounds(items)) == len(a.raw)

@@ -69,7 +69,7 @@ def test_batched_and_sequential_answers_agree(tiny_world):
     ds = _dataset(tiny_world, cfg, queue_length=1, qa_mode="frame")
     data = model.data_preprocessor(pseudo_collate([ds[1]]), False)
     a = model(**data, mode="predict")[0].pred_answers
-    model.batch_questions = False
+    model.set_test_cfg(dict(batch_questions=False))
     model.temporal_cache.reset()
     b = model(**data, mode="predict")[0].pred_answers
     assert a == b
@@ -155,7 +155,8 @@ def test_text_trajectory_round_trip_and_model(tiny_world):
     assert parse_waypoints("no numbers")[0].abs().sum() == 0
 
     cfg = _cfg()
-    model = _model(cfg, traj_head=None, traj_source="text", max_new_tokens=2, traj_max_new_tokens=5)
+    model = _model(cfg, traj_head=None, traj_source="text",
+                   test_cfg=dict(max_new_tokens=2, traj_max_new_tokens=5))
     ds = _dataset(tiny_world, cfg, queue_length=1, qa_per_sample=2)
     data = model.data_preprocessor(pseudo_collate([ds[0]]), True)
     losses = model(**data, mode="loss")

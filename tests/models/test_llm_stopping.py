@@ -28,7 +28,7 @@ def test_hand_cases():
     assert rule.truncate_to(chair * 4 + [4]) is None        # only loops ending at the last token
     assert rule.truncate_to([]) is None
     assert build_stop_rule(None) is None and build_stop_rule(dict(max_period=2)) == RepetitionStop(max_period=2)
-    with pytest.raises(ValueError, match="model.repetition_stop"):
+    with pytest.raises(ValueError, match="model.test_cfg.repetition_stop"):
         RepetitionStop(min_repeats=1)
     with pytest.raises(ValueError, match="unknown stop rule"):
         build_stop_rule(dict(type="Nope"))

@@ -24,9 +24,19 @@ model = dict(
              freeze_base=True),
     traj_head=dict(type="TrajectoryTokenHead", num_tokens=6, horizon=6),
     use_ego_status=True,
-    max_new_tokens=32,
-    # answers that list every key object with its c-tag are long; the rest are short
-    family_max_new_tokens=dict(important_objects=160, notice_order=256, priority=96),
-    # stop an answer that loops ("one chair, one chair, ...") at its 3rd-4th copy, keep one copy
-    repetition_stop=dict(max_period=8, min_repeats=3, min_span=12),
+    # test-time settings (bevlm.models.detectors.test_cfg.TestConfig); inference variants
+    # (configs/benchmarks/default.py, tools/test.py --variant) override these keys
+    test_cfg=dict(
+        max_new_tokens=32,
+        # answers that list every key object with its c-tag are long; the rest are short
+        family_max_new_tokens=dict(important_objects=160, notice_order=256, priority=96),
+        # stop an answer that loops ("one chair, one chair, ...") at its 3rd-4th copy, keep one copy
+        repetition_stop=dict(max_period=8, min_repeats=3, min_span=12),
+        batch_questions=True,
+        share_prompt_cache=False,
+        stream_temporal=True,
+        count_flops_frames=2,
+        pruning=dict(),
+        speculative=None,
+    ),
 )

@@ -1,5 +1,8 @@
 """Side-by-side benchmark of inference variants of one trained model (see tools/benchmark.py).
 
+A runner (it loads checkpoints, builds datasets and evaluators), so it sits in the engine layer,
+above :mod:`bevlm.inference.variants` which it drives.
+
 Baseline and variants run interleaved in one process on the same frames (frame k of every
 variant before frame k+1), so machine noise hits them alike; speedups are ratios of those runs.
 """
@@ -15,9 +18,11 @@ from mmengine.dataset import pseudo_collate
 from mmengine.evaluator import Evaluator
 from mmengine.registry import init_default_scope
 
+from bevlm.inference.variants import build_variant, check_variant, llm_weight_bytes, variant_inputs
 from bevlm.registry import DATASETS, MODELS
 from bevlm.utils import peak_memory_mb
-from .variants import build_variant, llm_weight_bytes, variant_inputs
+
+from .checkpoint import load_checkpoint_file
 
 
 def measure_read_bandwidth(mb: int = 256, repeats: int = 5) -> float:
@@ -31,9 +36,19 @@ def measure_read_bandwidth(mb: int = 256, repeats: int = 5) -> float:
     return x.numel() * 4 / best / 1e9
 
 
-def load_model(cfg, checkpoint):
-    from bevlm.engine import load_checkpoint_file
+def load_model(cfg, checkpoint: str):
+    """The config's model with the checkpoint's weights, in eval mode.
 
+    Args:
+        cfg: the config (``cfg.model``).
+        checkpoint: checkpoint file (``state_dict`` inside, or a bare state dict).
+
+    Returns:
+        The model.
+
+    Raises:
+        KeyError: the checkpoint has keys the model does not.
+    """
     model = MODELS.build(cfg.model)
     state = load_checkpoint_file(checkpoint)
     missing, unexpected = model.load_state_dict(state.get("state_dict", state), strict=False)
@@ -46,6 +61,8 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
                   frame_stride: int = 1, qa_select: str = "test", calib_frames: int = 4, log=print) -> dict:
     """Run every variant on the same frames; write ``benchmark.json`` and ``benchmark.md``."""
     init_default_scope("bevlm")
+    for name, spec in variants.items():  # before anything is loaded or built
+        check_variant(spec, name)
     base = load_model(cfg, checkpoint)
     ds_cfg = cfg.test_dataloader.dataset.to_dict()
     ds_cfg.update(qa_mode="frame", qa_select=qa_select, frame_stride=frame_stride,
@@ -79,8 +96,9 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
         m["llm_weight_bytes"] = llm_weight_bytes(models[name])
         m["decode_ceiling_tok_s"] = bandwidth * 1e9 / m["llm_weight_bytes"]
         m["build_s"] = build_s[name]
-        if models[name].decoder is not None and hasattr(models[name].decoder, "stats"):
-            m["speculative"] = models[name].decoder.stats.as_dict()
+        decoder = models[name].frame_decoder
+        if hasattr(decoder, "stats"):  # the self-speculative decoder's acceptance counters
+            m["speculative"] = decoder.stats.as_dict()
         # fidelity to the baseline: identical answers, trajectory distance
         ref = next(iter(variants))
         m["answer_agreement"] = (sum(a == b for a, b in zip(answers[name], answers[ref])) / len(answers[ref])

@@ -8,6 +8,7 @@ import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 
+from bevlm.inference.variants import apply_variant, check_variant, variant_inputs
 from bevlm.registry import HOOKS
 
 
@@ -61,8 +62,8 @@ class PostTrainingQuantHook(Hook):
                              "(training frames used for GPTQ calibration)")
         self.calib_frames = calib_frames
 
-        from bevlm.inference.ptq import quantize_bevvlm
     def before_test(self, runner) -> None:
+        from bevlm.inference.ptq import quantize_bevvlm
         from bevlm.inference.variants import variant_inputs
 
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
@@ -104,10 +105,13 @@ class InferenceVariantHook(Hook):
     before testing, e.g. the lossless stack (shared prompt cache + batched speculative decoding),
     so ``tools/test.py --variant NAME`` evaluates the model as ``tools/benchmark.py`` runs it.
 
-    Calibration frames and the speculative answer datastore come from the *training* split.
+    The variant's ``test_cfg`` keys reach the model through ``BEVVLM.set_test_cfg`` (after the
+    checkpoint is loaded, together with its weight transformations); calibration frames and the
+    speculative answer datastore come from the *training* split.
 
     Args:
-        variant: the variant's switches (a dict of :data:`VARIANT_KEYS`).
+        variant: the variant's switches (``test_cfg`` keys and ``qa_policy`` / ``quant`` /
+            ``llm_dtype``, see :data:`bevlm.inference.variants.VARIANT_KEYS`).
         name: its name, for the log.
         calib_frames: training frames used for calibration (GPTQ, skip-layer search).
     """
@@ -115,17 +119,10 @@ class InferenceVariantHook(Hook):
     priority = "VERY_HIGH"
 
     def __init__(self, variant: dict, name: str = "variant", calib_frames: int = 4) -> None:
-        from bevlm.inference.variants import VARIANT_KEYS
-
-        unknown = set(variant) - set(VARIANT_KEYS)
-        if unknown:
-            raise KeyError(f"InferenceVariantHook({name}): unknown variant keys {sorted(unknown)}; "
-                           f"allowed: {VARIANT_KEYS}")
+        check_variant(variant, f"InferenceVariantHook({name})")
         self.variant, self.name, self.calib_frames = dict(variant), name, calib_frames
 
     def before_test(self, runner) -> None:
-        from bevlm.inference.variants import apply_variant, variant_inputs
-
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         model.eval()
         calib, train_qa = variant_inputs(model, runner.cfg, [self.variant], self.calib_frames)

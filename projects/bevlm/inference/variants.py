@@ -1,11 +1,11 @@
 """Inference variants: one trained model, several efficient-inference settings, side by side.
 
-A variant is a dict of switches, every one optional (missing = the baseline behaviour)::
+A variant is a dict of switches, every one optional (missing = the model's own setting)::
 
     dict(
+        # overrides of the model's test_cfg (bevlm.models.detectors.test_cfg.TestConfig),
+        # applied through BEVVLM.set_test_cfg; any test_cfg key may appear, e.g.
         pruning=dict(encoder_layers=1, bev_keep_ratio=0.5, fastv_keep_ratio=0.5, fastv_layer=2),
-        qa_policy=dict(mode="three_rounds"),
-        quant=dict(method="rtn" | "gptq" | "int8_dynamic", bits=4, group_size=64, kernel="auto"),
         speculative=dict(draft_len=4, use_ngram=True, use_layer_skip=True, max_skip=12,
                          skip_layers=None,       # None = search on calibration frames
                          search=dict(sample_per_round=6),  # arguments of search_skip_layers
@@ -13,19 +13,60 @@ A variant is a dict of switches, every one optional (missing = the baseline beha
                                                   # REST-style drafts from the training answers
         batch_questions=True,                     # decode a frame's questions as one batch
         share_prompt_cache=True,                  # prompt-text KV computed once, reused per frame
-        llm_dtype="bfloat16",                     # run the LLM in this dtype (vision stays fp32)
         repetition_stop=None,                     # loop stop rule (dict of RepetitionStop) or None: off
         stream_temporal=True,
+        # the QA format (the model's qa_policy, also its training format): BEVVLM.set_qa_policy
+        qa_policy=dict(mode="three_rounds"),
+        # weight transformations, applied in this order after the test_cfg overrides
+        quant=dict(method="rtn" | "gptq" | "int8_dynamic", bits=4, group_size=64, kernel="auto"),
+        llm_dtype="bfloat16",                     # run the LLM in this dtype (vision stays fp32)
     )
+
+The ``speculative`` switch may ask for calibrated pieces (``skip_layers=None`` with layer
+skipping: a skip-set search on calibration frames; ``datastore``: an n-gram table of the
+training answers); :func:`apply_variant` resolves them into plain
+:class:`~bevlm.inference.speculative.SelfSpeculativeDecoder` arguments before they reach the
+model's ``test_cfg.speculative``.
 """
 from __future__ import annotations
 
 import copy
 
+import torch
+from mmengine.dataset import pseudo_collate
 from torch import nn
 
-VARIANT_KEYS = ("pruning", "qa_policy", "quant", "speculative", "batch_questions", "stream_temporal",
-                "share_prompt_cache", "repetition_stop", "llm_dtype")
+from bevlm.models.detectors.test_cfg import TestConfig
+from bevlm.models.llm.prompt import encode
+from bevlm.models.qa import blocks_for_policy
+from bevlm.registry import DATASETS
+
+from .ptq import calibration_prefixes, quantize_bevvlm
+from .quantization import QuantLinear4
+from .quantization.quant_embedding import QuantEmbedding4
+from .quantization.quant_embedding8 import QuantEmbedding8, TiedInt8Head
+from .speculative import NgramDatastore, search_skip_layers
+from .speculative.ngram import question_key
+
+#: Variant switches that are not ``test_cfg`` overrides.
+TRANSFORM_KEYS = ("qa_policy", "quant", "llm_dtype")
+#: Every valid variant key: the ``test_cfg`` keys and :data:`TRANSFORM_KEYS`.
+VARIANT_KEYS = TestConfig.keys() + TRANSFORM_KEYS
+
+
+def check_variant(spec: dict, name: str = "variant") -> None:
+    """Raise on keys that are neither ``test_cfg`` keys nor variant transformations.
+
+    Args:
+        spec: the variant.
+        name: its name, for the message.
+
+    Raises:
+        KeyError: unknown keys, with the allowed ones.
+    """
+    unknown = set(spec) - set(VARIANT_KEYS)
+    if unknown:
+        raise KeyError(f"{name}: unknown variant keys {sorted(unknown)}; allowed: {VARIANT_KEYS}")
 
 
 def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=print,
@@ -35,8 +76,7 @@ def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=pr
     Args: as :func:`apply_variant`.
     """
     model = copy.deepcopy(base).eval()
-    model.temporal_cache.reset()
-    model._flop_calls = 0
+    model.reset_test_state()
     return apply_variant(model, spec, calib, log=log, train_qa=train_qa)
 
 
@@ -54,10 +94,6 @@ def needs_inputs(specs: list[dict]) -> tuple[bool, bool]:
 def variant_inputs(model: nn.Module, cfg, specs: list[dict], calib_frames: int = 4) -> tuple:
     """``(calib, train_qa)`` for :func:`apply_variant`, both from the config's *training* split
     (calibration and the answer datastore never see the evaluated frames); ``None`` where unneeded."""
-    from mmengine.dataset import pseudo_collate
-
-    from bevlm.inference.ptq import calibration_prefixes
-
     need_calib, need_qa = needs_inputs(specs)
     if not (need_calib or need_qa):
         return None, None
@@ -74,8 +110,6 @@ def variant_inputs(model: nn.Module, cfg, specs: list[dict], calib_frames: int =
 def training_frame_datasets(cfg) -> list:
     """The config's training dataset(s) rebuilt frame by frame (``qa_mode='frame'``, no history):
     one per member of a ``ConcatDataset`` (e.g. the domains of a multi-domain union)."""
-    from bevlm.registry import DATASETS
-
     tr = cfg.train_dataloader.dataset
     tr = tr.to_dict() if hasattr(tr, "to_dict") else dict(tr)
     members = tr["datasets"] if tr.get("type") == "ConcatDataset" else [tr]
@@ -90,80 +124,88 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
                   train_qa: list | None = None) -> nn.Module:
     """Apply the variant's switches to ``model`` in place and return it.
 
+    The ``test_cfg`` keys go through :meth:`BEVVLM.set_test_cfg` (the only way a built model's
+    test-time behaviour changes), ``qa_policy`` through :meth:`BEVVLM.set_qa_policy`; the weight
+    transformations (``quant``, then ``llm_dtype``) follow; a ``speculative`` switch is resolved
+    last (its skip-set search runs on the transformed LLM) and set as ``test_cfg.speculative``.
+
     Args:
         model: a trained :class:`BEVVLM` in eval mode.
         spec: the variant (see the module docstring); unknown keys raise.
         calib: calibration frames (``CalibFrame`` s) from
             :func:`bevlm.inference.ptq.calibration_prefixes` (GPTQ, skip-layer search).
+        log: message sink.
         train_qa: the training split's QA, one list of ``QAItem`` per frame; the corpus of
             the speculative ``datastore`` (answers formatted by the variant's QA policy).
+
+    Returns:
+        ``model``.
     """
-    unknown = set(spec) - set(VARIANT_KEYS)
-    if unknown:
-        raise KeyError(f"unknown variant keys {sorted(unknown)}; allowed: {VARIANT_KEYS}")
-    from bevlm.inference.pruning import PruningSetting
-    from bevlm.inference.qa_policy import QAPolicy, apply_system_prompt
-
+    check_variant(spec)
     model.eval()
-    if "pruning" in spec:
-        model.pruning = PruningSetting(**spec["pruning"])
+    overrides = {k: v for k, v in spec.items() if k in TestConfig.keys() and k != "speculative"}
+    model.set_test_cfg(overrides)
     if "qa_policy" in spec:
-        model.qa_policy = QAPolicy(**spec["qa_policy"])
-        apply_system_prompt(model.llm, model.qa_policy.template)
-    if "batch_questions" in spec:
-        model.batch_questions = bool(spec["batch_questions"])
-    if "stream_temporal" in spec:
-        model.stream_temporal = bool(spec["stream_temporal"])
-    if "repetition_stop" in spec:
-        from bevlm.models.llm.stopping import build_stop_rule
-
-        model.llm.stop_rule = build_stop_rule(spec["repetition_stop"])
-    if "share_prompt_cache" in spec:
-        model.llm.share_text_prefix = bool(spec["share_prompt_cache"])
+        model.set_qa_policy(spec["qa_policy"])
     if spec.get("quant"):
-        from bevlm.inference.ptq import quantize_bevvlm
-
         report = quantize_bevvlm(model, calib=calib, **spec["quant"])
         log(report.table())
     if spec.get("llm_dtype"):  # after quantisation: calibration and int4 codes come from the fp32 weights
         cast_llm_(model.llm, spec["llm_dtype"])
-    if spec.get("speculative"):
-        from bevlm.inference.speculative import SelfSpeculativeDecoder, search_skip_layers
-
-        sp = dict(spec["speculative"])
-        skip = sp.pop("skip_layers", None)
-        max_skip = sp.pop("max_skip", model.llm.num_layers // 2)
-        search_cfg = sp.pop("search", None) or {}
-        if skip is None and sp.get("use_layer_skip", True):
-            items = []
-            for frame in calib or []:
-                cache = model.llm.prefill(frame.prefix)
-                items += [(cache, q) for q in frame.questions[:4]]
-            result = search_skip_layers(model.llm, items, max_skip=max_skip, **search_cfg)
-            skip = list(result.skip_layers)
-            log(f"speculative: searched skip set {skip}")
-            if not skip:  # no set pays off: a drafter skipping nothing is the full model
-                sp["use_layer_skip"] = False
-                log("speculative: no layer set pays off; drafting by lookup only")
-        store_cfg = sp.pop("datastore", None)
-        if store_cfg is not None:
-            sp["datastore"] = answer_datastore(model, train_qa, **store_cfg)
-            log(f"speculative: answer datastore of {sp['datastore'].num_sequences} answers, "
-                f"{len(sp['datastore'])} n-grams")
-        model.decoder = SelfSpeculativeDecoder(model.llm, skip_layers=skip or [], **sp)
+    if "speculative" in spec:
+        speculative = spec["speculative"]
+        if speculative:
+            speculative = resolve_speculative(model, speculative, calib, log=log, train_qa=train_qa)
+        model.set_test_cfg(dict(speculative=speculative or None))
     return model
+
+
+def resolve_speculative(model: nn.Module, spec: dict, calib: list | None, log=print,
+                        train_qa: list | None = None) -> dict:
+    """Turn a variant's ``speculative`` switch into :class:`SelfSpeculativeDecoder` arguments.
+
+    ``skip_layers=None`` with layer skipping searches a skip set on the calibration frames
+    (``max_skip``, ``search``: arguments of :func:`search_skip_layers`); ``datastore`` (a dict of
+    :func:`answer_datastore` options) builds the n-gram table of the training answers.
+
+    Args:
+        model: the variant's :class:`BEVVLM` (weights already transformed).
+        spec: the ``speculative`` switch.
+        calib: calibration frames (for the search).
+        log: message sink.
+        train_qa: training QA (for the datastore).
+
+    Returns:
+        The decoder arguments (``skip_layers`` a list, ``datastore`` an :class:`NgramDatastore`).
+    """
+    sp = dict(spec)
+    skip = sp.pop("skip_layers", None)
+    max_skip = sp.pop("max_skip", model.llm.num_layers // 2)
+    search_cfg = sp.pop("search", None) or {}
+    if skip is None and sp.get("use_layer_skip", True):
+        items = []
+        for frame in calib or []:
+            cache = model.llm.prefill(frame.prefix)
+            items += [(cache, q) for q in frame.questions[:4]]
+        result = search_skip_layers(model.llm, items, max_skip=max_skip, **search_cfg)
+        skip = list(result.skip_layers)
+        log(f"speculative: searched skip set {skip}")
+        if not skip:  # no set pays off: a drafter skipping nothing is the full model
+            sp["use_layer_skip"] = False
+            log("speculative: no layer set pays off; drafting by lookup only")
+    store_cfg = sp.pop("datastore", None)
+    if store_cfg is not None:
+        sp["datastore"] = answer_datastore(model, train_qa, **store_cfg)
+        log(f"speculative: answer datastore of {sp['datastore'].num_sequences} answers, "
+            f"{len(sp['datastore'])} n-grams")
+    sp["skip_layers"] = list(skip or [])
+    return sp
 
 
 def cast_llm_(llm: nn.Module, dtype_name: str) -> nn.Module:
     """Run ``llm`` in another float dtype, in place: every parameter is cast; buffers are not (the
     rotary frequencies stay fp32, as HF keeps them) and int4 layers keep their stored codes and
     fp16 scales (their dequantised runtime copy follows the input dtype)."""
-    import torch
-
-    from bevlm.inference.quantization import QuantLinear4
-    from bevlm.inference.quantization.quant_embedding import QuantEmbedding4
-    from bevlm.inference.quantization.quant_embedding8 import QuantEmbedding8, TiedInt8Head
-
     dtype = getattr(torch, str(dtype_name).removeprefix("torch."), None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"variant llm_dtype={dtype_name!r} is not a torch float dtype "
@@ -190,11 +232,6 @@ def answer_datastore(model: nn.Module, train_qa: list | None, max_ngram: int = 4
     Raises:
         ValueError: no training QA given.
     """
-    from bevlm.inference.qa_policy import blocks_for_policy
-    from bevlm.inference.speculative import NgramDatastore
-    from bevlm.inference.speculative.ngram import question_key
-    from bevlm.models.llm.prompt import encode
-
     if not train_qa:
         raise ValueError("speculative.datastore needs the training split's QA (train_qa); "
                          "remove `datastore` from the variant or pass train_qa")

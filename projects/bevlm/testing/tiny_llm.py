@@ -6,13 +6,21 @@ chat template and special tokens copy SmolLM2-Instruct's ChatML layout, so the
 prompt code paths exercised by tests are the ones used by the real model.
 
 The wrapping into a ``transformers`` tokenizer happens in
-:mod:`bevlm.models.llm.loading` (the only place that imports ``transformers``).
+:mod:`bevlm.models.llm.loading`. Importing this module registers :func:`build_tiny_llama` in
+``bevlm.registry.FUNCTIONS``, so an LLM config can name it
+(``llm=dict(type='HFCausalLM', builder=dict(type='build_tiny_llama', config=...))`` or the
+``tiny_config`` shorthand); the production package never imports this module.
 """
 from __future__ import annotations
 
 import functools
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from torch import nn
+
+from bevlm.models.llm.loading import fast_tokenizer_from_json
+from bevlm.registry import FUNCTIONS
 
 #: Size of the tiny vocabulary; ``TINY_LLAMA_CONFIG['vocab_size']`` equals it.
 TINY_VOCAB_SIZE = 600
@@ -115,8 +123,6 @@ def tiny_tokenizer():
         (id 0), bos ``<|im_start|>`` (id 1), eos ``<|im_end|>`` (id 2), pad
         ``<|pad|>`` (id 3), as in SmolLM2-Instruct, and a ChatML template.
     """
-    from bevlm.models.llm.loading import fast_tokenizer_from_json
-
     return fast_tokenizer_from_json(
         _trained_tokenizer_json(),
         bos_token="<|im_start|>",
@@ -124,3 +130,31 @@ def tiny_tokenizer():
         pad_token="<|pad|>",
         unk_token="<|endoftext|>",
         chat_template=TINY_CHAT_TEMPLATE)
+
+
+@FUNCTIONS.register_module()
+def build_tiny_llama(config: dict, torch_dtype: torch.dtype = torch.float32,
+                     attn_implementation: str = "sdpa") -> tuple[nn.Module, object]:
+    """A randomly initialised ``LlamaForCausalLM`` plus the tiny test tokenizer.
+
+    Args:
+        config: ``LlamaConfig`` keyword arguments (e.g. :data:`TINY_LLAMA_CONFIG`).
+        torch_dtype: parameter dtype.
+        attn_implementation: ``'sdpa'`` or ``'eager'``.
+
+    Returns:
+        ``(model, tokenizer)``.
+
+    Raises:
+        ValueError: the config's vocabulary is smaller than the tokenizer's.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM  # heavy optional dependency, loaded on use
+
+    tokenizer = tiny_tokenizer()
+    llama_config = LlamaConfig(**config)
+    if llama_config.vocab_size < len(tokenizer):
+        raise ValueError(f"tiny_config['vocab_size']={llama_config.vocab_size} < {len(tokenizer)} tokens of the "
+                         "tiny tokenizer; fix the 'vocab_size' key of tiny_config")
+    llama_config._attn_implementation = attn_implementation
+    model = LlamaForCausalLM(llama_config)
+    return model.to(torch_dtype), tokenizer

@@ -25,7 +25,9 @@ import torch
 
 from bevlm.models.llm import HFCausalLM, PrefixCache
 from bevlm.models.llm.generation import fork_cache, lm_device
+from bevlm.registry import TASK_UTILS
 
+from .batched import speculative_batch_from_cache
 from .layer_skip import LayerSkipModel, crop_cache
 from .ngram import NgramDatastore, ngram_propose, question_key
 
@@ -71,8 +73,12 @@ class SpecStats:
         return dict(asdict(self), acceptance=self.acceptance, tokens_per_full_forward=self.tokens_per_full_forward)
 
 
+@TASK_UTILS.register_module()
 class SelfSpeculativeDecoder:
     """Greedy-exact self-speculative decoder over an :class:`HFCausalLM`.
+
+    Also a :class:`bevlm.models.qa.decoding.FrameDecoder` (:meth:`decode`): a model built with
+    ``test_cfg.speculative=dict(...)`` builds it by name from ``bevlm.registry.TASK_UTILS``.
 
     Args:
         llm: the wrapper (its ``lm``, ``_query_ids`` and ``prompt.stop_ids`` are used).
@@ -182,8 +188,6 @@ class SelfSpeculativeDecoder:
                            max_new_tokens: int | list[int] = 48) -> list[list[int]]:
         """Greedy ids of several questions of one frame, decoded as one batch with model-free
         drafts (:mod:`.batched`); identical to ``HFCausalLM.generate_ids`` per question."""
-        from .batched import speculative_batch_from_cache
-
         return speculative_batch_from_cache(self, cache, questions, max_new_tokens)
 
     def _lookup(self, history: list[int], limit: int, answer: list[int], key: str | None) -> tuple[list[int], str]:
@@ -306,3 +310,28 @@ class SelfSpeculativeDecoder:
                context_ids: list[int] | None = None) -> str:
         """Decoded answer text of :meth:`generate_ids`."""
         return self.llm.decode_ids(self.generate_ids(cache, question, max_new_tokens, context_ids))
+
+    def decode(self, cache: PrefixCache, texts: list[str], budgets: list[int]) -> list[list[int]]:
+        """Greedy ids of a frame's question blocks (the ``FrameDecoder`` interface).
+
+        With ``batched`` all blocks are drafted and verified as one batch; otherwise they are
+        decoded one by one, each given the ids of the earlier blocks' questions and answers as
+        lookup context (c-tags and answer templates repeat across a frame's QA; the model never
+        sees this context). Either way every block gets its plain greedy ids.
+
+        Args:
+            cache: the frame's prefix cache (not mutated).
+            texts: question blocks, in the order they are asked.
+            budgets: max new tokens of each block.
+
+        Returns:
+            One list of generated ids per block.
+        """
+        if self.batched:
+            return self.generate_ids_batch(cache, texts, budgets)
+        ids: list[list[int]] = []
+        context: list[int] = []
+        for text, budget in zip(texts, budgets):
+            ids.append(self.generate_ids(cache, text, budget, context_ids=context))
+            context = context + list(self.llm.tokenizer(text, add_special_tokens=False)["input_ids"]) + ids[-1]
+        return ids

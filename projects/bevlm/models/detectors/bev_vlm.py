@@ -7,12 +7,16 @@ import torch
 from mmengine.model import BaseModel
 from torch import nn
 
-from bevlm.inference.qa_policy import QAPolicy, answer_frame, apply_system_prompt, blocks_for_policy
 from bevlm.registry import MODELS
 from bevlm.structures import EgoMotion
 from bevlm.utils import Stopwatch, count_flops
+
+from ..heads.text_trajectory import TRAJ_QUESTION, format_waypoints, parse_waypoints
 from ..llm.stopping import build_stop_rule
+from ..pruning import prefill_with_setting, prune_visual_tokens
+from ..qa import QAPolicy, answer_frame, apply_system_prompt, blocks_for_policy, build_frame_decoder
 from ..temporal_cache import TemporalBEVCache
+from .test_cfg import TestConfig
 
 VISION_MODES = ("bev", "camera", "blind")
 TEMPORAL_FUSIONS = ("bev", "tokens")
@@ -42,30 +46,16 @@ class BEVVLM(BaseModel):
         aux_head: optional dense BEV head trained from GT boxes (``vision='bev'``).
         use_ego_status: add the ego state (speed, acceleration, yaw rate) as one token.
         ego_status_dims: length of ``data_sample.ego_status``.
-        stream_temporal: at test time keep the previous BEV per scene (streaming) instead of
-            recomputing the history queue.
-        max_new_tokens: default answer length budget at test time.
-        family_max_new_tokens: per question family budgets (families of
-            :mod:`bevlm.structures.qa_families`), e.g. long c-tag lists vs. "Yes."/"No.".
-        repetition_stop: loop stop rule for every decoded answer,
-            ``dict(max_period, min_repeats, min_span)`` of
-            :class:`bevlm.models.llm.stopping.RepetitionStop` (an answer that ends in a block
-            repeated back to back stops there, one copy kept); None decodes to the budget.
-        share_prompt_cache: prefill the prompt text before the visual slot (system turn, chat
-            markers) once per model and reuse its KV cache for every frame, so a frame's
-            prefill runs only its own prefix embeddings (:meth:`HFCausalLM.text_cache`; the
-            one-time fill is not counted in any frame's time or FLOPs).
-        count_flops_frames: count FLOPs (FlopCounterMode) on the first N test batches.
-        batch_questions: decode all questions of a frame as one batch over the shared prefix
-            cache (same greedy answers, much faster on bandwidth-bound CPUs).
-        qa_policy: config of :class:`bevlm.inference.qa_policy.QAPolicy`: 'full' (one round per
+        qa_policy: config of :class:`bevlm.models.qa.policy.QAPolicy`: 'full' (one round per
             question, default), 'three_rounds' (perception / prediction / planning+behavior,
             several questions per structured round), 'single'; also the prompt template.
-            Training uses the same format (``blocks_for_policy``).
-        pruning: config of :class:`bevlm.inference.pruning.PruningSetting` (test time only):
-            ``encoder_layers`` (BEV encoder early exit), ``bev_keep_ratio`` (drop visual tokens
-            with low auxiliary occupancy before the LLM), ``fastv_keep_ratio`` / ``fastv_layer``
-            (FastV-style pruning by LLM attention). Defaults change nothing.
+            One source of truth for both phases: training builds its blocks with it
+            (``blocks_for_policy``) and testing asks and parses in the same format
+            (``answer_frame``); change it on a built model only with :meth:`set_qa_policy`.
+        test_cfg: test-time settings (decoding budgets, stop rule, batching, shared prompt
+            cache, streaming, FLOP counting, pruning, speculative decoding), a dict of
+            :class:`~bevlm.models.detectors.test_cfg.TestConfig` (unknown keys raise); change
+            them on a built model only with :meth:`set_test_cfg`.
         temporal_fusion: how a BEV model uses the T frames of its queue: ``'bev'`` (BEVFormer:
             the previous BEV enters temporal self-attention, the LLM sees one frame's tokens) or
             ``'tokens'`` (image-level, the way VLMs take video: each frame's BEV is encoded
@@ -75,7 +65,6 @@ class BEVVLM(BaseModel):
         traj_source: ``'head'`` (trajectory tokens + MLP, one forward; needs ``traj_head``) or
             ``'text'`` (the LLM is trained to write the waypoints as an extra QA block and they
             are decoded and parsed at test time, :mod:`bevlm.models.heads.text_trajectory`).
-        traj_max_new_tokens: decode budget of the text trajectory.
         domain_adapters: multi-LoRA over data domains: ``{domain: adapter name}`` (the names
             among ``llm.adapter_names``); each sample's ``domain`` (set by its dataset) selects
             its adapter at train and test time. None = the LLM's active adapter for all.
@@ -87,14 +76,16 @@ class BEVVLM(BaseModel):
                  vision: str = "bev", img_backbone: dict | None = None, img_neck: dict | None = None,
                  bev_encoder: dict | None = None, camera_tokens: dict | None = None,
                  aux_head: dict | None = None, use_ego_status: bool = True, ego_status_dims: int = 5,
-                 stream_temporal: bool = True, max_new_tokens: int = 48, loss_lm_weight: float = 1.0,
-                 family_max_new_tokens: dict | None = None, repetition_stop: dict | None = None,
-                 share_prompt_cache: bool = False, count_flops_frames: int = 2,
-                 batch_questions: bool = True, qa_policy: dict | None = None,
-                 pruning: dict | None = None, temporal_fusion: str = "bev", num_frames: int = 1,
-                 traj_source: str = "head", traj_max_new_tokens: int = 80,
-                 domain_adapters: dict | None = None,
-                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
+                 loss_lm_weight: float = 1.0, qa_policy: dict | None = None,
+                 temporal_fusion: str = "bev", num_frames: int = 1, traj_source: str = "head",
+                 domain_adapters: dict | None = None, test_cfg: dict | None = None,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
+        if unknown:
+            moved = sorted(set(unknown) & set(TestConfig.keys()))
+            if moved:
+                raise TypeError(f"BEVVLM: {moved} are test-time settings: set them under model.test_cfg "
+                                f"(e.g. model.test_cfg.{moved[0]}), not on the model")
+            raise TypeError(f"BEVVLM: unknown arguments {sorted(unknown)}; fix the model config")
         if data_preprocessor is None:
             data_preprocessor = dict(type="BEVVLMDataPreprocessor")
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -109,14 +100,11 @@ class BEVVLM(BaseModel):
             raise ValueError(f"traj_source must be one of {TRAJ_SOURCES} ('head' needs traj_head), got "
                              f"{traj_source!r} with traj_head={traj_head}")
         self.traj_source = traj_source
-        self.traj_max_new_tokens = int(traj_max_new_tokens)
         self.domain_adapters = dict(domain_adapters) if domain_adapters else None
         self.vision = vision
         self.temporal_fusion = temporal_fusion
         self.num_frames = int(num_frames)
         self.llm = MODELS.build(llm)
-        self.llm.stop_rule = build_stop_rule(repetition_stop)
-        self.llm.share_text_prefix = bool(share_prompt_cache)
         width = self.llm.hidden_size
         self.img_backbone = MODELS.build(img_backbone) if vision != "blind" else None
         self.img_neck = MODELS.build(img_neck) if vision != "blind" and img_neck else None
@@ -142,24 +130,81 @@ class BEVVLM(BaseModel):
             traj_head = dict(traj_head)
             traj_head.setdefault("hidden_size", width)
             self.traj_head = MODELS.build(traj_head)
-        self.stream_temporal = stream_temporal
-        self.max_new_tokens = max_new_tokens
         self.loss_lm_weight = loss_lm_weight
         self.temporal_cache = TemporalBEVCache()
-        self.count_flops_frames = count_flops_frames
-        self.batch_questions = batch_questions
-        self.decoder = None  # optional batch-1 decoder (e.g. self-speculative), set by the toolkit
-        self.family_max_new_tokens = dict(family_max_new_tokens or {})
-        self.qa_policy = QAPolicy(**(qa_policy or {}))
-        from bevlm.inference.pruning import PruningSetting  # lazy: pruning imports models.llm
-
-        self.pruning = PruningSetting(**(pruning or {}))
         if self.domain_adapters:
             unknown = set(self.domain_adapters.values()) - set(self.llm.adapter_names)
             if unknown:
                 raise ValueError(f"domain_adapters names adapters {sorted(unknown)} that the LLM does not have "
                                  f"(llm.adapter_names={self.llm.adapter_names}); add them to llm.adapter_names")
+        self.set_qa_policy(qa_policy)
+        self._test_cfg = TestConfig()
+        self.frame_decoder = None
+        self.set_test_cfg(test_cfg or {})
+        self._flop_calls = 0
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def test_cfg(self) -> TestConfig:
+        """The test-time settings (read-only; change them with :meth:`set_test_cfg`)."""
+        return self._test_cfg
+
+    def set_test_cfg(self, overrides: dict) -> TestConfig:
+        """Override test-time settings and rebuild what derives from them: the one way to change
+        how a built model is run (inference variants go through it).
+
+        The LLM's loop stop rule and shared prompt-cache switch and the frame decoder
+        (greedy batched / greedy batch-1 / self-speculative, built by name from
+        ``bevlm.registry.TASK_UTILS``) are rebuilt; pruning and budgets are read at predict time.
+
+        Args:
+            overrides: ``test_cfg`` keys and their new values (merged into the current ones;
+                a ``pruning`` dict replaces the whole pruning setting).
+
+        Returns:
+            The new :class:`TestConfig`.
+
+        Raises:
+            KeyError: an unknown key (the message lists the valid ones).
+            ValueError: ``speculative`` arguments the decoder does not take.
+        """
+        cfg = self._test_cfg.merged(overrides)
+        decoder_cfg = cfg.decoder_cfg()
+        try:
+            decoder = build_frame_decoder(self.llm, decoder_cfg)
+        except TypeError as err:
+            if cfg.speculative is None:
+                raise
+            raise ValueError(f"model.test_cfg.speculative={cfg.speculative} is not a set of SelfSpeculativeDecoder "
+                             f"arguments ({err}); give skip_layers (a list, [] for none) and decoder options; a "
+                             "skip-set search or an answer datastore is resolved by an inference variant "
+                             "(bevlm.inference.variants, tools/test.py --variant)") from err
+        self.llm.stop_rule = build_stop_rule(cfg.repetition_stop)
+        self.llm.share_text_prefix = cfg.share_prompt_cache
+        self.frame_decoder = decoder
+        self._test_cfg = cfg
+        return cfg
+
+    def set_qa_policy(self, qa_policy: dict | None) -> QAPolicy:
+        """Set the QA-round policy (training blocks and test-time rounds) and re-derive the LLM's
+        prompt for its system turn.
+
+        The policy is a training-time format choice too: change it on a trained model only to
+        ask it in another format on purpose (e.g. a variant comparing formats).
+
+        Args:
+            qa_policy: :class:`QAPolicy` arguments (None = the default ``'full'`` policy).
+
+        Returns:
+            The new policy.
+        """
+        self.qa_policy = QAPolicy(**(qa_policy or {}))
         apply_system_prompt(self.llm, self.qa_policy.template)
+        return self.qa_policy
+
+    def reset_test_state(self) -> None:
+        """Forget the streamed temporal state and restart FLOP counting (a fresh test run)."""
+        self.temporal_cache.reset()
         self._flop_calls = 0
 
     # ------------------------------------------------------------------ vision
@@ -174,7 +219,7 @@ class BEVVLM(BaseModel):
     def _frame_bev(self, imgs_t, ego2img_t, img_shape, prev_bev, motion, num_layers=None):
         feats = self.extract_img_feats(imgs_t)
         if num_layers is None and not self.training:
-            num_layers = self.pruning.encoder_layers  # early exit (test time only)
+            num_layers = self.test_cfg.pruning.encoder_layers  # early exit (test time only)
         return self.bev_encoder(feats, ego2img_t, img_shape, prev_bev=prev_bev, ego_motion=motion,
                                 num_layers=num_layers)
 
@@ -303,7 +348,6 @@ class BEVVLM(BaseModel):
         losses = {}
         blocks = [blocks_for_policy(s.qa, self.qa_policy) for s in data_samples]
         if self.traj_source == "text":  # the trajectory as one more QA block (all waypoints known)
-            from bevlm.models.heads.text_trajectory import TRAJ_QUESTION, format_waypoints
             for blk, s in zip(blocks, data_samples):
                 if bool(s.gt_traj_mask.all()):
                     blk.append((TRAJ_QUESTION, format_waypoints(s.gt_traj)))
@@ -362,7 +406,8 @@ class BEVVLM(BaseModel):
         ``efficiency`` (per-frame seconds of encoder / prefill / decode, generated tokens, and,
         for the first ``count_flops_frames`` calls, FLOPs of encoder and prefill).
         """
-        streaming = self.stream_temporal and self.vision == "bev" and self.temporal_fusion == "bev"
+        test_cfg = self.test_cfg
+        streaming = test_cfg.stream_temporal and self.vision == "bev" and self.temporal_fusion == "bev"
         b = len(data_samples)
         watch = Stopwatch()
         if streaming:  # not part of a streamed frame's cost: reported apart as history_s
@@ -370,22 +415,20 @@ class BEVVLM(BaseModel):
                 self.fill_temporal_cache(imgs, data_samples)
             imgs = imgs[:, -1:]
         flops = {}
-        counting = self._flop_calls < self.count_flops_frames
+        counting = self._flop_calls < test_cfg.count_flops_frames
         self._flop_calls += 1
         with watch.phase("encoder"), (count_flops(self) if counting else nullcontext({})) as enc_flops:
             vis, bev = self.visual_tokens(imgs, data_samples, streaming=streaming)
             if vis is not None:
-                from bevlm.inference.pruning import prune_visual_tokens
-                if self.temporal_fusion == "tokens" and self.pruning.bev_keep_ratio < 1.0:
-                    raise ValueError("pruning.bev_keep_ratio ranks one frame's tokens; it does not apply to "
-                                     "temporal_fusion='tokens' (use fastv_keep_ratio)")
-                vis = prune_visual_tokens(self, vis, bev, self.pruning)
+                if self.temporal_fusion == "tokens" and test_cfg.pruning.bev_keep_ratio < 1.0:
+                    raise ValueError("test_cfg.pruning.bev_keep_ratio ranks one frame's tokens; it does not apply "
+                                     "to temporal_fusion='tokens' (use fastv_keep_ratio)")
+                vis = prune_visual_tokens(self, vis, bev, test_cfg.pruning)
             prefix = self.build_prefix(vis, data_samples)
         n_vis = 0 if vis is None else vis.shape[1]
         if counting:
             flops["encoder"] = enc_flops["flops"] / b
             flops["prefill"] = 0
-        from bevlm.inference.pruning import prefill_with_setting
         for i, sample in enumerate(data_samples):
             adapter = self.adapter_for(sample)
             if adapter is not None:
@@ -393,15 +436,14 @@ class BEVVLM(BaseModel):
             if self.llm.share_text_prefix:
                 self.llm.text_cache()  # filled once per model / adapter, then reused
             with watch.phase("prefill"), (count_flops(self) if counting else nullcontext({})) as pre_flops:
-                cache = prefill_with_setting(self.llm, prefix[i:i + 1], (0, n_vis), self.pruning)
+                cache = prefill_with_setting(self.llm, prefix[i:i + 1], (0, n_vis), test_cfg.pruning)
             if counting:
                 flops["prefill"] += pre_flops["flops"] / b
             with watch.phase("traj"):
                 traj_tokens = self._predict_traj(sample, cache)
             with watch.phase("decode"):
-                res = answer_frame(self.llm, cache, sample.qa, self.qa_policy, self.max_new_tokens,
-                                   self.family_max_new_tokens, batch=self.batch_questions,
-                                   decoder=self.decoder)
+                res = answer_frame(self.llm, cache, sample.qa, self.qa_policy, test_cfg.max_new_tokens,
+                                   test_cfg.family_max_new_tokens, decoder=self.frame_decoder)
             sample.pred_answers = res.answers
             n_tokens = res.tokens
             sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa), "rounds": res.rounds,
@@ -420,8 +462,7 @@ class BEVVLM(BaseModel):
                 head_dtype = next(self.traj_head.parameters()).dtype  # the LLM may run in another dtype
                 sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:].to(head_dtype))[0].float().cpu()
             return 0
-        from bevlm.models.heads.text_trajectory import TRAJ_QUESTION, parse_waypoints
-        ids = self.llm.generate_ids(cache, TRAJ_QUESTION, self.traj_max_new_tokens)
+        ids = self.llm.generate_ids(cache, TRAJ_QUESTION, self.test_cfg.traj_max_new_tokens)
         horizon = int(sample.gt_traj.shape[0]) if "gt_traj" in sample else 6
         sample.pred_traj, sample.traj_text_ok = parse_waypoints(self.llm.decode_ids(ids), horizon)
         return len(ids) + 1

@@ -29,7 +29,7 @@ class PrefixCache:
             by :func:`greedy_from_cache`.
         prefix_len: position id of the first token after the prefix, ``T0 + P`` (prefix
             text + the caller's prefix embeddings); equals the number of cached entries unless
-            prefix tokens were pruned (see :mod:`bevlm.inference.pruning`).
+            prefix tokens were pruned (see :mod:`bevlm.models.pruning`).
         hidden_prefix: ``[1, P, D]`` last-layer hidden states at the caller's
             P prefix positions (the trajectory head reads the last K).
     """

@@ -12,17 +12,42 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from bevlm.registry import MODELS
+from bevlm.registry import FUNCTIONS, MODELS
 
 from . import adapters
 from .batched_generation import greedy_batch_from_cache
 from .generation import PrefixCache, fork_cache, greedy_from_cache, greedy_no_cache, lm_device, prefill
-from .loading import build_tiny, load_pretrained, resolve_dtype
+from .loading import load_pretrained, resolve_dtype
 from .packing import IGNORE_INDEX, additive_mask, build_packed_batch
 from .prompt import block_ids, chat_layout, prompt_tokens
 from .stopping import RepetitionStop
 
 _ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def run_builder(builder: dict, torch_dtype: torch.dtype, attn_implementation: str) -> tuple[nn.Module, object]:
+    """Build ``(model, tokenizer)`` with a function registered in ``bevlm.registry.FUNCTIONS``.
+
+    Args:
+        builder: ``dict(type=<registered name>, **kwargs)``.
+        torch_dtype: parameter dtype, passed on.
+        attn_implementation: ``'sdpa'`` or ``'eager'``, passed on.
+
+    Returns:
+        ``(model, tokenizer)`` as the builder returns them.
+
+    Raises:
+        KeyError: no builder of that name is registered.
+    """
+    kwargs = dict(builder)
+    name = kwargs.pop("type", None)
+    fn = FUNCTIONS.get(name) if isinstance(name, str) else None
+    if fn is None:
+        hint = " (the tiny test LLM: import bevlm.testing first, or add custom_imports=dict(imports=" \
+               "['bevlm.testing']) to the config)" if name == "build_tiny_llama" else ""
+        raise KeyError(f"HFCausalLM: llm builder type={name!r} is not registered in bevlm.registry.FUNCTIONS"
+                       f"{hint}; fix the llm 'builder' / 'tiny_config' key")
+    return fn(torch_dtype=torch_dtype, attn_implementation=attn_implementation, **kwargs)
 
 
 @MODELS.register_module()
@@ -38,8 +63,14 @@ class HFCausalLM(BaseModule):
             directory, or a hub id already in the local HF cache.
         gguf_file: GGUF file name inside ``pretrained`` (default for
             ``'smollm2'``: the Q4_1 file it ships).
-        tiny_config: ``LlamaConfig`` kwargs of a random model plus the tiny
-            test tokenizer (tests); ``pretrained`` is then ignored.
+        builder: ``dict(type=<function registered in bevlm.registry.FUNCTIONS>, **kwargs)``
+            building ``(model, tokenizer)``; called with ``kwargs``, ``torch_dtype`` and
+            ``attn_implementation``. ``pretrained`` is then ignored. E.g. the random tiny
+            Llama of the tests, ``dict(type='build_tiny_llama', config=...)``, which
+            :mod:`bevlm.testing` registers (import it, or ``custom_imports`` in a config).
+        tiny_config: shorthand for ``builder=dict(type='build_tiny_llama', config=tiny_config)``.
+        lm, tokenizer: an already built ``*ForCausalLM`` and its tokenizer (both or
+            neither); ``pretrained`` is then ignored.
         lora: ``dict(r, alpha, dropout, target_modules)`` for peft LoRA, or
             None for no adapters.
         adapter_names: names of several LoRA adapters on the one base
@@ -60,6 +91,9 @@ class HFCausalLM(BaseModule):
                  pretrained: str = "smollm2",
                  gguf_file: str | None = None,
                  tiny_config: dict | None = None,
+                 builder: dict | None = None,
+                 lm: nn.Module | None = None,
+                 tokenizer=None,
                  lora: dict | None = None,
                  adapter_names: list[str] | None = None,
                  freeze_base: bool = True,
@@ -76,7 +110,17 @@ class HFCausalLM(BaseModule):
             raise ValueError("HFCausalLM: adapter_names is set but lora is None; set the 'lora' dict too")
         dtype = resolve_dtype(torch_dtype)
         if tiny_config is not None:
-            lm, tokenizer = build_tiny(tiny_config, dtype, attn_implementation)
+            if builder is not None:
+                raise ValueError("HFCausalLM: give either tiny_config or builder, not both")
+            builder = dict(type="build_tiny_llama", config=tiny_config)
+        if (lm is None) != (tokenizer is None):
+            raise ValueError("HFCausalLM: pass lm and tokenizer together (an injected model needs its tokenizer)")
+        if lm is not None:
+            if builder is not None:
+                raise ValueError("HFCausalLM: give either an injected lm/tokenizer or a builder, not both")
+            lm = lm.to(dtype)
+        elif builder is not None:
+            lm, tokenizer = run_builder(builder, dtype, attn_implementation)
         else:
             lm, tokenizer = load_pretrained(pretrained, gguf_file, dtype, attn_implementation)
         self.tokenizer = tokenizer

@@ -5,7 +5,8 @@ Three sources, never a download:
     (one GGUF file, dequantised to float weights by ``transformers``);
   * a local directory (HF format, or GGUF with ``gguf_file``);
   * a hub id already in the local HF cache (``local_files_only=True``).
-Tests instead build a random Llama from a config dict (``build_tiny``).
+Tests instead inject a model + tokenizer, or name a builder registered in
+``bevlm.registry.FUNCTIONS`` (the tiny random Llama of :mod:`bevlm.testing`).
 """
 from __future__ import annotations
 
@@ -94,33 +95,6 @@ def load_pretrained(pretrained: str, gguf_file: str | None, torch_dtype: torch.d
             model.hf_quantizer = None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(torch_dtype), tokenizer
-
-
-def build_tiny(tiny_config: dict, torch_dtype: torch.dtype,
-               attn_implementation: str) -> tuple[nn.Module, object]:
-    """A randomly initialised ``LlamaForCausalLM`` plus the tiny test tokenizer.
-
-    Args:
-        tiny_config: ``LlamaConfig`` keyword arguments (e.g.
-            :data:`bevlm.testing.TINY_LLAMA_CONFIG`).
-        torch_dtype: parameter dtype.
-        attn_implementation: ``'sdpa'`` or ``'eager'``.
-
-    Returns:
-        ``(model, tokenizer)``.
-    """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from bevlm.testing import tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
-    config = LlamaConfig(**tiny_config)
-    if config.vocab_size < len(tokenizer):
-        raise ValueError(f"tiny_config['vocab_size']={config.vocab_size} < {len(tokenizer)} tokens of the tiny "
-                         "tokenizer; fix the 'vocab_size' key of tiny_config")
-    config._attn_implementation = attn_implementation
-    model = LlamaForCausalLM(config)
     return model.to(torch_dtype), tokenizer
 
 

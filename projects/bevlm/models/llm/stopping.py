@@ -35,7 +35,7 @@ class RepetitionStop:
         if self.max_period < 1 or self.min_repeats < 2 or self.min_span < 1:
             raise ValueError(f"RepetitionStop: need max_period >= 1, min_repeats >= 2 and min_span >= 1, "
                              f"got {self.max_period}, {self.min_repeats}, {self.min_span}; fix "
-                             f"model.repetition_stop in the config")
+                             f"model.test_cfg.repetition_stop in the config")
 
     def repeats_needed(self, period: int) -> int:
         return max(self.min_repeats, -(-self.min_span // period))
@@ -64,5 +64,5 @@ def build_stop_rule(cfg: dict | None) -> RepetitionStop | None:
     cfg = dict(cfg)
     kind = cfg.pop("type", "RepetitionStop")
     if kind != "RepetitionStop":
-        raise ValueError(f"unknown stop rule type {kind!r} in model.repetition_stop; use 'RepetitionStop' or None")
+        raise ValueError(f"unknown stop rule type {kind!r} in model.test_cfg.repetition_stop; use 'RepetitionStop' or None")
     return RepetitionStop(**cfg)

@@ -37,7 +37,7 @@ class PromptTemplate:
     Args:
         system: text of the system turn; None keeps the LLM wrapper's own ``system_prompt``
             (the default, i.e. no change). Apply a string with
-            :func:`bevlm.inference.qa_policy.apply_system_prompt`.
+            :func:`bevlm.models.qa.policy.apply_system_prompt`.
         question_prefix: text before every question block (before ``Q1:`` in a round).
         question_suffix: text after every question block.
         round_instruction: one line put before the numbered questions of a round
@@ -167,7 +167,7 @@ def parse_round_answer(text: str, n: int, tag: str = "A") -> list[str]:
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 _MC_LETTER = re.compile(r"^\s*\(?([A-D])\b(?:\)|\.(?=\s|$)|(?=\s|$))")
 
-#: Families whose DriveLM answers are one short sentence (DRIVELM_SPEC.md section 2: the YN
+#: Families whose DriveLM answers are one short sentence (docs/drivelm_spec.md section 2: the YN
 #: families "Yes."/"No." and the closed-set CL families, e.g. "Going ahead.", "Low.").
 ONE_SENTENCE_FAMILIES: frozenset[str] = frozenset({
     # YN

@@ -13,7 +13,7 @@ rounds and ``single`` gives ``ceil(N / M)``; ``full`` is unaffected.
 
 The same policy object builds the training blocks (:func:`blocks_for_policy`) and the test-time
 queries and parses the answers (:func:`answer_frame`), so the model is asked in exactly the
-format it was trained on. Rounds use the text format of :mod:`bevlm.inference.qa_format`.
+format it was trained on. Rounds use the text format of :mod:`bevlm.models.qa.format`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from typing import Callable
 
 from bevlm.structures import QAItem
 
-from .qa_format import (ONE_SENTENCE_FAMILIES, PromptTemplate, format_round_answer, parse_round_answer,
+from ..llm.prompt import chat_layout, prompt_tokens
+from .decoding import FrameDecoder, GreedyBatchDecoder
+from .format import (ONE_SENTENCE_FAMILIES, PromptTemplate, format_round_answer, parse_round_answer,
                         postprocess_answer)
 
 POLICY_MODES = ("full", "three_rounds", "single")
@@ -238,8 +240,7 @@ class FrameAnswers:
 
 
 def answer_frame(llm, cache, qa_items: list[QAItem], policy: QAPolicy, default_budget: int,
-                 budget_overrides: dict | None = None, batch: bool = True,
-                 decoder=None) -> FrameAnswers:
+                 budget_overrides: dict | None = None, decoder: FrameDecoder | None = None) -> FrameAnswers:
     """Answer a frame's QA graph under ``policy`` from the frame's prefix cache.
 
     Args:
@@ -248,14 +249,11 @@ def answer_frame(llm, cache, qa_items: list[QAItem], policy: QAPolicy, default_b
         cache: the frame's :class:`PrefixCache` (``llm.prefill(prefix)``), not mutated.
         qa_items: the frame's QA.
         policy: the :class:`QAPolicy`.
-        default_budget, budget_overrides: per family answer budgets (model's ``max_new_tokens``
-            and ``family_max_new_tokens``).
-        batch: decode all rounds as one batch (same greedy output as one by one).
-        decoder: optional batch-1 decoder with ``generate_ids(cache, text, budget, context_ids=)``
-            (e.g. :class:`bevlm.inference.speculative.SelfSpeculativeDecoder`); rounds are then
-            decoded one by one with it (greedy-identical output), each given the ids of the
-            earlier rounds' questions and answers as lookup context; a decoder with
-            ``batched=True`` decodes all rounds as one batch (``generate_ids_batch``).
+        default_budget, budget_overrides: per family answer budgets (``test_cfg.max_new_tokens``
+            and ``test_cfg.family_max_new_tokens`` of the model).
+        decoder: the :class:`~bevlm.models.qa.decoding.FrameDecoder` that decodes the rounds
+            (greedy batched, greedy batch-1 or self-speculative: all give the plain greedy
+            ids); None = :class:`~bevlm.models.qa.decoding.GreedyBatchDecoder` over ``llm``.
 
     Returns:
         :class:`FrameAnswers`; every item of ``qa_items`` has an answer ('' when a round's
@@ -270,19 +268,7 @@ def answer_frame(llm, cache, qa_items: list[QAItem], policy: QAPolicy, default_b
 
     texts = [policy.question_text(r) for r in rounds]
     budgets = [round_token_budget(r, policy, default_budget, budget_overrides, encode) for r in rounds]
-    if decoder is not None and getattr(decoder, "batched", False):
-        ids = decoder.generate_ids_batch(cache, texts, budgets)  # all rounds at once, drafted
-    elif decoder is not None:
-        # n-gram lookup may copy from the frame's earlier questions and answers (c-tags and
-        # answer templates repeat across a frame's QA); the model never sees this context.
-        ids, context = [], []
-        for t, b in zip(texts, budgets):
-            ids.append(decoder.generate_ids(cache, t, b, context_ids=context))
-            context = context + encode(t) + ids[-1]
-    elif batch:
-        ids = llm.generate_ids_batch(cache, texts, budgets)
-    else:
-        ids = [llm.generate_ids(cache, t, b) for t, b in zip(texts, budgets)]
+    ids = (decoder if decoder is not None else GreedyBatchDecoder(llm)).decode(cache, texts, budgets)
     answers: dict[int, str] = {}
     raw = []
     for round_items, round_ids in zip(rounds, ids):
@@ -305,7 +291,5 @@ def apply_system_prompt(llm, template: PromptTemplate) -> None:
     """
     if template.system is None:
         return
-    from bevlm.models.llm.prompt import chat_layout, prompt_tokens
-
     llm.layout = chat_layout(llm.tokenizer, template.system)
     llm.prompt = prompt_tokens(llm.tokenizer, llm.layout)

@@ -1,0 +1,149 @@
+"""The test-time configuration of a :class:`~bevlm.models.detectors.BEVVLM` (``model.test_cfg``).
+
+Everything that changes how a trained model is *run* (not what it learned) lives in one dict,
+as ``test_cfg`` of mmdet3d detectors::
+
+    model = dict(type="BEVVLM", ..., test_cfg=dict(
+        max_new_tokens=32,                            # answer budget of every family ...
+        family_max_new_tokens=dict(priority=96),      # ... unless overridden per family
+        traj_max_new_tokens=80,                       # budget of the text trajectory
+        repetition_stop=dict(max_period=8, min_repeats=3, min_span=12),  # or None: off
+        batch_questions=True,                         # a frame's questions as one batch
+        share_prompt_cache=False,                     # prompt-text KV prefilled once per model
+        stream_temporal=True,                         # previous BEV cached per scene
+        count_flops_frames=2,                         # FLOPs counted on the first N batches
+        pruning=dict(encoder_layers=None, bev_keep_ratio=1.0, fastv_keep_ratio=1.0, fastv_layer=2),
+        speculative=None))                            # or SelfSpeculativeDecoder arguments
+
+The QA-round policy is *not* here: it is also the training format, so it stays the model
+argument ``qa_policy`` (one source of truth for training and testing).
+
+Inference variants (:mod:`bevlm.inference.variants`) are overrides of this dict, applied
+through :meth:`BEVVLM.set_test_cfg`, which validates them and rebuilds the derived test-time
+components (stop rule, shared prompt cache switch, frame decoder).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..pruning import PruningSetting
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """Typed ``test_cfg`` of a BEVVLM (see the module docstring for an example).
+
+    Args:
+        max_new_tokens: default answer length budget (new tokens).
+        family_max_new_tokens: per question family budgets (families of
+            :mod:`bevlm.structures.qa_families`), e.g. long c-tag lists vs. "Yes."/"No.".
+        traj_max_new_tokens: decode budget of the text trajectory (``traj_source='text'``).
+        repetition_stop: loop stop rule of every decoded answer,
+            ``dict(max_period, min_repeats, min_span)`` of
+            :class:`bevlm.models.llm.stopping.RepetitionStop` (an answer that ends in a block
+            repeated back to back stops there, one copy kept); None decodes to the budget.
+        batch_questions: decode all questions of a frame as one batch over the shared prefix
+            cache (same greedy answers, much faster on bandwidth-bound CPUs).
+        share_prompt_cache: prefill the prompt text before the visual slot (system turn, chat
+            markers) once per model and reuse its KV cache for every frame, so a frame's prefill
+            runs only its own prefix embeddings (the one-time fill is not counted in any frame's
+            time or FLOPs).
+        stream_temporal: keep the previous BEV per scene (streaming) instead of recomputing the
+            history queue.
+        count_flops_frames: count FLOPs (FlopCounterMode) on the first N test batches.
+        pruning: :class:`bevlm.models.pruning.PruningSetting` or a dict of its arguments:
+            ``encoder_layers`` (BEV encoder early exit), ``bev_keep_ratio`` (drop visual tokens
+            with low auxiliary occupancy), ``fastv_keep_ratio`` / ``fastv_layer`` (FastV-style
+            pruning by LLM attention). Defaults change nothing.
+        speculative: None (greedy decoding) or the arguments of
+            :class:`bevlm.inference.speculative.SelfSpeculativeDecoder` but ``llm`` (e.g.
+            ``dict(skip_layers=[], use_layer_skip=False, draft_len=4, batched=True)``); it then
+            decodes every frame (greedy-exact). Calibrated settings (a skip-set search, an
+            answer datastore of the training split) are resolved by
+            :func:`bevlm.inference.variants.apply_variant`.
+    """
+
+    __test__ = False  # not a pytest test class despite its name
+
+    max_new_tokens: int = 48
+    family_max_new_tokens: dict = field(default_factory=dict)
+    traj_max_new_tokens: int = 80
+    repetition_stop: dict | None = None
+    batch_questions: bool = True
+    share_prompt_cache: bool = False
+    stream_temporal: bool = True
+    count_flops_frames: int = 2
+    pruning: PruningSetting = field(default_factory=PruningSetting)
+    speculative: dict | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "traj_max_new_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"test_cfg.{name}={value!r} must be an integer >= 1")
+        if not isinstance(self.count_flops_frames, int) or self.count_flops_frames < 0:
+            raise ValueError(f"test_cfg.count_flops_frames={self.count_flops_frames!r} must be an integer >= 0")
+        if not isinstance(self.family_max_new_tokens, dict):
+            raise TypeError(f"test_cfg.family_max_new_tokens must be a dict {{family: budget}}, got "
+                            f"{type(self.family_max_new_tokens).__name__}")
+        for name in ("repetition_stop", "speculative"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, dict):
+                raise TypeError(f"test_cfg.{name} must be a dict or None, got {type(value).__name__}")
+        if isinstance(self.pruning, dict):
+            object.__setattr__(self, "pruning", PruningSetting(**self.pruning))
+        elif not isinstance(self.pruning, PruningSetting):
+            raise TypeError(f"test_cfg.pruning must be a dict of PruningSetting arguments, got "
+                            f"{type(self.pruning).__name__}")
+        object.__setattr__(self, "family_max_new_tokens", dict(self.family_max_new_tokens))
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The valid keys of ``test_cfg``."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, cfg: dict | None) -> TestConfig:
+        """Parse a ``test_cfg`` dict (None = every default).
+
+        Args:
+            cfg: ``test_cfg`` of the model config.
+
+        Returns:
+            The typed configuration.
+
+        Raises:
+            KeyError: a key that is not a field, with the list of valid keys.
+        """
+        cfg = dict(cfg or {})
+        unknown = sorted(set(cfg) - set(cls.keys()))
+        if unknown:
+            raise KeyError(f"unknown model.test_cfg keys {unknown}; valid keys: {list(cls.keys())}")
+        return cls(**cfg)
+
+    def merged(self, overrides: dict) -> TestConfig:
+        """A copy with ``overrides`` applied (a ``pruning`` dict replaces the whole setting).
+
+        Args:
+            overrides: some ``test_cfg`` keys and their new values.
+
+        Returns:
+            The new, validated configuration.
+
+        Raises:
+            KeyError: an unknown key, with the list of valid keys.
+        """
+        return TestConfig.from_dict({**self.as_dict(), **dict(overrides)})
+
+    def as_dict(self) -> dict:
+        """The configuration as a ``test_cfg`` dict (``pruning`` as a dict)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["pruning"] = dataclasses.asdict(self.pruning)
+        return out
+
+    def decoder_cfg(self) -> dict:
+        """Config of the frame decoder (``bevlm.registry.TASK_UTILS``) these settings select."""
+        if self.speculative is not None:
+            return dict(self.speculative, type="SelfSpeculativeDecoder")
+        return dict(type="GreedyBatchDecoder" if self.batch_questions else "GreedySequentialDecoder")

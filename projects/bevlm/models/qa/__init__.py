@@ -1,0 +1,13 @@
+"""The QA side of the model: the round format, the QA-round policy and the frame decoders.
+
+Training (:func:`blocks_for_policy` in ``BEVVLM.loss``) and testing (:func:`answer_frame` in
+``BEVVLM.predict``) both use these, so they live in the model layer.
+"""
+from .decoding import FrameDecoder, GreedyBatchDecoder, GreedySequentialDecoder, build_frame_decoder
+from .format import PromptTemplate
+from .policy import (POLICY_MODES, STAGE_ROUNDS, FrameAnswers, QAPolicy, answer_frame, apply_system_prompt,
+                     blocks_for_policy)
+
+__all__ = ["FrameDecoder", "GreedyBatchDecoder", "GreedySequentialDecoder", "build_frame_decoder", "PromptTemplate",
+           "POLICY_MODES", "STAGE_ROUNDS", "FrameAnswers", "QAPolicy", "answer_frame", "apply_system_prompt",
+           "blocks_for_policy"]
