@@ -1,9 +1,9 @@
 """Measure weight bytes, batch-1 decode latency and logit fidelity of quantised LLMs.
 
-``python -m bevlm.inference.quantization.bench`` loads SmolLM2-135M (or the small
-random Llama of :data:`SYNTHETIC_LLAMA_CONFIG` with ``--tiny``), builds the variants fp32 / int4 RTN with the
-dequant kernel / int4 RTN with the native kernel (if torch has a working one)
-/ int8 dynamic, and times single-token decode steps after a prefix cache, with
+``python -m bevlm.inference.quantization.bench`` loads SmolLM2-135M (``--pretrained``:
+another local model; a caller such as a test passes its own model to :func:`main`),
+builds the variants fp32 / int4 RTN with the dequant kernel / int4 RTN with the
+native kernel (if torch has a working one) / int8 dynamic, and times single-token decode steps after a prefix cache, with
 the variants interleaved round by round in one process (so machine load hits
 them alike). Fidelity: next-token top-1 agreement with fp32 and relative L2
 logit error on a fixed prompt.
@@ -21,26 +21,6 @@ from torch import nn
 from .apply import QuantReport, quantize_model
 from .kernels import native_int4_available
 from .settings import Int8DynamicSettings, RTNSettings
-
-#: ``--tiny``: a randomly initialised 2-layer Llama of SmolLM2's family (grouped-query attention,
-#: tied embeddings), built with ``HFCausalLM(tiny_config=...)`` (which supplies its small offline
-#: tokenizer: 600 tokens, special ids 0..3). Its Linear inputs (128 / 256) hold whole groups of 32,
-#: 64 or 128. It checks that the benchmark runs end to end in seconds; its timings and fidelity say
-#: nothing about a real model.
-SYNTHETIC_LLAMA_CONFIG = dict(
-    vocab_size=600,
-    hidden_size=128,
-    intermediate_size=256,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=True,
-    bos_token_id=1,
-    eos_token_id=2,
-    pad_token_id=3,
-)
 
 
 def _decode_step_seconds(lm: nn.Module, past, start_pos: int, steps: int, token: int) -> list[float]:
@@ -89,11 +69,16 @@ def build_variants(llm: nn.Module, group_size: int) -> tuple[dict[str, nn.Module
     return variants, reports
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point; prints one table."""
+def main(argv: list[str] | None = None, llm: nn.Module | None = None) -> None:
+    """Entry point; prints one table.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+        llm: the float ``HFCausalLM`` to benchmark (eval mode); ``None``: load ``--pretrained``.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="the small random Llama of SYNTHETIC_LLAMA_CONFIG instead of SmolLM2 (a smoke run)")
+    parser.add_argument("--pretrained", default="smollm2",
+                        help="HFCausalLM `pretrained`: 'smollm2', a local model directory or a cached hub id")
     parser.add_argument("--group-size", type=int, default=64)
     parser.add_argument("--prefix-len", type=int, default=128)
     parser.add_argument("--steps", type=int, default=16)
@@ -102,12 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    from bevlm.models.llm import HFCausalLM
+    if llm is None:
+        from bevlm.models.llm import HFCausalLM
 
-    if args.tiny:
-        llm = HFCausalLM(tiny_config=SYNTHETIC_LLAMA_CONFIG).eval()
-    else:
-        llm = HFCausalLM(pretrained="smollm2").eval()
+        llm = HFCausalLM(pretrained=args.pretrained).eval()
     variants, reports = build_variants(llm, args.group_size)
 
     text = ("The ego vehicle is driving straight at normal speed. There is a white sedan to the front "
