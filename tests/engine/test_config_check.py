@@ -1,0 +1,76 @@
+"""Overrides mean what they say; misspelt keys and wrong types stop before any work."""
+import os
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+from bevlm.engine.config_check import ConfigError, check_config, merge_cfg_options
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MAIN = os.path.join(REPO, "configs", "bev_vlm.py")
+
+
+def _cfg():
+    return Config.fromfile(MAIN)
+
+
+def test_data_root_override_reaches_every_dataset():
+    cfg = _cfg()
+    old = cfg.data_root
+    datasets = [cfg.train_dataloader.dataset, cfg.test_dataloader.dataset]
+    assert all(d.data_root == old for d in datasets)  # copied from the variable when the file was read
+    carried = merge_cfg_options(cfg, {"data_root": "/other/world/"})
+    assert cfg.data_root == "/other/world/"
+    assert all(d.data_root == "/other/world/" for d in datasets)
+    assert "train_dataloader.dataset.data_root" in carried and "test_dataloader.dataset.data_root" in carried
+
+
+def test_explicit_override_of_a_copied_value_wins():
+    cfg = _cfg()
+    merge_cfg_options(cfg, {"data_root": "/a/", "test_dataloader.dataset.data_root": "/b/"})
+    assert cfg.train_dataloader.dataset.data_root == "/a/" and cfg.test_dataloader.dataset.data_root == "/b/"
+
+
+def test_override_of_a_variable_a_longer_value_was_built_from_is_refused():
+    cfg = Config(dict(root="data/x/", ds=dict(type="BEVDriveDataset", ann_file="data/x/infos.pkl")))
+    with pytest.raises(ConfigError, match=r"root='/y/'.*ds\.ann_file='data/x/infos\.pkl'.*Fix: override ds\.ann_file"):
+        merge_cfg_options(cfg, {"root": "/y/"})
+    assert cfg.root == "data/x/"  # refused before merging: nothing changed
+    merge_cfg_options(cfg, {"root": "/y/", "ds.ann_file": "/y/infos.pkl"})  # both given: fine
+    assert cfg.ds.ann_file == "/y/infos.pkl"
+
+
+def test_every_shipped_config_passes_the_check():
+    for folder, _, files in os.walk(os.path.join(REPO, "configs")):
+        if any(part in folder for part in ("_base_", "sweeps", "benchmarks")):
+            continue
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                check_config(Config.fromfile(path), path)
+
+
+@pytest.mark.parametrize("option,match", [
+    ({"model.bev_encoder.num_layerz": 2},
+     r"model\.bev_encoder\.num_layerz: BEVFormerLiteEncoder has no argument 'num_layerz'\. Fix: use one of \[.*'num_layers'"),
+    ({"test_dataloader.dataset.intervall": 2}, r"test_dataloader\.dataset\.intervall: BEVDriveDataset has no argument"),
+    ({"train_cfg.max_iters": "abc"}, r"train_cfg\.max_iters='abc' is a str; IterBasedTrainLoop takes int"),
+    ({"train_cfg.max_iters": 2.5}, r"train_cfg\.max_iters=2\.5 is a float; IterBasedTrainLoop takes int"),
+])
+def test_misspelt_key_or_wrong_type_names_path_component_and_valid_keys(option, match):
+    cfg = _cfg()
+    merge_cfg_options(cfg, option)
+    with pytest.raises(ConfigError, match=match):
+        check_config(cfg, "configs/bev_vlm.py")
+
+
+def test_train_tool_stops_on_a_misspelt_key_before_any_work(tmp_path):
+    work = tmp_path / "work"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train.py"), MAIN, "--work-dir", str(work),
+                           "--cfg-options", "model.bev_encoder.num_layerz=2"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode != 0
+    assert "BEVFormerLiteEncoder has no argument 'num_layerz'" in proc.stderr
+    assert not work.exists()  # nothing was built or written
