@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 def _load_info_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: info file not found. Fix: run tools/create_data.py "
-                                f"(see README 'Data preparation') or pass the right ann_file")
+                                f"(see docs/data.md) or pass the right ann_file")
     data = load_plain_pickle(path)  # refuses any pickled global: an info file cannot run code
     if not isinstance(data, dict):
         raise TypeError(f"{path}: an info file holds a dict, got {type(data).__name__}. Fix: regenerate it "
