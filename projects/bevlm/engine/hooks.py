@@ -8,6 +8,8 @@ import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 
+from bevlm.inference.ptq import load_quantized_llm, quantize_bevvlm
+from bevlm.inference.quantization.settings import quant_settings
 from bevlm.inference.variants import apply_variant, check_variant, variant_inputs
 from bevlm.registry import HOOKS
 
@@ -54,8 +56,6 @@ class PostTrainingQuantHook(Hook):
     priority = "VERY_HIGH"
 
     def __init__(self, quant, calib_frames: int = 4) -> None:
-        from bevlm.inference.quantization.settings import quant_settings
-
         self.settings = quant_settings(quant)
         if isinstance(calib_frames, bool) or not isinstance(calib_frames, int) or calib_frames <= 0:
             raise ValueError(f"PostTrainingQuantHook: calib_frames={calib_frames!r} must be a positive integer "
@@ -63,9 +63,6 @@ class PostTrainingQuantHook(Hook):
         self.calib_frames = calib_frames
 
     def before_test(self, runner) -> None:
-        from bevlm.inference.ptq import quantize_bevvlm
-        from bevlm.inference.variants import variant_inputs
-
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         model.eval()
         calib = None
@@ -91,8 +88,6 @@ class QuantizedLLMHook(Hook):
         self.path, self.kernel = path, kernel
 
     def before_test(self, runner) -> None:
-        from bevlm.inference.ptq import load_quantized_llm
-
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         model.eval()
         settings = load_quantized_llm(model, self.path, self.kernel)

@@ -19,6 +19,7 @@ import time
 import torch
 
 from bevlm.models.llm import HFCausalLM
+from bevlm.models.llm.generation import fork_cache
 
 from .decoder import SelfSpeculativeDecoder
 from .search import search_skip_layers
@@ -46,8 +47,6 @@ def _timed(fn) -> tuple[list[int], float]:
 @torch.no_grad()
 def _verify_cost(llm: HFCausalLM, cache, k: int = 4, repeats: int = 5) -> float:
     """Measured (time of a (k+1)-token forward / time of a 1-token forward - 1) / k."""
-    from bevlm.models.llm.generation import fork_cache
-
     times = {}
     for n in (1, k + 1):
         ids = torch.full((1, n), 100, dtype=torch.long)
