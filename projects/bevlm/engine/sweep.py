@@ -5,7 +5,7 @@ A sweep file (``configs/sweeps/<name>.py``) defines::
     sweep = dict(
         name="baselines",                       # work_dirs/sweeps/<name>/
         configs=["configs/bev_vlm.py", ...],    # base configs
-        grid={"model.max_new_tokens": [16, 32]},  # cfg-options, Cartesian product (optional)
+        grid={"model.test_cfg.max_new_tokens": [16, 32]},  # cfg-options, Cartesian product (optional)
         steps=["train", "test"],                # what each run does
         test_options=[...],                     # extra cfg-options for test only (optional)
         test_args=["--variant", "lossless"],    # extra tools/test.py arguments (optional)
@@ -20,10 +20,28 @@ A sweep file (``configs/sweeps/<name>.py``) defines::
                                                 # columns are then named "<set>:<metric>"
         columns=["drivelm/gpt_free_final", ...],  # metrics in the table
         pareto=("efficiency/frame_s", "drivelm/gpt_free_final"),  # x (lower better), y (higher better)
+        seeds=[0, 1, 2],                        # train and test every run once per seed
+                                                # (cfg-option randomness.seed=S), each into
+                                                # <run>/seed<S>/ (optional)
+        resamples=1000,                         # paired bootstrap resamples of the summary (optional)
     )
 
 Runs are resumable: a run whose ``metrics.json`` exists is not run again, and training resumes
 from the run's last checkpoint if one exists.
+
+Tables: ``results.csv`` / ``results.md`` hold one row per run (per run and seed with ``seeds``);
+``summary.md`` / ``summary.csv`` / ``summary.json`` (small files, meant to be committed, e.g.
+copied to docs/results/ by ``tools/sweep.py --results-dir``) hold, per run, the mean ± standard
+deviation over seeds of every column (sample std, ddof=1; "-" with one seed) and, against the
+sweep's first run (the reference), the paired bootstrap difference of the seed means with its
+95 % interval (:mod:`bevlm.evaluation.bootstrap`): each resample draws the test scenes and then
+frames within them once and applies the same draw to the pair (reference, run) of every seed
+that both finished, and the resample's statistic is the mean over those seeds of run - reference.
+The interval is thus that of the seed-averaged difference under resampling of the test frames;
+the seed-to-seed spread is the ± std next to it (with 3 seeds it is not resampled). Differences
+whose interval excludes zero are marked ``*``. Runs whose test folders lack the official files
+(``drivelm.output.json`` / ``drivelm.test_eval.json``) or that were scored on other frames are
+summarised without a bootstrap, and the reason is written.
 """
 from __future__ import annotations
 
@@ -36,9 +54,24 @@ import sys
 import time
 
 
+def sweep_seeds(sweep: dict) -> list[int] | None:
+    """The sweep's ``seeds`` (distinct integers) or None."""
+    seeds = sweep.get("seeds")
+    if seeds is None:
+        return None
+    if (not isinstance(seeds, (list, tuple)) or not seeds or not all(isinstance(s, int) for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise ValueError(f"sweep {sweep.get('name')}: seeds must be a non-empty list of distinct integers, got "
+                         f"{seeds!r}. Fix: e.g. seeds=[0, 1, 2]")
+    return list(seeds)
+
+
 def expand_runs(sweep: dict) -> list[dict]:
-    """One dict per run: ``{"id", "config", "options": [k=v, ...]}`` (deterministic order); with
-    ``variants`` one per (run, variant), also holding ``"variant"`` and the run's ``"base_id"``."""
+    """One dict per run: ``{"id", "config", "options": [k=v, ...], "work": subfolder}``
+    (deterministic order); with ``variants`` one per (run, variant), also holding ``"variant"``
+    and the run's ``"base_id"``; with ``seeds`` one per (run, seed), also holding ``"seed"``,
+    the option ``randomness.seed=S`` and the work subfolder ``<id>/seed<S>``."""
+    seeds = sweep_seeds(sweep)
     grid = sweep.get("grid", {}) or {}
     keys = sorted(grid)
     runs = []
@@ -55,7 +88,10 @@ def expand_runs(sweep: dict) -> list[dict]:
     ids = [r["id"] for r in runs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"sweep {sweep['name']}: duplicate run ids {ids}; give configs distinct file names")
-    return runs
+    if seeds is None:
+        return [dict(r, work=r["id"]) for r in runs]
+    return [dict(r, seed=seed, options=list(r["options"]) + [f"randomness.seed={seed}"],
+                 work=os.path.join(r["id"], f"seed{seed}")) for r in runs for seed in seeds]
 
 
 # where/how a run ran and how it was tested, not what it trained (tools/test.py re-dumps the
@@ -120,9 +156,10 @@ def _run(cmd: list[str], log_path: str) -> None:
 
 
 def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.executable,
-              dry_run: bool = False, only: list[str] | None = None) -> list[dict]:
-    """Run (or resume) every run of the sweep (or the runs named in ``only``) and return the rows
-    of every run that has results; the tables list those rows."""
+              dry_run: bool = False, only: list[str] | None = None, results_dir: str | None = None) -> list[dict]:
+    """Run (or resume) every run of the sweep (or the runs named in ``only``; with ``seeds`` every
+    seed of them) and return the rows of every run that has results; the tables list those rows.
+    ``results_dir`` also receives the summary as ``<name>.md|.csv|.json``."""
     out_root = os.path.join(root, sweep["name"])
     os.makedirs(out_root, exist_ok=True)
     rows = []
@@ -130,14 +167,16 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
     unknown = sorted(set(only or []) - {r["id"] for r in runs})
     if unknown:
         raise ValueError(f"sweep {sweep['name']}: no runs {unknown}; its runs: {[r['id'] for r in runs]}")
+    dirs_of: dict[tuple, dict] = {}
     for n, run in enumerate(runs, 1):
-        work = os.path.join(out_root, run["id"])
+        work = os.path.join(out_root, run["work"])
         test_sets = sweep.get("test_sets") or {"": []}
         test_dirs = {name: os.path.join(work, f"test_{name}" if name else "test") for name in test_sets}
         selected = only is None or run["id"] in only
         finished = all(os.path.isfile(os.path.join(d, "metrics.json")) for d in test_dirs.values())
-        print(f"[{n}/{len(runs)}] {run['id']}" + ("" if selected else (" (not selected)" if finished
-                                                                        else " (not selected, no results)")),
+        label = run["id"] + (f" seed {run['seed']}" if "seed" in run else "")
+        print(f"[{n}/{len(runs)}] {label}" + ("" if selected else (" (not selected)" if finished
+                                                                   else " (not selected, no results)")),
               flush=True)
         if dry_run or not (selected or finished):
             continue
@@ -147,6 +186,8 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
                    if selected and not os.path.isfile(os.path.join(d, "metrics.json"))]
         reuse_map = sweep.get("reuse") or {}
         reuse = reuse_map.get(run["id"]) or reuse_map.get(run.get("base_id"))
+        if reuse and "seed" in run and os.path.isdir(os.path.join(reuse, f"seed{run['seed']}")):
+            reuse = os.path.join(reuse, f"seed{run['seed']}")  # a seeded sweep's run of the same seed
         if pending and reuse and not os.path.isfile(os.path.join(work, "last_checkpoint")):
             try:
                 reuse_training(run, work, reuse)
@@ -167,19 +208,22 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
                   *(["--cfg-options", *test_opts] if test_opts else [])], log)
         if pending:
             print(f"    done in {time.time() - t0:.0f} s", flush=True)
-        row = {"run": run["id"]}
+        row = {"run": run["id"], **({"seed": run["seed"]} if "seed" in run else {})}
         for name, d in test_dirs.items():
             with open(os.path.join(d, "metrics.json")) as f:
                 row.update({(f"{name}:{k}" if name else k): v for k, v in json.load(f).items()})
         rows.append(row)
+        dirs_of[(run["id"], run.get("seed"))] = test_dirs
     if not dry_run:
         write_tables(sweep, rows, out_root)
+        write_summary(sweep, rows, dirs_of, out_root, [r["id"] for r in runs], results_dir)
     return rows
 
 
 def write_tables(sweep: dict, rows: list[dict], out_root: str) -> None:
     """``results.csv``, ``results.md`` and (if ``pareto`` is set) ``pareto.png``."""
-    columns = ["run"] + list(sweep.get("columns") or sorted({k for r in rows for k in r} - {"run"}))
+    seeded = sweep_seeds(sweep) is not None
+    columns = ["run"] + (["seed"] if seeded else []) + list(_metric_columns(sweep, rows))
     with open(os.path.join(out_root, "results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -200,7 +244,8 @@ def write_tables(sweep: dict, rows: list[dict], out_root: str) -> None:
         import matplotlib.pyplot as plt
 
         xk, yk = sweep["pareto"]
-        pts = [(r.get(xk), r.get(yk), r["run"]) for r in rows if r.get(xk) is not None and r.get(yk) is not None]
+        pts = [(r.get(xk), r.get(yk), r["run"] + (f"/seed{r['seed']}" if "seed" in r else ""))
+               for r in rows if r.get(xk) is not None and r.get(yk) is not None]
         fig, ax = plt.subplots(figsize=(6, 4))
         for x, y, name in pts:
             ax.scatter(x, y)
@@ -214,3 +259,161 @@ def write_tables(sweep: dict, rows: list[dict], out_root: str) -> None:
         fig.tight_layout()
         fig.savefig(os.path.join(out_root, "pareto.png"), dpi=110)
         plt.close(fig)
+
+
+def _metric_columns(sweep: dict, rows: list[dict]) -> list[str]:
+    return list(sweep.get("columns") or sorted({k for r in rows for k in r} - {"run", "seed"}))
+
+
+def mean_std(values: list) -> tuple[float | None, float | None, int]:
+    """``(mean, sample std (ddof=1) or None with fewer than 2 values, n)`` of the numbers in ``values``."""
+    nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+    if not nums:
+        return None, None, 0
+    mean = sum(nums) / len(nums)
+    std = (sum((x - mean) ** 2 for x in nums) / (len(nums) - 1)) ** 0.5 if len(nums) > 1 else None
+    return mean, std, len(nums)
+
+
+def _fmt(v, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:+.4g}" if signed else f"{v:.4g}"
+
+
+def _bootstrap_vs_reference(sweep: dict, dirs_of: dict, run_ids: list[str], columns: list[str]) -> dict:
+    """``{run: {column: bootstrap entry}}`` and ``{run: reason}`` of the runs not compared.
+
+    For each test set, one :class:`~bevlm.evaluation.bootstrap.PairedBootstrap` over the test
+    folders of every (run, seed) that has the official files; the pairs are (reference, run)
+    per seed both finished; :meth:`~bevlm.evaluation.bootstrap.PairedBootstrap.compare_pooled`
+    averages their differences over the seeds.
+    """
+    from bevlm.evaluation.bootstrap import PairedBootstrap, find_run_files
+
+    ref = run_ids[0]
+    resamples = int(sweep.get("resamples", 1000))
+    seed = int(sweep.get("bootstrap_seed", 0))
+    test_sets = list(sweep.get("test_sets") or {"": []})
+    out: dict = {"diffs": {}, "not_compared": {}, "reference": ref, "resamples": resamples, "seed": seed}
+    reasons: dict[str, str] = {}
+    for name in test_sets:
+        prefix = f"{name}:" if name else ""
+        wanted = [c[len(prefix):] for c in columns if c.startswith(prefix) and (name or ":" not in c)]
+        keys, folders = [], []
+        for (run_id, s), dirs in dirs_of.items():
+            try:
+                find_run_files(dirs[name])
+            except FileNotFoundError:
+                reasons.setdefault(run_id, f"no drivelm.output.json / drivelm.test_eval.json in {dirs[name]}")
+                continue
+            keys.append((run_id, s))
+            folders.append(dirs[name])
+        if not any(k[0] == ref for k in keys):
+            for run_id in run_ids[1:]:
+                reasons.setdefault(run_id, f"the reference {ref} has no test files")
+            continue
+        try:
+            pb = PairedBootstrap(folders)
+        except Exception as e:  # other frames, unreadable files: summarise without the bootstrap
+            for run_id in run_ids[1:]:
+                reasons.setdefault(run_id, f"{type(e).__name__}: {e}")
+            continue
+        where = {k: i for i, k in enumerate(keys)}
+        for run_id in run_ids[1:]:
+            pairs = [(where[(ref, s)], where[(r, s)]) for (r, s) in keys if r == run_id and (ref, s) in where]
+            if not pairs:
+                reasons.setdefault(run_id, "no seed finished by both it and the reference")
+                continue
+            res = pb.compare_pooled(pairs, resamples=resamples, seed=seed)
+            for metric in wanted:
+                if metric in res["metrics"]:
+                    entry = dict(res["metrics"][metric], seeds=len(pairs), frames=res["frames"],
+                                 scenes=res["scenes"])
+                    out["diffs"].setdefault(run_id, {})[prefix + metric] = entry
+    out["not_compared"] = {r: reasons.get(r, "no comparable metric") for r in run_ids[1:]
+                           if r not in out["diffs"] and any(k[0] == r for k in dirs_of)}
+    return out
+
+
+def summarize(sweep: dict, rows: list[dict], dirs_of: dict, run_ids: list[str]) -> dict:
+    """The sweep summary: per run, mean / std / n over seeds of every column, and the bootstrap
+    differences to the first run (see the module doc)."""
+    columns = _metric_columns(sweep, rows)
+    order = [r for r in dict.fromkeys(run_ids) if any(row["run"] == r for row in rows)]
+    stats = {}
+    for run_id in order:
+        mine = [row for row in rows if row["run"] == run_id]
+        stats[run_id] = {"seeds": [row.get("seed") for row in mine],
+                         "metrics": {c: dict(zip(("mean", "std", "n"), mean_std([row.get(c) for row in mine])))
+                                     for c in columns}}
+    ref = next(iter(dict.fromkeys(run_ids)), None)  # the sweep's first run, with or without results
+    boot = _bootstrap_vs_reference(sweep, dirs_of, [ref] + [r for r in order if r != ref], columns) if order else {}
+    return {"name": sweep["name"], "seeds": sweep_seeds(sweep), "columns": columns, "reference": ref,
+            "runs": stats, "bootstrap": boot}
+
+
+def summary_markdown(summary: dict) -> list[str]:
+    """The summary as Markdown: the mean ± std table, then the differences to the reference."""
+    columns, ref = summary["columns"], summary["reference"]
+    lines = [f"| run | seeds | {' | '.join(columns)} |", "|" + "---|" * (len(columns) + 2)]
+    for run_id, st in summary["runs"].items():
+        cells = []
+        for c in columns:
+            m = st["metrics"][c]
+            cells.append("-" if m["mean"] is None else _fmt(m["mean"]) + (f" ± {_fmt(m['std'])}" if m["std"] is not None
+                                                                          else ""))
+        name = run_id + (" (reference)" if run_id == ref else "")
+        lines.append(f"| {name} | {len(st['seeds'])} | {' | '.join(cells)} |")
+    boot = summary.get("bootstrap") or {}
+    if boot.get("diffs") or boot.get("not_compared"):
+        lines += ["", f"Difference to {ref} (mean over the seeds both finished of run - reference) and its "
+                      f"95 % interval: paired two-stage cluster bootstrap over the test scenes and their frames, "
+                      f"{boot['resamples']} resamples (seed {boot['seed']}); * = the interval excludes 0.", "",
+                  f"| run | seeds | {' | '.join(columns)} |", "|" + "---|" * (len(columns) + 2)]
+        for run_id, diffs in boot["diffs"].items():
+            cells, seeds = [], "-"
+            for c in columns:
+                d = diffs.get(c)
+                if d is None:
+                    cells.append("-")
+                    continue
+                seeds = str(d["seeds"])
+                ci = "" if d["lo"] is None else f" [{_fmt(d['lo'], True)}, {_fmt(d['hi'], True)}]"
+                cells.append(_fmt(d["diff"], True) + ci + (" *" if d["significant"] else ""))
+            lines.append(f"| {run_id} | {seeds} | {' | '.join(cells)} |")
+        for run_id, reason in boot["not_compared"].items():
+            lines.append(f"\n{run_id}: not compared ({reason})")
+    return lines
+
+
+def write_summary(sweep: dict, rows: list[dict], dirs_of: dict, out_root: str, run_ids: list[str],
+                  results_dir: str | None = None) -> dict:
+    """``summary.md`` / ``summary.csv`` / ``summary.json`` in ``out_root`` (and, with
+    ``results_dir``, ``<results_dir>/<name>.md|.csv|.json``); returns the summary."""
+    from bevlm.utils import atomic_write_json
+
+    summary = summarize(sweep, rows, dirs_of, run_ids)
+    md = "\n".join(summary_markdown(summary)) + "\n"
+    diffs = (summary.get("bootstrap") or {}).get("diffs", {})
+    header = ["run", "metric", "seeds", "mean", "std", "diff_vs_reference", "ci_lo", "ci_hi", "significant"]
+    table = []
+    for run_id, st in summary["runs"].items():
+        for c in summary["columns"]:
+            m, d = st["metrics"][c], diffs.get(run_id, {}).get(c, {})
+            table.append({"run": run_id, "metric": c, "seeds": m["n"], "mean": m["mean"], "std": m["std"],
+                          "diff_vs_reference": d.get("diff"), "ci_lo": d.get("lo"), "ci_hi": d.get("hi"),
+                          "significant": d.get("significant")})
+    for folder, stem in ((out_root, "summary"), (results_dir, sweep["name"])):
+        if folder is None:
+            continue
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{stem}.md"), "w") as f:
+            f.write(md)
+        with open(os.path.join(folder, f"{stem}.csv"), "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(table)
+        atomic_write_json(summary, os.path.join(folder, f"{stem}.json"))
+    print(md)
+    return summary
