@@ -70,6 +70,9 @@ class BEVVLM(BaseModel):
             its adapter at train and test time. None = the LLM's active adapter for all.
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
+        init_cfg: mmengine initialisation config.
+        **unknown: refused with a message; the test-time keys that used to be model arguments
+            (``max_new_tokens``, ``pruning``, ...) name their place under ``test_cfg``.
     """
 
     def __init__(self, llm: dict, projector: dict | None, traj_head: dict | None = None,
@@ -404,7 +407,7 @@ class BEVVLM(BaseModel):
 
         Adds to each sample ``pred_answers`` {official index: answer}, ``pred_traj [6, 2]`` and
         ``efficiency`` (per-frame seconds of encoder / prefill / decode, generated tokens, and,
-        for the first ``count_flops_frames`` calls, FLOPs of encoder and prefill).
+        for the first ``test_cfg.count_flops_frames`` calls, FLOPs of encoder and prefill).
         """
         test_cfg = self.test_cfg
         streaming = test_cfg.stream_temporal and self.vision == "bev" and self.temporal_fusion == "bev"
