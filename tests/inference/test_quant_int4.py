@@ -142,11 +142,25 @@ def test_gptq_beats_rtn_on_correlated_inputs(act_order):
 
 
 def test_gptq_handles_dead_inputs():
+    """An input that never fires has ``H[i, i] = 0``. GPTQ sets its weights to 0 and ``H[i, i] = 1``;
+    ``H`` then has no coupling between input i and the others, nor has the Cholesky factor of its
+    damped inverse, so no error compensation flows into column i: it quantises 0, which the
+    integer-zero grid ``(q - zero) * scale`` holds exactly. The live columns still get GPTQ's
+    benefit: its output MSE on the calibration inputs is below RTN's on the same grid (measured
+    0.79x here, 0.79-0.87x over six seeds)."""
     w = torch.randn(8, 64, generator=torch.Generator().manual_seed(4))
     x = torch.randn(200, 64, generator=torch.Generator().manual_seed(5))
     x[:, 3] = 0.0  # an input that never fires
     q, s, z = gptq_quantize(w, 2 * x.t() @ x / 200, group_size=32)
-    assert torch.isfinite(dequantize(q, s, z, 32)).all()
+    w_hat = dequantize(q, s, z, 32)
+    assert torch.equal(w_hat[:, 3], torch.zeros(8))
+    assert int(q.max()) <= 15 and torch.equal(z.float(), z.float().round())
+    q_rtn, s_rtn, z_rtn = quantize_rtn(w, group_size=32)
+
+    def mse(w_q):
+        return float(((x @ w_q.t() - x @ w.t()) ** 2).mean())
+
+    assert mse(w_hat) <= 0.95 * mse(dequantize(q_rtn, s_rtn, z_rtn, 32)), (mse(w_hat), mse(dequantize(q_rtn, s_rtn, z_rtn, 32)))
 
 
 def test_clip_search_never_worse_and_lowers_the_error():

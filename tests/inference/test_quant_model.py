@@ -43,9 +43,30 @@ def _calib(llm: HFCausalLM):
     return run
 
 
+def _assert_within_rtn_bound(layer: QuantLinear4, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """RTN int4 with integer zero points and min-max ranges (``int4.group_params``, no clip search):
+    each group of g input columns has its range widened to contain 0, scale
+    ``s = (max - min) / 15`` rounded UP to fp16, zero ``z = round(-min / s)``, code
+    ``q = clamp(round(w / s) + z, 0, 15)`` and ``w_hat = (q - z) * s``; so every dequantised weight
+    is within ``s / 2`` of the original, and for any input x the layer's output error is bounded
+    by ``|y_hat_o - y_o| <= sum_i |x_i| * s[o, i // g] / 2``."""
+    g = layer.group_size
+    half_step = layer.scales.float().repeat_interleave(g, dim=1) / 2  # [out, in]
+    err = (layer.dequantized_weight() - weight).abs()
+    assert bool((err <= half_step * (1 + 1e-5) + 1e-7).all()), float((err - half_step).max())
+    assert float(err.max()) > 0  # the weights were really quantised
+    x = torch.randn(16, layer.in_features, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        out_err = (layer(x) - torch.nn.functional.linear(x, weight, bias)).abs()  # [16, out]
+    bound = x.abs() @ half_step.t()  # [16, out]
+    assert bool((out_err <= bound * (1 + 1e-4) + 1e-5).all()), float((out_err - bound).max())
+
+
 def test_rtn_model_generates_and_shrinks_linears():
     llm = _llm()
     fp_logits = _logits(llm)
+    originals = {n: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
+                 for n, m in llm.named_modules() if isinstance(m, torch.nn.Linear)}
     report = quantize_model(llm, dict(method="rtn", group_size=GROUP, kernel="dequant"))
     assert len(report.layers) == N_LINEARS
     assert all(isinstance(llm.get_submodule(n), QuantLinear4) for n in report.layers)
@@ -55,7 +76,9 @@ def test_rtn_model_generates_and_shrinks_linears():
     ids = llm.generate_ids(llm.prefill(_prefix(llm)), QUESTION, max_new_tokens=6)
     assert 0 < len(ids) <= 6 and all(isinstance(i, int) for i in ids)
     q_logits = _logits(llm)
-    assert torch.isfinite(q_logits).all() and not torch.equal(q_logits, fp_logits)
+    assert not torch.equal(q_logits, fp_logits)
+    for name in report.layers:
+        _assert_within_rtn_bound(llm.get_submodule(name), *originals[name])
     assert "layers replaced" in report.table()
 
 
