@@ -1,4 +1,7 @@
-# Inference variants compared by tools/benchmark.py (the first one is the baseline).
+# Inference variants compared by tools/benchmark.py and tested by tools/test.py --variant (the first
+# one is the baseline). A variant overrides keys of the model's test_cfg (batch_questions, pruning,
+# speculative, ...: BEVVLM.set_test_cfg) and may add weight transformations (quant, llm_dtype);
+# see bevlm.inference.variants.
 # prompt lookup + REST-style drafts from the training answers, no layer skip
 _store = dict(draft_len=4, ngram_min_n=2, ngram_draft_len=10, use_ngram=True, use_layer_skip=False,
               store_draft_len=10, datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3))
