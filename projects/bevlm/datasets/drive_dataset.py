@@ -158,7 +158,23 @@ class BEVDriveDataset(BaseDataset):
         if not entries:
             raise ValueError(f"{self.ann_file}: no usable frames (require_qa={self.require_qa}). "
                              f"Fix: build the info file with --drivelm-json, or set require_qa=False")
+        if self.test_mode:
+            entries = self._stream_order(entries)
         return entries
+
+    def _stream_order(self, entries: list[dict]) -> list[dict]:
+        """Test order for streaming: the frames of a scene contiguous and in time order.
+
+        A streaming model (:class:`bevlm.models.temporal_cache.TemporalBEVCache`) reuses the
+        previous frame's BEV only if that frame was the last one of its scene it saw; a stable
+        sort by (first appearance of the scene, timestamp) guarantees it whatever order the info
+        file lists the frames in (a no-op for the converters' scene-by-scene, time-ordered files).
+        """
+        first_seen: dict[str, int] = {}
+        for e in entries:
+            first_seen.setdefault(self.frames[e["frame"]]["scene_token"], len(first_seen))
+        return sorted(entries, key=lambda e: (first_seen[self.frames[e["frame"]]["scene_token"]],
+                                              float(self.frames[e["frame"]].get("timestamp", 0.0))))
 
     # ------------------------------------------------------------------ items
     def queue_indices(self, frame_index: int) -> list[int]:
