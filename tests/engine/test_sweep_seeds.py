@@ -132,3 +132,27 @@ def test_summary_without_test_files_says_why(tmp_path):
     md = summary_markdown(summary)
     assert md[:4] == ["| run | seeds | m |", "|---|---|---|", "| a (reference) | 1 | 0.25 |", "| b | 1 | - |"]
     assert md[-1] == "\nb: not compared (no drivelm.output.json)"
+
+
+def test_seeded_sweep_reuses_a_training_only_for_its_seed(tmp_path, fake_python):
+    import os
+
+    from mmengine.config import Config
+
+    from tests.conftest import REPO
+
+    fake, calls = fake_python
+    config = os.path.join(REPO, "configs", "bev_vlm_tiny.py")
+    src = tmp_path / "trained"
+    src.mkdir()
+    cfg = Config.fromfile(config)
+    cfg.randomness.seed = 1
+    cfg.dump(str(src / "bev_vlm_tiny.py"))
+    (src / "last_checkpoint").write_text(str(src / "iter_3.pth"))
+    sweep = dict(name="reuse_seeds", configs=[config], steps=["train", "test"], seeds=[0, 1],
+                 reuse={"bev_vlm_tiny": str(src)}, columns=["drivelm/accuracy"])
+    run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake))
+    lines = calls.read_text().splitlines()
+    # seed 0 differs from the source in randomness.seed: trained; seed 1 is the source's: reused
+    assert [line.split()[0] for line in lines] == ["tools/train.py", "tools/test.py", "tools/test.py"]
+    assert "seed0" in lines[0] and str(src / "iter_3.pth") in lines[2] and "seed1" in lines[2]
