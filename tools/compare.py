@@ -12,11 +12,8 @@ difference to the reference with its percentile interval and marks with ``*`` th
 whose interval excludes zero (see :mod:`bevlm.evaluation.bootstrap`).
 """
 import argparse
-import json
 import os.path as osp
 import sys
-
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), "..", "projects"))
 
 
 def parse_args(argv=None):
