@@ -22,6 +22,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from bevlm.engine.checkpoint import check_checkpoint_path
 from bevlm.engine.config_check import check_config, merge_cfg_options
 
 from bevlm.evaluation.drivelm_files import atomic_write_json
@@ -39,6 +40,8 @@ def parse_args():
     parser.add_argument("--variants-file", default=osp.join(osp.dirname(osp.abspath(__file__)), "..", "configs",
                                                             "benchmarks", "default.py"))
     parser.add_argument("--quantized", help="quantised LLM file of tools/quantize.py to test with")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="load a checkpoint whose keys / shapes do not all fit the model (default: stop)")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
     return parser.parse_args()
 
@@ -75,6 +78,8 @@ def main():
         # before any --variant hook (same priority, earlier in the list): the variant runs on the int4 LLM
         cfg.custom_hooks = [dict(type="QuantizedLLMHook", path=args.quantized)] + list(cfg.get("custom_hooks") or [])
     cfg.load_from = args.checkpoint
+    check_checkpoint_path(args.checkpoint)  # remote / missing / empty files stop here, before any work
+    cfg.default_hooks.plain_checkpoint = dict(type="PlainCheckpointHook", strict_load=not args.allow_partial)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
 

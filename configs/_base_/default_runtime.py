@@ -11,6 +11,9 @@ default_hooks = dict(
     checkpoint=dict(type="CheckpointHook", interval=50, by_epoch=False, max_keep_ckpts=2,
                     save_last=True),
     sampler_seed=dict(type="DistSamplerSeedHook"),
+    # checkpoints in plain types (they load with weights_only=True: no checkpoint can run code);
+    # tools/test.py turns on strict_load (a checkpoint that does not fit the model stops the test)
+    plain_checkpoint=dict(type="PlainCheckpointHook"),
 )
 log_processor = dict(type="LogProcessor", window_size=10, by_epoch=False)
 log_level = "INFO"

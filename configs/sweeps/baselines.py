@@ -1,4 +1,4 @@
-# BEV vs. blind vs. CLIP-style camera tokens at equal LLM, budget and schedule (the README table).
+# BEV vs. blind vs. CLIP-style camera tokens at equal LLM, budget and schedule (docs/research/baselines.md).
 sweep = dict(
     name="baselines",
     configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_blind.py",

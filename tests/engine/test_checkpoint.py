@@ -1,39 +1,160 @@
-"""Checkpoint loading policy: own training checkpoints load (resume works), foreign code does not."""
+"""Checkpoint policy: own training checkpoints load (resume works); no checkpoint can run code;
+a checkpoint that does not fit the model stops with the keys named."""
 import os
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
+from torch import nn
 
-from bevlm.engine.checkpoint import UntrustedCheckpointError, load_checkpoint_file, pickle_globals
-
-
-class _Evil:
-    def __reduce__(self):
-        return (os.getcwd, ())
+from bevlm.engine.checkpoint import (CheckpointError, CheckpointMismatchError, UntrustedCheckpointError,
+                                     load_checkpoint_file, load_model_weights, pickle_globals,
+                                     to_plain_checkpoint)
 
 
-def test_training_checkpoint_loads_through_mmengine(tmp_path):
+def _mmengine_like_checkpoint():
     buf = HistoryBuffer()
-    buf.update(np.float64(1.5))
-    ckpt = {"state_dict": {"w": torch.ones(2)}, "message_hub": {"log_scalars": {"loss": buf},
-                                                               "runtime_info": {"iter": np.int64(3)}},
-            "meta": {"seed": np.float32(0.5)}}
+    for v in (1.5, np.float64(0.5), 2.0):
+        buf.update(v)
+    return {"state_dict": {"w": torch.ones(2)},
+            "message_hub": {"log_scalars": {"train/loss": buf}, "runtime_info": {"iter": np.int64(3)},
+                            "resumed_keys": {"train/loss": True}},
+            "meta": {"seed": np.int64(7), "iter": 3, "dataset_meta": {"classes": ("car",)}}}
+
+
+def test_plain_training_checkpoint_loads_weights_only_and_restores_the_log_history(tmp_path):
+    ckpt = _mmengine_like_checkpoint()
+    history = ckpt["message_hub"]["log_scalars"]["train/loss"].data
     path = str(tmp_path / "ok.pth")
-    torch.save(ckpt, path)
-    with pytest.raises(pickle.UnpicklingError):  # what torch >= 2.6 does by default
-        torch.load(path)
+    torch.save(to_plain_checkpoint(ckpt), path)
+    torch.load(path, weights_only=True)  # plain: torch's own safe loader takes it as it is
     loaded = CheckpointLoader.load_checkpoint(path, "cpu")  # the path mmengine's resume takes
     assert torch.equal(loaded["state_dict"]["w"], torch.ones(2))
-    assert loaded["message_hub"]["runtime_info"]["iter"] == 3
+    assert loaded["message_hub"]["runtime_info"]["iter"] == 3 and loaded["meta"]["seed"] == 7
+    buf = loaded["message_hub"]["log_scalars"]["train/loss"]
+    assert isinstance(buf, HistoryBuffer)
+    for got, want in zip(buf.data, history):
+        np.testing.assert_array_equal(got, want)
 
 
-def test_untrusted_globals_are_refused_without_running_them(tmp_path):
-    path = str(tmp_path / "evil.pth")
-    torch.save({"state_dict": {}, "x": _Evil()}, path)
-    assert any("getcwd" in g for g in pickle_globals(path))
-    with pytest.raises(UntrustedCheckpointError, match=r"evil\.pth.*getcwd.*Fix"):
+def test_non_plain_checkpoint_is_refused_without_fallback(tmp_path):
+    path = str(tmp_path / "raw.pth")
+    torch.save(_mmengine_like_checkpoint(), path)  # numpy scalars pickle through builtins.getattr
+    with pytest.raises(UntrustedCheckpointError, match=r"raw\.pth: refusing to unpickle.*Fix"):
         load_checkpoint_file(path)
+
+
+class _System:
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return os.system, (self.cmd,)
+
+
+def _allowed_names_payload(marker) -> bytes:
+    """``getattr(__import__('os'), 'system')('touch marker')`` with only ``builtins`` globals."""
+    return (b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(S'os'\ntRS'system'\ntR(S'touch " + str(marker).encode()
+            + b"'\ntR.")
+
+
+def _zip_checkpoint(path, data_pkl: bytes):
+    """A torch zip checkpoint whose data.pkl is ``data_pkl``."""
+    torch.save({"w": torch.ones(1)}, path)
+    with zipfile.ZipFile(path) as z:
+        entries = {n: z.read(n) for n in z.namelist()}
+    name = next(n for n in entries if n.endswith("data.pkl"))
+    entries[name] = data_pkl
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in entries.items():
+            z.writestr(n, b)
+
+
+@pytest.mark.parametrize("kind", ["zip_os_system", "zip_allowed_names", "legacy_os_system"])
+def test_hostile_checkpoints_never_run(tmp_path, kind):
+    marker = tmp_path / "ran"
+    path = str(tmp_path / f"{kind}.pth")
+    if kind == "zip_os_system":
+        torch.save({"state_dict": {}, "x": _System(f"touch {marker}")}, path)
+        assert any("system" in g for g in pickle_globals(path))
+    elif kind == "zip_allowed_names":
+        _zip_checkpoint(path, _allowed_names_payload(marker))
+    else:  # the pre-zip torch format
+        torch.save({"x": _System(f"touch {marker}")}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=rf"{kind}\.pth"):
+        load_checkpoint_file(path)
+    with pytest.raises(CheckpointError):
+        CheckpointLoader.load_checkpoint(path, "cpu")
+    assert not marker.exists()
+    pickle.loads(_allowed_names_payload(marker))  # the payload is real: plain pickle runs it
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("url", ["http://host/x.pth", "https://host/x.pth", "s3://bucket/x.pth",
+                                 "open-mmlab://resnet50"])
+def test_remote_checkpoints_are_refused(url):
+    with pytest.raises(CheckpointError, match="remote checkpoints are refused.*download"):
+        load_checkpoint_file(url)
+    with pytest.raises(CheckpointError, match="remote checkpoints are refused"):
+        CheckpointLoader.load_checkpoint(url, "cpu")
+
+
+@pytest.mark.parametrize("content,match", [(b"", "is empty"), (os.urandom(4096), "not a readable torch checkpoint"),
+                                           (None, "not a readable torch checkpoint")])
+def test_broken_files_name_the_file(tmp_path, content, match):
+    path = tmp_path / "broken.pth"
+    if content is None:  # truncated
+        torch.save({"w": torch.ones(1000)}, str(path))
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"broken\.pth.*{match}.*Fix"):
+        load_checkpoint_file(str(path))
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint_file(str(tmp_path / "missing.pth"))
+
+
+def test_mismatched_checkpoint_stops_with_keys_named_or_loads_partially(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    other = nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 2), nn.Linear(2, 2))
+    path = str(tmp_path / "other.pth")
+    torch.save({"state_dict": other.state_dict()}, path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match=r"other\.pth does not fit the model of cfg\.py: 2 unexpected keys "
+                                                      r"\(first: \['2\.weight', '2\.bias'\]\); 3 shape mismatches.*Fix"):
+        load_model_weights(model, path, "cfg.py")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+    same = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    torch.save({"state_dict": {"module." + k: v for k, v in same.state_dict().items()}}, path)
+    assert load_model_weights(model, path, "cfg.py") == ([], [])
+    assert all(torch.equal(same.state_dict()[k], v) for k, v in model.state_dict().items())
+    torch.save({"state_dict": {"0.weight": torch.zeros(3, 4)}}, path)
+    missing, unexpected = load_model_weights(model, path, "cfg.py", allow_partial=True)
+    assert missing == ["0.bias", "1.weight", "1.bias"] and unexpected == []
+    assert torch.equal(model[0].weight, torch.zeros(3, 4))
+
+
+def test_hook_saves_plain_and_stops_a_test_on_a_mismatched_checkpoint(tmp_path):
+    from types import SimpleNamespace
+
+    from mmengine.config import Config
+
+    from bevlm.engine.checkpoint import PlainCheckpointHook
+
+    ckpt = _mmengine_like_checkpoint()
+    PlainCheckpointHook().before_save_checkpoint(None, ckpt)
+    path = str(tmp_path / "saved.pth")
+    torch.save(ckpt, path)
+    torch.load(path, weights_only=True)  # what the hook wrote loads without any allow-list
+    model = nn.Linear(2, 2)
+    cfg_file = tmp_path / "x.py"
+    cfg_file.write_text(f"load_from = {path!r}\n")
+    runner = SimpleNamespace(model=model, _load_from=path, cfg=Config.fromfile(str(cfg_file)))
+    PlainCheckpointHook().after_load_checkpoint(runner, load_checkpoint_file(path))  # not strict: training
+    with pytest.raises(CheckpointMismatchError, match=r"saved\.pth does not fit the model of .*x\.py: "
+                                                      r"2 keys missing.*\['weight', 'bias'\]\); 1 unexpected keys \(first: \['w'\]\)"):
+        PlainCheckpointHook(strict_load=True).after_load_checkpoint(runner, load_checkpoint_file(path))

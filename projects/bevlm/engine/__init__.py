@@ -1,7 +1,9 @@
-from .checkpoint import load_checkpoint_file, register_checkpoint_safe_globals
+from .checkpoint import (CheckpointError, CheckpointMismatchError, PlainCheckpointHook, load_checkpoint_file,
+                         load_model_weights, register_checkpoint_safe_globals)
 from .hooks import InferenceVariantHook, ParamChecksumHook, PostTrainingQuantHook
 
 register_checkpoint_safe_globals()
 
-__all__ = ["load_checkpoint_file", "register_checkpoint_safe_globals", "ParamChecksumHook", "PostTrainingQuantHook",
+__all__ = ["load_checkpoint_file", "load_model_weights", "CheckpointError", "CheckpointMismatchError",
+           "PlainCheckpointHook", "register_checkpoint_safe_globals", "ParamChecksumHook", "PostTrainingQuantHook",
            "InferenceVariantHook"]

@@ -22,7 +22,7 @@ from bevlm.inference.variants import build_variant, check_variant, llm_weight_by
 from bevlm.registry import DATASETS, MODELS
 from bevlm.utils import peak_memory_mb
 
-from .checkpoint import load_checkpoint_file
+from .checkpoint import load_model_weights
 
 
 def measure_read_bandwidth(mb: int = 256, repeats: int = 5) -> float:
@@ -47,13 +47,10 @@ def load_model(cfg, checkpoint: str):
         The model.
 
     Raises:
-        KeyError: the checkpoint has keys the model does not.
+        CheckpointMismatchError: the checkpoint's keys or shapes do not fit the model.
     """
     model = MODELS.build(cfg.model)
-    state = load_checkpoint_file(checkpoint)
-    missing, unexpected = model.load_state_dict(state.get("state_dict", state), strict=False)
-    if unexpected:
-        raise KeyError(f"{checkpoint}: unexpected keys {unexpected[:5]}... Fix: use the config it was trained with")
+    load_model_weights(model, checkpoint, cfg.filename or "the config")
     return model.eval()
 
 

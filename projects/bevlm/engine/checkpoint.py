@@ -1,70 +1,67 @@
-"""The one place where checkpoint loading policy lives.
+"""The one place where checkpoint loading policy lives: no checkpoint can run code.
 
-torch >= 2.6 defaults ``torch.load(weights_only=True)``; mmengine 0.10.7 calls ``torch.load``
-without the argument, so resuming its own checkpoints fails (``Unsupported global:
-mmengine.logging.history_buffer.HistoryBuffer``, then numpy scalars of the message hub, which
-pickle through ``builtins.getattr``). The policy:
+Every checkpoint loads with ``torch.load(weights_only=True)`` and nothing else: tensors, plain
+containers, strings and numbers, plus the few data-only types allow-listed below. There is no
+fallback to the full unpickler, so a file whose pickle names any other global (``os.system``, or
+``builtins.getattr`` reaching it) is refused before it runs.
 
-1. load with ``weights_only=True`` and an allow-list of the data-only types mmengine and this
-   package store (most model-only files load here);
-2. otherwise, scan the pickle's globals *without executing it*; if every global is on the
-   trusted list of what mmengine/torch/numpy write into a training checkpoint, load it with the
-   full unpickler; anything else is refused with an error naming the offending globals.
+For mmengine's own training checkpoints to load that way, :class:`PlainCheckpointHook` (in
+``configs/_base_/default_runtime.py``) turns what mmengine stores beside the weights into plain
+types before saving: numpy scalars become Python numbers, and each ``HistoryBuffer`` of the message
+hub becomes a tagged dict of lists, rebuilt by :func:`load_checkpoint_file` on loading (so
+``--resume`` gets its log history back).
 
-Third-party weights should come as safetensors (see :class:`bevlm.models.backbones.TimmBackbone`).
-The policy is installed as mmengine's loader for local files, so ``--resume`` and ``load_from``
-use it too.
+Remote checkpoints (``http://``, ``s3://``, ``open-mmlab://``, ...) are refused: mmengine's remote
+loaders unpickle with ``weights_only=False``. Download the file, then pass its local path.
+
+:func:`load_model_weights` loads weights into a built model and stops, naming the checkpoint, the
+config and the first mismatched keys, when they do not fit (``allow_partial`` to load what fits).
 """
 from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 import pickletools
 import zipfile
 
 import numpy as np
 import torch
+from mmengine.hooks import Hook
+from mmengine.logging.history_buffer import HistoryBuffer
+
+from bevlm.registry import HOOKS
 
 _REGISTERED = False
-
-#: Globals a checkpoint written by mmengine's CheckpointHook / Runner may contain.
-TRUSTED_GLOBALS = frozenset({
-    "collections OrderedDict", "collections defaultdict", "builtins getattr", "__builtin__ getattr",
-    "builtins set", "builtins slice", "_codecs encode",
-    "torch._utils _rebuild_tensor_v2", "torch._utils _rebuild_parameter", "torch FloatStorage",
-    "torch LongStorage", "torch IntStorage", "torch BoolStorage", "torch HalfStorage",
-    "torch BFloat16Storage", "torch DoubleStorage", "torch ByteStorage", "torch._utils _rebuild_tensor",
-    "torch float32", "torch float16", "torch bfloat16", "torch int64", "torch device",
-    "numpy.core.multiarray _reconstruct", "numpy._core.multiarray _reconstruct", "numpy ndarray",
-    "numpy dtype", "numpy.core.multiarray scalar", "numpy._core.multiarray scalar",
-    "numpy.dtypes Float64DType", "numpy.dtypes Float32DType", "numpy.dtypes Int64DType",
-    "mmengine.logging.history_buffer HistoryBuffer", "mmengine.config.config ConfigDict",
-})
+#: Marks a message-hub ``HistoryBuffer`` stored as plain lists.
+HISTORY_TAG = "__history_buffer__"
+#: Schemes of mmengine's remote checkpoint loaders (all unpickle without ``weights_only``).
+REMOTE_PREFIXES = ("http://", "https://", "s3://", "open-mmlab://", "openmmlab://", "mmcls://",
+                   "torchvision://", "pavi://", "modelzoo://", "petrel://")
 
 
-class UntrustedCheckpointError(pickle.UnpicklingError):
-    """A checkpoint contains Python globals outside the trusted list."""
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names the file and the fix."""
+
+
+class UntrustedCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """A checkpoint names Python globals outside the data-only allow-list."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's keys or shapes do not fit the model its config builds."""
 
 
 def _safe_types() -> list:
+    """Data-only types a ``weights_only`` load may rebuild (beyond tensors and plain containers)."""
     from mmengine.config.config import ConfigDict
-    from mmengine.logging.history_buffer import HistoryBuffer
 
-    types = [HistoryBuffer, ConfigDict, collections.OrderedDict, collections.defaultdict, np.ndarray, np.dtype]
-    for name in ("float64", "float32", "int64", "int32", "bool_", "uint8"):
-        dt = getattr(np, name)
-        types += [dt, type(np.dtype(dt))]
-    try:  # numpy >= 2 moved the pickle helpers
-        from numpy._core.multiarray import _reconstruct, scalar
-        types += [_reconstruct, scalar]
-    except ImportError:  # pragma: no cover
-        pass
-    return types
+    return [collections.OrderedDict, collections.defaultdict, ConfigDict]
 
 
 def register_checkpoint_safe_globals() -> None:
-    """Allow-list mmengine's data-only checkpoint types; install the loader (idempotent)."""
+    """Allow-list the data-only types; install the local and remote loaders (idempotent)."""
     global _REGISTERED
     if _REGISTERED:
         return
@@ -72,41 +69,190 @@ def register_checkpoint_safe_globals() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
     CheckpointLoader.register_scheme(prefixes="", force=True)(_mmengine_local_loader)
+    CheckpointLoader.register_scheme(prefixes=REMOTE_PREFIXES, force=True)(_refuse_remote)
     _REGISTERED = True
 
 
 def pickle_globals(path: str) -> set[str]:
-    """The ``module name`` globals referenced by a torch zip checkpoint, read without unpickling."""
-    with zipfile.ZipFile(path) as z:
-        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
-    found, strings = set(), []
-    for op, arg, _ in pickletools.genops(io.BytesIO(data)):
-        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-            strings.append(arg)
-        elif op.name == "GLOBAL":
-            found.add(arg)
-        elif op.name == "STACK_GLOBAL":
-            found.add(" ".join(strings[-2:]))
+    """The ``module name`` globals a checkpoint names (torch zip or legacy format), read without
+    unpickling (best effort: for the error message only; the refusal itself is ``weights_only``'s)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            streams = [z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))]
+    except (zipfile.BadZipFile, StopIteration):
+        with open(path, "rb") as f:  # the legacy format: several pickles back to back
+            streams = [f.read()]
+    found = set()
+    for data in streams:
+        buf, strings = io.BytesIO(data), []
+        for _ in range(8):
+            try:
+                for op, arg, _ in pickletools.genops(buf):
+                    if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                        strings.append(arg)
+                    elif op.name == "GLOBAL":
+                        found.add(arg)
+                    elif op.name == "STACK_GLOBAL":
+                        found.add(" ".join(strings[-2:]))
+            except Exception:  # a malformed or finished stream: report what was read
+                break
     return found
 
 
+def _plain(value):
+    """``value`` with numpy scalars / arrays and message-hub buffers turned into plain types."""
+    if isinstance(value, HistoryBuffer):
+        return {HISTORY_TAG: True, "max_length": int(value.max_length),
+                "log_history": [float(v) for v in value._log_history],
+                "count_history": [float(v) for v in value._count_history]}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, collections.OrderedDict):
+        return collections.OrderedDict((k, _plain(v)) for k, v in value.items())
+    if isinstance(value, dict):
+        return type(value)({k: _plain(v) for k, v in value.items()}) if type(value) is dict else \
+            {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def to_plain_checkpoint(checkpoint: dict) -> dict:
+    """Turn ``meta`` and ``message_hub`` of an mmengine checkpoint into plain types, in place."""
+    for key in ("meta", "message_hub"):
+        if key in checkpoint:
+            checkpoint[key] = _plain(checkpoint[key])
+    return checkpoint
+
+
+def _restore(value):
+    if isinstance(value, dict):
+        if value.get(HISTORY_TAG):
+            buf = HistoryBuffer(max_length=value["max_length"])
+            buf._log_history = np.asarray(value["log_history"], dtype=np.float64)
+            buf._count_history = np.asarray(value["count_history"], dtype=np.float64)
+            return buf
+        for k, v in value.items():
+            value[k] = _restore(v)
+    return value
+
+
+def check_checkpoint_path(path: str) -> None:
+    """The cheap checks, before any work: a local, existing, non-empty file.
+
+    Raises:
+        CheckpointError: a remote path, a missing or an empty file (named, with the fix).
+    """
+    if str(path).startswith(REMOTE_PREFIXES):
+        _refuse_remote(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint not found. Fix: pass the path of a .pth file (e.g. "
+                              f"$(cat WORK_DIR/last_checkpoint))")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: the checkpoint file is empty (an interrupted save?). Fix: use an "
+                              f"earlier checkpoint of the work dir")
+
+
 def load_checkpoint_file(path: str, map_location="cpu") -> dict:
-    """Load a checkpoint under the policy of this module (see the module docstring)."""
+    """Load a local checkpoint with ``weights_only=True`` (see the module docstring).
+
+    Raises:
+        CheckpointError: a remote path, a missing / empty / truncated / foreign file (named).
+        UntrustedCheckpointError: the pickle names globals outside the allow-list.
+    """
     register_checkpoint_safe_globals()
+    check_checkpoint_path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        untrusted = sorted(pickle_globals(path) - TRUSTED_GLOBALS)
-        if untrusted:
-            raise UntrustedCheckpointError(
-                f"{path}: refusing to unpickle globals {untrusted}. Fix: load only checkpoints written by "
-                f"this codebase, or convert third-party weights to safetensors") from None
-        return torch.load(path, map_location=map_location, weights_only=False)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        names = sorted(pickle_globals(path))
+        if not names:
+            raise CheckpointError(f"{path}: not a readable torch checkpoint (the safe loader refused it: "
+                                  f"{str(e).splitlines()[-1][:200]}). Fix: the file is corrupt or of another "
+                                  f"format; use an earlier checkpoint or re-save it") from None
+        raise UntrustedCheckpointError(
+            f"{path}: refusing to unpickle it: it names Python globals beyond tensors and plain data "
+            f"({', '.join(names[:8])}). Loading it could run code. Fix: load only checkpoints "
+            f"this codebase wrote (PlainCheckpointHook), or convert third-party weights to safetensors "
+            f"({str(e).splitlines()[0][:200]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}). Fix: the file is truncated or "
+                              f"of another format; use an earlier checkpoint or re-save it") from None
+    return _restore(checkpoint) if isinstance(checkpoint, dict) else checkpoint
+
+
+def load_model_weights(model: torch.nn.Module, checkpoint: str, config: str = "the config",
+                       allow_partial: bool = False, state: dict | None = None) -> tuple[list, list]:
+    """Load ``checkpoint`` into ``model``, checking keys and shapes first.
+
+    Args:
+        model: the model the config builds.
+        checkpoint: checkpoint path (``state_dict`` inside, or a bare state dict).
+        config: the config's path, named in errors.
+        allow_partial: load the keys that fit and return the rest instead of raising.
+        state: the already loaded checkpoint dict (saves a second read).
+
+    Returns:
+        ``(missing, unexpected)`` keys (empty unless ``allow_partial``).
+
+    Raises:
+        CheckpointMismatchError: keys missing / unexpected or shapes differing (first ones named).
+    """
+    state = load_checkpoint_file(checkpoint) if state is None else state
+    weights = state.get("state_dict", state)
+    weights = {k.removeprefix("module."): v for k, v in weights.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in weights and hasattr(weights[k], "shape") and weights[k].shape != own[k].shape]
+    if (missing or unexpected or shapes) and not allow_partial:
+        parts = [f"{len(x)} {what} (first: {x[:3]})" for x, what in
+                 ((missing, "keys missing from the checkpoint"), (unexpected, "unexpected keys"),
+                  (shapes, "shape mismatches")) if x]
+        raise CheckpointMismatchError(
+            f"{checkpoint} does not fit the model of {config}: {'; '.join(parts)}. Fix: test with the config "
+            f"the checkpoint was trained with (or allow a partial load explicitly)")
+    fitting = {k: v for k, v in weights.items() if k in own and not (hasattr(v, "shape") and v.shape != own[k].shape)}
+    model.load_state_dict(fitting, strict=False)
+    return missing, unexpected
 
 
 def _mmengine_local_loader(filename, map_location=None):
-    import os
+    return load_checkpoint_file(filename, map_location=map_location or "cpu")
 
-    if not os.path.isfile(filename):
-        raise FileNotFoundError(f"{filename} can not be found.")
-    return load_checkpoint_file(filename, map_location=map_location)
+
+def _refuse_remote(filename, map_location=None, **kwargs):
+    raise CheckpointError(f"{filename}: remote checkpoints are refused (they would be unpickled without "
+                          f"weights_only). Fix: download the file, check where it comes from, and pass its local path")
+
+
+@HOOKS.register_module()
+class PlainCheckpointHook(Hook):
+    """Save checkpoints in plain types (so they load with ``weights_only=True``) and, at test
+    time, check that a loaded checkpoint fits the model.
+
+    Args:
+        strict_load: on ``after_load_checkpoint`` raise :class:`CheckpointMismatchError` when the
+            checkpoint's keys or shapes differ from the model's (tools/test.py sets it; a
+            training ``load_from`` of a stage-1 checkpoint loads partially on purpose).
+    """
+
+    priority = "VERY_LOW"  # after every hook that adds to the checkpoint
+
+    def __init__(self, strict_load: bool = False) -> None:
+        self.strict_load = strict_load
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        to_plain_checkpoint(checkpoint)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not self.strict_load:
+            return
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        source = getattr(runner, "_load_from", None) or runner.cfg.get("load_from") or "the checkpoint"
+        load_model_weights(model, source, getattr(runner.cfg, "filename", None) or "the config",
+                           state=checkpoint)

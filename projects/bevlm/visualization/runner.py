@@ -31,11 +31,10 @@ def visualize_frames(cfg: Config, out_dir: str, indices: list[int], checkpoint: 
     dataset = DATASETS.build(ds_cfg)
     model = None
     if checkpoint:
-        from bevlm.engine import load_checkpoint_file
+        from bevlm.engine import load_model_weights
 
         model = MODELS.build(cfg.model)
-        state = load_checkpoint_file(checkpoint)
-        model.load_state_dict(state.get("state_dict", state), strict=False)
+        load_model_weights(model, checkpoint, cfg.filename or "the config")
         model.eval()
     os.makedirs(out_dir, exist_ok=True)
     paths = []
