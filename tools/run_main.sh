@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, from a fresh clone:
-#   set up .venv -> generate the mini world -> train configs/bev_vlm.py -> evaluate it.
+#   set up .venv -> generate the mini world -> train configs/bev_vlm.py -> evaluate it (every val frame).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup_env.sh
@@ -11,4 +11,7 @@ if [ ! -f data/mini_world/infos/bevlm_infos_val.pkl ]; then
   .venv/bin/python tools/create_data.py world --out data/mini_world --scenes 12 --seed 0
 fi
 .venv/bin/python tools/train.py "$CONFIG" --work-dir "$WORK_DIR" "$@"
-.venv/bin/python tools/test.py "$CONFIG" "$(cat "$WORK_DIR/last_checkpoint")" --work-dir "$WORK_DIR"
+# the lossless decoding stack (shared prompt cache + batched speculative decoding): the same answers
+# as plain greedy decoding (tested), in a fraction of the time on the 48 val frames
+.venv/bin/python tools/test.py "$CONFIG" "$(cat "$WORK_DIR/last_checkpoint")" --work-dir "$WORK_DIR" \
+  --variant "${TEST_VARIANT:-lossless}"
