@@ -42,6 +42,12 @@ RESULTS_META = {"use_camera": True, "use_lidar": False, "use_radar": False, "use
                 "use_external": False}
 
 
+def _as_boxes(boxes, n: int) -> np.ndarray:
+    """``[n, 7 or 9]`` float64 boxes (an empty input becomes ``[0, 9]``)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return boxes.reshape(0, 9) if boxes.size == 0 and n == 0 else boxes.reshape(n, -1)
+
+
 def default_attribute(name: str, velocity: Sequence[float]) -> str:
     """Attribute of a predicted box from its class and speed (mmdet3d's rule, threshold 0.2 m/s)."""
     if float(np.hypot(velocity[0], velocity[1])) > 0.2:
@@ -76,7 +82,7 @@ def ego_boxes_to_nusc(sample_token: str, boxes: np.ndarray, scores: np.ndarray, 
     from nuscenes.eval.detection.constants import DETECTION_NAMES
     from pyquaternion import Quaternion
 
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(len(scores), -1)
+    boxes = _as_boxes(boxes, len(scores))
     rot = np.asarray(ego2global, dtype=np.float64)[:3, :3]
     ego_q = Quaternion(matrix=rot, atol=1e-6)
     out = []
@@ -157,8 +163,11 @@ def _detection_eval_class():
             pred, self.meta = load_prediction_of_sample_tokens(result_path, config.max_boxes_per_sample,
                                                                DetectionBox, sample_tokens=tokens)
             gt = load_gt_of_sample_tokens(nusc, tokens, DetectionBox)
-            self.pred_boxes = filter_eval_boxes(nusc, add_center_dist(nusc, pred), config.class_range)
-            self.gt_boxes = filter_eval_boxes(nusc, add_center_dist(nusc, gt), config.class_range)
+            # (the devkit's filter cannot tell the box type of a set without boxes: nothing to filter)
+            self.pred_boxes = (filter_eval_boxes(nusc, add_center_dist(nusc, pred), config.class_range)
+                               if pred.all else pred)
+            self.gt_boxes = (filter_eval_boxes(nusc, add_center_dist(nusc, gt), config.class_range)
+                             if gt.all else gt)
             self.sample_tokens = self.gt_boxes.sample_tokens
 
     return SampleTokenDetectionEval
@@ -242,7 +251,7 @@ class NuScenesDetMetric(BaseMetric):
             arr = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in pred.items()}
             scores = arr["scores_3d"].reshape(-1)
             self.results.append(dict(token=str(sample["token"]), scores=scores,
-                                     boxes=arr["bboxes_3d"].reshape(len(scores), -1),  # [n, 9]
+                                     boxes=_as_boxes(arr["bboxes_3d"], len(scores)),  # [n, 9]
                                      labels=arr["labels_3d"].reshape(-1)))
 
     def compute_metrics(self, results: list) -> dict:
