@@ -103,8 +103,11 @@ def test_remote_checkpoints_are_refused(url):
         CheckpointLoader.load_checkpoint(url, "cpu")
 
 
-@pytest.mark.parametrize("content,match", [(b"", "is empty"), (os.urandom(4096), "not a readable torch checkpoint"),
-                                           (None, "not a readable torch checkpoint")])
+_RANDOM = [np.random.default_rng(seed).bytes(4096) for seed in range(6)]
+
+
+@pytest.mark.parametrize("content,match", [(b"", "is empty"), (None, "not a readable torch checkpoint")]
+                         + [(b, "not a readable torch checkpoint") for b in _RANDOM])
 def test_broken_files_name_the_file(tmp_path, content, match):
     path = tmp_path / "broken.pth"
     if content is None:  # truncated
