@@ -21,7 +21,12 @@ from typing import Any
 
 from mmengine.config import Config, ConfigDict
 
+import bevlm.datasets  # noqa: F401  (registers the components that configs name)
+import bevlm.evaluation  # noqa: F401
+import bevlm.models  # noqa: F401
 from bevlm import registry as _registry
+from .checkpoint import PlainCheckpointHook  # noqa: F401  (registers the hooks of this package)
+from .hooks import ParamChecksumHook  # noqa: F401
 
 
 class ConfigError(ValueError):
@@ -176,10 +181,5 @@ def check_config(cfg: Config, source: str = "config") -> None:
         ConfigError: a key the component does not take, or a value of the wrong simple type; the
             message names the key path, the component and the valid keys.
     """
-    import bevlm.datasets  # noqa: F401  (register the components named by configs)
-    import bevlm.engine  # noqa: F401
-    import bevlm.evaluation  # noqa: F401
-    import bevlm.models  # noqa: F401
-
     data = cfg.to_dict() if isinstance(cfg, (Config, ConfigDict)) else dict(cfg)
     _walk(data, "", source)

@@ -9,6 +9,7 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
+from bevlm.engine import load_model_weights
 from bevlm.registry import DATASETS, MODELS
 from .frame_figure import draw_frame
 
@@ -31,8 +32,6 @@ def visualize_frames(cfg: Config, out_dir: str, indices: list[int], checkpoint: 
     dataset = DATASETS.build(ds_cfg)
     model = None
     if checkpoint:
-        from bevlm.engine import load_model_weights
-
         model = MODELS.build(cfg.model)
         load_model_weights(model, checkpoint, cfg.filename or "the config")
         model.eval()
