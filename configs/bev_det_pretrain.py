@@ -2,7 +2,7 @@
 # head, no LLM, on the mini world's train scenes; scored with the official nuScenes detection
 # metric (nuscenes-devkit DetectionEval) on the val scenes:
 #   python tools/train.py configs/bev_det_pretrain.py
-#   python tools/test.py configs/bev_det_pretrain.py work_dirs/bev_det_pretrain/iter_300.pth
+#   python tools/test.py configs/bev_det_pretrain.py work_dirs/bev_det_pretrain/iter_1000.pth
 # A stage-2 BEV-VLM starts from it with `load_from` (same img_backbone / img_neck / bev_encoder
 # / aux_head keys).
 _base_ = [
@@ -14,7 +14,7 @@ _base_ = [
 
 # Cheap iterations: half-resolution images (160x90; the BEV-VLM uses 320x180, ego2img follows
 # the resize) and single frames (queue_length=1: temporal self-attention runs without a
-# previous BEV), so that a 2-core CPU does a few hundred iterations in ~10-15 minutes.
+# previous BEV), so that a 2-core CPU does ~1000 iterations in 10-15 minutes.
 det_img_size = (160, 90)
 det_pipeline = [
     dict(type="LoadMultiViewImages"),

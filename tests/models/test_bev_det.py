@@ -110,7 +110,8 @@ def test_state_dict_keys_load_into_bevvlm(det_batch):
     assert det_shared == vlm_shared and len(det_shared) > 50
     result = vlm.load_state_dict({k: v for k, v in det_sd.items() if k.startswith(SHARED)}, strict=False)
     assert not [k for k in result.missing_keys if k.startswith(SHARED)]
-    assert torch.equal(vlm.state_dict()["bev_encoder.bev_embedding.weight"], det_sd["bev_encoder.bev_embedding.weight"])
+    key = "bev_encoder.bev_embedding.weight"
+    assert torch.equal(vlm.state_dict()[key], det_sd[key])
 
 
 def test_grid_mismatch_is_refused():

@@ -1,7 +1,7 @@
-# Stage-1 perception pretraining on a 2-core CPU: many cheap iterations (a batch of 2 frames, no
-# LLM) in about 10-15 minutes
-# (2-3 s per iteration at 160x90 on a busy 2-core CPU).
-max_iters = 300
+# Stage-1 perception pretraining on a 2-core CPU: many cheap iterations (a batch of 2 frames at
+# 160x90, no LLM). Measured: 0.6-0.9 s per iteration on an idle 2-core CPU (1000 iterations,
+# about 7 epochs of the 144 train frames, in 10-15 minutes); 5-10 s when the cores are shared.
+max_iters = 1000
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=100000)
 val_cfg = None
 test_cfg = dict(type="TestLoop")
