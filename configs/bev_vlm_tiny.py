@@ -11,6 +11,7 @@ bev_h, bev_w, embed_dims = 8, 8, 32
 pc_range = (-32.0, -32.0, -3.0, 32.0, 32.0, 3.0)
 img_size = (64, 36)
 data_root = "data/tiny_world/"
+load_from = None  # trains from scratch (no stage-1 checkpoint)
 
 model = dict(
     img_neck=dict(out_channels=embed_dims),

@@ -62,7 +62,7 @@ def main():
     for ev in evaluators:
         if ev.get("type") == "DriveLMMetric":  # -> drivelm.output.json, drivelm.test_eval.json, ...
             ev["outfile_prefix"] = osp.join(out_dir, "drivelm")
-        elif ev.get("type") in ("EfficiencyMetric", "PlanningMetric"):  # -> efficiency.json, per_frame.json
+        elif ev.get("type") in ("EfficiencyMetric", "PlanningMetric", "NuScenesDetMetric"):  # -> efficiency.json, per_frame.json
             ev["outfile_prefix"] = out_dir
     if args.variant:
         variants = Config.fromfile(args.variants_file).variants

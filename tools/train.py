@@ -40,6 +40,10 @@ def main():
     if args.amp:
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
+    if cfg.get("load_from") and not args.resume and not osp.isfile(cfg.load_from):
+        raise SystemExit(f"{args.config}: load_from={cfg.load_from!r} does not exist. Fix: train the stage it comes "
+                         f"from first (for configs/bev_vlm.py: python tools/train.py configs/bev_det_pretrain.py), "
+                         f"or start from scratch with --cfg-options load_from=None")
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif args.resume:

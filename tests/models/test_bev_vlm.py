@@ -230,3 +230,24 @@ def test_predict_on_subsampled_split_fills_the_cache_from_the_queue(tiny_world):
     assert model.fill_temporal_cache(data["inputs"]["imgs"], data["data_samples"]) == 1  # (cache: this frame)
     model.temporal_cache.update([scene], [out.prev_token], bev_queue)
     assert model.fill_temporal_cache(data["inputs"]["imgs"], data["data_samples"]) == 0
+
+
+def test_frozen_vision_modules_get_no_gradient_and_keep_eval_mode(tiny_world):
+    cfg = _cfg()
+    frozen = ("img_backbone", "img_neck", "bev_encoder")
+    model = _model(cfg, frozen=frozen).train()
+    assert all(not getattr(model, n).training for n in frozen) and model.projector.training
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.split(".")[0] in frozen}
+    ds = _dataset(tiny_world, cfg, queue_length=2, qa_per_sample=3)
+    data = model.data_preprocessor(pseudo_collate([ds[0], ds[5]]), True)
+    losses = model(**data, mode="loss")
+    sum(v for k, v in losses.items() if k.startswith("loss")).backward()
+    for name in frozen:
+        assert all(p.grad is None and not p.requires_grad for p in getattr(model, name).parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.projector.parameters())
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    opt.step()
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())  # weights and BN statistics unchanged
+    with pytest.raises(ValueError, match=r"frozen names 'llm'.*choose among \['img_backbone'"):
+        _model(cfg, frozen=("llm",))

@@ -21,6 +21,8 @@ from .test_cfg import TestConfig
 VISION_MODES = ("bev", "camera", "blind")
 TEMPORAL_FUSIONS = ("bev", "tokens")
 TRAJ_SOURCES = ("head", "text")
+#: Vision modules that ``frozen`` may name.
+FREEZABLE = ("img_backbone", "img_neck", "bev_encoder", "aux_head", "camera_tokens")
 
 
 @MODELS.register_module()
@@ -68,6 +70,9 @@ class BEVVLM(BaseModel):
         domain_adapters: multi-LoRA over data domains: ``{domain: adapter name}`` (the names
             among ``llm.adapter_names``); each sample's ``domain`` (set by its dataset) selects
             its adapter at train and test time. None = the LLM's active adapter for all.
+        frozen: vision modules trained no further (subset of :data:`FREEZABLE`), e.g. the
+            backbone, neck and BEV encoder a stage-1 perception checkpoint (``load_from``) trained;
+            frozen modules get no gradients and stay in eval mode.
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
         init_cfg: mmengine initialisation config.
@@ -81,7 +86,7 @@ class BEVVLM(BaseModel):
                  aux_head: dict | None = None, use_ego_status: bool = True, ego_status_dims: int = 5,
                  loss_lm_weight: float = 1.0, qa_policy: dict | None = None,
                  temporal_fusion: str = "bev", num_frames: int = 1, traj_source: str = "head",
-                 domain_adapters: dict | None = None, test_cfg: dict | None = None,
+                 domain_adapters: dict | None = None, frozen: tuple | list = (), test_cfg: dict | None = None,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
         if unknown:
             moved = sorted(set(unknown) & set(TestConfig.keys()))
@@ -140,6 +145,7 @@ class BEVVLM(BaseModel):
             if unknown:
                 raise ValueError(f"domain_adapters names adapters {sorted(unknown)} that the LLM does not have "
                                  f"(llm.adapter_names={self.llm.adapter_names}); add them to llm.adapter_names")
+        self.frozen = self._freeze(frozen)
         self.set_qa_policy(qa_policy)
         self._test_cfg = TestConfig()
         self.frame_decoder = None
@@ -147,6 +153,23 @@ class BEVVLM(BaseModel):
         self._flop_calls = 0
 
     # ------------------------------------------------------------------ configuration
+    def _freeze(self, names) -> tuple:
+        """Freeze the named vision modules (e.g. those a stage-1 perception checkpoint trained):
+        no gradients, and kept in eval mode (BatchNorm keeps its running statistics)."""
+        names = tuple(names)
+        for name in names:
+            if name not in FREEZABLE or getattr(self, name, None) is None:
+                raise ValueError(f"BEVVLM: frozen names {name!r}, which is not a vision module this model has; "
+                                 f"choose among {[n for n in FREEZABLE if getattr(self, n, None) is not None]}")
+            getattr(self, name).requires_grad_(False).eval()
+        return names
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self, name).eval()
+        return self
+
     @property
     def test_cfg(self) -> TestConfig:
         """The test-time settings (read-only; change them with :meth:`set_test_cfg`)."""
@@ -362,7 +385,7 @@ class BEVVLM(BaseModel):
             gt = torch.stack([s.gt_traj for s in data_samples]).to(traj)
             mask = torch.stack([s.gt_traj_mask for s in data_samples]).to(traj.device)
             losses.update(self.traj_head.loss(traj, gt, mask))
-        if self.aux_head is not None:
+        if self.aux_head is not None and not ("aux_head" in self.frozen and "bev_encoder" in self.frozen):
             preds = self.aux_head(bev)
             losses.update(self.aux_head.loss(
                 preds, [s.gt_boxes.to(bev.device) for s in data_samples],
