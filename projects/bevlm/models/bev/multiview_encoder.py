@@ -1,8 +1,8 @@
 """Multi-view images -> BEV tokens: the image-feature and temporal-queue code paths.
 
-Shared by every model that sees the scene through BEVFormer-lite (the stage-1
-detector :class:`bevlm.models.detectors.BEVDet`; ``BEVVLM`` has the same logic in
-its ``extract_img_feats`` / ``encode_bev`` and can call these functions instead).
+Shared by every model that sees the scene through BEVFormer-lite: the stage-1
+detector :class:`bevlm.models.detectors.BEVDet` and ``BEVVLM`` (which adds
+test-time streaming through its temporal cache).
 The functions take the modules as arguments, so a model keeps its own
 attribute names (``img_backbone``, ``img_neck``, ``bev_encoder``) and therefore
 its state-dict keys.

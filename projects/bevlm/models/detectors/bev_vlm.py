@@ -11,6 +11,7 @@ from bevlm.registry import MODELS
 from bevlm.structures import EgoMotion
 from bevlm.utils import Stopwatch, count_flops
 
+from ..bev.multiview_encoder import encode_bev_queue, extract_multiview_feats
 from ..heads.text_trajectory import TRAJ_QUESTION, format_waypoints, parse_waypoints
 from ..llm.stopping import build_stop_rule
 from ..pruning import prefill_with_setting, prune_visual_tokens
@@ -236,11 +237,7 @@ class BEVVLM(BaseModel):
     # ------------------------------------------------------------------ vision
     def extract_img_feats(self, imgs: torch.Tensor) -> list[torch.Tensor]:
         """``imgs [B, N, 3, H, W]`` -> multi-level features, each ``[B, N, C, h, w]``."""
-        b, n = imgs.shape[:2]
-        feats = self.img_backbone(imgs.flatten(0, 1))  # list of [B*N, C_l, h_l, w_l]
-        if self.img_neck is not None:
-            feats = self.img_neck(feats)
-        return [f.view(b, n, *f.shape[1:]) for f in feats]
+        return extract_multiview_feats(self.img_backbone, self.img_neck, imgs)
 
     def _frame_bev(self, imgs_t, ego2img_t, img_shape, prev_bev, motion, num_layers=None):
         feats = self.extract_img_feats(imgs_t)
@@ -256,31 +253,19 @@ class BEVVLM(BaseModel):
         pass their BEV forward, warped by ego motion. Streaming mode (test, T=1): the previous BEV
         comes from :class:`TemporalBEVCache`, valid only for the sample's true previous frame.
         """
-        b, t = imgs.shape[:2]
+        if not streaming:
+            return encode_bev_queue(self._frame_bev, imgs, data_samples)
+        b = imgs.shape[0]
         img_shape = tuple(data_samples[0].img_shape)
-        ego2img = torch.stack([s.ego2img for s in data_samples]).to(imgs)  # [B, T, N, 4, 4]
-        qvalid = torch.stack([s.queue_valid for s in data_samples]).to(imgs.device)  # [B, T]
-        if streaming:
-            motions = [s.ego_motion[-1] for s in data_samples]
-            prev_bev, motion = None, EgoMotion.stack(motions)
-            motion.valid = torch.zeros(b, dtype=torch.bool)
-            if self.bev_encoder.use_temporal:
-                prev_bev, motion = self.temporal_cache.lookup(
-                    [s.scene_token for s in data_samples], [s.prev_token for s in data_samples], motions)
-            bev = self._frame_bev(imgs[:, -1], ego2img[:, -1], img_shape, prev_bev, motion.to(imgs.device))
-            self.temporal_cache.update([s.scene_token for s in data_samples],
-                                       [s.token for s in data_samples], bev)
-            return bev
-        prev_bev = None
-        for step in range(t):
-            motion = EgoMotion.stack([s.ego_motion[step] for s in data_samples]).to(imgs.device)
-            has_prev = qvalid[:, step - 1] if step > 0 else torch.zeros_like(qvalid[:, 0])
-            motion.valid = motion.valid.to(imgs.device) & has_prev & qvalid[:, step]
-            is_last = step == t - 1
-            with torch.set_grad_enabled(is_last and torch.is_grad_enabled()):
-                bev = self._frame_bev(imgs[:, step], ego2img[:, step], img_shape,
-                                      prev_bev if bool(motion.valid.any()) else None, motion)
-            prev_bev = bev if is_last else bev.detach()
+        ego2img = torch.stack([s.ego2img[-1] for s in data_samples]).to(imgs)  # [B, N, 4, 4]
+        motions = [s.ego_motion[-1] for s in data_samples]
+        prev_bev, motion = None, EgoMotion.stack(motions)
+        motion.valid = torch.zeros(b, dtype=torch.bool)
+        if self.bev_encoder.use_temporal:
+            prev_bev, motion = self.temporal_cache.lookup(
+                [s.scene_token for s in data_samples], [s.prev_token for s in data_samples], motions)
+        bev = self._frame_bev(imgs[:, -1], ego2img, img_shape, prev_bev, motion.to(imgs.device))
+        self.temporal_cache.update([s.scene_token for s in data_samples], [s.token for s in data_samples], bev)
         return bev
 
     @torch.no_grad()

@@ -1,0 +1,20 @@
+# The perception-first recipe (issue: stage 1 = configs/bev_det_pretrain.py, then the BEV-VLM from
+# its checkpoint): stage 2 with the pretrained vision side at 0.1x the learning rate (the main
+# recipe, the reference), with it frozen, and without pretraining (random vision side, the
+# earlier recipe). Needs work_dirs/bev_det_pretrain/iter_1000.pth (tools/run_main.sh, or
+# `python tools/train.py configs/bev_det_pretrain.py`). Tested on the default split (every val
+# frame, 48 frames in 3 scenes) with the lossless variant (answers identical to greedy decoding).
+#   python tools/sweep.py configs/sweeps/perception_first.py --results-dir docs/results
+sweep = dict(
+    name="perception_first",
+    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_frozen-encoder.py",
+             "configs/ablations/bev_vlm_no-pretrain.py"],
+    steps=["train", "test"],
+    seeds=[0],
+    resamples=2000,
+    test_args=["--variant", "lossless"],
+    columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/language_score", "drivelm/Bleu_1",
+             "drivelm/ROUGE_L", "drivelm/CIDEr", "drivelm/match_f1", "drivelm/full_accuracy",
+             "planning/L2_avg_stp3", "planning/collision_avg_stp3", "efficiency/frame_s"],
+    pareto=("efficiency/frame_s", "drivelm/gpt_free_final"),
+)
