@@ -48,5 +48,5 @@ val_dataloader = None
 val_evaluator = None
 default_hooks = dict(
     logger=dict(type="LoggerHook", interval=20),
-    checkpoint=dict(type="CheckpointHook", interval=200, by_epoch=False, max_keep_ckpts=2, save_last=True),
+    checkpoint=dict(type="SafeCheckpointHook", interval=200, by_epoch=False, max_keep_ckpts=2, save_last=True),
 )

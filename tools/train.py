@@ -6,6 +6,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from bevlm.engine.checkpoint import find_resumable_checkpoint
 from bevlm.engine.config_check import check_config, merge_cfg_options
 
 
@@ -44,8 +45,10 @@ def main():
         raise SystemExit(f"{args.config}: load_from={cfg.load_from!r} does not exist. Fix: train the stage it comes "
                          f"from first (for configs/bev_vlm.py: python tools/train.py configs/bev_det_pretrain.py), "
                          f"or start from scratch with --cfg-options load_from=None")
-    if args.resume == "auto":
-        cfg.resume, cfg.load_from = True, None
+    if args.resume == "auto":  # the newest readable checkpoint (a truncated last one is skipped, named)
+        latest = find_resumable_checkpoint(cfg.work_dir)
+        if latest is not None:  # else nothing to resume: a fresh start (from the config's load_from)
+            cfg.resume, cfg.load_from = True, latest
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
     from bevlm.engine.dist import prepare_cpu_distributed

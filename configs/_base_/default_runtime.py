@@ -8,7 +8,7 @@ default_hooks = dict(
     timer=dict(type="IterTimerHook"),
     logger=dict(type="LoggerHook", interval=10),
     param_scheduler=dict(type="ParamSchedulerHook"),
-    checkpoint=dict(type="CheckpointHook", interval=50, by_epoch=False, max_keep_ckpts=2,
+    checkpoint=dict(type="SafeCheckpointHook", interval=50, by_epoch=False, max_keep_ckpts=2,
                     save_last=True),
     sampler_seed=dict(type="DistSamplerSeedHook"),
     # checkpoints in plain types (they load with weights_only=True: no checkpoint can run code);

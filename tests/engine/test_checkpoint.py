@@ -161,3 +161,60 @@ def test_hook_saves_plain_and_stops_a_test_on_a_mismatched_checkpoint(tmp_path):
     with pytest.raises(CheckpointMismatchError, match=r"saved\.pth does not fit the model of .*x\.py: "
                                                       r"2 keys missing.*\['weight', 'bias'\]\); 1 unexpected keys \(first: \['w'\]\)"):
         PlainCheckpointHook(strict_load=True).after_load_checkpoint(runner, load_checkpoint_file(path))
+
+
+def _save_plain(path, step):
+    torch.save(to_plain_checkpoint({"state_dict": {"w": torch.full((2,), float(step))}, "meta": {"iter": step}}), path)
+
+
+def test_resume_falls_back_to_the_newest_readable_checkpoint(tmp_path):
+    from bevlm.engine.checkpoint import find_resumable_checkpoint
+
+    assert find_resumable_checkpoint(str(tmp_path)) is None  # nothing to resume: a fresh start
+    for step in (2, 4):
+        _save_plain(str(tmp_path / f"iter_{step}.pth"), step)
+    (tmp_path / "iter_6.pth").write_bytes((tmp_path / "iter_4.pth").read_bytes()[:200])  # killed mid-save
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_6.pth"))
+    skipped = []
+    assert find_resumable_checkpoint(str(tmp_path), log=skipped.append) == str(tmp_path / "iter_4.pth")
+    assert len(skipped) == 1 and "iter_6.pth" in skipped[0]
+    for step in (2, 4):
+        (tmp_path / f"iter_{step}.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint to resume from \(tried .*iter_6.*iter_4.*iter_2"):
+        find_resumable_checkpoint(str(tmp_path), log=skipped.append)
+
+
+def test_safe_checkpoint_hook_writes_atomically_and_deletes_the_old_one_only_after(tmp_path):
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+
+    from bevlm.engine.checkpoint import SafeCheckpointHook
+
+    class Runner(SimpleNamespace):
+        fail = False
+
+        def save_checkpoint(self, out_dir, filename, *args, **kwargs):
+            path = os.path.join(out_dir, filename)
+            assert filename.startswith(".tmp_")  # never written under its final name
+            with open(path, "wb") as f:
+                f.write(b"partial")
+                if self.fail:
+                    raise KeyboardInterrupt  # killed mid-save
+            _save_plain(path, int(filename.split("_")[-1].split(".")[0]))
+
+    work = str(tmp_path)
+    runner = Runner(work_dir=work, message_hub=MessageHub.get_instance("safe_ckpt_test"))
+    hook = SafeCheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=2, out_dir=work)
+    hook.out_dir, hook.file_backend = work, __import__("mmengine").fileio.get_file_backend(work)
+    hook.keep_ckpt_ids = __import__("collections").deque(maxlen=2)  # as before_train sets it
+    for step in (1, 2, 3):
+        hook._save_checkpoint_with_step(runner, step, meta={})
+    assert sorted(p for p in os.listdir(work) if p.endswith(".pth")) == ["iter_2.pth", "iter_3.pth"]
+    assert open(os.path.join(work, "last_checkpoint")).read() == os.path.join(work, "iter_3.pth")
+    runner.fail = True
+    with pytest.raises(KeyboardInterrupt):
+        hook._save_checkpoint_with_step(runner, 4, meta={})
+    assert {"iter_2.pth", "iter_3.pth"} <= set(os.listdir(work)) and "iter_4.pth" not in os.listdir(work)
+    assert open(os.path.join(work, "last_checkpoint")).read() == os.path.join(work, "iter_3.pth")
+    assert load_checkpoint_file(os.path.join(work, "iter_3.pth"))["meta"]["iter"] == 3

@@ -28,10 +28,12 @@ import zipfile
 
 import numpy as np
 import torch
-from mmengine.hooks import Hook
+from mmengine.dist import is_main_process
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging.history_buffer import HistoryBuffer
 
 from bevlm.registry import HOOKS
+from bevlm.utils import atomic_write
 
 _REGISTERED = False
 #: Marks a message-hub ``HistoryBuffer`` stored as plain lists.
@@ -256,3 +258,77 @@ class PlainCheckpointHook(Hook):
         source = getattr(runner, "_load_from", None) or runner.cfg.get("load_from") or "the checkpoint"
         load_model_weights(model, source, getattr(runner.cfg, "filename", None) or "the config",
                            state=checkpoint)
+
+
+@HOOKS.register_module()
+class SafeCheckpointHook(CheckpointHook):
+    """mmengine's ``CheckpointHook`` with crash-safe files (same arguments).
+
+    * a checkpoint is written to a temp file in the work dir and renamed when complete, so a
+      job killed mid-save never leaves a truncated ``iter_N.pth``;
+    * ``last_checkpoint`` is written atomically, after the checkpoint it names is complete;
+    * the oldest checkpoint beyond ``max_keep_ckpts`` is deleted only after the new one is
+      complete (mmengine deletes it before saving, so a crash in between left one fewer).
+    """
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        to_delete = None
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                to_delete = self.keep_ckpt_ids.popleft()
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info("keep_ckpt_ids", list(self.keep_ckpt_ids))
+        ckpt_filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
+        runner.message_hub.update_info("last_ckpt", self.last_ckpt)
+        tmp_name = f".tmp_{ckpt_filename}"
+        runner.save_checkpoint(self.out_dir, tmp_name, self.file_client_args, save_optimizer=self.save_optimizer,
+                               save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
+                               backend_args=self.backend_args, **self.args)
+        if not is_main_process():
+            return
+        os.replace(os.path.join(self.out_dir, tmp_name), self.last_ckpt)
+        atomic_write(os.path.join(runner.work_dir, "last_checkpoint"), lambda f: f.write(self.last_ckpt))
+        if to_delete is not None:
+            old = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(to_delete))
+            if os.path.isfile(old):
+                os.remove(old)
+
+
+def find_resumable_checkpoint(work_dir: str, log=print) -> str | None:
+    """The newest readable checkpoint of ``work_dir``: the one ``last_checkpoint`` names, else the
+    newest ``iter_*.pth`` / ``epoch_*.pth`` that loads (a truncated or corrupt file is skipped, named).
+
+    Returns:
+        Its path, or None when the work dir holds no checkpoint at all (nothing to resume).
+
+    Raises:
+        CheckpointError: checkpoints exist but none is readable (every file tried is named).
+    """
+    candidates = []
+    pointer = os.path.join(work_dir, "last_checkpoint")
+    if os.path.isfile(pointer):
+        with open(pointer, encoding="utf-8") as f:
+            named = f.read().strip()
+        if named:
+            candidates.append(named)
+    numbered = []
+    if os.path.isdir(work_dir):
+        for name in os.listdir(work_dir):
+            stem, ext = os.path.splitext(name)
+            prefix, _, number = stem.partition("_")
+            if ext == ".pth" and prefix in ("iter", "epoch") and number.isdigit():
+                numbered.append((int(number), os.path.join(work_dir, name)))
+    candidates += [path for _, path in sorted(numbered, reverse=True) if path not in candidates]
+    if not candidates:
+        return None
+    tried = []
+    for path in candidates:
+        try:
+            load_checkpoint_file(path)
+            return path
+        except CheckpointError as e:
+            tried.append(path)
+            log(f"resume: skipping {path}: {str(e).splitlines()[0][:300]}")
+    raise CheckpointError(f"{work_dir}: no readable checkpoint to resume from (tried {tried}). Fix: train "
+                          f"without --resume, or pass a checkpoint: --resume PATH")
