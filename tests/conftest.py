@@ -6,19 +6,23 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory):
-    """A 2-scene x 6-frame mini world at 160x90 with its info files (generated once per session)."""
+def make_world(out: str, num_scenes: int, frames: int, image_size: tuple, val_fraction: float = 0.5) -> str:
+    """Generate a mini world with its train / val info files under ``out``; returns ``out``."""
     from bevlm.datasets.converters import create_nuscenes_infos
     from bevlm.world import WorldConfig, generate_world
 
-    out = str(tmp_path_factory.mktemp("tiny_world"))
-    config = WorldConfig(frames_per_scene=6, image_size=(160, 90), val_fraction=0.5)
-    generate_world(out, num_scenes=2, seed=0, config=config, progress=False)
+    config = WorldConfig(frames_per_scene=frames, image_size=image_size, val_fraction=val_fraction)
+    generate_world(out, num_scenes=num_scenes, seed=0, config=config, progress=False)
     create_nuscenes_infos(out, config.version, os.path.join(out, "infos"),
                           {"train": os.path.join(out, "drivelm_train.json"),
                            "val": os.path.join(out, "drivelm_val.json")})
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A 2-scene x 6-frame mini world at 160x90 with its info files (generated once per session)."""
+    return make_world(str(tmp_path_factory.mktemp("tiny_world")), num_scenes=2, frames=6, image_size=(160, 90))
 
 
 @pytest.fixture(scope="session")

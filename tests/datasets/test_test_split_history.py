@@ -12,7 +12,7 @@ from bevlm.datasets.converters import write_pickle_atomic
 from bevlm.datasets.transforms.formatting import _motion
 from bevlm.models.temporal_cache import TemporalBEVCache
 from bevlm.registry import DATASETS
-from tests.conftest import REPO
+from tests.conftest import REPO, make_world
 
 init_default_scope("bevlm")
 
@@ -20,16 +20,7 @@ init_default_scope("bevlm")
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """4 scenes x 5 frames at 64x36, two of them val (the default test split reads the val infos)."""
-    from bevlm.datasets.converters import create_nuscenes_infos
-    from bevlm.world import WorldConfig, generate_world
-
-    out = str(tmp_path_factory.mktemp("history_world"))
-    config = WorldConfig(frames_per_scene=5, image_size=(64, 36), val_fraction=0.5)
-    generate_world(out, num_scenes=4, seed=0, config=config, progress=False)
-    create_nuscenes_infos(out, config.version, os.path.join(out, "infos"),
-                          {"train": os.path.join(out, "drivelm_train.json"),
-                           "val": os.path.join(out, "drivelm_val.json")})
-    return out
+    return make_world(str(tmp_path_factory.mktemp("history_world")), num_scenes=4, frames=5, image_size=(64, 36))
 
 
 def _test_dataset(config: str, world: str, ann_file: str | None = None):
