@@ -12,10 +12,10 @@ _base_ = [
     "_base_/default_runtime.py",
 ]
 
-# Cheap iterations: half-resolution images (160x90; the BEV-VLM uses 320x180, ego2img follows
-# the resize) and single frames (queue_length=1: temporal self-attention runs without a
-# previous BEV), so that a 2-core CPU does ~1000 iterations in 10-15 minutes.
-det_img_size = (160, 90)
+# Cheap iterations: single frames (queue_length=1: temporal self-attention runs without a
+# previous BEV) at the BEV-VLM's 160x90 input (the stage-2 model must see the images at the
+# size its vision side was trained at), so that a 2-core CPU does ~1000 iterations in 10-15 min.
+det_img_size = {{_base_.img_size}}
 det_pipeline = [
     dict(type="LoadMultiViewImages"),
     dict(type="ResizeMultiViewImages", size=det_img_size),

@@ -1,6 +1,11 @@
 # The generated mini world (python tools/create_data.py world --out data/mini_world).
 data_root = "data/mini_world/"
-img_size = (320, 180)  # (W, H) network input
+# (W, H) network input: half the stored 320x180 images, the resolution the stage-1 detector
+# (configs/bev_det_pretrain.py) is trained at. A backbone pretrained at 160x90 and fed 320x180
+# loses its perception (train-frame BEV heatmap loss 0.13 -> 2.05, about that of random weights;
+# docs/research/perception_first.md), so both stages share this size. ego2img follows the resize;
+# c-tags stay in the stored images' pixel frame.
+img_size = (160, 90)
 train_pipeline = [
     dict(type="LoadMultiViewImages"),
     dict(type="ResizeMultiViewImages", size=img_size),

@@ -357,6 +357,9 @@ class BEVVLM(BaseModel):
         vis, bev = self.visual_tokens(imgs, data_samples)
         prefix = self.build_prefix(vis, data_samples)
         losses = {}
+        if vis is not None:  # logged, not optimised (no 'loss' in the key): the scale of the visual tokens
+            with torch.no_grad():
+                losses["vis_norm"] = vis.detach().float().norm(dim=-1).mean()
         blocks = [blocks_for_policy(s.qa, self.qa_policy) for s in data_samples]
         if self.traj_source == "text":  # the trajectory as one more QA block (all waypoints known)
             for blk, s in zip(blocks, data_samples):
