@@ -16,6 +16,8 @@ def main():
     p.add_argument("sweep_file")
     p.add_argument("--root", default="work_dirs/sweeps")
     p.add_argument("--dry-run", action="store_true", help="only list the runs")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                   help="run only these of the sweep's seeds (e.g. seed 0 of every run first)")
     p.add_argument("--only", nargs="+", metavar="RUN_ID",
                    help="run only these runs (the table still lists every run that has results)")
     p.add_argument("--results-dir", help="also write the summary here as <name>.md/.csv/.json")
@@ -25,7 +27,8 @@ def main():
     from bevlm.engine.sweep import run_sweep
 
     run_sweep(Config.fromfile(args.sweep_file).sweep.to_dict(), root=args.root, dry_run=args.dry_run,
-              only=args.only, results_dir=args.results_dir)
+              only=args.only, results_dir=args.results_dir,
+              only_seeds=args.seeds)
 
 
 if __name__ == "__main__":

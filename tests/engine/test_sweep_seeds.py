@@ -156,3 +156,21 @@ def test_seeded_sweep_reuses_a_training_only_for_its_seed(tmp_path, fake_python)
     # seed 0 differs from the source in randomness.seed: trained; seed 1 is the source's: reused
     assert [line.split()[0] for line in lines] == ["tools/train.py", "tools/test.py", "tools/test.py"]
     assert "seed0" in lines[0] and str(src / "iter_3.pth") in lines[2] and "seed1" in lines[2]
+
+
+def test_seed_selection_runs_only_those_seeds_and_checks_them(tmp_path, fake_python):
+    fake, calls = fake_python
+    sweep = dict(name="picked", configs=["configs/a.py", "configs/b.py"], steps=["train", "test"], seeds=[0, 1, 2],
+                 resamples=50, columns=["drivelm/accuracy"])
+    rows = run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake), only=["b"], only_seeds=[1])
+    assert [(r["run"], r["seed"]) for r in rows] == [("b", 1)]
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 2 and all("randomness.seed=1" in line and "/b/seed1" in line for line in lines)
+    # seed 0 of every run next: the finished seed 1 of b is tabled, not rerun
+    rows = run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake), only_seeds=[0])
+    assert [(r["run"], r["seed"]) for r in rows] == [("a", 0), ("b", 0), ("b", 1)]
+    assert len(calls.read_text().splitlines()) == 6
+    with pytest.raises(ValueError, match=r"seeds \[7\] are not among its seeds \[0, 1, 2\]"):
+        run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake), only_seeds=[7])
+    with pytest.raises(ValueError, match="has no `seeds=\\[...\\]`"):
+        run_sweep(dict(sweep, seeds=None), root=str(tmp_path / "sweeps"), python=str(fake), only_seeds=[0])

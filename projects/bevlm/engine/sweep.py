@@ -156,10 +156,12 @@ def _run(cmd: list[str], log_path: str) -> None:
 
 
 def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.executable,
-              dry_run: bool = False, only: list[str] | None = None, results_dir: str | None = None) -> list[dict]:
+              dry_run: bool = False, only: list[str] | None = None, results_dir: str | None = None,
+              only_seeds: list[int] | None = None) -> list[dict]:
     """Run (or resume) every run of the sweep (or the runs named in ``only``; with ``seeds`` every
-    seed of them) and return the rows of every run that has results; the tables list those rows.
-    ``results_dir`` also receives the summary as ``<name>.md|.csv|.json``."""
+    seed of them, or the seeds in ``only_seeds``) and return the rows of every run that has
+    results; the tables list those rows. ``results_dir`` also receives the summary as
+    ``<name>.md|.csv|.json``."""
     out_root = os.path.join(root, sweep["name"])
     os.makedirs(out_root, exist_ok=True)
     rows = []
@@ -167,12 +169,20 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
     unknown = sorted(set(only or []) - {r["id"] for r in runs})
     if unknown:
         raise ValueError(f"sweep {sweep['name']}: no runs {unknown}; its runs: {[r['id'] for r in runs]}")
+    if only_seeds is not None:
+        if not sweep.get("seeds"):
+            raise ValueError(f"sweep {sweep['name']}: seeds {list(only_seeds)} selected, but the sweep has no "
+                             "`seeds=[...]`; drop the seed selection or add seeds to the sweep file")
+        missing = sorted(set(only_seeds) - set(sweep["seeds"]))
+        if missing:
+            raise ValueError(f"sweep {sweep['name']}: seeds {missing} are not among its seeds {sweep['seeds']}")
     dirs_of: dict[tuple, dict] = {}
     for n, run in enumerate(runs, 1):
         work = os.path.join(out_root, run["work"])
         test_sets = sweep.get("test_sets") or {"": []}
         test_dirs = {name: os.path.join(work, f"test_{name}" if name else "test") for name in test_sets}
-        selected = only is None or run["id"] in only
+        selected = ((only is None or run["id"] in only)
+                    and (only_seeds is None or run.get("seed") in only_seeds))
         finished = all(os.path.isfile(os.path.join(d, "metrics.json")) for d in test_dirs.values())
         label = run["id"] + (f" seed {run['seed']}" if "seed" in run else "")
         print(f"[{n}/{len(runs)}] {label}" + ("" if selected else (" (not selected)" if finished
