@@ -7,7 +7,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from bevlm.engine.checkpoint import find_resumable_checkpoint
-from bevlm.engine.config_check import check_config, merge_cfg_options
+from bevlm.engine.config_check import check_config, check_load_from_input, merge_cfg_options
 
 
 def parse_args():
@@ -45,6 +45,11 @@ def main():
         raise SystemExit(f"{args.config}: load_from={cfg.load_from!r} does not exist. Fix: train the stage it comes "
                          f"from first (for configs/bev_vlm.py: python tools/train.py configs/bev_det_pretrain.py), "
                          f"or start from scratch with --cfg-options load_from=None")
+    if not args.resume:  # a pretrained vision side must see the image size it was trained on
+        try:
+            check_load_from_input(cfg, args.config)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     if args.resume == "auto":  # the newest readable checkpoint (a truncated last one is skipped, named)
         latest = find_resumable_checkpoint(cfg.work_dir)
         if latest is not None:  # else nothing to resume: a fresh start (from the config's load_from)

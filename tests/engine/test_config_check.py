@@ -74,3 +74,46 @@ def test_train_tool_stops_on_a_misspelt_key_before_any_work(tmp_path):
     assert proc.returncode != 0
     assert "BEVFormerLiteEncoder has no argument 'num_layerz'" in proc.stderr
     assert not work.exists()  # nothing was built or written
+
+
+def _stage1_checkpoint(path, cfg_text):
+    import torch
+
+    torch.save({"meta": {"cfg": cfg_text, "iter": 1}, "state_dict": {}}, path)
+    return str(path)
+
+
+STAGE1_TEXT = ("det_img_size = (160, 90)\n"
+               "train_dataloader = dict(batch_size=2, dataset=dict(pipeline=[dict(type='LoadMultiViewImages'), "
+               "dict(type='ResizeMultiViewImages', size=(160, 90)), dict(type='PackDriveInputs')]))\n")
+
+
+def test_load_from_trained_on_another_image_size_is_refused(tmp_path):
+    from bevlm.engine.config_check import check_load_from_input
+
+    cfg = _cfg()
+    cfg.load_from = _stage1_checkpoint(tmp_path / "stage1.pth", STAGE1_TEXT)
+    cfg.train_dataloader.dataset.pipeline = [dict(type="ResizeMultiViewImages", size=(160, 90))]
+    check_load_from_input(cfg, "main.py")  # same size: passes
+    cfg.train_dataloader.dataset.pipeline = [dict(type="ResizeMultiViewImages", size=(320, 180))]
+    with pytest.raises(ValueError, match=r"main.py: load_from=.*stage1.pth was trained on 160x90 .* feeds 320x180.*Fix"):
+        check_load_from_input(cfg, "main.py")
+    cfg.load_from = None  # nothing to check
+    check_load_from_input(cfg, "main.py")
+
+
+def test_load_from_saved_config_is_read_not_run(tmp_path):
+    from bevlm.engine.config_check import check_load_from_input
+
+    marker = tmp_path / "ran"
+    text = STAGE1_TEXT + f"open({str(marker)!r}, 'w').write('x')\nraise SystemExit('the text ran')\n"
+    cfg = _cfg()
+    cfg.load_from = _stage1_checkpoint(tmp_path / "stage1.pth", text)
+    cfg.train_dataloader.dataset.pipeline = [dict(type="ResizeMultiViewImages", size=(320, 180))]
+    with pytest.raises(ValueError, match="trained on 160x90"):
+        check_load_from_input(cfg, "main.py")
+    assert not marker.exists()
+    # a saved config that is not Python, or has no resize: not checked
+    for other in ("this is not python (", "train_dataloader = dict(batch_size=2)\n"):
+        cfg.load_from = _stage1_checkpoint(tmp_path / "other.pth", other)
+        check_load_from_input(cfg, "main.py")

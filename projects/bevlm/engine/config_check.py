@@ -183,3 +183,83 @@ def check_config(cfg: Config, source: str = "config") -> None:
     """
     data = cfg.to_dict() if isinstance(cfg, (Config, ConfigDict)) else dict(cfg)
     _walk(data, "", source)
+
+
+# --------------------------------------------------------------- load_from: the input it was trained on
+def _resize_sizes(node: Any) -> list[tuple]:
+    """``size`` of every ``ResizeMultiViewImages`` transform in a config node (dicts / lists)."""
+    found = []
+    if isinstance(node, (dict, ConfigDict)):
+        if node.get("type") == "ResizeMultiViewImages" and node.get("size") is not None:
+            found.append(tuple(node["size"]))
+        for value in node.values():
+            found += _resize_sizes(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            found += _resize_sizes(value)
+    return found
+
+
+def _resize_sizes_in_text(cfg_text: str, key: str = "train_dataloader") -> list[tuple]:
+    """The same, read from a dumped config's text WITHOUT running it (``ast`` only: a checkpoint's
+    text is data, not code). Only ``dict(type='ResizeMultiViewImages', size=(W, H))`` literals under
+    the top-level assignment ``key = ...`` are read; anything else is ignored."""
+    import ast
+
+    try:
+        tree = ast.parse(cfg_text)
+    except SyntaxError:
+        return []
+    sizes = []
+    for stmt in tree.body:
+        if not (isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == key for t in stmt.targets)):
+            continue
+        for node in ast.walk(stmt.value):
+            if not isinstance(node, (ast.Call, ast.Dict)):
+                continue
+            if isinstance(node, ast.Call):
+                items = {kw.arg: kw.value for kw in node.keywords if kw.arg}
+            else:
+                items = {k.value: v for k, v in zip(node.keys, node.values)
+                         if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+            try:
+                if ast.literal_eval(items.get("type", ast.Constant(None))) == "ResizeMultiViewImages" and "size" in items:
+                    sizes.append(tuple(ast.literal_eval(items["size"])))
+            except (ValueError, TypeError, SyntaxError):
+                continue
+    return sizes
+
+
+def check_load_from_input(cfg: Config, source: str = "config") -> None:
+    """A ``load_from`` checkpoint must have been trained on the image size this config feeds.
+
+    A vision side trained at one resolution and fine-tuned at another loses what it learned (the
+    stage-1 detector of configs/bev_det_pretrain.py, trained at 160x90 and fed 320x180: train-frame
+    BEV heatmap loss 0.13 -> 2.05, about that of random weights; docs/research/perception_first.md).
+    The checkpoint's saved config (``meta['cfg']``, read as text, never run) gives its training size.
+    Checkpoints without a saved config, or configs without a resize, are not checked.
+
+    Raises:
+        ValueError: the two sizes differ (both named, with the fix).
+    """
+    path = cfg.get("load_from")
+    if not path or not isinstance(path, str):
+        return
+    own = sorted(set(_resize_sizes(cfg.get("train_dataloader"))))
+    if not own:
+        return
+    from .checkpoint import load_checkpoint_file
+
+    meta = load_checkpoint_file(path).get("meta") or {}
+    text = meta.get("cfg") if isinstance(meta, dict) else None
+    if not isinstance(text, str):
+        return
+    theirs = sorted(set(_resize_sizes_in_text(text)))
+    if theirs and theirs != own:
+        fmt = lambda sizes: ", ".join(f"{w}x{h}" for w, h in sizes)  # noqa: E731
+        raise ValueError(
+            f"{source}: load_from={path} was trained on {fmt(theirs)} images (its saved config's train "
+            f"pipeline, ResizeMultiViewImages size), but this config's train pipeline feeds {fmt(own)}: its "
+            "pretrained vision side would lose what it learned. Fix: set the same `size` in both configs "
+            "(configs/_base_/datasets/mini_world.py `img_size`), retrain the checkpoint at this size, or "
+            "start from scratch with --cfg-options load_from=None")
