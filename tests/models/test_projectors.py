@@ -1,7 +1,7 @@
 """Projectors from BEV tokens to LLM visual tokens."""
 import torch
 
-from bevlm.models.projectors import PoolMLPProjector, ResamplerProjector
+from bevlm.models.projectors import PoolMLPProjector, ResamplerProjector, TokenMLPProjector
 
 
 def test_pool_mlp_shapes_and_mask():
@@ -39,3 +39,22 @@ def test_resampler_shapes_mask_and_permutation_invariance():
     # Masked tokens are excluded: equals running on the kept tokens only.
     kept = proj(x[:1, keep[0]])
     torch.testing.assert_close(masked[:1], kept, atol=1e-5, rtol=1e-5)
+
+
+def test_token_mlp_is_tokenwise_and_checks_its_input():
+    torch.manual_seed(0)
+    proj = TokenMLPProjector(in_dims=8, out_dims=12, num_tokens=5)
+    x = torch.randn(2, 5, 8)
+    out = proj(x)
+    assert out.shape == (2, 5, 12) and proj.num_tokens == 5
+    # each output token depends on its own input token only (a permutation of tokens permutes outputs)
+    perm = torch.tensor([4, 2, 0, 1, 3])
+    torch.testing.assert_close(proj(x[:, perm]), out[:, perm])
+    torch.testing.assert_close(out[1, 3], proj.mlp(x[1, 3]))
+    keep = torch.tensor([[True, False, True, True, True], [True] * 5])
+    masked = proj(x, keep)
+    assert masked[0, 1].abs().sum() == 0 and torch.equal(masked[1], out[1])
+    import pytest
+
+    with pytest.raises(ValueError, match=r"input must be \[B, 5, 8\], got \(2, 6, 8\)"):
+        proj(torch.randn(2, 6, 8))
