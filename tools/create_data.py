@@ -7,6 +7,10 @@
       info files (mmdet3d v2 layout) from a nuScenes-format database joined with DriveLM QA
   python tools/create_data.py drivelm --json QA.json --image-root DIR --out infos.pkl
       DriveLM-only source (images + QA, no calibration): nominal camera rig
+  python tools/create_data.py drivelm-split --json v1_1_train_nus.json --out data/drivelm \
+      [--val-fraction 0.1 --seed 0]
+      train / val split of a DriveLM file by scene (deterministic): OUT/drivelm_train.json,
+      OUT/drivelm_val.json
 """
 import argparse
 import logging
@@ -48,7 +52,37 @@ def parse_args():
     d.add_argument("--skip-bad", action="store_true",
                    help="drop bad frames (empty QA, bad c-tags, missing / corrupt images; counted) instead of "
                         "stopping the conversion")
+    sp = sub.add_parser("drivelm-split", help="train / val split of a DriveLM file by scene")
+    sp.add_argument("--json", required=True, help="DriveLM v1.1 file with answers (e.g. v1_1_train_nus.json)")
+    sp.add_argument("--out", required=True, help="folder for drivelm_train.json and drivelm_val.json")
+    sp.add_argument("--val-fraction", type=float, default=0.1, help="share of the scenes in val")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--force", action="store_true", help="overwrite existing output files")
     return p.parse_args()
+
+
+def _drivelm_split(args):
+    import os
+
+    from bevlm.datasets.drivelm_io import load_drivelm, split_drivelm_by_scene
+    from bevlm.utils.file_io import atomic_write_json
+
+    outs = {name: osp.join(args.out, f"drivelm_{name}.json") for name in ("train", "val")}
+    for path in outs.values():
+        if osp.abspath(path) == osp.abspath(args.json):
+            raise SystemExit(f"{path} is the input file; choose another --out")
+        if osp.exists(path) and not args.force:
+            raise SystemExit(f"{path} exists; pass --force to overwrite it, or choose another --out")
+    data = load_drivelm(args.json)  # validated before anything is written
+    try:
+        parts = dict(zip(("train", "val"), split_drivelm_by_scene(data, args.val_fraction, args.seed)))
+    except ValueError as e:
+        raise SystemExit(f"{args.json}: {e}") from None
+    os.makedirs(args.out, exist_ok=True)
+    for name, part in parts.items():
+        atomic_write_json(part, outs[name], indent=2)
+        logging.info("%s: %d scenes, %d key frames", outs[name], len(part),
+                     sum(len(s["key_frames"]) for s in part.values()))
 
 
 def _split_args(items):
@@ -67,7 +101,9 @@ def main():
     from bevlm.datasets.converters import create_drivelm_only_infos, create_nuscenes_infos
 
     t0 = time.time()
-    if args.cmd == "world":
+    if args.cmd == "drivelm-split":
+        _drivelm_split(args)
+    elif args.cmd == "world":
         from bevlm.world import WorldConfig, generate_world
 
         config = WorldConfig(frames_per_scene=args.frames, image_size=tuple(args.image_size),
@@ -85,7 +121,7 @@ def main():
         written = create_nuscenes_infos(args.root, args.version, args.out, _split_args(args.drivelm_json) or None,
                                         domain=args.domain, skip_bad=args.skip_bad)
         logging.info("info files: %s", written)
-    else:
+    elif args.cmd == "drivelm":
         path = create_drivelm_only_infos(args.json, args.image_root, args.out, domain=args.domain,
                                          skip_bad=args.skip_bad)
         logging.info("info file: %s", path)

@@ -213,3 +213,37 @@ def resolve_image_path(path: str, image_root: str) -> str:
         raise DriveLMFormatError(f"image path {path!r} resolves to {full}, outside the image root {image_root}. "
                                  f"Fix: image paths stay inside the folder that holds samples/ (no '..' after it)")
     return full
+
+
+def split_drivelm_by_scene(data: dict, val_fraction: float = 0.1, seed: int = 0) -> tuple[dict, dict]:
+    """Split a DriveLM file into train / val by scene (frames of a scene stay together).
+
+    The public DriveLM v1.1 release has answers for its train split only; a validation split must
+    come out of it, and frames of one scene are too correlated to be split across the two. Scenes
+    are ordered by ``sha256(f"{seed}:{scene_token}")`` and the first ``round(n * val_fraction)``
+    (at least one, at most n - 1) go to val: deterministic, independent of the file's key order,
+    and a scene's rank does not depend on the other scenes.
+
+    Args:
+        data: a loaded DriveLM dict (:func:`load_drivelm`).
+        val_fraction: share of the scenes in val, in (0, 1).
+        seed: another seed gives another split.
+
+    Returns:
+        ``(train, val)``, each ``{scene_token: scene}`` in the input's key order.
+
+    Raises:
+        ValueError: ``val_fraction`` outside (0, 1) or fewer than two scenes.
+    """
+    import hashlib
+
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if len(data) < 2:
+        raise ValueError(f"a split by scene needs at least 2 scenes, the file has {len(data)}")
+    rank = sorted(data, key=lambda token: hashlib.sha256(f"{seed}:{token}".encode()).hexdigest())
+    n_val = min(max(round(len(data) * val_fraction), 1), len(data) - 1)
+    val_tokens = set(rank[:n_val])
+    train = {k: v for k, v in data.items() if k not in val_tokens}
+    val = {k: v for k, v in data.items() if k in val_tokens}
+    return train, val
