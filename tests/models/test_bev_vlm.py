@@ -39,9 +39,12 @@ def test_loss_and_gradients(tiny_world, vision):
     data = model.data_preprocessor(pseudo_collate([ds[0], ds[5]]), True)
     losses = model(**data, mode="loss")
     expected = {"loss_lm", "loss_traj"} | ({"loss_heatmap", "loss_occ"} if vision == "bev" else set())
-    assert set(losses) == expected
+    # the visual tokens' mean norm is logged beside the losses (no 'loss' in its key: not optimised)
+    assert set(losses) == expected | ({"vis_norm"} if vision != "blind" else set())
     assert all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
+    if vision != "blind":
+        assert not losses["vis_norm"].requires_grad and losses["vis_norm"] > 0
+    sum(v for k, v in losses.items() if "loss" in k).backward()
     lora = [p for n, p in model.llm.named_parameters() if "lora_" in n]
     assert lora and any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
     if vision != "blind":
@@ -49,6 +52,35 @@ def test_loss_and_gradients(tiny_world, vision):
         assert grads and sum(g.abs().sum() for g in grads) > 0  # the LLM loss reaches the pixels
     base = [p for n, p in model.llm.named_parameters() if "lora_" not in n]
     assert all(not p.requires_grad for p in base)
+
+
+@pytest.mark.parametrize("vision", ["bev", "blind"])
+def test_prompt_tokens_follow_the_visual_tokens_and_train(tiny_world, vision):
+    cfg = _cfg()
+    ds = _dataset(tiny_world, cfg, queue_length=2, qa_per_sample=3)
+    data_plain = None
+    lengths = {}
+    for k in (0, 3):
+        model = _model(cfg, vision=vision, num_prompt_tokens=k)
+        data = model.data_preprocessor(pseudo_collate([ds[0], ds[5]]), True)
+        vis, _ = model.visual_tokens(data["inputs"]["imgs"], data["data_samples"])
+        prefix = model.build_prefix(vis, data["data_samples"])
+        lengths[k] = prefix.shape[1]
+        if k == 0:
+            data_plain = prefix
+            continue
+        n_vis = 0 if vis is None else vis.shape[1]
+        # [visual][prompt][ego][traj]: the visual slice is unchanged, the prompt rows are the parameter
+        torch.testing.assert_close(prefix[:, :n_vis], data_plain[:, :n_vis])
+        torch.testing.assert_close(prefix[:, n_vis:n_vis + 3], model.prompt_embed.expand(2, -1, -1))
+        vocab = model.llm.lm.get_input_embeddings().weight.float()
+        assert all(any(torch.equal(row, v) for v in vocab) for row in model.prompt_embed.detach())
+        losses = model(**data, mode="loss")
+        sum(v for key, v in losses.items() if "loss" in key).backward()
+        assert model.prompt_embed.grad is not None and model.prompt_embed.grad.abs().sum() > 0
+    assert lengths[3] == lengths[0] + 3
+    with pytest.raises(ValueError, match="num_prompt_tokens must be >= 0"):
+        _model(cfg, num_prompt_tokens=-1)
 
 
 def test_predict_outputs_and_efficiency(tiny_world):

@@ -32,7 +32,7 @@ class BEVVLM(BaseModel):
 
     Prefix fed to the LLM (after the chat template's system/user header)::
 
-        [visual tokens (N_vis)] [ego-status token (0/1)] [trajectory query tokens (K)]
+        [visual tokens (N_vis)] [prompt tokens (0+)] [ego-status token (0/1)] [trajectory query tokens (K)]
 
     followed by independent question/answer blocks. The trajectory head reads the last hidden
     states of the K query tokens, so waypoints come from one forward pass, without decoding.
@@ -74,6 +74,11 @@ class BEVVLM(BaseModel):
         frozen: vision modules trained no further (subset of :data:`FREEZABLE`), e.g. the
             backbone, neck and BEV encoder a stage-1 perception checkpoint (``load_from``) trained;
             frozen modules get no gradients and stay in eval mode.
+        num_prompt_tokens: learned prompt tokens (prompt tuning, Lester et al., EMNLP 2021) placed
+            right after the visual tokens: frame-independent prefix tokens through which the
+            answer style is fitted (a random vision side gives nearly constant visual tokens that
+            act as such a prompt; a pretrained one does not). Initialised from the LLM's
+            embeddings of random vocabulary tokens. 0 = none.
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
         init_cfg: mmengine initialisation config.
@@ -88,7 +93,7 @@ class BEVVLM(BaseModel):
                  loss_lm_weight: float = 1.0, qa_policy: dict | None = None,
                  temporal_fusion: str = "bev", num_frames: int = 1, traj_source: str = "head",
                  domain_adapters: dict | None = None, frozen: tuple | list = (), test_cfg: dict | None = None,
-                 data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
+                 num_prompt_tokens: int = 0, data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
         if unknown:
             moved = sorted(set(unknown) & set(TestConfig.keys()))
             if moved:
@@ -132,6 +137,14 @@ class BEVVLM(BaseModel):
                                  "bev_encoder.use_temporal=False")
             self.frame_embed = nn.Parameter(torch.zeros(self.num_frames, width))  # [T, D]
             nn.init.normal_(self.frame_embed, std=0.02)
+        self.prompt_embed = None
+        if num_prompt_tokens < 0:
+            raise ValueError(f"num_prompt_tokens must be >= 0, got {num_prompt_tokens}")
+        if num_prompt_tokens:
+            with torch.no_grad():
+                vocab = self.llm.lm.get_input_embeddings().weight
+                ids = torch.randint(0, vocab.shape[0], (num_prompt_tokens,))
+                self.prompt_embed = nn.Parameter(vocab[ids].detach().float().clone())  # [K, D]
         self.ego_embed = nn.Sequential(nn.Linear(ego_status_dims, width), nn.GELU(),
                                        nn.Linear(width, width)) if use_ego_status else None
         self.traj_head = None
@@ -327,11 +340,13 @@ class BEVVLM(BaseModel):
         return torch.cat(tokens, dim=1), bev  # [B, T*N_vis, D], [B, Hb*Wb, C]
 
     def build_prefix(self, vis: torch.Tensor | None, data_samples: list) -> torch.Tensor:
-        """Prefix embeddings ``[B, P, D]`` = visual tokens, ego token, trajectory queries."""
+        """Prefix embeddings ``[B, P, D]`` = visual tokens, prompt tokens, ego token, trajectory queries."""
         parts = []
         b = len(data_samples)
         if vis is not None:
             parts.append(vis)
+        if self.prompt_embed is not None:  # after the visual tokens: the visual slice stays (0, N_vis)
+            parts.append(self.prompt_embed.unsqueeze(0).expand(b, -1, -1))
         if self.ego_embed is not None:
             ego = torch.stack([s.ego_status for s in data_samples]).to(self.ego_embed[0].weight)
             parts.append(self.ego_embed(ego).unsqueeze(1))  # [B, 1, D]
