@@ -6,6 +6,7 @@ from bevlm.inference.speculative import (LayerSkipModel, NgramDatastore, SelfSpe
                                          crop_cache, ngram_propose)
 from bevlm.inference.speculative.ngram import question_key
 from bevlm.models.llm import HFCausalLM, PrefixCache
+from bevlm.models.llm.cache_api import cache_kwargs
 from bevlm.models.llm.generation import fork_cache
 from tests.llm_helpers import tiny_llm_with_head_bias
 
@@ -127,7 +128,8 @@ def test_layer_loop_matches_full_model(llm_and_cache):
     ids = torch.tensor([llm._query_ids(QUESTIONS[0])])  # [1, L]
     positions = torch.arange(cache.prefix_len, cache.prefix_len + ids.shape[1])[None]
     with torch.no_grad():
-        ref = llm.lm(input_ids=ids, position_ids=positions, past_key_values=fork_cache(cache.past_key_values)).logits
+        ref = llm.lm(input_ids=ids, position_ids=positions,
+                     **cache_kwargs(llm.lm, fork_cache(cache.past_key_values))).logits
         past = fork_cache(cache.past_key_values)
         got = LayerSkipModel(llm.lm, []).logits(ids, past, cache.prefix_len)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)

@@ -90,8 +90,10 @@ def test_prefill_matches_training_layout():
         first_answer = logits[len(llm.tokenizer("Yes.", add_special_tokens=False)["input_ids"]) + 1]
         query = torch.tensor([llm._query_ids(question)])
         positions = torch.arange(cache.prefix_len, cache.prefix_len + query.shape[1])[None]
+        from bevlm.models.llm.cache_api import cache_kwargs
         from bevlm.models.llm.generation import fork_cache
-        step = llm.lm(input_ids=query, position_ids=positions, past_key_values=fork_cache(cache.past_key_values))
+        step = llm.lm(input_ids=query, position_ids=positions,
+                      **cache_kwargs(llm.lm, fork_cache(cache.past_key_values)))
     torch.testing.assert_close(cache.hidden_prefix, out["hidden_prefix"], atol=1e-5, rtol=0)
     torch.testing.assert_close(step.logits[0, -1], first_answer, atol=1e-5, rtol=0)
 

@@ -25,6 +25,7 @@ from .settings import Int8DynamicSettings, RTNSettings
 
 def _decode_step_seconds(lm: nn.Module, past, start_pos: int, steps: int, token: int) -> list[float]:
     """Seconds per single-token forward with a KV cache, ``steps`` steps from ``start_pos``."""
+    from bevlm.models.llm.cache_api import cache_kwargs
     from bevlm.models.llm.generation import fork_cache
 
     cache = fork_cache(past)
@@ -33,7 +34,7 @@ def _decode_step_seconds(lm: nn.Module, past, start_pos: int, steps: int, token:
     with torch.no_grad():
         for i in range(steps):
             t0 = time.perf_counter()
-            lm(input_ids=ids, position_ids=torch.tensor([[start_pos + i]]), past_key_values=cache, use_cache=True,
+            lm(input_ids=ids, position_ids=torch.tensor([[start_pos + i]]), **cache_kwargs(lm, cache), use_cache=True,
                logits_to_keep=1)
             times.append(time.perf_counter() - t0)
     return times

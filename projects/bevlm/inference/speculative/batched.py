@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from bevlm.models.llm.batched_generation import left_padded_queries
+from bevlm.models.llm.cache_api import cache_kwargs, output_cache
 from bevlm.models.llm.generation import PrefixCache, lm_device
 
 
@@ -49,10 +50,10 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
     active = list(range(n))                   # original row index of each batch row
     done = [budgets[r] <= 0 for r in range(n)]
 
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True,
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kwargs(lm, past), use_cache=True,
              logits_to_keep=1)
     stats.full_forwards += 1
-    past = out.past_key_values
+    past = output_cache(out)
     new_tokens = {r: [int(t)] for r, t in zip(active, out.logits[:, -1].argmax(-1).tolist())}
     while True:
         # 1. take each row's verified tokens, in order, until a stop, the rule or the budget
@@ -96,10 +97,10 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
         positions = torch.tensor([next_pos[r] for r in active], device=device)[:, None] + torch.arange(
             width, device=device)[None]                                                   # [A, W]
         mask = torch.cat([mask, step_mask], dim=1)
-        out = lm(input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=past,
+        out = lm(input_ids=feed, attention_mask=mask, position_ids=positions, **cache_kwargs(lm, past),
                  use_cache=True, logits_to_keep=width)
         stats.full_forwards += 1
-        past = out.past_key_values
+        past = output_cache(out)
         greedy = out.logits.argmax(-1).tolist()  # [A, W]: the choice after each fed token
         # 3. accept the longest matching draft prefix; mask the rest of the row's entries
         for k, (r, x, source) in enumerate(zip(active, rows, sources)):

@@ -19,6 +19,7 @@ import time
 import torch
 
 from bevlm.models.llm import HFCausalLM
+from bevlm.models.llm.cache_api import cache_kwargs
 from bevlm.models.llm.generation import fork_cache
 
 from .decoder import SelfSpeculativeDecoder
@@ -55,7 +56,7 @@ def _verify_cost(llm: HFCausalLM, cache, k: int = 4, repeats: int = 5) -> float:
         for _ in range(repeats):
             past = fork_cache(cache.past_key_values)
             t0 = time.perf_counter()
-            llm.lm(input_ids=ids, position_ids=pos, past_key_values=past, use_cache=True, logits_to_keep=n)
+            llm.lm(input_ids=ids, position_ids=pos, **cache_kwargs(llm.lm, past), use_cache=True, logits_to_keep=n)
             best = min(best, time.perf_counter() - t0)
         times[n] = best
     return (times[k + 1] / times[1] - 1.0) / k

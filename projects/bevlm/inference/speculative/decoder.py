@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from bevlm.models.llm import HFCausalLM, PrefixCache
+from bevlm.models.llm.cache_api import cache_kwargs
 from bevlm.models.llm.generation import fork_cache, lm_device
 from bevlm.registry import TASK_UTILS
 
@@ -254,7 +255,7 @@ class SelfSpeculativeDecoder:
         pos = cache.prefix_len
         inputs = torch.tensor([query], dtype=torch.long, device=device)  # [1, Lq]
         positions = torch.arange(pos, pos + len(query), device=device)[None]  # [1, Lq]
-        out = lm(input_ids=inputs, position_ids=positions, past_key_values=past, use_cache=True, logits_to_keep=1)
+        out = lm(input_ids=inputs, position_ids=positions, **cache_kwargs(lm, past), use_cache=True, logits_to_keep=1)
         self.stats.full_forwards += 1
         pos += len(query)
         new_tokens = [int(out.logits[0, -1].argmax())]
@@ -280,7 +281,7 @@ class SelfSpeculativeDecoder:
             kv_len = past.get_seq_length()  # verified entries, every layer
             ids = torch.tensor([[pending] + drafts], dtype=torch.long, device=device)  # [1, 1 + k]
             positions = torch.arange(pos, pos + ids.shape[1], device=device)[None]  # [1, 1 + k]
-            out = lm(input_ids=ids, position_ids=positions, past_key_values=past, use_cache=True,
+            out = lm(input_ids=ids, position_ids=positions, **cache_kwargs(lm, past), use_cache=True,
                      logits_to_keep=ids.shape[1])
             self.stats.full_forwards += 1
             greedy = out.logits[0].argmax(-1).tolist()  # [1 + k]: choice after pending, d1, .., dk

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bevlm.models.llm.cache_api import cache_kwargs
 from bevlm.models.llm.generation import lm_device
 
 
@@ -134,8 +135,9 @@ class LayerSkipModel:
         rope = self.decoder.rotary_emb(hidden, position_ids=positions)               # (cos, sin) [1, L, Dh]
         mask = causal_mask(kv_len, q_len, hidden.dtype, device)
         for i in self.kept_layers:
-            out = self.decoder.layers[i](hidden, attention_mask=mask, position_ids=positions,
-                                         past_key_values=past, use_cache=True, position_embeddings=rope)
+            layer = self.decoder.layers[i]
+            out = layer(hidden, attention_mask=mask, position_ids=positions,
+                        **cache_kwargs(layer, past), use_cache=True, position_embeddings=rope)
             hidden = out[0] if isinstance(out, tuple) else out                        # [1, L, D]
         return self.head(self.decoder.norm(hidden))                                  # [1, L, V]
 

@@ -16,6 +16,7 @@ import copy
 import torch
 from torch import nn
 
+from .cache_api import cache_kwargs, output_cache
 from .generation import PrefixCache, lm_device
 from .stopping import RepetitionStop
 
@@ -77,9 +78,9 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
         ids, mask, pos, next_pos = ids[active], mask[active], pos[active], next_pos[active]
     inputs = ids
     while active:
-        out = lm(input_ids=inputs, attention_mask=mask, position_ids=pos, past_key_values=past,
+        out = lm(input_ids=inputs, attention_mask=mask, position_ids=pos, **cache_kwargs(lm, past),
                  use_cache=True, logits_to_keep=1)
-        past = out.past_key_values
+        past = output_cache(out)
         tokens = out.logits[:, -1].argmax(-1)  # [A]
         keep = []
         for k, r in enumerate(active):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .cache_api import cache_kwargs, output_cache
 from .stopping import RepetitionStop
 
 
@@ -68,8 +69,9 @@ def prefill(lm: nn.Module, inputs_embeds: torch.Tensor) -> tuple[Any, torch.Tens
     from transformers import DynamicCache
 
     past = DynamicCache(config=lm.config)
-    out = lm.get_decoder()(inputs_embeds=inputs_embeds, past_key_values=past, use_cache=True)
-    return out.past_key_values, out.last_hidden_state
+    decoder = lm.get_decoder()
+    out = decoder(inputs_embeds=inputs_embeds, **cache_kwargs(decoder, past), use_cache=True)
+    return output_cache(out), out.last_hidden_state
 
 
 def _next_token(logits: torch.Tensor) -> int:
@@ -100,9 +102,9 @@ def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], m
     generated: list[int] = []
     while len(generated) < max_new_tokens:
         positions = torch.arange(pos, pos + inputs.shape[1], device=device)[None]  # [1, Lq]
-        out = lm(input_ids=inputs, position_ids=positions, past_key_values=past, use_cache=True,
+        out = lm(input_ids=inputs, position_ids=positions, **cache_kwargs(lm, past), use_cache=True,
                  logits_to_keep=1)
-        past, pos = out.past_key_values, pos + inputs.shape[1]
+        past, pos = output_cache(out), pos + inputs.shape[1]
         token = _next_token(out.logits)
         if token in stop_ids:
             break

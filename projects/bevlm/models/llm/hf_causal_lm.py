@@ -16,6 +16,7 @@ from bevlm.registry import FUNCTIONS, MODELS
 
 from . import adapters
 from .batched_generation import greedy_batch_from_cache
+from .cache_api import cache_kwargs, output_cache
 from .generation import PrefixCache, fork_cache, greedy_from_cache, greedy_no_cache, lm_device, prefill
 from .loading import load_pretrained, resolve_dtype
 from .packing import IGNORE_INDEX, additive_mask, build_packed_batch
@@ -320,8 +321,9 @@ class HFCausalLM(BaseModule):
                 raise ValueError(f"prefix_embeds must be [1, P, D] (one frame), got {tuple(prefix_embeds.shape)}")
             past = fork_cache(self.text_cache())
             embeds = prefix_embeds.to(device=lm_device(self.lm), dtype=self.lm.dtype)
-            out = self.lm.get_decoder()(inputs_embeds=embeds, past_key_values=past, use_cache=True)
-            return PrefixCache(past_key_values=out.past_key_values,
+            decoder = self.lm.get_decoder()
+            out = decoder(inputs_embeds=embeds, **cache_kwargs(decoder, past), use_cache=True)
+            return PrefixCache(past_key_values=output_cache(out),
                                prefix_len=self.prefix_text_len + prefix_embeds.shape[1],
                                hidden_prefix=out.last_hidden_state)
         inputs = self._prefix_inputs(prefix_embeds)  # [1, T0 + P, D]

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from bevlm.models.llm import HFCausalLM, PrefixCache
+from bevlm.models.llm.cache_api import output_cache
 from bevlm.models.llm.generation import lm_device
 
 from .selection import num_kept, top_indices
@@ -184,7 +185,7 @@ def prefill_kept(llm: HFCausalLM, prefix_embeds: Tensor, kept_index: Tensor) -> 
     # use_cache=True: the decoder allocates the cache before building the mask, so the gaps in
     # position_ids are not mistaken for packed sequences; the mask is causal over the kept order.
     out = llm.lm.get_decoder()(inputs_embeds=inputs, position_ids=positions, use_cache=True)
-    return out.past_key_values, out.last_hidden_state[:, t0:]
+    return output_cache(out), out.last_hidden_state[:, t0:]
 
 
 @torch.no_grad()
