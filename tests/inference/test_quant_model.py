@@ -213,3 +213,31 @@ def test_mixed_group_sizes_by_layer_kind_and_table_round_trip(tmp_path):
     assert restored.lm.model.layers[0].mlp.gate_proj.group_size == 128
     assert restored.lm.model.layers[0].self_attn.q_proj.group_size == 32
     assert torch.equal(_logits(restored), expected_logits)
+
+
+@pytest.mark.parametrize("kernel", ["dequant", "cached"])
+def test_resident_bytes_count_the_kernels_run_time_copies(kernel):
+    """Storage bytes are not what a running int4 model holds: ``kernel='cached'`` keeps an fp32 copy
+    of every weight, ``'dequant'`` nothing beyond the packed codes. ``llm_resident_bytes`` (the
+    benchmark's resident column) must tell them apart."""
+    from bevlm.inference.variants import llm_resident_bytes, llm_weight_bytes
+
+    llm = _llm()
+    linears = {n: m for n, m in llm.lm.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n}
+    fp16_linear_bytes = sum(m.weight.numel() * 2 for m in linears.values())
+    quantize_model(llm, dict(method="rtn", group_size=GROUP, kernel=kernel))
+    holder = torch.nn.Module()
+    holder.llm = llm
+    stored = llm_weight_bytes(holder)
+    _logits(llm)  # kernels build their run-time copies lazily, at the first forward
+    layers = [m for m in llm.lm.modules() if isinstance(m, QuantLinear4)]
+    assert len(layers) == N_LINEARS
+    packed = sum(layer.weight_bytes() for layer in layers)
+    # int4 codes + fp16 scale and zero per group of 128: 0.5 + 4 / 128 bytes per weight (0.27x fp16)
+    assert packed <= 0.30 * fp16_linear_bytes
+    resident = sum(layer.runtime_bytes() for layer in layers)
+    if kernel == "dequant":
+        assert resident == packed and llm_resident_bytes(holder) == stored
+    else:  # an fp32 copy of every weight besides the codes: more than the fp16 model's linears
+        assert resident >= packed + 2 * fp16_linear_bytes
+        assert llm_resident_bytes(holder) == stored + resident - packed > 2 * fp16_linear_bytes

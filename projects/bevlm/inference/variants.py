@@ -244,6 +244,17 @@ def answer_datastore(model: nn.Module, train_qa: list | None, max_ngram: int = 4
                           keys=[question_key(q) for q, _ in blocks])
 
 
+def llm_resident_bytes(model: nn.Module) -> int:
+    """Bytes the LLM's weights occupy in memory while it runs: :func:`llm_weight_bytes` plus every
+    run-time copy a quantised layer built for its kernel (the fp32 weight of ``kernel='cached'``,
+    the repacked copy of the native int4 kernel). Counted after a forward (copies are built lazily).
+    """
+    from .quantization.quant_linear import QuantLinear4
+
+    extra = sum(m.runtime_bytes() - m.weight_bytes() for m in model.llm.modules() if isinstance(m, QuantLinear4))
+    return llm_weight_bytes(model) + extra
+
+
 def llm_weight_bytes(model: nn.Module) -> int:
     """Real bytes of the LLM's parameters and buffers (packed int4 counts as stored)."""
     seen, total = set(), 0
