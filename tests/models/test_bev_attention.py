@@ -110,3 +110,20 @@ def test_sca_gathered_equals_dense_and_invisible_query_keeps_residual(ego2img):
     torch.testing.assert_close(out, dense, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[0, 0], query[0, 0] + sca.output_proj.bias)
     assert math.isfinite(out.abs().sum().item())
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 5e-3), (torch.bfloat16, 5e-2)])
+def test_sca_in_half_precision_is_finite_and_close_to_fp32(ego2img, dtype, tol):
+    """Points behind a camera project to |x| ~ 1e6 (beyond fp16's range): masked, they must not
+    turn the output into NaN under fp16 (or bf16) weights and inputs."""
+    torch.manual_seed(0)
+    sca = SpatialCrossAttention(embed_dims=8, num_heads=2, num_levels=2, num_points=2, num_z_anchors=2)
+    ref_3d = pillar_reference_points(6, 6, (-32.0, -32.0, -3.0, 32.0, 32.0, 3.0), 2)
+    ref_cam, mask = project_reference_points(ref_3d, ego2img, (IMG_H, IMG_W))
+    assert float(ref_cam.abs().max()) > torch.finfo(torch.float16).max  # the case that overflowed
+    query, value = torch.randn(1, 36, 8), torch.randn(6, 30, 8)
+    shapes = torch.tensor([[4, 6], [2, 3]])
+    ref = sca(query, None, value, shapes, ref_cam, mask)
+    out = sca.to(dtype)(query.to(dtype), None, value.to(dtype), shapes, ref_cam, mask)
+    assert out.dtype == dtype and bool(torch.isfinite(out).all())
+    torch.testing.assert_close(out.float(), ref, atol=tol, rtol=tol)

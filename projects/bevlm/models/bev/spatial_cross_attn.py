@@ -172,7 +172,11 @@ class SpatialCrossAttention(nn.Module):
         ref_re = torch.gather(ref_cam, 2, order[..., None, None].expand(b, n, max_len, z, 2))
         mask_re = torch.gather(bev_mask, 2, order.unsqueeze(-1).expand(b, n, max_len, z))
         q_re = q_re.reshape(b * n, max_len, c)  # [B*N, M, C]
-        ref_re = ref_re.reshape(b * n, max_len, z, 2).to(query.dtype)  # [B*N, M, Z, 2]
+        # Points that project far outside the image (behind or beside a camera) reach |x| ~ 1e6 in
+        # normalised coordinates: beyond fp16's 65504, and inf * 0 weight would be NaN. They are
+        # masked (zero weight) anyway, so clamping them to just outside the image changes nothing in
+        # fp32 and keeps fp16 / bf16 finite; visible points lie in [0, 1] and are untouched.
+        ref_re = ref_re.reshape(b * n, max_len, z, 2).clamp(-1.0, 2.0).to(query.dtype)  # [B*N, M, Z, 2]
         mask_re = mask_re.reshape(b * n, max_len, z)  # [B*N, M, Z]
 
         offsets = self.sampling_offsets(q_re).view(b * n, max_len, heads, lv, z, p, 2)
