@@ -6,10 +6,14 @@ chat template and special tokens copy SmolLM2-Instruct's ChatML layout, so the
 prompt code paths exercised by tests are the ones used by the real model.
 
 The wrapping into a ``transformers`` tokenizer happens in
-:mod:`bevlm.models.llm.loading`. Importing this module registers :func:`build_tiny_llama` in
-``bevlm.registry.FUNCTIONS``, so an LLM config can name it
+:mod:`bevlm.models.llm.loading`. Importing this module registers :func:`build_tiny_llama` and
+:func:`build_tiny_causal_lm` in ``bevlm.registry.FUNCTIONS``, so an LLM config can name them
 (``llm=dict(type='HFCausalLM', builder=dict(type='build_tiny_llama', config=...))`` or the
 ``tiny_config`` shorthand); the production package never imports this module.
+
+Other architectures than Llama: :data:`TINY_ARCH_CONFIGS` holds a tiny config per
+``model_type`` (Qwen2, Phi-3, Phi-2, GPT-NeoX, Gemma-2, plus Llama), all over the same tiny
+tokenizer; ``HFCausalLM(tiny_config=TINY_ARCH_CONFIGS['phi'])`` builds a random Phi-2.
 """
 from __future__ import annotations
 
@@ -53,6 +57,25 @@ TINY_LLAMA_CONFIG = dict(
     eos_token_id=2,
     pad_token_id=3,
 )
+
+_SPECIAL_IDS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=3)
+_TINY_SIZES = dict(vocab_size=TINY_VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=4, max_position_embeddings=512, **_SPECIAL_IDS)
+
+#: A tiny random config per transformers ``model_type`` (the key ``model_type`` picks the
+#: architecture in :func:`build_tiny_causal_lm`); every one uses the tiny tokenizer's vocabulary and
+#: special ids. Gemma-2 keeps its logit soft-capping and alternating sliding-window layers (window
+#: 512, longer than any test sequence) and only runs with ``attn_implementation='eager'``.
+TINY_ARCH_CONFIGS: dict[str, dict] = {
+    "llama": dict(TINY_LLAMA_CONFIG, model_type="llama"),
+    "qwen2": dict(_TINY_SIZES, model_type="qwen2", num_key_value_heads=2, rms_norm_eps=1e-6,
+                  tie_word_embeddings=True),
+    "phi3": dict(_TINY_SIZES, model_type="phi3", num_key_value_heads=2, rms_norm_eps=1e-5),
+    "phi": dict(_TINY_SIZES, model_type="phi", num_key_value_heads=4, partial_rotary_factor=0.5),
+    "gpt_neox": dict(_TINY_SIZES, model_type="gpt_neox", rotary_pct=0.25, use_parallel_residual=True),
+    "gemma2": dict(_TINY_SIZES, model_type="gemma2", num_key_value_heads=2, head_dim=16, sliding_window=512,
+                   query_pre_attn_scalar=16),
+}
 
 _QUESTIONS = (
     "What are the important objects in the current scene?",
@@ -157,4 +180,39 @@ def build_tiny_llama(config: dict, torch_dtype: torch.dtype = torch.float32,
                          "tiny tokenizer; fix the 'vocab_size' key of tiny_config")
     llama_config._attn_implementation = attn_implementation
     model = LlamaForCausalLM(llama_config)
+    return model.to(torch_dtype), tokenizer
+
+
+@FUNCTIONS.register_module()
+def build_tiny_causal_lm(config: dict, torch_dtype: torch.dtype = torch.float32,
+                         attn_implementation: str = "sdpa") -> tuple[nn.Module, object]:
+    """A randomly initialised ``*ForCausalLM`` of any architecture plus the tiny test tokenizer.
+
+    Args:
+        config: ``model_type`` (default ``'llama'``) and that architecture's config keyword
+            arguments (e.g. an entry of :data:`TINY_ARCH_CONFIGS`), for
+            ``transformers.AutoConfig.for_model``.
+        torch_dtype: parameter dtype.
+        attn_implementation: ``'sdpa'`` or ``'eager'``; ``'sdpa'`` falls back to ``'eager'`` for an
+            architecture without an SDPA attention (Gemma-2: soft-capped attention logits).
+
+    Returns:
+        ``(model, tokenizer)``.
+
+    Raises:
+        ValueError: the config's vocabulary is smaller than the tokenizer's.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy optional dependency, loaded on use
+
+    kwargs = dict(config)
+    model_type = kwargs.pop("model_type", "llama")
+    tokenizer = tiny_tokenizer()
+    hf_config = AutoConfig.for_model(model_type, **kwargs)
+    if hf_config.vocab_size < len(tokenizer):
+        raise ValueError(f"tiny_config['vocab_size']={hf_config.vocab_size} < {len(tokenizer)} tokens of the "
+                         "tiny tokenizer; fix the 'vocab_size' key of tiny_config")
+    model_cls = AutoModelForCausalLM._model_mapping[type(hf_config)]
+    if attn_implementation == "sdpa" and not getattr(model_cls, "_supports_sdpa", True):
+        attn_implementation = "eager"
+    model = AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
     return model.to(torch_dtype), tokenizer

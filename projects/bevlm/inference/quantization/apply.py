@@ -21,6 +21,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from bevlm.models.llm.architectures import linear_names
+
 from .gptq import HessianAccumulator, gptq_quantize
 from .int4 import check_group_size, quantize_rtn
 from .int8_dynamic import int8_dynamic_bytes, is_int8_dynamic_linear, quantize_int8_dynamic_
@@ -145,9 +147,21 @@ def select_linears(module: nn.Module, include: tuple[str, ...], exclude: tuple[s
         if type(sub) is nn.Linear and wanted:
             names.append(name)
     if not names:
+        arch = _model_type(module)
+        hint = (f"; this is a {arch!r} model, whose decoder Linears are include={linear_names(arch)} "
+                "(bevlm.models.llm.architectures.linear_names)" if arch else "")
         raise ValueError(f"quantize_model: no nn.Linear matches include={include} / exclude={exclude}; "
-                         "check the layer names (module.named_modules())")
+                         f"check the layer names (module.named_modules()){hint}")
     return names
+
+
+def _model_type(module: nn.Module) -> str:
+    """``model_type`` of a ``*ForCausalLM`` or of the ``lm`` of an ``HFCausalLM`` ('' if none)."""
+    for candidate in (module, getattr(module, "lm", None)):
+        config = getattr(candidate, "config", None)
+        if getattr(config, "model_type", None):
+            return str(config.model_type)
+    return ""
 
 
 def _block_of(name: str) -> str:

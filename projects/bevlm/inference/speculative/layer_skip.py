@@ -7,17 +7,21 @@ sub-network of the model that will verify them: the same embedding, a subset of
 the decoder layers, the same final norm and output head. No extra weights, no
 training.
 
-This module runs a Llama-family ``*ForCausalLM`` decoder layer by layer
-(embed -> kept layers -> final norm -> lm_head) with rotary position embeddings
+This module runs a rotary-embedding ``*ForCausalLM`` decoder layer by layer
+(embed -> kept layers -> final norm -> lm_head [-> logit soft-cap]) with rotary position embeddings
 and the transformers KV cache: each executed layer appends its keys/values at
 the drafted positions, skipped layers append nothing. The cache is therefore
 ragged after drafting; :func:`crop_cache` brings every layer back to the
 verified length before the full model runs again. Layer 0 is always executed
 (the cache's ``get_seq_length`` reads layer 0).
 
-The model is read through duck-typed attributes (``get_decoder()`` with
-``layers``, ``norm``, ``rotary_emb``, ``embed_tokens``; ``get_output_embeddings()``),
-so this file does not import ``transformers``.
+The model's pieces (layer list, final norm, rotary embedding, input embedding, head) are located
+per architecture by :func:`bevlm.models.llm.architectures.decoder_parts` (Llama / SmolLM2,
+Qwen2, Phi-3, Phi-2 with ``final_layernorm``, GPT-NeoX with ``embed_in`` / ``final_layer_norm``
+and a ``layer_past`` cache keyword, Gemma-2 with logit soft-capping), so this file does not
+import ``transformers``. Sliding-window layers (Gemma-2, Qwen2 with ``use_sliding_window``) are
+supported while the sequence fits in their window (a sliding cache cannot be cropped back
+beyond it).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bevlm.models.llm.architectures import decoder_parts
 from bevlm.models.llm.cache_api import cache_kwargs
 from bevlm.models.llm.generation import lm_device
 
@@ -64,8 +69,17 @@ def causal_mask(past_len: int, q_len: int, dtype: torch.dtype, device: torch.dev
     return mask[None, None]                                              # [1, 1, Q, K]
 
 
+def _sliding_window(layer: nn.Module) -> int | None:
+    """Sliding window of a decoder layer's attention (None: full attention)."""
+    for child in layer.children():
+        window = getattr(child, "sliding_window", None)
+        if window is not None:
+            return int(window)
+    return None
+
+
 class LayerSkipModel:
-    """A view of a Llama-family causal LM that runs only some decoder layers.
+    """A view of a rotary-embedding causal LM that runs only some decoder layers.
 
     Args:
         lm: the ``*ForCausalLM`` (e.g. ``HFCausalLM.lm``); its weights are shared,
@@ -74,16 +88,18 @@ class LayerSkipModel:
 
     Raises:
         ValueError: a skip index is 0, negative, out of range or repeated, or
-            the model lacks the Llama decoder attributes.
+            the model's decoder has no layer list / final norm / rotary embedding.
     """
 
     def __init__(self, lm: nn.Module, skip_layers: list[int]) -> None:
-        decoder = lm.get_decoder()
-        for name in ("layers", "norm", "rotary_emb", "embed_tokens"):
-            if not hasattr(decoder, name):
-                raise ValueError(f"LayerSkipModel: the decoder {type(decoder).__name__} has no '{name}'; "
-                                 "layer skipping supports Llama-family models (layers/norm/rotary_emb)")
-        num_layers = len(decoder.layers)
+        try:
+            parts = decoder_parts(lm)
+        except ValueError as err:
+            raise ValueError(f"LayerSkipModel: {err}") from err
+        if parts.rotary_emb is None:
+            raise ValueError(f"LayerSkipModel: the decoder {type(parts.decoder).__name__} has no 'rotary_emb'; "
+                             "layer skipping supports rotary-embedding decoders")
+        num_layers = len(parts.layers)
         skip = sorted(set(int(i) for i in skip_layers))
         if len(skip) != len(list(skip_layers)):
             raise ValueError(f"LayerSkipModel: skip_layers={list(skip_layers)} repeats an index")
@@ -92,11 +108,14 @@ class LayerSkipModel:
             raise ValueError(f"LayerSkipModel: skip_layers {bad} out of range; valid indices are 1..{num_layers - 1} "
                              "(layer 0 is always executed: the cache length is read from it)")
         self.lm = lm
-        self.decoder = decoder
-        self.head = lm.get_output_embeddings()
+        self.parts = parts
+        self.decoder = parts.decoder
+        self.head = parts.head
         self.num_layers = num_layers
         self.skip_layers = skip
         self.kept_layers = [i for i in range(num_layers) if i not in set(skip)]
+        windows = [_sliding_window(parts.layers[i]) for i in self.kept_layers]
+        self.min_window = min((w for w in windows if w is not None), default=None)
 
     def cost_ratio(self) -> float:
         """Parameter bytes read per draft token / per full-model token.
@@ -106,8 +125,8 @@ class LayerSkipModel:
         over all layers + norm + head (the embedding lookup reads one row and
         is not counted).
         """
-        layer_numel = [sum(p.numel() for p in layer.parameters()) for layer in self.decoder.layers]
-        rest = sum(p.numel() for p in self.decoder.norm.parameters())
+        layer_numel = [sum(p.numel() for p in layer.parameters()) for layer in self.parts.layers]
+        rest = sum(p.numel() for p in self.parts.final_norm.parameters())
         rest += sum(p.numel() for p in self.head.parameters())
         kept = sum(layer_numel[i] for i in self.kept_layers)
         return (kept + rest) / (sum(layer_numel) + rest)
@@ -125,21 +144,28 @@ class LayerSkipModel:
             start_pos: position id of the first new token.
 
         Returns:
-            logits ``[1, L, V]``.
+            logits ``[1, L, V]`` (soft-capped where the model soft-caps them).
+
+        Raises:
+            ValueError: a kept sliding-window layer would see more than its window.
         """
         device = input_ids.device
         q_len = input_ids.shape[1]
         kv_len = past.get_seq_length()
-        hidden = self.decoder.embed_tokens(input_ids)                                # [1, L, D]
+        if self.min_window is not None and kv_len + q_len > self.min_window:
+            raise ValueError(f"LayerSkipModel: {kv_len + q_len} positions exceed the sliding window "
+                             f"{self.min_window} of a kept layer; layer-skip drafting (and cache cropping) "
+                             "supports sliding-window layers only inside their window")
+        hidden = self.parts.embed(input_ids)                                         # [1, L, D]
         positions = torch.arange(start_pos, start_pos + q_len, device=device)[None]  # [1, L]
-        rope = self.decoder.rotary_emb(hidden, position_ids=positions)               # (cos, sin) [1, L, Dh]
+        rope = self.parts.rotary_emb(hidden, position_ids=positions)                 # (cos, sin) [1, L, Dh]
         mask = causal_mask(kv_len, q_len, hidden.dtype, device)
         for i in self.kept_layers:
-            layer = self.decoder.layers[i]
+            layer = self.parts.layers[i]
             out = layer(hidden, attention_mask=mask, position_ids=positions,
                         **cache_kwargs(layer, past), use_cache=True, position_embeddings=rope)
             hidden = out[0] if isinstance(out, tuple) else out                        # [1, L, D]
-        return self.head(self.decoder.norm(hidden))                                  # [1, L, V]
+        return self.parts.logits(hidden)                                             # [1, L, V]
 
     @torch.no_grad()
     def draft(self, token: int, past: Any, start_pos: int, num_tokens: int,

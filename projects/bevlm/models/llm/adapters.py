@@ -15,11 +15,12 @@ import warnings
 
 from torch import nn
 
+from .architectures import lora_targets
+
 _LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
-_DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
-def _lora_config(lora: dict):
+def _lora_config(lora: dict, model_type: str = "llama"):
     from peft import LoraConfig, TaskType
 
     unknown = set(lora) - _LORA_KEYS
@@ -30,7 +31,7 @@ def _lora_config(lora: dict):
         r=int(lora.get("r", 8)),
         lora_alpha=int(lora.get("alpha", 16)),
         lora_dropout=float(lora.get("dropout", 0.05)),
-        target_modules=list(lora.get("target_modules", _DEFAULT_TARGETS)),
+        target_modules=list(lora.get("target_modules") or lora_targets(model_type)),
         bias="none",
         task_type=TaskType.CAUSAL_LM)
 
@@ -48,7 +49,8 @@ def apply_lora(model: nn.Module, lora: dict, adapter_names: list[str]) -> nn.Mod
 
     Args:
         model: a ``*ForCausalLM``; modified in place.
-        lora: ``dict(r, alpha, dropout, target_modules)``.
+        lora: ``dict(r, alpha, dropout, target_modules)``; without ``target_modules`` the
+            attention projections of the model's architecture (:data:`.architectures.LORA_TARGETS`).
         adapter_names: distinct adapter names, at least one.
 
     Returns:
@@ -58,12 +60,13 @@ def apply_lora(model: nn.Module, lora: dict, adapter_names: list[str]) -> nn.Mod
 
     if not adapter_names or len(set(adapter_names)) != len(adapter_names):
         raise ValueError(f"HFCausalLM: adapter_names must be distinct and non-empty, got {adapter_names}")
-    config = _lora_config(lora)
+    arch = getattr(getattr(model, "config", None), "model_type", None) or "llama"
+    config = _lora_config(lora, arch)
     with warnings.catch_warnings():  # peft still calls a name transformers 5 deprecates
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         peft_model = get_peft_model(model, config, adapter_name=adapter_names[0])
     for name in adapter_names[1:]:
-        peft_model.add_adapter(name, _lora_config(lora))
+        peft_model.add_adapter(name, _lora_config(lora, arch))
     set_active_adapter(peft_model, adapter_names[0])
     return peft_model
 

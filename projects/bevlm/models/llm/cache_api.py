@@ -4,7 +4,10 @@ transformers 5.x renamed the ``past_key_values`` keyword of model / decoder-laye
 ``cache`` (the old name still works but warns ``FutureWarning`` until it is removed in 5.40), and
 the output dataclasses' ``past_key_values`` field to ``cache``. Every decoding path passes its cache
 with :func:`cache_kwargs` and reads it back with :func:`output_cache`, so both the renamed API and
-older 5.x versions that only know ``past_key_values`` are served without warnings.
+older 5.x versions that only know ``past_key_values`` are served without warnings. Some decoder
+layers have their own name (GPT-NeoX's ``GPTNeoXLayer.forward(layer_past=...)``); a keyword a
+forward does not declare would vanish into its ``**kwargs`` and the layer would run uncached, so
+every name is read from the signature.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from torch import nn
 
 NEW_NAME = "cache"
 OLD_NAME = "past_key_values"
+#: Cache keywords of single decoder layers that use neither name (GPT-NeoX).
+LAYER_NAMES = ("layer_past",)
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,7 +38,7 @@ def _forward_name(module_type: type) -> str:
         params = inspect.signature(module_type.forward).parameters  # follows the decorators' __wrapped__
     except (TypeError, ValueError):
         params = {}
-    for name in (NEW_NAME, OLD_NAME):
+    for name in (NEW_NAME, OLD_NAME) + LAYER_NAMES:
         if name in params:
             return name
     return _library_name()  # an opaque ``**kwargs`` forward (a wrapper): the library's name
@@ -46,7 +51,8 @@ def cache_kwarg(module: nn.Module) -> str:
         module: a ``*ForCausalLM``, its decoder (``get_decoder()``) or one decoder layer.
 
     Returns:
-        ``'cache'`` (transformers with the renamed API) or ``'past_key_values'`` (older 5.x).
+        ``'cache'`` (transformers with the renamed API) or ``'past_key_values'`` (older 5.x);
+        ``'layer_past'`` for a GPT-NeoX decoder layer.
     """
     return _forward_name(type(module))
 

