@@ -45,17 +45,17 @@ def main():
         raise SystemExit(f"{args.config}: load_from={cfg.load_from!r} does not exist. Fix: train the stage it comes "
                          f"from first (for configs/bev_vlm.py: python tools/train.py configs/bev_det_pretrain.py), "
                          f"or start from scratch with --cfg-options load_from=None")
-    if not args.resume:  # a pretrained vision side must see the image size it was trained on
-        try:
-            check_load_from_input(cfg, args.config)
-        except ValueError as e:
-            raise SystemExit(str(e)) from None
     if args.resume == "auto":  # the newest readable checkpoint (a truncated last one is skipped, named)
         latest = find_resumable_checkpoint(cfg.work_dir)
         if latest is not None:  # else nothing to resume: a fresh start (from the config's load_from)
             cfg.resume, cfg.load_from = True, latest
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
+    if not cfg.get("resume"):  # a pretrained vision side must see the image size it was trained on
+        try:
+            check_load_from_input(cfg, args.config)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     from bevlm.engine.dist import prepare_cpu_distributed
 
     prepare_cpu_distributed(cfg)  # torchrun on a machine without CUDA: gloo + CPU DDP

@@ -117,3 +117,13 @@ def test_load_from_saved_config_is_read_not_run(tmp_path):
     for other in ("this is not python (", "train_dataloader = dict(batch_size=2)\n"):
         cfg.load_from = _stage1_checkpoint(tmp_path / "other.pth", other)
         check_load_from_input(cfg, "main.py")
+
+
+def test_train_tool_stops_on_a_load_from_of_another_image_size(tmp_path):
+    ckpt = _stage1_checkpoint(tmp_path / "stage1.pth", STAGE1_TEXT.replace("(160, 90)", "(320, 180)"))
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train.py"), os.path.join(REPO, "configs", "bev_vlm.py"),
+                        "--work-dir", str(tmp_path / "work"), "--cfg-options", f"load_from={ckpt}"],
+                       capture_output=True, text=True, cwd=str(tmp_path))
+    assert r.returncode != 0
+    assert "was trained on 320x180 images" in r.stderr and "feeds 160x90" in r.stderr and "Fix:" in r.stderr
+    assert not (tmp_path / "work").exists()  # stopped before any work
