@@ -11,7 +11,7 @@ sweep = dict(
     configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_frozen-encoder.py",
              "configs/ablations/bev_vlm_no-pretrain.py", "configs/ablations/bev_vlm_prompt-36.py"],
     steps=["train", "test"],
-    seeds=[0, 1],
+    seeds=[0, 1, 2],
     resamples=2000,
     test_args=["--variant", "lossless"],
     columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/language_score", "drivelm/Bleu_1",
