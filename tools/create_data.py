@@ -11,6 +11,11 @@
       [--val-fraction 0.1 --seed 0]
       train / val split of a DriveLM file by scene (deterministic): OUT/drivelm_train.json,
       OUT/drivelm_val.json
+  python tools/create_data.py drivelm-questions --json data/drivelm/drivelm_val.json --out data/drivelm/val_test \
+      [--seed 0]
+      the official test set of a DriveLM file with answers, both ways: OUT/test_eval.json (questions
+      + answers + tags, for scoring) and OUT/questions.json (the same without answers: the layout of
+      the challenge's v1_1_val_nus_q_only.json, for rehearsing tools/test.py --submission)
 """
 import argparse
 import logging
@@ -58,7 +63,35 @@ def parse_args():
     sp.add_argument("--val-fraction", type=float, default=0.1, help="share of the scenes in val")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--force", action="store_true", help="overwrite existing output files")
+    q = sub.add_parser("drivelm-questions", help="test_eval.json + questions-only file of a DriveLM file")
+    q.add_argument("--json", required=True, help="DriveLM v1.1 file with answers (e.g. OUT/drivelm_val.json)")
+    q.add_argument("--out", required=True, help="folder for test_eval.json and questions.json")
+    q.add_argument("--seed", type=int, default=0, help="seed of the multiple-choice options (as DriveLMMetric)")
+    q.add_argument("--force", action="store_true", help="overwrite existing output files")
     return p.parse_args()
+
+
+def _drivelm_questions(args):
+    import os
+
+    from bevlm.datasets.drivelm_io import load_drivelm
+    from bevlm.evaluation.drivelm_files import strip_answers
+    from bevlm.evaluation.drivelm_testset import build_test_eval, iter_official_ids
+    from bevlm.utils.file_io import atomic_write_json
+
+    outs = {name: osp.join(args.out, f"{name}.json") for name in ("test_eval", "questions")}
+    for path in outs.values():
+        if osp.abspath(path) == osp.abspath(args.json):
+            raise SystemExit(f"{path} is the input file; choose another --out")
+        if osp.exists(path) and not args.force:
+            raise SystemExit(f"{path} exists; pass --force to overwrite it, or choose another --out")
+    data = load_drivelm(args.json)  # validated before anything is written
+    test = build_test_eval(data, seed=args.seed, source=args.json)
+    os.makedirs(args.out, exist_ok=True)
+    atomic_write_json(test, outs["test_eval"], indent=2)
+    atomic_write_json(strip_answers(test), outs["questions"], indent=2)
+    logging.info("%s, %s: %d scenes, %d questions", outs["test_eval"], outs["questions"], len(test),
+                 sum(1 for _ in iter_official_ids(test)))
 
 
 def _drivelm_split(args):
@@ -103,6 +136,8 @@ def main():
     t0 = time.time()
     if args.cmd == "drivelm-split":
         _drivelm_split(args)
+    elif args.cmd == "drivelm-questions":
+        _drivelm_questions(args)
     elif args.cmd == "world":
         from bevlm.world import WorldConfig, generate_world
 

@@ -13,6 +13,11 @@ speculative decoding: the same answers as plain greedy decoding, about 3.5x fast
 transformations (``quant``, ``llm_dtype``) run, after the checkpoint is loaded
 (``InferenceVariantHook``).
 
+``--submission QUESTIONS.json`` answers a questions-only DriveLM test file (the challenge's
+``v1_1_val_nus_q_only.json``; the config's test info file must hold its frames) and writes
+``drivelm.output.json`` and the challenge's ``drivelm.submission.json`` under ``--out-dir`` instead
+of scoring (``--submission-info team=... method=... authors="A, B"`` fills the submission fields).
+
 ``--quantized FILE`` tests with the quantised LLM that ``tools/quantize.py`` wrote (the vision
 side from CHECKPOINT).
 """
@@ -42,8 +47,34 @@ def parse_args():
     parser.add_argument("--quantized", help="quantised LLM file of tools/quantize.py to test with")
     parser.add_argument("--allow-partial", action="store_true",
                         help="load a checkpoint whose keys / shapes do not all fit the model (default: stop)")
+    parser.add_argument("--submission", metavar="QUESTIONS_JSON",
+                        help="answer this questions-only DriveLM test file and write the challenge submission "
+                             "(no scoring)")
+    parser.add_argument("--submission-info", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="submission fields: method, team, authors (comma separated), email, institution, country")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
     return parser.parse_args()
+
+
+def _set_submission(cfg, args, out_dir):
+    """Point the test set at the questions file and replace the metrics by the submission writer."""
+    from bevlm.datasets.drivelm_io import load_drivelm_questions
+    from bevlm.evaluation.drivelm_files import SUBMISSION_FIELDS
+
+    info = {}
+    for item in args.submission_info:
+        key, sep, value = item.partition("=")
+        if not sep or key not in SUBMISSION_FIELDS:
+            raise SystemExit(f"--submission-info {item!r}: expected KEY=VALUE with KEY one of {list(SUBMISSION_FIELDS)}")
+        info[key] = value
+    load_drivelm_questions(args.submission)  # a bad file stops here, before the model is built
+    dataset = cfg.test_dataloader.dataset
+    if dataset.get("type") != "BEVDriveDataset":
+        raise SystemExit(f"{args.config}: --submission needs test_dataloader.dataset of type BEVDriveDataset, "
+                         f"got {dataset.get('type')!r}. Fix: test with a single-dataset config")
+    dataset["questions_file"] = args.submission
+    cfg.test_evaluator = [dict(type="DriveLMSubmissionWriter", questions_file=args.submission,
+                               outfile_prefix=osp.join(out_dir, "drivelm"), submission_info=info)]
 
 
 def main():
@@ -64,6 +95,8 @@ def main():
             ev["outfile_prefix"] = osp.join(out_dir, "drivelm")
         elif ev.get("type") in ("EfficiencyMetric", "PlanningMetric", "NuScenesDetMetric"):  # -> efficiency.json, per_frame.json
             ev["outfile_prefix"] = out_dir
+    if args.submission:
+        _set_submission(cfg, args, out_dir)
     if args.variant:
         variants = Config.fromfile(args.variants_file).variants
         if args.variant not in variants:

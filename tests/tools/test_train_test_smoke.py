@@ -54,6 +54,23 @@ def test_train_resume_test(tiny_world, tmp_path):
     score = _run(["tools/eval_drivelm.py", "--pred", os.path.join(out_dir, "drivelm.output.json"),
                   "--test", os.path.join(out_dir, "drivelm.test_eval.json"), "--json", str(tmp_path / "s.json")])
     assert abs(json.load(open(tmp_path / "s.json"))["gpt_free_final"] - metrics["drivelm/gpt_free_final"]) < 1e-9
+    # the challenge path: the val frames' official test questions without answers -> --submission
+    # answers them exactly as the scored run did, and writes output.json + submission.json
+    qdir = str(tmp_path / "questions")
+    _run(["tools/create_data.py", "drivelm-questions", "--json", os.path.join(tiny_world, "drivelm_val.json"),
+          "--out", qdir])
+    sub_dir = str(tmp_path / "test_submission")
+    log = _run(["tools/test.py", cfg, os.path.join(work, "iter_3.pth"), "--work-dir", work, "--out-dir", sub_dir,
+                "--submission", os.path.join(qdir, "questions.json"), "--submission-info", "team=t", "method=m",
+                *_data_opts(tiny_world)])
+    sub = json.load(open(os.path.join(sub_dir, "drivelm.submission.json")))
+    assert sub["team"] == "t" and sub["method"] == "m"
+    by_id = {r["id"]: r for r in sub["results"]}
+    full_test = json.load(open(os.path.join(qdir, "test_eval.json")))
+    assert len(by_id) == sum(1 for s in full_test.values() for f in s["key_frames"].values()
+                             for qa in f["QA"].values() for _ in qa) > len(output)
+    assert all(by_id[o["id"]]["question"] == o["question"] and by_id[o["id"]]["answer"] == o["answer"]
+               for o in output)
     # the lossless inference variant (shared prompt cache + batched speculative decoding with the
     # training answers' datastore) answers exactly as plain greedy decoding
     fast_dir = str(tmp_path / "test_lossless")

@@ -10,7 +10,7 @@ from mmengine.dataset import BaseDataset
 from bevlm.registry import DATASETS
 from bevlm.structures import QAItem
 from bevlm.utils import load_plain_pickle
-from .drivelm_io import flatten_qa
+from .drivelm_io import flatten_qa, iter_test_questions, load_drivelm_questions
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,14 @@ class BEVDriveDataset(BaseDataset):
             challenge scores as often as the rest of the graph. 0 = the graph's chunks only.
             Other modes ignore it (a training config reused per frame, e.g. for calibration,
             still yields each frame once).
+        questions_file: a questions-only DriveLM test file (the challenge's
+            ``v1_1_val_nus_q_only.json``, or one from ``tools/create_data.py drivelm-questions``):
+            one item per frame of that file, asking exactly its questions in the official id order
+            (``QAItem.index`` is the ``i`` of the id ``f"{scene}_{frame}_{i}"``; answers empty). The
+            frames are looked up by token in the info file, which needs no DriveLM QA for them;
+            ``qa_mode``, ``qa_select``, ``frame_stride``, ``max_frames`` and ``mc_seed`` do not apply
+            (the file's multiple-choice questions carry their options). None: questions from the
+            info file's DriveLM QA.
         test_mode: mmengine flag.
     """
 
@@ -77,7 +85,8 @@ class BEVDriveDataset(BaseDataset):
                  stages: tuple = ("perception", "prediction", "planning", "behavior"),
                  require_qa: bool = True, max_frames: int | None = None, qa_select: str = "all",
                  frame_stride: int = 1, mc_seed: int | None = 0, domain: str | None = None,
-                 test_format_repeats: int = 0, test_mode: bool = False) -> None:
+                 test_format_repeats: int = 0, questions_file: str | None = None,
+                 test_mode: bool = False) -> None:
         if qa_mode not in ("chunks", "frame", "none"):
             raise ValueError(f"qa_mode must be 'chunks', 'frame' or 'none', got {qa_mode!r}")
         if queue_length < 1:
@@ -99,6 +108,7 @@ class BEVDriveDataset(BaseDataset):
         self.qa_select = qa_select
         self.frame_stride = frame_stride
         self.domain = domain
+        self.questions_file = questions_file
         self.frames: list[dict] = []
         self._token2frame: dict[str, int] = {}
         super().__init__(ann_file=ann_file, data_root=data_root, pipeline=pipeline,
@@ -117,6 +127,9 @@ class BEVDriveDataset(BaseDataset):
             self.domain = str(data["metainfo"].get("domain", "default"))
         self.frames = data["data_list"]
         self._token2frame = {f["token"]: i for i, f in enumerate(self.frames)}
+        if self.questions_file is not None:
+            entries = self._question_file_entries()
+            return self._stream_order(entries) if self.test_mode else entries
         entries = []
         n_frames = n_seen = 0
         for fi, frame in enumerate(self.frames):
@@ -161,6 +174,38 @@ class BEVDriveDataset(BaseDataset):
         if self.test_mode:
             entries = self._stream_order(entries)
         return entries
+
+    def _question_file_entries(self) -> list[dict]:
+        """One entry per frame of ``questions_file``: its questions, indexed by official ``i``."""
+        from bevlm.structures.qa_families import classify_question
+
+        questions = load_drivelm_questions(self.questions_file)
+        entries: dict[str, dict] = {}
+        missing, wrong_scene = [], []
+        for scene_token, frame_token, i, stage, item in iter_test_questions(questions):
+            fi = self._token2frame.get(frame_token)
+            if fi is None:
+                if not missing or missing[-1] != frame_token:
+                    missing.append(frame_token)
+                continue
+            if self.frames[fi]["scene_token"] != scene_token:
+                wrong_scene.append(f"{frame_token} (file: scene {scene_token}, infos: scene "
+                                   f"{self.frames[fi]['scene_token']})")
+                continue
+            entry = entries.setdefault(frame_token, {"frame": fi, "qa": []})
+            entry["qa"].append(QAItem(item["Q"], "", stage, i, classify_question(item["Q"], stage)))
+        if missing:
+            shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
+            raise ValueError(
+                f"{self.questions_file}: {len(missing)} frame(s) are not in the info file {self.ann_file}: "
+                f"{shown}. Fix: build the info file from the nuScenes split that holds these samples "
+                f"(tools/create_data.py nuscenes --version v1.0-trainval; the challenge questions are on "
+                f"nuScenes val), or pass the info file written with this test file")
+        if wrong_scene:
+            raise ValueError(f"{self.questions_file}: frame(s) filed under another scene than in "
+                             f"{self.ann_file}: {', '.join(wrong_scene[:5])}. Fix: use the info file of "
+                             f"the same nuScenes version as the test file")
+        return list(entries.values())
 
     def _stream_order(self, entries: list[dict]) -> list[dict]:
         """Test order for streaming: the frames of a scene contiguous and in time order.

@@ -247,3 +247,83 @@ def split_drivelm_by_scene(data: dict, val_fraction: float = 0.1, seed: int = 0)
     train = {k: v for k, v in data.items() if k not in val_tokens}
     val = {k: v for k, v in data.items() if k in val_tokens}
     return train, val
+
+
+def load_drivelm_questions(path: str) -> dict:
+    """Load a questions-only DriveLM test file and validate it.
+
+    The challenge's test questions (``v1_1_val_nus_q_only.json``) have the layout of the
+    ``test_eval.json`` that ``convert_data.py`` writes, without the answers:
+    ``{scene: {"key_frames": {frame: {"QA": {stage: [{"Q": str, "tag": [int, ...]}, ...]},
+    "image_paths": {camera: path}}}}}``. Multiple-choice questions already carry their options. A
+    file with answers (a ``test_eval.json``) is accepted too; its answers are ignored.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The parsed dict (unchanged).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        DriveLMFormatError: invalid JSON or a failed check (file, scene, frame, key and fix named).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: DriveLM test questions file not found. Fix: pass the questions-only "
+                                f"file (e.g. v1_1_val_nus_q_only.json, or one written by tools/create_data.py "
+                                f"drivelm-questions)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DriveLMFormatError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}). Fix: download or write "
+                                 f"the file again; it is probably truncated") from e
+    if not isinstance(data, dict) or not data:
+        _fail(path, "top level", "expected a non-empty dict {scene_token: {'key_frames': ...}}",
+              "pass the questions-only test file, not output.json or a submission")
+    n_questions = 0
+    for scene_token, scene in data.items():
+        if not isinstance(scene, dict) or not isinstance(scene.get("key_frames"), dict):
+            _fail(path, f"scene {scene_token}", "missing dict 'key_frames'",
+                  "each scene must be {'key_frames': {frame_token: {...}}}")
+        for frame_token, frame in scene["key_frames"].items():
+            where = f"scene {scene_token} / frame {frame_token}"
+            qa = frame.get("QA") if isinstance(frame, dict) else None
+            if not isinstance(qa, dict):
+                _fail(path, where, "missing dict 'QA'", "each frame needs {'QA': {stage: [questions]}}")
+            unknown = sorted(set(qa) - set(STAGES))
+            if unknown:
+                _fail(path, where, f"'QA' has unknown stage(s) {unknown}", f"use the stages {list(STAGES)}")
+            for stage in STAGES:
+                items = qa.get(stage, [])
+                if not isinstance(items, list):
+                    _fail(path, f"{where} / QA.{stage}", f"expected a list, got {type(items).__name__}",
+                          "give each stage a list of {'Q': ..., 'tag': [...]} items")
+                for k, item in enumerate(items):
+                    w = f"{where} / QA.{stage}[{k}]"
+                    if not isinstance(item, dict) or not isinstance(item.get("Q"), str) or not item["Q"].strip():
+                        _fail(path, w, "missing non-empty string 'Q'", "every test item needs its question text")
+                    tag = item.get("tag", [])
+                    if not isinstance(tag, list) or not all(isinstance(t, int) for t in tag):
+                        _fail(path, w, f"'tag' must be a list of ints, got {tag!r}",
+                              "use the tags of the official test format (0 accuracy, 1 GPT, 2 language, 3 match)")
+                    _check_ctags(path, w + ".Q", item["Q"])
+                    n_questions += 1
+    if n_questions == 0:
+        _fail(path, "all frames", "no questions", "pass a test file with questions")
+    return data
+
+
+def iter_test_questions(data: dict) -> Iterator[tuple[str, str, int, str, dict]]:
+    """Yield ``(scene_token, frame_token, i, stage, item)`` of a test file in the official order.
+
+    ``i`` indexes the frame's perception+prediction+planning+behavior test items concatenated:
+    the official id is ``f"{scene_token}_{frame_token}_{i}"`` (``convert2llama.py``).
+    """
+    for scene_token, scene in data.items():
+        for frame_token, frame in scene["key_frames"].items():
+            i = 0
+            for stage in STAGES:
+                for item in frame["QA"].get(stage, []):
+                    yield scene_token, frame_token, i, stage, item
+                    i += 1

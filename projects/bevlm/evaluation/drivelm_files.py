@@ -141,3 +141,48 @@ def load_per_frame(path: str) -> dict:
         raise DriveLMEvalError(f"{path}: expected {{section: {{frame_token: record}}}}. Fix: pass the "
                                f"per_frame.json that tools/test.py writes")
     return data
+
+
+#: The submission fields of the challenge's ``prepare_submission.py`` (besides ``results``).
+SUBMISSION_FIELDS = ("method", "team", "authors", "email", "institution", "country")
+
+
+def strip_answers(test: dict) -> dict:
+    """The questions-only form of a ``test_eval.json`` dict (the challenge's ``*_q_only.json``).
+
+    Every QA keeps its ``Q`` and ``tag`` (and any other key but ``A``); ``image_paths`` stay.
+    """
+    out = {}
+    for scene_token, scene in test.items():
+        frames = {}
+        for frame_token, frame in scene["key_frames"].items():
+            qa = {stage: [{k: v for k, v in item.items() if k != "A"} for item in items]
+                  for stage, items in frame["QA"].items()}
+            frames[frame_token] = {**{k: v for k, v in frame.items() if k != "QA"}, "QA": qa}
+        out[scene_token] = {"key_frames": frames}
+    return out
+
+
+def write_submission(rows: list[dict], path: str, info: dict | None = None) -> None:
+    """Write the challenge's ``submission.json``: the submission fields + ``results`` = ``rows``.
+
+    Args:
+        rows: the ``output.json`` list ``[{"id", "question", "answer"}]``.
+        path: output path (temp file + rename).
+        info: values of :data:`SUBMISSION_FIELDS` (``authors`` a list of strings); unknown keys are
+            refused, missing ones are written empty (fill them before uploading).
+    """
+    info = dict(info or {})
+    unknown = sorted(set(info) - set(SUBMISSION_FIELDS))
+    if unknown:
+        raise DriveLMEvalError(f"submission info: unknown field(s) {unknown}. Fix: use {list(SUBMISSION_FIELDS)}")
+    authors = info.get("authors", [])
+    if isinstance(authors, str):
+        authors = [a.strip() for a in authors.split(",") if a.strip()]
+    if not isinstance(authors, list) or not all(isinstance(a, str) for a in authors):
+        raise DriveLMEvalError(f"submission info: 'authors' must be a list of names, got {authors!r}")
+    sub = {k: str(info.get(k, "")) for k in SUBMISSION_FIELDS if k != "authors"}
+    sub["authors"] = authors
+    sub = {k: sub[k] for k in SUBMISSION_FIELDS}
+    sub["results"] = rows
+    atomic_write_json(sub, path)
