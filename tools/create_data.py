@@ -42,6 +42,9 @@ def parse_args():
     n.add_argument("--version", default="v1.0-trainval")
     n.add_argument("--drivelm-json", action="append", default=[], metavar="SPLIT=PATH",
                    help="DriveLM QA per split, e.g. train=v1_1_train_nus.json (repeatable)")
+    n.add_argument("--questions-json", action="append", default=[], metavar="SPLIT=PATH",
+                   help="questions-only DriveLM test file per split, e.g. test=v1_1_val_nus_q_only.json: the "
+                        "key frames of its scenes without QA, for tools/test.py --submission (repeatable)")
     n.add_argument("--out", required=True, help="output folder of the info files")
     for parser in (w, n):
         parser.add_argument("--domain", default=None,
@@ -122,7 +125,7 @@ def _split_args(items):
     out = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"--drivelm-json expects SPLIT=PATH, got {item!r}")
+            raise SystemExit(f"--drivelm-json / --questions-json expect SPLIT=PATH, got {item!r}")
         split, path = item.split("=", 1)
         out[split] = path
     return out
@@ -154,7 +157,8 @@ def main():
             logging.info("info files: %s", written)
     elif args.cmd == "nuscenes":
         written = create_nuscenes_infos(args.root, args.version, args.out, _split_args(args.drivelm_json) or None,
-                                        domain=args.domain, skip_bad=args.skip_bad)
+                                        domain=args.domain, skip_bad=args.skip_bad,
+                                        question_jsons=_split_args(args.questions_json) or None)
         logging.info("info files: %s", written)
     elif args.cmd == "drivelm":
         path = create_drivelm_only_infos(args.json, args.image_root, args.out, domain=args.domain,

@@ -115,3 +115,31 @@ def test_writer_writes_output_and_submission_in_official_order(tmp_path, sample_
     assert not (tmp_path / "o2").exists()
     with pytest.raises(ValueError, match="unknown submission field"):
         DriveLMSubmissionWriter(q_path, outfile_prefix=prefix, submission_info={"teams": "x"})
+
+
+def test_nuscenes_infos_for_a_questions_file(tiny_world, tmp_path):
+    """create_nuscenes_infos(question_jsons=...) holds every key frame of the file's scenes without QA,
+    and the dataset asks the file's questions on them."""
+    import os
+    import pickle
+
+    from bevlm.datasets.converters import create_nuscenes_infos
+    from bevlm.world import WorldConfig
+
+    val = load_drivelm(os.path.join(tiny_world, "drivelm_val.json"))
+    q_path = _write(tmp_path / "q.json", strip_answers(build_test_eval(val)))
+    written = create_nuscenes_infos(tiny_world, WorldConfig().version, str(tmp_path / "infos"),
+                                    question_jsons={"test": q_path})
+    assert set(written) == {"test"}
+    with open(written["test"], "rb") as f:
+        infos = pickle.load(f)
+    assert {i["scene_token"] for i in infos["data_list"]} == set(val)
+    assert all(i["drivelm"] is None for i in infos["data_list"])
+    assert {f for s in val.values() for f in s["key_frames"]} <= {i["token"] for i in infos["data_list"]}
+    ds = BEVDriveDataset(written["test"], PIPELINE, questions_file=q_path, data_root=tiny_world, test_mode=True)
+    assert sum(len(e["qa"]) for e in ds.data_list) == sum(1 for _ in iter_test_questions(load_drivelm_questions(q_path)))
+    bad = strip_answers(build_test_eval(val))
+    bad["not_a_scene"] = next(iter(bad.values()))
+    with pytest.raises(KeyError, match="not_a_scene.*Fix:"):
+        create_nuscenes_infos(tiny_world, WorldConfig().version, str(tmp_path / "infos2"),
+                              question_jsons={"test": _write(tmp_path / "bad.json", bad)})

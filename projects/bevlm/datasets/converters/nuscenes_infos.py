@@ -28,7 +28,7 @@ import numpy as np
 
 from bevlm.structures import CAMERA_NAMES
 from bevlm.utils import dump_plain_pickle
-from ..drivelm_io import DriveLMFormatError, check_ctag_bounds, iter_frames, load_drivelm
+from ..drivelm_io import DriveLMFormatError, check_ctag_bounds, iter_frames, load_drivelm, load_drivelm_questions
 from .geometry import to_frame, transform_matrix, yaw_of
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,8 @@ def scene_sample_tokens(nusc, scene_token: str) -> list[str]:
 def create_nuscenes_infos(root: str, version: str, out_dir: str,
                           drivelm_jsons: dict[str, str] | None = None,
                           prefix: str = "bevlm_infos", domain: str | None = None,
-                          skip_bad: bool = False) -> dict[str, str]:
+                          skip_bad: bool = False,
+                          question_jsons: dict[str, str] | None = None) -> dict[str, str]:
     """Write one info file per split.
 
     Args:
@@ -232,6 +233,9 @@ def create_nuscenes_infos(root: str, version: str, out_dir: str,
         skip_bad: frames whose DriveLM QA fail a check (:func:`bevlm.datasets.drivelm_io.load_drivelm`,
             c-tags inside the images) keep their sensor data but get no QA (logged with a count),
             instead of stopping the conversion.
+        question_jsons: ``{split: path}`` of questions-only DriveLM test files (the challenge's
+            ``v1_1_val_nus_q_only.json``): each split holds every key frame of the file's scenes,
+            without QA (``tools/test.py --submission`` asks the file's questions on them).
 
     Returns:
         ``{split: written path}``.
@@ -243,6 +247,13 @@ def create_nuscenes_infos(root: str, version: str, out_dir: str,
     builder = NuScenesInfoBuilder(nusc)
     name2token = {s["name"]: s["token"] for s in nusc.scene}
     splits: dict[str, tuple[list[str], dict]] = {}
+    for split, path in (question_jsons or {}).items():
+        questions = load_drivelm_questions(path)
+        missing = [s for s in questions if s not in {sc["token"] for sc in nusc.scene}]
+        if missing:
+            raise KeyError(f"{path}: {len(missing)} scene tokens are not in {root}/{version} "
+                           f"(first: {missing[0]}). Fix: pass the nuScenes version these questions belong to")
+        splits[split] = (list(questions.keys()), {}, path)
     if drivelm_jsons:
         for split, path in drivelm_jsons.items():
             data = load_drivelm(path, skip_bad=skip_bad)
@@ -254,7 +265,7 @@ def create_nuscenes_infos(root: str, version: str, out_dir: str,
                 raise KeyError(f"{path}: {len(missing)} scene tokens are not in {root}/{version} "
                                f"(first: {missing[0]}). Fix: pass the nuScenes version these QA belong to")
             splits[split] = (list(data.keys()), frames, path)
-    else:
+    elif not question_jsons:
         official = create_splits_scenes()
         keys = ("mini_train", "mini_val") if "mini" in version else ("train", "val")
         for key in keys:
