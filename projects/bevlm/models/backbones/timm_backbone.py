@@ -8,16 +8,47 @@ or from a copy already present in the Hugging Face cache.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from contextlib import contextmanager, nullcontext
+from functools import partial
+from typing import Iterator, Sequence
 
 import timm
 import torch
 from mmengine.logging import print_log
+from timm.models import FeatureDictNet
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from bevlm.registry import MODELS
 
 HF_CACHE_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@contextmanager
+def no_running_stat_updates(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers of ``module`` leave the context with the running statistics (and
+    ``num_batches_tracked``) they entered it with; inside it they compute exactly as usual.
+
+    Used as the recomputation context of gradient checkpointing: the recompute in backward gives
+    the forward's outputs and saves the same tensors, and the running statistics keep the single
+    momentum update of the forward instead of receiving a second one. The buffers are restored
+    through ``.data`` (batch norm saves them for its backward; a tracked in-place write would
+    invalidate that).
+    """
+    saved = [(buf, buf.detach().clone())
+             for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+             for buf in (m.running_mean, m.running_var, m.num_batches_tracked) if buf is not None]
+    try:
+        yield
+    finally:
+        for buf, value in saved:
+            buf.data.copy_(value)
+
+
+def _checkpoint_contexts(module: nn.Module):
+    """``context_fn`` of :func:`torch.utils.checkpoint.checkpoint`: plain forward, recompute
+    without running-statistic updates."""
+    return nullcontext(), no_running_stat_updates(module)
 
 
 def load_local_state_dict(path: str) -> dict[str, Tensor]:
@@ -98,16 +129,29 @@ class TimmBackbone(nn.Module):
         frozen_stages: freeze every module up to and including feature
             index ``frozen_stages`` (-1: none; resnet 0 = stem, 1 = +layer1).
         norm_eval: keep BatchNorm layers in eval mode during training.
+        gradient_checkpointing: in training mode with gradients enabled, run every module of the
+            feature extractor that has parameters (resnet: conv1, bn1, layer1..layer4) under
+            ``torch.utils.checkpoint`` (``use_reentrant=False``): its activations are recomputed
+            in backward instead of stored. Loss and gradients are those of the plain forward.
+            The recompute puts back the BatchNorm running statistics it moved
+            (:func:`no_running_stat_updates`), so they get one momentum update per step, as
+            without checkpointing. Needs a timm feature extractor built as ``FeatureListNet`` (resnet,
+            convnext, regnet, ...); other wrappers are refused.
     """
 
     def __init__(self, model_name: str = "resnet18", pretrained: str | None = None,
                  out_indices: Sequence[int] = (2, 3, 4), frozen_stages: int = -1,
-                 norm_eval: bool = False) -> None:
+                 norm_eval: bool = False, gradient_checkpointing: bool = False) -> None:
         super().__init__()
         self.model_name = model_name
         self.model = timm.create_model(model_name, features_only=True, pretrained=False,
                                        out_indices=tuple(out_indices))
         self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
+        if gradient_checkpointing and not isinstance(self.model, FeatureDictNet):
+            raise ValueError(f"TimmBackbone: gradient_checkpointing needs a timm feature extractor built as "
+                             f"FeatureListNet (resnet, convnext, regnet, ...); '{model_name}' gives "
+                             f"{type(self.model).__name__}. Set `img_backbone.gradient_checkpointing=False`.")
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         if pretrained is not None:
             path = find_hf_cache_weights(model_name) if pretrained == "hf-cache" else pretrained
             self.load_weights(path)
@@ -175,4 +219,21 @@ class TimmBackbone(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Args: x ``[B, 3, H, W]``. Returns: list of ``[B, C_i, H / s_i, W / s_i]``."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return self._forward_checkpointed(x)
         return list(self.model(x))
+
+    def _forward_checkpointed(self, x: Tensor) -> list[Tensor]:
+        """``FeatureListNet``'s forward with every module that has parameters checkpointed."""
+        out = []
+        for name, module in self.model.items():
+            if any(True for _ in module.parameters()):
+                x = checkpoint(module, x, use_reentrant=False, context_fn=partial(_checkpoint_contexts, module))
+            else:  # parameter-free (activation, pooling): nothing worth recomputing
+                x = module(x)
+            if name in self.model.return_layers:
+                if isinstance(x, (tuple, list)):  # as FeatureDictNet: concatenate or take the first
+                    out.append(torch.cat(x, 1) if self.model.concat else x[0])
+                else:
+                    out.append(x)
+        return out

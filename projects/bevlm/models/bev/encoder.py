@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from bevlm.registry import MODELS
 from bevlm.structures import EgoMotion
@@ -84,13 +85,19 @@ class BEVFormerLiteEncoder(nn.Module):
         ffn_dims: hidden size of the FFN.
         use_temporal: use temporal self-attention (False: SCA + FFN only).
         dropout: dropout in attention outputs and FFN.
+        gradient_checkpointing: in training mode with gradients enabled, run each layer under
+            ``torch.utils.checkpoint`` (``use_reentrant=False``, RNG state preserved, so dropout
+            masks repeat): its activations (deformable-attention samples, FFN) are recomputed in
+            backward instead of stored. Same loss and gradients; no effect in eval mode or under
+            ``no_grad`` (history frames, inference).
     """
 
     def __init__(self, embed_dims: int = 64, bev_h: int = 32, bev_w: int = 32,
                  pc_range: Sequence[float] = (-32.0, -32.0, -3.0, 32.0, 32.0, 3.0),
                  num_layers: int = 2, num_heads: int = 4, num_levels: int = 2,
                  num_points: int = 4, num_z_anchors: int = 4, num_cams: int = 6,
-                 ffn_dims: int = 128, use_temporal: bool = True, dropout: float = 0.0) -> None:
+                 ffn_dims: int = 128, use_temporal: bool = True, dropout: float = 0.0,
+                 gradient_checkpointing: bool = False) -> None:
         super().__init__()
         if embed_dims % 2 != 0:
             raise ValueError(f"BEVFormerLiteEncoder: embed_dims={embed_dims} must be even "
@@ -99,6 +106,7 @@ class BEVFormerLiteEncoder(nn.Module):
         self.pc_range = tuple(float(v) for v in pc_range)
         self.num_layers, self.num_levels, self.num_cams = num_layers, num_levels, num_cams
         self.use_temporal = use_temporal
+        self.gradient_checkpointing = bool(gradient_checkpointing)
 
         self.bev_embedding = nn.Embedding(bev_h * bev_w, embed_dims)
         self.row_embed = nn.Embedding(bev_h, embed_dims // 2)
@@ -189,7 +197,8 @@ class BEVFormerLiteEncoder(nn.Module):
 
         query = self.bev_embedding.weight.unsqueeze(0).expand(b, -1, -1)  # [B, Q, C]
         query_pos = self.bev_pos()  # [1, Q, C]
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers[:num_layers]:
-            query = layer(query, query_pos, self.ref_2d, aligned, prev_valid, value,
-                          spatial_shapes, ref_cam, bev_mask)
+            args = (query, query_pos, self.ref_2d, aligned, prev_valid, value, spatial_shapes, ref_cam, bev_mask)
+            query = checkpoint(layer, *args, use_reentrant=False) if recompute else layer(*args)
         return query  # [B, Hb*Wb, C]
