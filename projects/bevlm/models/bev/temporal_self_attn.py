@@ -22,6 +22,43 @@ from .grid import bev_grid_xy, bev_map_to_tokens, bev_tokens_to_map, ego_xy_to_g
 from .ms_deform_attn import init_sampling_offsets, multi_scale_deformable_attn
 
 
+def inverse_4x4(m: Tensor) -> Tensor:
+    """Inverse of ``[..., 4, 4]`` matrices in closed form (adjugate over determinant).
+
+    Elementwise arithmetic only, so a graph export (ONNX has no matrix-inverse operator) can take
+    it; :func:`warp_prev_bev` uses it under ``torch.export`` and ``torch.linalg.inv`` otherwise.
+    Pass float64 for the accuracy of ``torch.linalg.inv`` on the well-conditioned rigid motions
+    of :class:`~bevlm.structures.EgoMotion`; a singular matrix gives inf / NaN, no error.
+    """
+    a = [[m[..., i, j] for j in range(4)] for i in range(4)]
+    # 2x2 minors of rows (0, 1) and of rows (2, 3)
+    s0 = a[0][0] * a[1][1] - a[1][0] * a[0][1]
+    s1 = a[0][0] * a[1][2] - a[1][0] * a[0][2]
+    s2 = a[0][0] * a[1][3] - a[1][0] * a[0][3]
+    s3 = a[0][1] * a[1][2] - a[1][1] * a[0][2]
+    s4 = a[0][1] * a[1][3] - a[1][1] * a[0][3]
+    s5 = a[0][2] * a[1][3] - a[1][2] * a[0][3]
+    c5 = a[2][2] * a[3][3] - a[3][2] * a[2][3]
+    c4 = a[2][1] * a[3][3] - a[3][1] * a[2][3]
+    c3 = a[2][1] * a[3][2] - a[3][1] * a[2][2]
+    c2 = a[2][0] * a[3][3] - a[3][0] * a[2][3]
+    c1 = a[2][0] * a[3][2] - a[3][0] * a[2][2]
+    c0 = a[2][0] * a[3][1] - a[3][0] * a[2][1]
+    det = s0 * c5 - s1 * c4 + s2 * c3 + s3 * c2 - s4 * c1 + s5 * c0
+    adj = [
+        [a[1][1] * c5 - a[1][2] * c4 + a[1][3] * c3, -a[0][1] * c5 + a[0][2] * c4 - a[0][3] * c3,
+         a[3][1] * s5 - a[3][2] * s4 + a[3][3] * s3, -a[2][1] * s5 + a[2][2] * s4 - a[2][3] * s3],
+        [-a[1][0] * c5 + a[1][2] * c2 - a[1][3] * c1, a[0][0] * c5 - a[0][2] * c2 + a[0][3] * c1,
+         -a[3][0] * s5 + a[3][2] * s2 - a[3][3] * s1, a[2][0] * s5 - a[2][2] * s2 + a[2][3] * s1],
+        [a[1][0] * c4 - a[1][1] * c2 + a[1][3] * c0, -a[0][0] * c4 + a[0][1] * c2 - a[0][3] * c0,
+         a[3][0] * s4 - a[3][1] * s2 + a[3][3] * s0, -a[2][0] * s4 + a[2][1] * s2 - a[2][3] * s0],
+        [-a[1][0] * c3 + a[1][1] * c1 - a[1][2] * c0, a[0][0] * c3 - a[0][1] * c1 + a[0][2] * c0,
+         -a[3][0] * s3 + a[3][1] * s1 - a[3][2] * s0, a[2][0] * s3 - a[2][1] * s1 + a[2][2] * s0],
+    ]
+    rows = [torch.stack(row, dim=-1) for row in adj]
+    return torch.stack(rows, dim=-2) / det[..., None, None]
+
+
 def warp_prev_bev(prev_bev: Tensor, prev2curr: Tensor, bev_h: int, bev_w: int,
                   pc_range: Sequence[float]) -> Tensor:
     """Resample the previous BEV into the current ego frame.
@@ -43,7 +80,8 @@ def warp_prev_bev(prev_bev: Tensor, prev2curr: Tensor, bev_h: int, bev_w: int,
         prev2curr = prev2curr.unsqueeze(0).expand(b, 4, 4)
     xy = bev_grid_xy(bev_h, bev_w, pc_range, device=prev_bev.device).reshape(-1, 2)  # [Q, 2]
     pts = torch.cat([xy, torch.zeros_like(xy[:, :1]), torch.ones_like(xy[:, :1])], dim=-1)  # [Q, 4]
-    curr2prev = torch.linalg.inv(prev2curr.to(device=prev_bev.device, dtype=torch.float64))
+    inverse = inverse_4x4 if torch.compiler.is_exporting() else torch.linalg.inv  # ONNX has no inverse op
+    curr2prev = inverse(prev2curr.to(device=prev_bev.device, dtype=torch.float64))
     p_prev = torch.einsum("bij,qj->bqi", curr2prev, pts.double())[..., :2]  # [B, Q, 2]
     grid = ego_xy_to_grid_sample(p_prev, pc_range).to(prev_bev.dtype)
     grid = grid.view(b, bev_h, bev_w, 2)  # [B, Hb, Wb, 2]
@@ -132,6 +170,7 @@ class TemporalSelfAttention(nn.Module):
         weights = self.attention_weights(q_cat).view(b, q, heads, nq, p).softmax(-1)
         weights = weights.permute(0, 3, 1, 2, 4).reshape(b * nq, q, heads, 1, p)
 
-        out = multi_scale_deformable_attn(value, self.spatial_shapes, locs, weights)  # [B*2, Q, C]
+        # the level shape as Python ints (not the buffer): a constant under graph export
+        out = multi_scale_deformable_attn(value, [(self.bev_h, self.bev_w)], locs, weights)  # [B*2, Q, C]
         out = out.view(b, nq, q, c).mean(1)  # [B, Q, C]
         return self.dropout(self.output_proj(out)) + query
