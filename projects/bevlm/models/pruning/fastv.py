@@ -31,6 +31,14 @@ SmolLM2-135M (GQA 9/3 heads, MLP 1536) and ~1/6 for the tiny test Llama, so agai
 
 ``keep_ratio`` that keeps every visual token runs exactly :meth:`HFCausalLM.prefill` (no scoring
 pass): identical cache and answers.
+
+Architectures: the scoring layer's attention is located through
+:func:`bevlm.models.llm.architectures.attention_parts` (``self_attn`` or GPT-NeoX's ``attention``;
+separate ``q_proj`` / ``k_proj`` or fused ``qkv_proj`` (Phi-3) / ``query_key_value`` (GPT-NeoX);
+per-head query / key norms; partial rotary embeddings (Phi-2, GPT-NeoX: the rotary part is the
+width of the rotary embedding's ``cos``); Gemma-2's ``query_pre_attn_scalar`` scaling, attention
+logit soft-capping and sliding window), so the scores are those of the model's own attention on
+every family of :mod:`bevlm.models.llm.architectures`.
 """
 from __future__ import annotations
 
@@ -40,6 +48,7 @@ import torch
 from torch import Tensor
 
 from bevlm.models.llm import HFCausalLM, PrefixCache
+from bevlm.models.llm.architectures import attention_parts, decoder_parts
 from bevlm.models.llm.cache_api import output_cache
 from bevlm.models.llm.generation import lm_device
 
@@ -72,7 +81,7 @@ class PrunedPrefixCache(PrefixCache):
 
 
 class _StopAfterKeys(Exception):
-    """Raised by the key-projection hook to end the scoring pass early."""
+    """Raised by the hook of the last query / key projection to end the scoring pass early."""
 
 
 def _check_slice(visual_slice: tuple[int, int], num_prefix: int) -> tuple[int, int]:
@@ -105,13 +114,22 @@ def _rotate_half(x: Tensor) -> Tensor:
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
+def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding of ``x [1, H, T, d]`` on its first ``cos.shape[-1]`` channels (all of them,
+    or the rotary part of a partial-rotary family); ``cos`` / ``sin`` ``[1, 1, T, d_rot]``."""
+    rot = cos.shape[-1]
+    rotated = x[..., :rot] * cos + _rotate_half(x[..., :rot]) * sin
+    return torch.cat([rotated, x[..., rot:]], dim=-1) if rot < x.shape[-1] else rotated
+
+
 @torch.no_grad()
 def fastv_scores(llm: HFCausalLM, prefix_embeds: Tensor, visual_slice: tuple[int, int],
                  layer: int = 2) -> Tensor:
     """Attention received by each visual token at decoder layer ``layer`` (1-based).
 
     Args:
-        llm: the LLM wrapper (plain or LoRA; any attention implementation).
+        llm: the LLM wrapper (plain or LoRA; any attention implementation; any architecture of
+            :func:`bevlm.models.llm.architectures.attention_parts`).
         prefix_embeds: ``[1, P, D]`` prefix embeddings (visual, ego, trajectory queries).
         visual_slice: ``(start, end)`` of the visual tokens inside ``prefix_embeds``.
         layer: FastV's K; the attention probabilities of decoder layer index ``layer - 1``.
@@ -125,41 +143,45 @@ def fastv_scores(llm: HFCausalLM, prefix_embeds: Tensor, visual_slice: tuple[int
     text = prefix_text_embeds(llm)
     inputs = torch.cat([text, prefix_embeds.to(device=text.device, dtype=text.dtype)], dim=1)  # [1, T, D]
     t0, total = text.shape[1], inputs.shape[1]
-    decoder = llm.lm.get_decoder()
-    attn = decoder.layers[layer - 1].self_attn
-    captured: dict[str, Tensor] = {}
+    parts = decoder_parts(llm.lm)
+    attn = attention_parts(llm.lm, layer - 1)
+    if parts.rotary_emb is None:
+        raise ValueError(f"fastv_scores: {type(parts.decoder).__name__} has no rotary embedding (rotary_emb); "
+                         "FastV scoring supports rotary-position families")
+    captured: list[Tensor] = []
 
-    def on_query(module, args, output):
-        captured["q"] = output
+    def on_projection(module, args, output):
+        captured.append(output)
+        if len(captured) == len(attn.projections):
+            raise _StopAfterKeys
 
-    def on_key(module, args, output):
-        captured["k"] = output
-        raise _StopAfterKeys
-
-    hooks = [attn.q_proj.register_forward_hook(on_query), attn.k_proj.register_forward_hook(on_key)]
+    hooks = [proj.register_forward_hook(on_projection) for proj in attn.projections]
     try:
-        decoder(inputs_embeds=inputs, use_cache=False)
+        parts.decoder(inputs_embeds=inputs, use_cache=False)
     except _StopAfterKeys:
         pass
     finally:
         for h in hooks:
             h.remove()
-    if "q" not in captured or "k" not in captured:
+    if len(captured) != len(attn.projections):
         raise RuntimeError("fastv_scores: the query/key projections of the scoring layer were not observed; "
-                           "the decoder layer must call self_attn.q_proj then self_attn.k_proj")
-    d_head = int(attn.head_dim)
-    q = captured["q"].view(1, total, -1, d_head).transpose(1, 2).float()  # [1, H, T, d]
-    k = captured["k"].view(1, total, -1, d_head).transpose(1, 2).float()  # [1, H_kv, T, d]
+                           "the decoder layer must call them in the order of attention_parts(...).projections")
+    q, k = attn.queries_keys(captured)  # [1, H, T, d], [1, H_kv, T, d] (per-head norms in the model dtype)
+    q, k = q.float(), k.float()
     positions = torch.arange(total, device=inputs.device)[None]  # [1, T]
-    cos, sin = decoder.rotary_emb(inputs, positions)  # [1, T, d] each
-    cos, sin = cos.float()[:, None], sin.float()[:, None]  # [1, 1, T, d]
-    q = q * cos + _rotate_half(q) * sin
-    k = k * cos + _rotate_half(k) * sin
+    cos, sin = parts.rotary_emb(inputs, positions)  # [1, T, d_rot] each
+    cos, sin = cos.float()[:, None], sin.float()[:, None]  # [1, 1, T, d_rot]
+    q, k = _rope(q, cos, sin), _rope(k, cos, sin)
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # [1, H, T, d] (GQA)
     rows = torch.arange(t0 + end, total, device=inputs.device)  # prefix rows after the visual slice
-    logits = q[:, :, rows] @ k.transpose(-1, -2) * float(attn.scaling)  # [1, H, R, T]
-    causal = torch.arange(total, device=inputs.device)[None, :] > rows[:, None]  # [R, T]
-    probs = logits.masked_fill(causal, float("-inf")).softmax(dim=-1)  # [1, H, R, T]
+    logits = q[:, :, rows] @ k.transpose(-1, -2) * attn.scaling  # [1, H, R, T]
+    if attn.softcap is not None:
+        logits = torch.tanh(logits / attn.softcap) * attn.softcap
+    cols = torch.arange(total, device=inputs.device)[None, :]
+    hidden = cols > rows[:, None]  # [R, T] causal
+    if attn.sliding_window is not None:
+        hidden = hidden | (cols <= rows[:, None] - attn.sliding_window)
+    probs = logits.masked_fill(hidden, float("-inf")).softmax(dim=-1)  # [1, H, R, T]
     return probs[0, :, :, t0 + start:t0 + end].mean(dim=(0, 1))  # [N]
 
 
