@@ -5,12 +5,17 @@ Llama (SmolLM2's family), Qwen2, Phi-3, Phi-2 (``phi``: ``final_layernorm``, par
 ``query_key_value``, the ``layer_past`` cache keyword of its layers) and Gemma-2 (eager attention,
 soft-capped logits, alternating sliding-window layers): a LoRA training step, cached == uncached
 greedy, batched == one-by-one, speculative decoding with layer-skip drafting == greedy, the hand-run
-layer loop == the HF forward, and int4 RTN quantisation.
+layer loop == the HF forward, and int4 RTN quantisation (by default of every decoder-layer Linear,
+under the family's names).
 """
+import json
+
 import pytest
 import torch
+from torch import nn
 
-from bevlm.inference.quantization import quantize_model
+from bevlm.inference.quantization import (QuantLinear4, RTNSettings, default_include, int8_dynamic_available,
+                                          quant_settings, quantize_model)
 from bevlm.inference.speculative import LayerSkipModel, SelfSpeculativeDecoder
 from bevlm.models.llm import HFCausalLM
 from bevlm.models.llm.architectures import decoder_parts, linear_names, lora_targets
@@ -160,8 +165,34 @@ def test_saved_model_directory_loads_and_sdpa_falls_back_to_eager(tmp_path):
     assert llm.generate_ids(cache, QUESTIONS[0], MAX_NEW) == src.generate_ids(ref_cache, QUESTIONS[0], MAX_NEW)
 
 
-def test_default_quant_include_names_the_architecture_linears():
-    """GPT-NeoX has none of the Llama Linear names: the error says which names it has."""
+@pytest.mark.parametrize("arch", ARCHS)
+def test_default_quant_include_is_every_decoder_linear_of_the_architecture(arch):
+    """Without ``include`` int4 quantises every Linear of every decoder layer, under the family's own
+    names (GPT-NeoX has none of the Llama names), and not the LM head; an explicit include wins."""
+    torch.manual_seed(0)
+    llm = HFCausalLM(tiny_config=_config(arch)).eval()
+    in_layers = {id(m) for layer in decoder_parts(llm.lm).layers for m in layer.modules()}
+    expected = [n for n, m in llm.named_modules() if type(m) is nn.Linear and id(m) in in_layers]
+    assert default_include(llm) == linear_names(arch) and len(expected) == 4 * len(linear_names(arch))
+    head = llm.lm.get_output_embeddings()
+    settings = RTNSettings(group_size=32, kernel="dequant")
+    assert settings.include is None and quant_settings(json.loads(json.dumps(settings.to_dict()))) == settings
+    report = quantize_model(llm, settings)
+    assert report.layers == expected
+    assert all(isinstance(llm.get_submodule(n), QuantLinear4) for n in expected)
+    assert llm.lm.get_output_embeddings() is head and type(head) is nn.Linear  # the head stays float
+    assert not any(type(m) is nn.Linear for layer in decoder_parts(llm.lm).layers for m in layer.modules())
+
+    torch.manual_seed(0)
+    llm = HFCausalLM(tiny_config=_config(arch)).eval()
+    first = linear_names(arch)[0]
+    report = quantize_model(llm, dict(method="rtn", group_size=32, kernel="dequant", include=(first,)))
+    assert len(report.layers) == 4 and all(n.rsplit(".", 1)[-1] == first for n in report.layers)
+
+
+@pytest.mark.skipif(not int8_dynamic_available(), reason="no fbgemm int8 engine")
+def test_default_int8_include_follows_the_architecture_too():
     llm = HFCausalLM(tiny_config=_config("gpt_neox")).eval()
-    with pytest.raises(ValueError, match="query_key_value"):
-        quantize_model(llm, dict(method="rtn", group_size=32, kernel="dequant"))
+    report = quantize_model(llm, dict(method="int8_dynamic"))
+    assert len(report.layers) == 4 * len(linear_names("gpt_neox"))
+    assert {n.rsplit(".", 1)[-1] for n in report.layers} == set(linear_names("gpt_neox"))

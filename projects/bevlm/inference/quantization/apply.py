@@ -31,8 +31,8 @@ from .quant_embedding8 import QuantEmbedding8
 from .quant_linear import QuantLinear4
 from .settings import DEFAULT_INCLUDE, METHODS, GPTQSettings, Int8DynamicSettings, QuantSettings, quant_settings
 
-__all__ = ["DEFAULT_INCLUDE", "METHODS", "QuantReport", "cast_lora_", "merge_lora_", "module_bytes",
-           "quantize_model", "select_linears"]
+__all__ = ["DEFAULT_INCLUDE", "METHODS", "QuantReport", "cast_lora_", "default_include", "merge_lora_",
+           "module_bytes", "quantize_model", "select_linears"]
 
 
 @dataclass
@@ -117,14 +117,15 @@ def _linear_bytes(layer: nn.Linear) -> tuple[int, int]:
     return sum(_tensor_bytes(t) for t in tensors), sum(2 * t.numel() for t in tensors)
 
 
-def select_linears(module: nn.Module, include: tuple[str, ...], exclude: tuple[str, ...],
+def select_linears(module: nn.Module, include: tuple[str, ...] | None, exclude: tuple[str, ...],
                    keep_lora: bool = False) -> list[str]:
     """Names of ``nn.Linear`` submodules whose last name part is in ``include``
     and none of whose name parts is in ``exclude``, in module order.
 
     Args:
         module: the model.
-        include: last name parts of the Linears to select.
+        include: last name parts of the Linears to select; ``None``: the decoder-layer Linears of
+            the model's architecture (:func:`default_include`).
         exclude: name parts that exclude a Linear.
         keep_lora: a peft LoRA layer is an error unless ``keep_lora``: then its ``base_layer`` is
             selected (``'...q_proj.base_layer'``) and the adapters are left as they are.
@@ -132,6 +133,8 @@ def select_linears(module: nn.Module, include: tuple[str, ...], exclude: tuple[s
     Returns:
         the dotted names.
     """
+    if include is None:
+        include = default_include(module)
     names = []
     for name, sub in module.named_modules():
         parts = name.split(".")
@@ -155,9 +158,19 @@ def select_linears(module: nn.Module, include: tuple[str, ...], exclude: tuple[s
     return names
 
 
+def default_include(module: nn.Module) -> tuple[str, ...]:
+    """What ``include=None`` selects in ``module`` (a ``*ForCausalLM``, an ``HFCausalLM`` or a model
+    holding one as ``llm``): every decoder-layer Linear of its architecture
+    (:func:`bevlm.models.llm.architectures.linear_names`; the Llama names, :data:`DEFAULT_INCLUDE`, for
+    a module without a known ``model_type``)."""
+    return tuple(linear_names(_model_type(module)))
+
+
 def _model_type(module: nn.Module) -> str:
-    """``model_type`` of a ``*ForCausalLM`` or of the ``lm`` of an ``HFCausalLM`` ('' if none)."""
-    for candidate in (module, getattr(module, "lm", None)):
+    """``model_type`` of a ``*ForCausalLM``, of the ``lm`` of an ``HFCausalLM`` or of the ``llm.lm`` of a
+    model holding one ('' if none)."""
+    llm = getattr(module, "llm", None)
+    for candidate in (module, getattr(module, "lm", None), getattr(llm, "lm", None)):
         config = getattr(candidate, "config", None)
         if getattr(config, "model_type", None):
             return str(config.model_type)
@@ -207,7 +220,9 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
             ``settings.lora_dtype`` first), QLoRA-style.
         settings: :class:`~.settings.RTNSettings`, :class:`~.settings.GPTQSettings` or
             :class:`~.settings.Int8DynamicSettings`, or their dict form (see
-            :func:`~.settings.quant_settings`). Every selected Linear's group size
+            :func:`~.settings.quant_settings`). ``include=None`` (the default) selects every
+            decoder-layer Linear of the module's architecture (:func:`default_include`). Every
+            selected Linear's group size
             (``group_size`` / ``group_sizes``) must divide its ``in_features`` and every
             ``group_sizes`` key must name a selected layer; both are checked before any layer is
             replaced. With ``embeddings`` the input embedding table is stored in int4

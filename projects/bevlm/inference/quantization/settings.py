@@ -26,7 +26,9 @@ from .int4 import ZERO_POINTS
 from .quant_linear import KERNELS
 
 METHODS = ("rtn", "gptq", "int8_dynamic")
-#: The Linears of a Llama decoder layer (attention and MLP projections).
+#: The Linears of a Llama decoder layer (attention and MLP projections): what ``include=None`` (the
+#: default) selects on a Llama / SmolLM2 model and on a model of an unknown family. Other families get
+#: their own names (``bevlm.models.llm.architectures.linear_names``).
 DEFAULT_INCLUDE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: How GPTQ's layer inputs are produced from the calibration frames (see :class:`GPTQSettings`).
 CALIB_MODES = ("teacher_forced", "greedy")
@@ -80,7 +82,14 @@ class RTNSettings:
             mixed precision by layer kind); a Linear whose dotted name has one of the parts takes
             its size (the first match), the others ``group_size``. Stored as a tuple of
             ``(part, size)`` pairs (hashable); :meth:`to_dict` gives the dict back.
-        include: last name parts of the Linears to quantise.
+        include: last name parts of the Linears to quantise; ``None`` (default): every decoder-layer
+            Linear of the model's architecture (``bevlm.models.llm.architectures.linear_names`` of
+            its ``config.model_type``: Llama ``q/k/v/o_proj`` + ``gate/up/down_proj``, Phi-3
+            ``qkv_proj`` / ``o_proj`` / ``gate_up_proj`` / ``down_proj``, Phi-2 ``q/k/v_proj`` /
+            ``dense`` / ``fc1`` / ``fc2``, GPT-NeoX ``query_key_value`` / ``dense`` /
+            ``dense_h_to_4h`` / ``dense_4h_to_h``, ...; the Llama names for an unknown family),
+            resolved by :func:`~bevlm.inference.quantization.quantize_model`. The LM head is not
+            among them.
         exclude: name parts that exclude a Linear (the LM head is quantised with ``embeddings``).
         kernel: int4 compute kernel of :class:`QuantLinear4` (``'auto' | 'dequant' | 'native' |
             'cached'``).
@@ -104,7 +113,7 @@ class RTNSettings:
     bits: int = 4
     group_size: int = 64
     group_sizes: tuple[tuple[str, int], ...] = ()
-    include: tuple[str, ...] = DEFAULT_INCLUDE
+    include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ("lm_head",)
     kernel: str = "auto"
     embeddings: bool | str = False
@@ -123,7 +132,8 @@ class RTNSettings:
             _fail(m, f"group_size={self.group_size!r} must be a positive integer dividing every quantised "
                      "layer's input width, e.g. 32, 64 or 128")
         object.__setattr__(self, "group_sizes", self._check_group_sizes(self.group_sizes))
-        object.__setattr__(self, "include", _names(m, "include", self.include, allow_empty=False))
+        if self.include is not None:
+            object.__setattr__(self, "include", _names(m, "include", self.include, allow_empty=False))
         object.__setattr__(self, "exclude", _names(m, "exclude", self.exclude, allow_empty=True))
         if self.kernel not in KERNELS:
             _fail(m, f"kernel={self.kernel!r} is not one of {KERNELS}")
@@ -239,7 +249,8 @@ class Int8DynamicSettings:
 
     Attributes:
         include: last name parts of the Linears to quantise (leave out ``down_proj`` on SmolLM2:
-            its activation outliers ruin per-tensor int8 activations).
+            its activation outliers ruin per-tensor int8 activations); ``None`` (default): every
+            decoder-layer Linear of the model's architecture, as :attr:`RTNSettings.include`.
         exclude: name parts that exclude a Linear.
         per_channel: one int8 weight scale per output channel (else one per tensor).
         keep_lora, lora_dtype: as :class:`RTNSettings`.
@@ -247,7 +258,7 @@ class Int8DynamicSettings:
 
     method: ClassVar[str] = "int8_dynamic"
 
-    include: tuple[str, ...] = DEFAULT_INCLUDE
+    include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ("lm_head",)
     per_channel: bool = True
     keep_lora: bool = False
@@ -255,7 +266,8 @@ class Int8DynamicSettings:
 
     def __post_init__(self) -> None:
         m = self.method
-        object.__setattr__(self, "include", _names(m, "include", self.include, allow_empty=False))
+        if self.include is not None:
+            object.__setattr__(self, "include", _names(m, "include", self.include, allow_empty=False))
         object.__setattr__(self, "exclude", _names(m, "exclude", self.exclude, allow_empty=True))
         if not isinstance(self.per_channel, bool):
             _fail(m, f"per_channel={self.per_channel!r} must be True or False")
