@@ -39,7 +39,7 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
 }
 
 #: Every Linear of a decoder layer per ``model_type`` (last name parts), e.g. for the ``include``
-#: of int4 quantisation (``bevlm.inference.quantization``, whose default is the Llama list).
+#: of quantisation (``bevlm.inference.quantization``: ``include=None``, the default, selects these).
 LINEAR_NAMES: dict[str, tuple[str, ...]] = {
     "llama": _LLAMA_ATTN + _LLAMA_MLP,
     "mistral": _LLAMA_ATTN + _LLAMA_MLP,

@@ -86,7 +86,9 @@ class HFCausalLM(BaseModule):
             full fine-tuning.
         system_prompt: text of the system turn.
         torch_dtype: ``'float32' | 'bfloat16' | 'float16'``.
-        gradient_checkpointing: recompute decoder layers in backward.
+        gradient_checkpointing: recompute decoder layers in backward (transformers' checkpointing,
+            non-reentrant, training mode only): the same loss and gradients, LoRA on a frozen base
+            included, also when the input embeddings need no gradient.
         attn_implementation: ``'sdpa'`` or ``'eager'`` (both take the packed
             4D mask).
         init_cfg: unused by this module (weights come from ``pretrained``);
