@@ -1,7 +1,7 @@
 # Real-scale BEV-VLM (BEVFormer-tiny-like sizes): timm resnet50 + FPN (256 channels) ->
 # BEVFormer-lite, 3 layers, 50x50 BEV over +-51.2 m -> pool + MLP (100 tokens) -> a Hugging Face
-# causal LM under 3B from a local directory, LoRA on its attention and MLP projections, + ego
-# token + 6 trajectory tokens. Gradient checkpointing is on for backbone, encoder and LLM (same
+# causal LM under 3B from a local directory, LoRA on its attention projections, + ego token + 6
+# trajectory tokens. Gradient checkpointing is on for backbone, encoder and LLM (same
 # gradients, less activation memory: tests/models/test_grad_checkpointing.py).
 # Weights come from local files only (docs/real_data.md says how to fetch them once):
 #   checkpoints/resnet50_a1_in1k.safetensors, checkpoints/Qwen2.5-0.5B-Instruct/
@@ -26,7 +26,7 @@ model = dict(
     projector=dict(type="PoolMLPProjector", in_dims=embed_dims, bev_h=bev_h, bev_w=bev_w,
                    out_h=10, out_w=10),
     # any causal LM under 3B from a local Hugging Face directory (Qwen2.5-0.5B / 1.5B, Llama-3.2-1B,
-    # Phi-3.5-mini, ...): without target_modules LoRA takes the architecture's projections
+    # Phi-3.5-mini, ...): without target_modules LoRA takes the architecture's attention projections
     # (bevlm.models.llm.architectures.LORA_TARGETS); the frozen base is held in bf16
     llm=dict(type="HFCausalLM", pretrained=llm_dir, torch_dtype="bfloat16",
              lora=dict(r=16, alpha=32, dropout=0.05), freeze_base=True, gradient_checkpointing=True),
