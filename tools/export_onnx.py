@@ -1,7 +1,7 @@
 """Export a trained BEV-VLM's vision path to ONNX, check it against PyTorch and time it.
 
   python tools/export_onnx.py CONFIG CHECKPOINT --out DIR [--int8 [all matmul]] [--frames N] \\
-      [--repeats R] [--threads T] [--opset 18] [--cfg-options KEY=VALUE ...]
+      [--repeats R] [--threads T] [--opset 18] [--static-shapes] [--cfg-options KEY=VALUE ...]
 
 Writes ``DIR/vision_fp32.onnx`` (backbone + FPN + BEVFormer-lite + projector; inputs: one frame's
 normalised images, ego2img and, for a temporal encoder, the previous BEV with its ego motion;
@@ -44,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timing rounds over the frames (default 3)")
     p.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: torch's)")
     p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--static-shapes", action="store_true",
+                   help="a graph with fixed tensor shapes (spatial cross-attention over all BEV queries, more "
+                        "work) instead of the per-camera number of visible queries computed in the graph")
     p.add_argument("--tol", type=float, default=1e-4,
                    help="max error of the fp32 model relative to the output scale (default 1e-4)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction)
@@ -152,7 +155,7 @@ def main(argv=None):
     ego2img0 = torch.stack([s.ego2img[-1] for s in samples0])
     t0 = time.perf_counter()
     info = export_vision_onnx(vision, vision.make_inputs(imgs0[:, -1], ego2img0), osp.join(args.out, "vision_fp32.onnx"),
-                              opset=args.opset)
+                              opset=args.opset, static_shapes=args.static_shapes)
     export_s = time.perf_counter() - t0
     files = {"ort_fp32": info["path"]}
     for name in args.int8 or []:
@@ -223,7 +226,8 @@ def main(argv=None):
         "config": args.config, "checkpoint": args.checkpoint, "frames": len(frames), "repeats": args.repeats,
         "frame_tokens": [s.token for _, samples in frames for s in samples],
         "frame_has_previous_bev": history,
-        "threads": threads, "opset": args.opset, "export_s": export_s, "graph": info,
+        "threads": threads, "opset": args.opset, "static_shapes": args.static_shapes, "export_s": export_s,
+        "graph": info,
         "tolerance_fp32_rel": args.tol, "fp32_within_tolerance": fp32_rel <= args.tol,
         "results": summary,
         "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),

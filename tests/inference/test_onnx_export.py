@@ -24,7 +24,8 @@ from mmengine.registry import init_default_scope
 import bevlm.testing  # noqa: F401  (registers the tiny LLM builder)
 from bevlm.inference.onnx_export import (INSTALL_HINT, ORTVisionRunner, VisionPath, export_vision_onnx, output_errors,
                                          quantize_onnx_int8)
-from bevlm.models.bev.spatial_cross_attn import SpatialCrossAttention, ego2img_from_rig
+from bevlm.models.bev.spatial_cross_attn import (SpatialCrossAttention, _stable_partition, ego2img_from_rig,
+                                                 project_reference_points)
 from bevlm.models.bev.temporal_self_attn import inverse_4x4
 from bevlm.registry import MODELS
 from bevlm.structures import CAMERA_NAMES, DriveDataSample, EgoMotion, camera_rig
@@ -125,7 +126,7 @@ def test_vision_path_is_the_models_streamed_path():
 
 
 def test_export_helpers_match_eager():
-    """The two forms that only graph export takes: all-query spatial cross-attention, closed-form inverse."""
+    """The forms only graph export takes: all-query spatial cross-attention, closed-form inverse, sort-free order."""
     model = _tiny_model()
     vision = VisionPath(model)
     inputs = _inputs(vision, seed=5, rig="wide-high", yaw_deg=25.0, motion=_motion(10.0, 3.0, -1.0, True))
@@ -140,19 +141,29 @@ def test_export_helpers_match_eager():
     mats = torch.stack([_motion(d, 0.5 * d, -d, True).prev2curr[0] for d in (0.0, 7.0, -40.0, 170.0)]).double()
     mats = torch.cat([mats, torch.randn(3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))])
     torch.testing.assert_close(inverse_4x4(mats), torch.linalg.inv(mats), rtol=0, atol=1e-12)
+    flags = torch.rand(2, 6, 40, generator=torch.Generator().manual_seed(1)) > 0.7
+    assert torch.equal(_stable_partition(flags), torch.argsort((~flags).to(torch.int8), dim=-1, stable=True))
 
 
 def test_onnx_fp32_matches_pytorch_on_new_inputs(tiny):
     """Not only the traced input: other images, camera rig, viewing angle, previous BEV, motion, validity."""
     _, vision, fp32, _, traced = tiny
+    import onnx
+
     runner = ORTVisionRunner(fp32, threads=1)
     assert runner.input_names == ["imgs", "ego2img", "prev_bev", "prev2curr", "prev_valid"]
+    assert not runner.description["static_shapes"]
+    assert {"CumSum", "ScatterElements"} <= {n.op_type for n in onnx.load(fp32).graph.node}  # visible queries gathered
     cases = {
         "traced": traced,
         "other rig and motion": _inputs(vision, seed=2, rig="wide-high", yaw_deg=30.0, motion=_motion(12.0, 4.0, -1.5, True)),
         "invalid previous BEV": _inputs(vision, seed=6, rig="nuscenes", yaw_deg=-20.0, motion=_motion(3.0, 1.0, 0.0, False)),
         "no previous BEV": _inputs(vision, seed=7, prev=False),
     }
+    # the other rig sees more queries per camera than the traced one: a length fixed at trace time would drop some
+    counts = {what: project_reference_points(vision.bev_encoder.ref_3d, cases[what]["ego2img"], IMG_WH[::-1])[1]
+              .any(-1).sum(-1).max().item() for what in ("traced", "other rig and motion")}
+    assert counts["other rig and motion"] > counts["traced"], counts
     refs = {}
     for what, inputs in cases.items():
         refs[what] = _torch(vision, inputs)
@@ -238,14 +249,21 @@ def test_missing_onnxruntime_names_the_install_command(tiny, monkeypatch):
     assert INSTALL_HINT in str(exc.value)
 
 
-def test_encoder_without_temporal_attention(tmp_path):
+def test_encoder_without_temporal_attention_fixed_shapes(tmp_path):
+    """A two-input graph (no temporal self-attention), exported with fixed tensor shapes."""
+    import onnx
+
     model = _tiny_model(use_temporal=False, seed=1)
     vision = VisionPath(model)
     assert vision.input_names == ("imgs", "ego2img")
     traced = _inputs(vision, seed=8)
-    path = export_vision_onnx(model, traced, str(tmp_path / "v.onnx"))["path"]
+    path = export_vision_onnx(model, traced, str(tmp_path / "v.onnx"), static_shapes=True)["path"]
+    sca = [m for m in model.modules() if isinstance(m, SpatialCrossAttention)]
+    assert sca and all("static_shapes" not in m.__dict__ for m in sca)  # the switch is undone after export
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert not ops & {"CumSum", "ScatterElements", "GatherElements"}  # no gathering of the visible queries
     runner = ORTVisionRunner(path, threads=1)
-    assert runner.input_names == ["imgs", "ego2img"]
+    assert runner.input_names == ["imgs", "ego2img"] and runner.description["static_shapes"]
     other = _inputs(vision, seed=9, rig="wide-high", yaw_deg=45.0)
     _assert_close(_torch(vision, other), runner(other), FP32_REL_TOL, "no temporal attention")
 

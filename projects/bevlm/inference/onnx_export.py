@@ -32,11 +32,13 @@ head's occupancy (``test_cfg.pruning.bev_keep_ratio``) and the auxiliary head it
 after the visual tokens (prompt, ego-status and trajectory tokens, the LLM). The BEV encoder's
 early exit (``test_cfg.pruning.encoder_layers``) is exported as set on the model.
 
-Two computations differ from the eager model in form, not in result: spatial cross-attention
-runs every camera over all BEV queries instead of gathering the visible ones into a batch of
-data-dependent length (:attr:`SpatialCrossAttention.static_shapes`), and the ego-motion inverse of
-the warp is a closed-form 4x4 inverse (:func:`~bevlm.models.bev.temporal_self_attn.inverse_4x4`;
-ONNX has no inverse operator). Both switch on under ``torch.export`` only.
+Two computations differ from the eager model in form, not in result, under ``torch.export``
+only: spatial cross-attention orders the queries each camera sees by cumulative sums instead of
+a stable sort (ONNX has none), their number staying a size computed in the graph, and the
+ego-motion inverse of the warp is a closed-form 4x4 inverse
+(:func:`~bevlm.models.bev.temporal_self_attn.inverse_4x4`; ONNX has no inverse operator).
+``static_shapes=True`` exports a graph with fixed tensor shapes instead (every camera over all
+BEV queries, :attr:`SpatialCrossAttention.static_shapes`), for runtimes that need them.
 
 ``onnx``, ``onnxruntime`` and ``onnxscript`` (``torch.onnx``'s exporter needs it) are optional
 dependencies (``requirements/tests.txt``), imported when a function here needs them.
@@ -205,6 +207,25 @@ class VisionPath(nn.Module):
 
 
 @contextmanager
+def _static_shapes(module: nn.Module, on: bool):
+    """Set ``static_shapes`` on every spatial cross-attention of ``module`` for the block."""
+    from ..models.bev.spatial_cross_attn import SpatialCrossAttention
+
+    mods = [m for m in module.modules() if isinstance(m, SpatialCrossAttention)]
+    saved = [m.__dict__.get("static_shapes") for m in mods]
+    for m in mods:
+        m.static_shapes = on
+    try:
+        yield
+    finally:
+        for m, value in zip(mods, saved):
+            if value is None:
+                del m.static_shapes
+            else:
+                m.static_shapes = value
+
+
+@contextmanager
 def _eval_mode(module: nn.Module):
     """Run with every submodule in eval mode; restore each one's mode afterwards."""
     modes = {m: m.training for m in module.modules()}
@@ -233,7 +254,7 @@ def _as_inputs(path_module: VisionPath, sample_inputs) -> dict[str, Tensor]:
 
 
 def export_vision_onnx(model: nn.Module, sample_inputs, path: str, opset: int = DEFAULT_OPSET,
-                       encoder_layers: int | None = None) -> dict:
+                       encoder_layers: int | None = None, static_shapes: bool = False) -> dict:
     """Export the vision path to an ONNX file (``torch.onnx.export``, dynamo exporter).
 
     Batch size and image size are those of ``sample_inputs``; every tensor value (images, camera
@@ -246,6 +267,9 @@ def export_vision_onnx(model: nn.Module, sample_inputs, path: str, opset: int = 
         path: the ``.onnx`` file to write (atomically; weights inside the file, no external data).
         opset: ONNX opset of the default domain.
         encoder_layers: see :class:`VisionPath` (only when ``model`` is a BEVVLM).
+        static_shapes: fixed tensor shapes throughout the graph (spatial cross-attention over all
+            BEV queries, about 3x its sampling work) instead of the per-camera number of visible
+            queries computed in the graph; the same result.
 
     Returns:
         The description stored in the file's metadata (``METADATA_KEY``), plus ``path`` and ``opset``.
@@ -256,13 +280,13 @@ def export_vision_onnx(model: nn.Module, sample_inputs, path: str, opset: int = 
 
     vision = model if isinstance(model, VisionPath) else VisionPath(model, encoder_layers=encoder_layers)
     inputs = _as_inputs(vision, sample_inputs)
-    with _eval_mode(vision), torch.no_grad():
+    with _eval_mode(vision), _static_shapes(vision, static_shapes), torch.no_grad():
         program = torch.onnx.export(vision, tuple(inputs.values()), dynamo=True, opset_version=opset,
                                     input_names=list(inputs), output_names=list(OUTPUT_NAMES),
                                     external_data=False, verbose=False)
     proto = program.model_proto
     desc = vision.describe(inputs)
-    desc["opset"] = opset
+    desc.update(opset=opset, static_shapes=bool(static_shapes))
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(desc)
     onnx.checker.check_model(proto)

@@ -10,10 +10,11 @@ are averaged over those cameras.
 
 For speed on CPU the queries visible in each camera are gathered into a
 padded batch (``[B * N, max_visible, C]``) before sampling, as BEVFormer does.
-That length depends on the camera geometry (data-dependent), so a graph export
-(``torch.export`` / ONNX) takes the fixed-shape path instead: every camera's
-batch holds all ``Q`` queries, invisible ones weighted zero (the same result,
-more sampling work; :attr:`SpatialCrossAttention.static_shapes`).
+That length depends on the camera geometry: under ``torch.export`` (ONNX export)
+it is computed in the graph (a data-dependent size), and the visible-first order
+comes from cumulative sums instead of a stable sort (ONNX has none). A graph
+with fixed shapes instead runs every camera over all ``Q`` queries
+(:attr:`SpatialCrossAttention.static_shapes`; the same result, more work).
 """
 from __future__ import annotations
 
@@ -44,6 +45,16 @@ def pillar_reference_points(bev_h: int, bev_w: int, pc_range: Sequence[float],
     q = xy.shape[0]
     return torch.cat([xy.expand(q, num_z_anchors, 2),
                       zs.view(1, -1, 1).expand(q, num_z_anchors, 1)], dim=-1)  # [Q, Z, 3]
+
+
+def _stable_partition(flags: Tensor) -> Tensor:
+    """Indices that put the True entries of ``flags [..., Q]`` first, then the False ones, each group
+    in its original order: ``torch.argsort(~flags, stable=True)`` by cumulative sums and a scatter."""
+    keep = flags.to(torch.long)
+    count = keep.sum(-1, keepdim=True)
+    pos = torch.where(flags, keep.cumsum(-1) - 1, count + (1 - keep).cumsum(-1) - 1)  # target slot of each entry
+    src = torch.arange(flags.shape[-1], device=flags.device).expand_as(pos)
+    return torch.zeros_like(pos).scatter(-1, pos, src)
 
 
 def ego2img_from_rig(rig: dict, cam_names: Sequence[str]) -> Tensor:
@@ -119,8 +130,8 @@ class SpatialCrossAttention(nn.Module):
     Attributes:
         static_shapes: compute every camera over all ``Q`` queries (invisible ones weighted
             zero) instead of gathering the visible ones into a batch of data-dependent length:
-            the same result up to float summation order, fixed tensor shapes, more work.
-            Always taken under ``torch.export`` (ONNX export); False (gather) otherwise.
+            the same result up to float summation order, fixed tensor shapes (for an exported
+            graph whose runtime needs them), about 3x the sampling work. False by default.
     """
 
     static_shapes: bool = False
@@ -174,7 +185,7 @@ class SpatialCrossAttention(nn.Module):
         q_in = query if query_pos is None else query + query_pos
 
         visible = bev_mask.any(-1)  # [B, N, Q]
-        if self.static_shapes or torch.compiler.is_exporting():
+        if self.static_shapes:
             # fixed shapes: every query in every camera's batch, in grid order (M = Q)
             order, max_len = None, q
             slot_valid = visible  # [B, N, Q]
@@ -182,9 +193,17 @@ class SpatialCrossAttention(nn.Module):
             ref_re, mask_re = ref_cam, bev_mask
         else:
             counts = visible.sum(-1)  # [B, N]
-            max_len = max(int(counts.max()), 1)
+            if torch.compiler.is_exporting():  # a length computed in the graph (an unbacked size)
+                max_len = counts.max().clamp(min=1).item()
+                torch._check(max_len >= 1)
+                torch._check(max_len <= q)
+            else:
+                max_len = max(int(counts.max()), 1)
             # Visible queries first (stable), then pad with invisible ones.
-            order = torch.argsort((~visible).to(torch.int8), dim=-1, stable=True)[..., :max_len]  # [B, N, M]
+            if torch.compiler.is_exporting():  # the same stable partition without a sort (ONNX has no stable one)
+                order = _stable_partition(visible)[..., :max_len]
+            else:
+                order = torch.argsort((~visible).to(torch.int8), dim=-1, stable=True)[..., :max_len]  # [B, N, M]
             slot_valid = torch.arange(max_len, device=query.device) < counts.unsqueeze(-1)  # [B, N, M]
 
             q_re = torch.gather(q_in.unsqueeze(1).expand(b, n, q, c), 2,
