@@ -1,8 +1,10 @@
-# Trajectory-token head vs decoded text waypoints, with and without the ego-status token.
+# Trajectory-token head vs decoded text waypoints, with and without the ego-status token; and the
+# token head in the prefix (default) vs after the perception and prediction answers (traj-after-qa).
 sweep = dict(
     name="trajectory",
     configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_traj-text.py",
-             "configs/ablations/bev_vlm_no-ego.py", "configs/ablations/bev_vlm_traj-text_no-ego.py"],
+             "configs/ablations/bev_vlm_no-ego.py", "configs/ablations/bev_vlm_traj-text_no-ego.py",
+             "configs/ablations/bev_vlm_traj-after-qa.py"],
     steps=["train", "test"],
     test_options=["test_dataloader.dataset.frame_stride=4"],
     # tested with the lossless inference variant (prompt cache + batched speculative decoding:

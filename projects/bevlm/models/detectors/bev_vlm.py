@@ -13,15 +13,19 @@ from bevlm.utils import Stopwatch, count_flops
 
 from ..bev.multiview_encoder import encode_bev_queue, extract_multiview_feats
 from ..heads.text_trajectory import TRAJ_QUESTION, format_waypoints, parse_waypoints
+from ..llm.packing import build_packed_batch
+from ..llm.query_slots import forward_train_with_queries, hidden_after_blocks
 from ..llm.stopping import build_stop_rule
 from ..pruning import prefill_with_setting, prune_visual_tokens
 from ..qa import QAPolicy, answer_frame, apply_system_prompt, blocks_for_policy, build_frame_decoder
+from ..qa.traj_context import check_context_policy, context_blocks, context_flags
 from ..temporal_cache import TemporalBEVCache
 from .test_cfg import TestConfig
 
 VISION_MODES = ("bev", "camera", "blind")
 TEMPORAL_FUSIONS = ("bev", "tokens")
 TRAJ_SOURCES = ("head", "text")
+TRAJ_PLACEMENTS = ("prefix", "after_qa")
 #: Vision modules that ``frozen`` may name.
 FREEZABLE = ("img_backbone", "img_neck", "bev_encoder", "aux_head", "camera_tokens")
 
@@ -36,6 +40,8 @@ class BEVVLM(BaseModel):
 
     followed by independent question/answer blocks. The trajectory head reads the last hidden
     states of the K query tokens, so waypoints come from one forward pass, without decoding.
+    With ``traj_placement='after_qa'`` the K query tokens leave the prefix and follow the sample's
+    perception and prediction blocks instead (:mod:`bevlm.models.qa.traj_context`).
 
     Args:
         llm: config of :class:`bevlm.models.llm.HFCausalLM`.
@@ -68,6 +74,17 @@ class BEVVLM(BaseModel):
         traj_source: ``'head'`` (trajectory tokens + MLP, one forward; needs ``traj_head``) or
             ``'text'`` (the LLM is trained to write the waypoints as an extra QA block and they
             are decoded and parsed at test time, :mod:`bevlm.models.heads.text_trajectory`).
+        traj_placement: where the trajectory query tokens of ``traj_source='head'`` sit:
+            ``'prefix'`` (default: the end of the prefix, before every question; the planner sees
+            the scene tokens only) or ``'after_qa'`` (after the sample's perception and prediction
+            rounds, which then no longer see the queries: planning conditioned on those answers).
+            ``'after_qa'`` trains the queries after the rounds with their ground-truth answers
+            (teacher forcing: the perception / prediction rounds the training item holds, K more
+            tokens per item, the LM loss of every round as without them) and, at test time, runs
+            ONE forward over those rounds with the answers the model generated and the K queries,
+            on the frame's prefix KV cache, after the questions are answered
+            (:mod:`bevlm.models.llm.query_slots`). It needs a QA policy that keeps the stages apart
+            (``'full'`` or ``'three_rounds'``).
         domain_adapters: multi-LoRA over data domains: ``{domain: adapter name}`` (the names
             among ``llm.adapter_names``); each sample's ``domain`` (set by its dataset) selects
             its adapter at train and test time. None = the LLM's active adapter for all.
@@ -92,6 +109,7 @@ class BEVVLM(BaseModel):
                  aux_head: dict | None = None, use_ego_status: bool = True, ego_status_dims: int = 5,
                  loss_lm_weight: float = 1.0, qa_policy: dict | None = None,
                  temporal_fusion: str = "bev", num_frames: int = 1, traj_source: str = "head",
+                 traj_placement: str = "prefix",
                  domain_adapters: dict | None = None, frozen: tuple | list = (), test_cfg: dict | None = None,
                  num_prompt_tokens: int = 0, data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
         if unknown:
@@ -113,7 +131,12 @@ class BEVVLM(BaseModel):
         if traj_source not in TRAJ_SOURCES or (traj_source == "head" and traj_head is None):
             raise ValueError(f"traj_source must be one of {TRAJ_SOURCES} ('head' needs traj_head), got "
                              f"{traj_source!r} with traj_head={traj_head}")
+        if traj_placement not in TRAJ_PLACEMENTS or (traj_placement == "after_qa" and traj_source != "head"):
+            raise ValueError(f"traj_placement must be one of {TRAJ_PLACEMENTS} ('after_qa' places the trajectory "
+                             f"head's query tokens: it needs traj_source='head'), got {traj_placement!r} with "
+                             f"traj_source={traj_source!r}")
         self.traj_source = traj_source
+        self.traj_placement = traj_placement
         self.domain_adapters = dict(domain_adapters) if domain_adapters else None
         self.vision = vision
         self.temporal_fusion = temporal_fusion
@@ -238,7 +261,10 @@ class BEVVLM(BaseModel):
         Returns:
             The new policy.
         """
-        self.qa_policy = QAPolicy(**(qa_policy or {}))
+        policy = QAPolicy(**(qa_policy or {}))
+        if self.traj_placement == "after_qa":
+            check_context_policy(policy)
+        self.qa_policy = policy
         apply_system_prompt(self.llm, self.qa_policy.template)
         return self.qa_policy
 
@@ -340,7 +366,8 @@ class BEVVLM(BaseModel):
         return torch.cat(tokens, dim=1), bev  # [B, T*N_vis, D], [B, Hb*Wb, C]
 
     def build_prefix(self, vis: torch.Tensor | None, data_samples: list) -> torch.Tensor:
-        """Prefix embeddings ``[B, P, D]`` = visual tokens, prompt tokens, ego token, trajectory queries."""
+        """Prefix embeddings ``[B, P, D]`` = visual tokens, prompt tokens, ego token, trajectory queries
+        (the queries only with ``traj_placement='prefix'``)."""
         parts = []
         b = len(data_samples)
         if vis is not None:
@@ -350,10 +377,11 @@ class BEVVLM(BaseModel):
         if self.ego_embed is not None:
             ego = torch.stack([s.ego_status for s in data_samples]).to(self.ego_embed[0].weight)
             parts.append(self.ego_embed(ego).unsqueeze(1))  # [B, 1, D]
-        if self.traj_head is not None:
+        if self.traj_head is not None and self.traj_placement == "prefix":
             parts.append(self.traj_head.query_embeds(b))
         if not parts:
-            raise ValueError("empty prefix: a blind model needs use_ego_status or a traj_head")
+            raise ValueError("empty prefix: a blind model needs use_ego_status or a traj_head in the prefix "
+                             "(traj_placement='prefix')")
         return torch.cat(parts, dim=1)
 
     # ------------------------------------------------------------------ modes
@@ -380,11 +408,14 @@ class BEVVLM(BaseModel):
             for blk, s in zip(blocks, data_samples):
                 if bool(s.gt_traj_mask.all()):
                     blk.append((TRAJ_QUESTION, format_waypoints(s.gt_traj)))
-        out = self._lm_loss_by_adapter(blocks, prefix, data_samples)
+        context = None
+        if self.traj_placement == "after_qa":  # the rounds the queries read: perception / prediction
+            context = [context_flags(s.qa, self.qa_policy) for s in data_samples]
+        out = self._lm_loss_by_adapter(blocks, prefix, data_samples, context=context)
         losses["loss_lm"] = out["loss_lm"] * self.loss_lm_weight
         if self.traj_head is not None and self.traj_source == "head":
             k = self.traj_head.num_tokens
-            traj = self.traj_head(out["hidden_prefix"][:, -k:])
+            traj = self.traj_head(out["hidden_prefix"][:, -k:] if context is None else out["hidden_queries"])
             gt = torch.stack([s.gt_traj for s in data_samples]).to(traj)
             mask = torch.stack([s.gt_traj_mask for s in data_samples]).to(traj.device)
             losses.update(self.traj_head.loss(traj, gt, mask))
@@ -407,25 +438,48 @@ class BEVVLM(BaseModel):
                            f"dataset's `domain` to one of {sorted(self.domain_adapters)}")
         return self.domain_adapters[domain]
 
-    def _lm_loss_by_adapter(self, blocks: list, prefix: torch.Tensor, data_samples: list) -> dict:
-        """``forward_train`` per group of samples sharing an adapter; token-weighted mean loss."""
+    def _train_batch(self, blocks: list, num_prefix: int, context: list | None) -> dict:
+        """The packed batch of ``blocks``; with ``context`` (``traj_placement='after_qa'``) the
+        trajectory queries' K slots follow each row's blocks and read the flagged ones."""
+        if context is None:
+            return self.llm.build_batch(blocks, num_prefix)
+        return build_packed_batch(self.llm.tokenizer, self.llm.prompt, blocks, num_prefix, self.llm.pad_id,
+                                  query_slots=self.traj_head.num_tokens, query_context=context)
+
+    def _train_forward(self, batch: dict, prefix: torch.Tensor) -> dict:
+        if "query_index" not in batch:
+            return self.llm.forward_train(batch, prefix)
+        return forward_train_with_queries(self.llm, batch, prefix, self.traj_head.query_embeds(prefix.shape[0]))
+
+    def _lm_loss_by_adapter(self, blocks: list, prefix: torch.Tensor, data_samples: list,
+                            context: list | None = None) -> dict:
+        """``forward_train`` per group of samples sharing an adapter; token-weighted mean loss.
+
+        ``context``: per sample, the flags of the blocks the trajectory queries read
+        (``traj_placement='after_qa'``; the output then has ``hidden_queries`` ``[B, K, D]``).
+        """
         groups: dict = {}
         for i, sample in enumerate(data_samples):
             groups.setdefault(self.adapter_for(sample), []).append(i)
         if len(groups) == 1 and None in groups:
-            return self.llm.forward_train(self.llm.build_batch(blocks, prefix.shape[1]), prefix)
-        total, loss, hidden, order = 0, 0.0, [], []
+            return self._train_forward(self._train_batch(blocks, prefix.shape[1], context), prefix)
+        total, loss, hidden, queries, order = 0, 0.0, [], [], []
         for adapter, idx in groups.items():
             self.llm.set_adapter(adapter)
-            batch = self.llm.build_batch([blocks[i] for i in idx], prefix.shape[1])
-            out = self.llm.forward_train(batch, prefix[idx])
+            batch = self._train_batch([blocks[i] for i in idx], prefix.shape[1],
+                                      None if context is None else [context[i] for i in idx])
+            out = self._train_forward(batch, prefix[idx])
             n = int((batch["labels"] != -100).sum())  # answer tokens of the group
             loss = loss + out["loss_lm"] * n
             total += n
             hidden.append(out["hidden_prefix"])
+            queries.append(out.get("hidden_queries"))
             order += idx
         inverse = torch.argsort(torch.tensor(order, device=prefix.device))
-        return dict(loss_lm=loss / max(total, 1), hidden_prefix=torch.cat(hidden)[inverse])
+        out = dict(loss_lm=loss / max(total, 1), hidden_prefix=torch.cat(hidden)[inverse])
+        if context is not None:
+            out["hidden_queries"] = torch.cat(queries)[inverse]
+        return out
 
     @torch.no_grad()
     def predict(self, imgs, data_samples) -> list:
@@ -468,20 +522,41 @@ class BEVVLM(BaseModel):
                 cache = prefill_with_setting(self.llm, prefix[i:i + 1], (0, n_vis), test_cfg.pruning)
             if counting:
                 flops["prefill"] += pre_flops["flops"] / b
-            with watch.phase("traj"):
-                traj_tokens = self._predict_traj(sample, cache)
+            after_qa = self.traj_placement == "after_qa"
+            if not after_qa:
+                with watch.phase("traj"):
+                    traj_tokens = self._predict_traj(sample, cache)
             with watch.phase("decode"):
                 res = answer_frame(self.llm, cache, sample.qa, self.qa_policy, test_cfg.max_new_tokens,
                                    test_cfg.family_max_new_tokens, decoder=self.frame_decoder)
             sample.pred_answers = res.answers
+            extra = {}
+            if after_qa:  # planning conditioned on the model's own perception / prediction answers
+                with watch.phase("traj"):
+                    extra["traj_context_tokens"] = self._predict_traj_after_qa(sample, cache, res.answers)
+                traj_tokens = 0  # nothing decoded
             n_tokens = res.tokens
             sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa), "rounds": res.rounds,
                                  "traj_tokens": traj_tokens,
-                                 "prefix_tokens": int(prefix.shape[1]), **flops}
+                                 "prefix_tokens": int(prefix.shape[1]), **flops, **extra}
         secs = watch.as_dict()
         for sample in data_samples:  # batch-level phases are shared equally by the frames
             sample.efficiency.update({f"{k}_s": v / b for k, v in secs.items()})
         return data_samples
+
+    def _predict_traj_after_qa(self, sample, cache, answers: dict) -> int:
+        """``traj_placement='after_qa'``: set ``sample.pred_traj`` from the queries placed after the
+        sample's perception / prediction rounds with ``answers`` (official index -> answer text, the
+        model's own at test time), in one forward on a copy of the frame's prefix cache.
+
+        Returns:
+            The number of tokens that forward ran (context rounds + the K queries).
+        """
+        blocks = context_blocks(sample.qa, self.qa_policy, answers)
+        hidden, tokens = hidden_after_blocks(self.llm, cache, blocks, self.traj_head.query_embeds(1))
+        head_dtype = next(self.traj_head.parameters()).dtype  # the LLM may run in another dtype
+        sample.pred_traj = self.traj_head(hidden.to(head_dtype))[0].float().cpu()
+        return tokens
 
     def _predict_traj(self, sample, cache) -> int:
         """Set ``sample.pred_traj`` from the head or the decoded text; returns decoded tokens."""

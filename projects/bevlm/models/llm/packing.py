@@ -18,12 +18,21 @@ IGNORE_INDEX = -100
 
 
 def build_packed_batch(tokenizer, tokens: PromptTokens, blocks: list[list[tuple[str, str]]],
-                       num_prefix: int, pad_id: int) -> dict:
+                       num_prefix: int, pad_id: int, query_slots: int = 0,
+                       query_context: list[list[bool]] | None = None) -> dict:
     """Token ids, mask, positions and labels of a packed batch.
 
     Layout of row ``b`` (right-padded to the longest row ``L``)::
 
-        [prefix_ids (T0)] [P placeholder slots] [block 1] [block 2] ... [pad]
+        [prefix_ids (T0)] [P placeholder slots] [block 1] [block 2] ... [K query slots] [pad]
+
+    The K query slots (``query_slots``, 0 = none: the layout and every tensor are those of a batch
+    without them) are placeholders for learned query embeddings that read the blocks (e.g. the
+    trajectory queries of ``BEVVLM(traj_placement='after_qa')``): they attend to the prefix, to the
+    blocks flagged in ``query_context`` and causally to themselves, and no block attends to them,
+    so the blocks and their labels are unchanged. Their position ids start right after the longest
+    of the blocks they read (``T0 + P + max length``; ``T0 + P`` when they read none), so every key
+    they see lies before them and the positions do not depend on the blocks they do not read.
 
     Args:
         tokenizer: the LLM tokenizer.
@@ -32,6 +41,9 @@ def build_packed_batch(tokenizer, tokens: PromptTokens, blocks: list[list[tuple[
             ``(question, answer)`` pairs.
         num_prefix: number P of prefix embeddings the caller will splice in.
         pad_id: id written into placeholder slots and padding.
+        query_slots: number K of query slots after each row's blocks.
+        query_context: per frame, one flag per block: True = the query slots attend to it
+            (None = every block).
 
     Returns:
         dict with
@@ -40,15 +52,22 @@ def build_packed_batch(tokenizer, tokens: PromptTokens, blocks: list[list[tuple[
             ``position_ids`` ``[B, L]`` long,
             ``labels`` ``[B, L]`` long, ``-100`` except answer (+ end) tokens,
             ``prefix_slice`` ``(T0, T0 + P)`` of the placeholder slots,
-            ``prefix_len`` ``T0 + P``.
+            ``prefix_len`` ``T0 + P``;
+        with ``query_slots > 0`` also ``query_index`` ``[B, K]`` long, the sequence index of each
+        row's query slots.
     """
     if num_prefix < 0:
         raise ValueError(f"num_prefix must be >= 0, got {num_prefix}")
     if not blocks:
         raise ValueError("build_batch: got no frames")
+    if query_slots < 0:
+        raise ValueError(f"query_slots must be >= 0, got {query_slots}")
+    if query_context is not None and [len(c) for c in query_context] != [len(f) for f in blocks]:
+        raise ValueError(f"build_batch: query_context has {[len(c) for c in query_context]} flags per frame, "
+                         f"the blocks {[len(f) for f in blocks]}; give one flag per block")
     text_prefix = list(tokens.prefix_ids)
     prefix_len = len(text_prefix) + num_prefix
-    rows = []  # per row: (ids, labels, positions, block_ranges)
+    rows = []  # per row: (ids, labels, positions, block_ranges, ranges the query slots read)
     for b, frame_blocks in enumerate(blocks):
         if not frame_blocks:
             raise ValueError(f"build_batch: frame {b} has no (question, answer) blocks")
@@ -66,7 +85,15 @@ def build_packed_batch(tokenizer, tokens: PromptTokens, blocks: list[list[tuple[
             labels += [IGNORE_INDEX] * len(query) + ans
             positions += list(range(prefix_len, prefix_len + len(query) + len(ans)))
             ranges.append((start, len(ids)))
-        rows.append((ids, labels, positions, ranges))
+        read = []  # (start, end) of the blocks the query slots read
+        if query_slots:
+            flags = query_context[b] if query_context is not None else [True] * len(ranges)
+            read = [r for r, flag in zip(ranges, flags) if flag]
+            first = prefix_len + max((end - start for start, end in read), default=0)
+            ids += [pad_id] * query_slots
+            labels += [IGNORE_INDEX] * query_slots
+            positions += list(range(first, first + query_slots))
+        rows.append((ids, labels, positions, ranges, read))
 
     batch_size = len(rows)
     length = max(len(r[0]) for r in rows)
@@ -76,7 +103,8 @@ def build_packed_batch(tokenizer, tokens: PromptTokens, blocks: list[list[tuple[
     # Padding rows attend to themselves only, so no softmax row is empty.
     mask = torch.eye(length, dtype=torch.bool).repeat(batch_size, 1, 1)  # [B, L, L]
     causal = torch.ones(length, length, dtype=torch.bool).tril()  # [L, L]
-    for b, (ids, lab, pos, ranges) in enumerate(rows):
+    query_index = torch.zeros((batch_size, query_slots), dtype=torch.long)
+    for b, (ids, lab, pos, ranges, read) in enumerate(rows):
         n = len(ids)
         input_ids[b, :n] = torch.tensor(ids)
         labels[b, :n] = torch.tensor(lab)
@@ -86,7 +114,14 @@ def build_packed_batch(tokenizer, tokens: PromptTokens, blocks: list[list[tuple[
         for start, end in ranges:
             mask[b, start:end, :prefix_len] = True  # every block sees the whole prefix
             mask[b, start:end, start:end] = causal[: end - start, : end - start]
-    return dict(
+        if query_slots:
+            q0 = n - query_slots
+            query_index[b] = torch.arange(q0, n)
+            mask[b, q0:n, :prefix_len] = True
+            for start, end in read:
+                mask[b, q0:n, start:end] = True
+            mask[b, q0:n, q0:n] = causal[:query_slots, :query_slots]
+    out = dict(
         input_ids=input_ids,
         attention_mask_4d=mask.unsqueeze(1),  # [B, 1, L, L]
         position_ids=position_ids,
@@ -94,6 +129,9 @@ def build_packed_batch(tokenizer, tokens: PromptTokens, blocks: list[list[tuple[
         prefix_slice=(len(text_prefix), prefix_len),
         prefix_len=prefix_len,
     )
+    if query_slots:
+        out["query_index"] = query_index
+    return out
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
