@@ -107,3 +107,21 @@ variants["int4_grid_lossless_bf16"] = dict(variants["int4_grid_lossless"], llm_d
 # where it wins its one-time micro-benchmark, else dequantise per call)
 variants["int4_grid_auto_lossless"] = dict(variants["int4_grid_lossless"],
                                            quant=dict(variants["int4_grid"]["quant"], kernel="auto"))
+# a low-precision copy of the same weights as the draft model (speculative.quant_draft: its own KV
+# cache, 4 tokens per draft, verified by the fp32 model: lossless), batch 1. Per precision: the
+# draft model alone (`qdraft_<p>`), after prompt lookup (`_lookup`, against `speculative_lookup_n2`),
+# after lookup + the training-answer datastore (`_store`, against `speculative_store`) and chained
+# (`_chain`, against `speculative_chain`); the benchmark's acc_<source> / drafted_quant / draft_MB
+# columns split acceptance by draft source. `fp32` is the verifier's own weights (accepts every
+# draft: the cost of drafting without a cheaper model); `int4_grid` keeps the LoRA adapters unmerged
+# beside the base on its shipped Q4_1 grid (the int4_grid_int8table variant above answers as the
+# float model on 48 of 48 questions).
+_lookup = dict(draft_len=4, ngram_min_n=2, ngram_draft_len=10, use_ngram=True, use_layer_skip=False)
+variants["speculative_lookup_n2"] = dict(batch_questions=False, speculative=_lookup)
+for _name, _draft in (("fp32", "float32"), ("bf16", "bfloat16"), ("int8", "int8"), ("int4", "int4"),
+                      ("int4_grid", dict(precision="int4", keep_lora=True))):
+    variants[f"qdraft_{_name}"] = dict(batch_questions=False, speculative=dict(
+        draft_len=4, use_ngram=False, use_layer_skip=False, quant_draft=_draft))
+    variants[f"qdraft_{_name}_lookup"] = dict(batch_questions=False, speculative=dict(_lookup, quant_draft=_draft))
+    variants[f"qdraft_{_name}_store"] = dict(batch_questions=False, speculative=dict(_store, quant_draft=_draft))
+    variants[f"qdraft_{_name}_chain"] = dict(batch_questions=False, speculative=dict(_chain, quant_draft=_draft))

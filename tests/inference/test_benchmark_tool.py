@@ -34,6 +34,10 @@ def test_variants_side_by_side(tiny_world, tmp_path):
         "speculative_batched": dict(speculative=dict(use_layer_skip=False, store_draft_len=4, chain_drafts=True,
                                                      max_draft_len=8, batched=True,
                                                      datastore=dict(max_ngram=3, min_ngram=1, min_share=0.0))),
+        "speculative_qdraft": dict(batch_questions=False,  # lookup + datastore, then an int4 copy drafts
+                                   speculative=dict(use_layer_skip=False, draft_len=3, ngram_min_n=2,
+                                                    datastore=dict(max_ngram=3, min_ngram=2, min_share=0.5),
+                                                    quant_draft="int4")),
         "prompt_cache": dict(share_prompt_cache=True),
         "int4_rtn": dict(quant=dict(method="rtn", bits=4, group_size=32)),
         "int4_rtn_all": dict(quant=dict(method="rtn", bits=4, group_size=32, embeddings=True)),
@@ -44,12 +48,16 @@ def test_variants_side_by_side(tiny_world, tmp_path):
     rows = summary["rows"]
     assert set(rows) == set(variants)
     # lossless variants: identical answers, hence identical scores
-    for name in ("batched", "speculative", "speculative_store", "speculative_batched", "prompt_cache"):
+    for name in ("batched", "speculative", "speculative_store", "speculative_batched", "speculative_qdraft",
+                 "prompt_cache"):
         assert rows[name]["gpt_free"] == rows["baseline"]["gpt_free"]
         assert rows[name]["accuracy"] == rows["baseline"]["accuracy"]
         assert rows[name]["full_acc"] == rows["baseline"]["full_acc"]
         # the shared prompt cache computes the same prefix states in a different order: float rounding
         assert rows[name]["agreement"] == 1.0 and rows[name]["traj_dev_m"] <= (1e-5 if name == "prompt_cache" else 0.0)
+    qdraft = rows["speculative_qdraft"]  # acceptance per draft source; the int4 copy's own bytes
+    assert 0 <= qdraft["acc_quant"] <= 1 and qdraft["drafted_quant"] > 0 and qdraft["draft_MB"] > 0
+    assert rows["speculative_store"]["draft_MB"] == 0
     assert rows["int4_rtn"]["llm_bytes_vs_fp16"] < rows["baseline"]["llm_bytes_vs_fp16"]
     assert rows["int4_rtn_all"]["llm_bytes_vs_fp16"] < rows["int4_rtn"]["llm_bytes_vs_fp16"]
     assert rows["prompt_cache"]["prefill_flops_ratio"] < 1.0

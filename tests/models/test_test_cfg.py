@@ -90,16 +90,25 @@ def test_set_test_cfg_rebuilds_the_derived_components(setup):
 
 
 def test_every_frame_decoder_answers_as_greedy(setup):
-    """Greedy batched, greedy batch-1 and self-speculative (batch-1 and batched) decoders built from
-    test_cfg give the same answers for a frame."""
+    """Greedy batched, greedy batch-1 and self-speculative (batch-1 and batched; layer-skip drafts or
+    a quantised copy of the same weights as the draft model) decoders built from test_cfg give the
+    same answers for a frame."""
     model, imgs, samples = copy.deepcopy(setup[0]), setup[1], setup[2]
     ref = _answers(model, imgs, samples)
     settings = [dict(batch_questions=False),
                 dict(speculative=dict(skip_layers=[1], draft_len=3)),
-                dict(speculative=dict(skip_layers=[], use_layer_skip=False, chain_drafts=True, batched=True))]
+                dict(speculative=dict(skip_layers=[], use_layer_skip=False, chain_drafts=True, batched=True)),
+                dict(speculative=dict(skip_layers=[], use_layer_skip=False, draft_len=3, ngram_min_n=3,
+                                      quant_draft="int4")),
+                dict(speculative=dict(skip_layers=[], use_ngram=False, use_layer_skip=False, draft_len=3,
+                                      quant_draft=dict(precision="bfloat16", prefix="verifier")))]
     for overrides in settings:
         model.set_test_cfg(overrides)
         assert _answers(model, imgs, samples) == ref, overrides
+        quant = getattr(model.frame_decoder, "quant_drafter", None)
+        if quant is not None:  # the draft model proposed and the verifier checked its drafts
+            stats = model.frame_decoder.stats
+            assert stats.quant_drafted > 0 and stats.quant_accepted <= stats.quant_drafted
 
 
 def test_llm_takes_an_injected_model_or_a_registered_builder():

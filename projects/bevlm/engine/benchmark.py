@@ -126,6 +126,26 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
+#: Draft sources of the self-speculative decoder (``SpecStats`` counter prefixes): prompt lookup, the
+#: training-answer datastore, layer skipping, the low-precision copy of the weights.
+DRAFT_SOURCES = ("ngram", "store", "skip", "quant")
+
+
+def draft_source_columns(spec: dict | None) -> dict:
+    """Per draft source: ``acc_<source>`` (accepted / drafted tokens, nan when it drafted nothing) and
+    ``drafted_<source>`` (its share of all drafted tokens); ``draft_MB`` (the low-precision draft's
+    bytes beyond the verifier's, 0 without one)."""
+    spec = spec or {}
+    total = spec.get("drafted", 0)
+    out = {}
+    for source in DRAFT_SOURCES:
+        drafted = spec.get(f"{source}_drafted", 0)
+        out[f"acc_{source}"] = spec.get(f"{source}_accepted", 0) / drafted if drafted else float("nan")
+        out[f"drafted_{source}"] = drafted / total if total else float("nan")
+    out["draft_MB"] = spec.get("draft_resident_bytes", 0) / 1e6
+    return out
+
+
 def summarise(results: dict, baseline: str) -> dict:
     """Rows with the ratios against ``baseline``."""
     b = results[baseline]
@@ -154,6 +174,7 @@ def summarise(results: dict, baseline: str) -> dict:
             "agreement": _get(m, "answer_agreement"), "traj_dev_m": _get(m, "traj_dev_m"),
             "acceptance": (m.get("speculative") or {}).get("acceptance", float("nan")),
             "tok_per_forward": (m.get("speculative") or {}).get("tokens_per_full_forward", float("nan")),
+            **draft_source_columns(m.get("speculative")),
         }
     return {"baseline": baseline, "rows": rows}
 
@@ -162,6 +183,7 @@ def markdown_table(summary: dict) -> str:
     cols = ["gpt_free", "rel_score", "accuracy", "full_acc", "agreement", "traj_dev_m", "L2_stp3", "encoder_s", "prefill_s", "decode_s", "frame_s",
             "speedup", "decode_speedup", "decode_tok_s", "ceiling_tok_s", "flops_ratio", "prefill_flops_ratio", "llm_MB",
             "llm_bytes_vs_fp16", "llm_resident_MB", "resident_vs_fp16", "acceptance", "tok_per_forward"]
+    cols += [f"acc_{s}" for s in DRAFT_SOURCES] + ["drafted_quant", "draft_MB"]
     lines = ["| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, row in summary["rows"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4g}" for c in cols) + " |")

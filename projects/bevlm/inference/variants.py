@@ -10,7 +10,10 @@ A variant is a dict of switches, every one optional (missing = the model's own s
                          skip_layers=None,       # None = search on calibration frames
                          search=dict(sample_per_round=6),  # arguments of search_skip_layers
                          datastore=dict(max_ngram=4, min_ngram=2, min_share=0.3)),
-                                                  # REST-style drafts from the training answers
+                                                  # REST-style drafts from the training answers;
+                                                  # quant_draft=dict(precision="int4") would draft
+                                                  # with an int4 copy of the same weights instead
+                                                  # of layer skipping (no skip-set search)
         batch_questions=True,                     # decode a frame's questions as one batch
         share_prompt_cache=True,                  # prompt-text KV computed once, reused per frame
         repetition_stop=None,                     # loop stop rule (dict of RepetitionStop) or None: off
@@ -83,7 +86,8 @@ def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=pr
 def needs_inputs(specs: list[dict]) -> tuple[bool, bool]:
     """``(calibration frames, training QA)``: what building these variants needs."""
     def searches_skip(sp):  # a layer-skip drafter without a given skip set searches one on calibration
-        return bool(sp) and sp.get("use_layer_skip", True) and sp.get("skip_layers") is None
+        return (bool(sp) and sp.get("use_layer_skip", True) and sp.get("skip_layers") is None
+                and sp.get("quant_draft") is None)
 
     calib = any((v.get("quant") or {}).get("method") == "gptq" or searches_skip(v.get("speculative"))
                 for v in specs)
@@ -157,6 +161,11 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
         if speculative:
             speculative = resolve_speculative(model, speculative, calib, log=log, train_qa=train_qa)
         model.set_test_cfg(dict(speculative=speculative or None))
+        quant_drafter = getattr(model.frame_decoder, "quant_drafter", None)
+        if quant_drafter is not None:  # the low-precision draft is built here, not in the first frame
+            quant_drafter.prepare()
+            log(f"speculative: {quant_drafter.setting.precision} draft model, "
+                f"{quant_drafter.resident_bytes / 1e6:.1f} MB beyond the verifier's weights")
     return model
 
 
@@ -165,8 +174,9 @@ def resolve_speculative(model: nn.Module, spec: dict, calib: list | None, log=pr
     """Turn a variant's ``speculative`` switch into :class:`SelfSpeculativeDecoder` arguments.
 
     ``skip_layers=None`` with layer skipping searches a skip set on the calibration frames
-    (``max_skip``, ``search``: arguments of :func:`search_skip_layers`); ``datastore`` (a dict of
-    :func:`answer_datastore` options) builds the n-gram table of the training answers.
+    (``max_skip``, ``search``: arguments of :func:`search_skip_layers`) unless ``quant_draft`` names
+    the draft model; ``datastore`` (a dict of :func:`answer_datastore` options) builds the n-gram
+    table of the training answers.
 
     Args:
         model: the variant's :class:`BEVVLM` (weights already transformed).
@@ -182,7 +192,7 @@ def resolve_speculative(model: nn.Module, spec: dict, calib: list | None, log=pr
     skip = sp.pop("skip_layers", None)
     max_skip = sp.pop("max_skip", model.llm.num_layers // 2)
     search_cfg = sp.pop("search", None) or {}
-    if skip is None and sp.get("use_layer_skip", True):
+    if skip is None and sp.get("use_layer_skip", True) and sp.get("quant_draft") is None:
         items = []
         for frame in calib or []:
             cache = model.llm.prefill(frame.prefix)

@@ -3,14 +3,15 @@
 Draft cheaply, verify in one forward of the full model, keep the longest
 agreeing prefix (Leviathan et al., 2023, "Fast Inference from Transformers via
 Speculative Decoding", arXiv 2211.17192, greedy case). Drafts come from the
-model itself, with no extra weights:
+model itself, with no training (and no extra weights but the optional low-precision copy):
 
 - n-gram prompt lookup (:mod:`.ngram`) when the suffix of the sequence occurred
   before (question, answer so far, optional extra context ids);
 - else, optionally, retrieval from a datastore of answers (:class:`.ngram.NgramDatastore`,
   REST, He et al., 2023, arXiv 2311.08252), e.g. the training split's answers;
-- otherwise the model with some decoder layers skipped (:mod:`.layer_skip`,
-  Draft & Verify, Zhang et al., 2023, arXiv 2309.08168).
+- otherwise a draft model: the model with some decoder layers skipped (:mod:`.layer_skip`,
+  Draft & Verify, Zhang et al., 2023, arXiv 2309.08168), or a bf16 / int8 / int4 copy of the same
+  weights with its own KV cache (:mod:`.quant_draft`, ``quant_draft``).
 
 Every emitted token is the full model's argmax given the exact greedy history,
 so the output equals plain greedy decoding (``HFCausalLM.generate_ids``) token
@@ -31,6 +32,7 @@ from bevlm.registry import TASK_UTILS
 from .batched import speculative_batch_from_cache
 from .layer_skip import LayerSkipModel, crop_cache
 from .ngram import NgramDatastore, ngram_propose, question_key
+from .quant_draft import DraftSession, QuantDrafter, QuantDraftSetting
 
 
 @dataclass
@@ -45,6 +47,12 @@ class SpecStats:
         ngram_drafted / ngram_accepted: the part proposed by n-gram lookup.
         skip_drafted / skip_accepted: the part proposed by the layer-skip model.
         store_drafted / store_accepted: the part proposed by the answer datastore.
+        quant_drafted / quant_accepted: the part proposed by the low-precision draft model.
+        quant_forwards: forwards of the low-precision draft model (a catch-up forward of the
+            verified tokens it lacks, then one per further drafted token).
+        draft_resident_bytes: bytes the low-precision draft holds beyond the verifier's tensors
+            (:func:`.quant_draft.draft_resident_bytes`; 0 without one); a state, kept by
+            :meth:`SelfSpeculativeDecoder.reset_stats`.
     """
 
     generated: int = 0
@@ -58,6 +66,10 @@ class SpecStats:
     skip_accepted: int = 0
     store_drafted: int = 0
     store_accepted: int = 0
+    quant_drafted: int = 0
+    quant_accepted: int = 0
+    quant_forwards: int = 0
+    draft_resident_bytes: int = 0
 
     @property
     def acceptance(self) -> float:
@@ -86,7 +98,7 @@ class SelfSpeculativeDecoder:
         skip_layers: decoder layers skipped by the drafter (see
             :func:`.search.search_skip_layers`); None or ``[]`` drafts with the
             full model (acceptance 1, no speed-up: a correctness reference).
-        draft_len: tokens drafted per step by the layer-skip model.
+        draft_len: tokens drafted per step by the draft model (layer-skip or ``quant_draft``).
         ngram_n: longest n-gram looked up by prompt lookup.
         use_ngram: propose n-gram continuations when they exist.
         use_layer_skip: draft with the layer-skip model when n-gram lookup has
@@ -106,9 +118,15 @@ class SelfSpeculativeDecoder:
         max_draft_len: longest chained draft (default ``ngram_draft_len + store_draft_len``).
         batched: answer a frame's questions as one batch (:meth:`generate_ids_batch`: lookup and
             datastore drafts, no layer skipping) instead of one by one.
+        quant_draft: a low-precision copy of the same weights as the draft model (its own KV cache,
+            drafting ``draft_len`` tokens) when lookup and the datastore propose nothing, instead
+            of layer skipping: :class:`.quant_draft.QuantDraftSetting` or its dict form
+            (``dict(precision='int4' | 'int8' | 'bfloat16' | 'float16' | 'float32', keep_lora,
+            quant, prefix)``) or a precision name. Batch 1 only (``batched=False``).
 
     Raises:
-        ValueError: bad lengths or skip indices (see :class:`LayerSkipModel`).
+        ValueError: bad lengths or skip indices (see :class:`LayerSkipModel`); ``quant_draft`` with
+            ``batched`` or with a layer-skip set (one draft model at a time); a bad ``quant_draft``.
     """
 
     def __init__(self,
@@ -124,7 +142,8 @@ class SelfSpeculativeDecoder:
                  store_draft_len: int | None = None,
                  chain_drafts: bool = False,
                  max_draft_len: int | None = None,
-                 batched: bool = False) -> None:
+                 batched: bool = False,
+                 quant_draft: QuantDraftSetting | dict | str | None = None) -> None:
         if draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: draft_len={draft_len} must be >= 1")
         if not 1 <= ngram_min_n <= ngram_n:
@@ -146,6 +165,15 @@ class SelfSpeculativeDecoder:
         if self.max_draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: max_draft_len={max_draft_len} must be >= 1")
         self.drafter = LayerSkipModel(llm.lm, list(skip_layers or []))
+        self.quant_drafter: QuantDrafter | None = None
+        if quant_draft is not None:
+            if self.batched:
+                raise ValueError("SelfSpeculativeDecoder: quant_draft drafts one question at a time; set "
+                                 "batched=False (batched decoding drafts by lookup and the datastore only)")
+            if self.use_layer_skip and skip_layers:
+                raise ValueError(f"SelfSpeculativeDecoder: quant_draft and skip_layers={list(skip_layers)} both "
+                                 "ask for a draft model; set use_layer_skip=False or skip_layers=[]")
+            self.quant_drafter = QuantDrafter(llm, QuantDraftSetting.parse(quant_draft))
         self.stats = SpecStats()
 
     @property
@@ -154,12 +182,14 @@ class SelfSpeculativeDecoder:
         return list(self.drafter.skip_layers)
 
     def reset_stats(self) -> None:
-        """Zero the counters."""
-        self.stats = SpecStats()
+        """Zero the counters (the draft's resident bytes are kept)."""
+        self.stats = SpecStats(draft_resident_bytes=self.stats.draft_resident_bytes)
 
     def _propose(self, history: list[int], token: int, past, pos: int, limit: int,
-                 answer: list[int], key: str | None = None) -> tuple[list[int], str]:
-        """Draft at most ``limit`` tokens after ``token``: prompt lookup, datastore, layer skip.
+                 answer: list[int], key: str | None = None,
+                 session: DraftSession | None = None) -> tuple[list[int], str]:
+        """Draft at most ``limit`` tokens after ``token``: prompt lookup, datastore, then the draft
+        model (the low-precision copy's ``session``, else layer skip).
 
         ``answer`` is the answer so far (its last id is ``token``); the datastore matches on
         it, started by the question's template ``key`` (:func:`.ngram.question_key`).
@@ -167,6 +197,11 @@ class SelfSpeculativeDecoder:
         drafts, source = self.model_free_draft(history, limit, answer, key)
         if drafts:
             return drafts, source
+        if session is not None:
+            before = session.forwards
+            drafted = session.draft(answer, min(limit, self.draft_len), self.llm.prompt.stop_ids)
+            self.stats.quant_forwards += session.forwards - before
+            return drafted, "quant"
         if self.use_layer_skip:
             drafted = self.drafter.draft(token, past, pos, min(limit, self.draft_len), self.llm.prompt.stop_ids)
             self.stats.draft_forwards += len(drafted)
@@ -249,6 +284,7 @@ class SelfSpeculativeDecoder:
         generated: list[int] = []
         if max_new_tokens <= 0:
             return generated
+        session = self.quant_drafter.session(cache, query) if self.quant_drafter is not None else None
         past = fork_cache(cache.past_key_values)
         # Position ids continue from prefix_len; a pruned prefix cache holds fewer KV entries
         # than positions, so the entry count (what cropping keeps) is tracked apart.
@@ -276,8 +312,8 @@ class SelfSpeculativeDecoder:
             pending = generated[-1]  # at position `pos`, not yet in `past`
             # k drafts + the bonus token never exceed the budget.
             limit = max_new_tokens - len(generated) - 1
-            drafts, source = (self._propose(history, pending, past, pos, limit, generated, key) if limit > 0
-                              else ([], "none"))
+            drafts, source = (self._propose(history, pending, past, pos, limit, generated, key, session)
+                              if limit > 0 else ([], "none"))
             kv_len = past.get_seq_length()  # verified entries, every layer
             ids = torch.tensor([[pending] + drafts], dtype=torch.long, device=device)  # [1, 1 + k]
             positions = torch.arange(pos, pos + ids.shape[1], device=device)[None]  # [1, 1 + k]
@@ -306,6 +342,10 @@ class SelfSpeculativeDecoder:
         elif source == "store":
             self.stats.store_drafted += drafted
             self.stats.store_accepted += accepted
+        elif source == "quant":
+            self.stats.quant_drafted += drafted
+            self.stats.quant_accepted += accepted
+            self.stats.draft_resident_bytes = self.quant_drafter.resident_bytes
 
     def answer(self, cache: PrefixCache, question: str, max_new_tokens: int = 48,
                context_ids: list[int] | None = None) -> str:

@@ -58,8 +58,10 @@ class TestConfig:
             pruning by LLM attention). Defaults change nothing.
         speculative: None (greedy decoding) or the arguments of
             :class:`bevlm.inference.speculative.SelfSpeculativeDecoder` but ``llm`` (e.g.
-            ``dict(skip_layers=[], use_layer_skip=False, draft_len=4, batched=True)``); it then
-            decodes every frame (greedy-exact). Calibrated settings (a skip-set search, an
+            ``dict(skip_layers=[], use_layer_skip=False, draft_len=4, batched=True)``, or with a
+            low-precision copy of the same weights as the draft model
+            ``dict(skip_layers=[], use_layer_skip=False, quant_draft='int4')``); it then decodes
+            every frame (greedy-exact). Calibrated settings (a skip-set search, an
             answer datastore of the training split) are resolved by
             :func:`bevlm.inference.variants.apply_variant`.
     """

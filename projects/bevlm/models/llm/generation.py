@@ -10,7 +10,7 @@ that recomputes everything at every step checks the cached one in tests.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,11 +33,16 @@ class PrefixCache:
             prefix tokens were pruned (see :mod:`bevlm.models.pruning`).
         hidden_prefix: ``[1, P, D]`` last-layer hidden states at the caller's
             P prefix positions (the trajectory head reads the last K).
+        prefix_embeds: ``[1, P, D]`` the caller's prefix embeddings that were prefilled after the
+            prompt text (visual / ego / trajectory-query tokens), kept so that a second model (a
+            quantised draft of speculative decoding) can prefill the same prefix; None for a cache
+            built by hand. Keyword-only.
     """
 
     past_key_values: Any
     prefix_len: int
     hidden_prefix: torch.Tensor
+    prefix_embeds: torch.Tensor | None = field(default=None, kw_only=True)
 
 
 def lm_device(lm: nn.Module) -> torch.device:

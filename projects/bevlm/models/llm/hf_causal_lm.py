@@ -326,7 +326,7 @@ class HFCausalLM(BaseModule):
             prefix_embeds: ``[1, P, D]``.
 
         Returns:
-            :class:`PrefixCache` with ``hidden_prefix`` ``[1, P, D]``.
+            :class:`PrefixCache` with ``hidden_prefix`` ``[1, P, D]`` (and ``prefix_embeds``).
         """
         if self.share_text_prefix:
             if prefix_embeds.dim() != 3 or prefix_embeds.shape[0] != 1:
@@ -337,11 +337,11 @@ class HFCausalLM(BaseModule):
             out = decoder(inputs_embeds=embeds, **cache_kwargs(decoder, past), use_cache=True)
             return PrefixCache(past_key_values=output_cache(out),
                                prefix_len=self.prefix_text_len + prefix_embeds.shape[1],
-                               hidden_prefix=out.last_hidden_state)
+                               hidden_prefix=out.last_hidden_state, prefix_embeds=prefix_embeds.detach())
         inputs = self._prefix_inputs(prefix_embeds)  # [1, T0 + P, D]
         past, hidden = prefill(self.lm, inputs)
         return PrefixCache(past_key_values=past, prefix_len=inputs.shape[1],
-                           hidden_prefix=hidden[:, self.prefix_text_len:])
+                           hidden_prefix=hidden[:, self.prefix_text_len:], prefix_embeds=prefix_embeds.detach())
 
     def _query_ids(self, question: str) -> list[int]:
         return block_ids(self.tokenizer, self.prompt, question, None)[0]

@@ -239,10 +239,11 @@ def fastv_prefill(llm: HFCausalLM, prefix_embeds: Tensor, visual_slice: tuple[in
         cache = llm.prefill(prefix_embeds)
         return PrunedPrefixCache(past_key_values=cache.past_key_values, prefix_len=cache.prefix_len,
                                  hidden_prefix=cache.hidden_prefix, kept_index=torch.arange(num_prefix),
-                                 visual_scores=None)
+                                 visual_scores=None, prefix_embeds=cache.prefix_embeds)
     scores = fastv_scores(llm, prefix_embeds, (start, end), layer)  # [N]
     keep_vis = start + top_indices(scores[None], n_keep)[0].cpu()  # [N_keep] sorted
     kept_index = torch.cat([torch.arange(start), keep_vis, torch.arange(end, num_prefix)])  # [P']
     past, hidden = prefill_kept(llm, prefix_embeds, kept_index)
     return PrunedPrefixCache(past_key_values=past, prefix_len=llm.prefix_text_len + num_prefix,
-                             hidden_prefix=hidden, kept_index=kept_index, visual_scores=scores.cpu())
+                             hidden_prefix=hidden, kept_index=kept_index, visual_scores=scores.cpu(),
+                             prefix_embeds=prefix_embeds.detach())
