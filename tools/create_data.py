@@ -74,6 +74,17 @@ def parse_args():
     return p.parse_args()
 
 
+def _output_paths(args, names):
+    """``{name: OUT/name.json}``, refused before any work if one is the input or exists (without --force)."""
+    outs = {name: osp.join(args.out, f"{name}.json") for name in names}
+    for path in outs.values():
+        if osp.abspath(path) == osp.abspath(args.json):
+            raise SystemExit(f"{path} is the input file; choose another --out")
+        if osp.exists(path) and not args.force:
+            raise SystemExit(f"{path} exists; pass --force to overwrite it, or choose another --out")
+    return outs
+
+
 def _drivelm_questions(args):
     import os
 
@@ -82,12 +93,7 @@ def _drivelm_questions(args):
     from bevlm.evaluation.drivelm_testset import build_test_eval, iter_official_ids
     from bevlm.utils.file_io import atomic_write_json
 
-    outs = {name: osp.join(args.out, f"{name}.json") for name in ("test_eval", "questions")}
-    for path in outs.values():
-        if osp.abspath(path) == osp.abspath(args.json):
-            raise SystemExit(f"{path} is the input file; choose another --out")
-        if osp.exists(path) and not args.force:
-            raise SystemExit(f"{path} exists; pass --force to overwrite it, or choose another --out")
+    outs = _output_paths(args, ["test_eval", "questions"])
     data = load_drivelm(args.json)  # validated before anything is written
     test = build_test_eval(data, seed=args.seed, source=args.json)
     os.makedirs(args.out, exist_ok=True)
@@ -103,12 +109,8 @@ def _drivelm_split(args):
     from bevlm.datasets.drivelm_io import load_drivelm, split_drivelm_by_scene
     from bevlm.utils.file_io import atomic_write_json
 
-    outs = {name: osp.join(args.out, f"drivelm_{name}.json") for name in ("train", "val")}
-    for path in outs.values():
-        if osp.abspath(path) == osp.abspath(args.json):
-            raise SystemExit(f"{path} is the input file; choose another --out")
-        if osp.exists(path) and not args.force:
-            raise SystemExit(f"{path} exists; pass --force to overwrite it, or choose another --out")
+    outs = _output_paths(args, [f"drivelm_{name}" for name in ("train", "val")])
+    outs = {"train": outs["drivelm_train"], "val": outs["drivelm_val"]}
     data = load_drivelm(args.json)  # validated before anything is written
     try:
         parts = dict(zip(("train", "val"), split_drivelm_by_scene(data, args.val_fraction, args.seed)))
