@@ -4,7 +4,10 @@
 
 Prints and saves (``--out-dir``) a table: DriveLM GPT-free score and relative score, planning
 L2, per-frame encoder / prefill / decode seconds, decode tokens/s and the memory-bandwidth
-ceiling, speedups, encoder+prefill FLOPs ratio (FlopCounterMode), LLM weight bytes.
+ceiling and the share of it reached, speedups, encoder+prefill FLOPs ratio (FlopCounterMode; the
+shared prompt text excluded, amortised over the frames, and counted on every frame), LLM weight
+bytes as stored / resident / streamed per decode step, and with ``--memory-frames N`` each
+variant's peak and steady resident memory measured alone in a fresh process.
 """
 import argparse
 
@@ -19,6 +22,9 @@ def main():
     p.add_argument("--stride", type=int, default=1, help="use every k-th frame")
     p.add_argument("--qa-select", choices=["test", "all"], default="test")
     p.add_argument("--out-dir", default="work_dirs/benchmark")
+    p.add_argument("--memory-frames", type=int, default=0,
+                   help="also run each variant alone in a fresh process on this many frames and report its "
+                        "resident memory (peak / steady RSS); 0 = skip")
     args = p.parse_args()
     import bevlm.engine  # noqa: F401
     from mmengine.config import Config
@@ -33,7 +39,8 @@ def main():
             raise SystemExit(f"{args.bench}: no variants {missing}; available: {list(variants)}")
         variants = {k: variants[k] for k in args.variants}
     run_benchmark(cfg, args.checkpoint, variants, args.out_dir, max_frames=args.frames,
-                  frame_stride=args.stride, qa_select=args.qa_select)
+                  frame_stride=args.stride, qa_select=args.qa_select, memory_frames=args.memory_frames,
+                  config_path=args.config)
 
 
 if __name__ == "__main__":

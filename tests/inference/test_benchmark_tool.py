@@ -61,6 +61,55 @@ def test_variants_side_by_side(tiny_world, tmp_path):
     assert rows["int4_rtn"]["llm_bytes_vs_fp16"] < rows["baseline"]["llm_bytes_vs_fp16"]
     assert rows["int4_rtn_all"]["llm_bytes_vs_fp16"] < rows["int4_rtn"]["llm_bytes_vs_fp16"]
     assert rows["prompt_cache"]["prefill_flops_ratio"] < 1.0
+    # the shared prompt text: excluded < amortised over the 2 frames < counted on every frame (~ baseline)
+    pc = rows["prompt_cache"]
+    assert pc["flops_ratio"] < pc["flops_ratio_amortised"] < pc["flops_ratio_unshared"] <= 1.0
+    assert pc["flops_ratio_unshared"] == pytest.approx(1.0, abs=0.01)  # attention over the text is counted apart
+    for name in ("baseline", "batched", "int4_rtn"):  # nothing shared: the three ratios agree
+        assert rows[name]["flops_ratio"] == rows[name]["flops_ratio_amortised"] == rows[name]["flops_ratio_unshared"]
+    assert all(0 < r["roofline_share"] < float("inf") for r in rows.values())
     assert rows["fastv50"]["prefill_flops_ratio"] < 1.0  # (the tiny encoder dominates total FLOPs)
     assert rows["three_rounds"]["rounds"] <= 3
     assert os.path.isfile(tmp_path / "bench" / "benchmark.md")
+
+
+def test_memory_probe_runs_each_variant_in_its_own_process(tiny_world, tmp_path):
+    """``memory_frames``: each variant is built and run alone in a fresh process; the table gets its
+    peak and steady RSS, and the probe's resident-weights figure matches the in-process one."""
+    init_default_scope("bevlm")
+    cfg = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm_tiny.py"))
+    for key, split in (("train_dataloader", "train"), ("test_dataloader", "val")):
+        cfg[key]["dataset"]["ann_file"] = f"{tiny_world}/infos/bevlm_infos_{split}.pkl"
+        cfg[key]["dataset"]["data_root"] = f"{tiny_world}/"
+    cfg_path = str(tmp_path / "tiny.py")
+    cfg.dump(cfg_path)
+    torch.manual_seed(0)
+    ckpt = str(tmp_path / "m.pth")
+    torch.save({"state_dict": MODELS.build(cfg.model).state_dict()}, ckpt)
+    variants = {"baseline": dict(batch_questions=False),
+                "int4_cached": dict(quant=dict(method="rtn", bits=4, group_size=32, kernel="cached")),
+                "int4_dequant": dict(quant=dict(method="rtn", bits=4, group_size=32, kernel="dequant"))}
+    summary = run_benchmark(cfg, ckpt, variants, str(tmp_path / "bench"), max_frames=1, log=lambda *_: None,
+                            memory_frames=1, config_path=cfg_path)
+    import json
+    with open(tmp_path / "bench" / "benchmark.json") as f:
+        results = json.load(f)["results"]
+    for name, row in summary["rows"].items():
+        mem = results[name]["memory"]
+        assert mem["frames"] == 1 and mem["variant"] == name
+        assert 0 < mem["steady_rss_mb"] <= mem["peak_rss_mb"]
+        assert row["peak_rss_MB"] > 0 and row["steady_rss_MB"] > 0
+        # the probe process built the same variant: same resident weight bytes as in the side-by-side run
+        assert mem["llm_resident_bytes"] == results[name]["llm_resident_bytes"]
+    assert summary["rows"]["baseline"]["peak_rss_ratio"] == 1.0
+    # the cached kernel streams (and holds) the fp32 copies; the dequant kernel only the packed codes
+    cached, dequant = results["int4_cached"], results["int4_dequant"]
+    assert cached["llm_read_bytes"] > results["baseline"]["llm_read_bytes"] * 0.9
+    assert dequant["llm_read_bytes"] == dequant["llm_weight_bytes"] < 0.5 * results["baseline"]["llm_weight_bytes"]
+
+
+def test_memory_probe_failure_names_the_variant(tmp_path):
+    from bevlm.engine.benchmark import measure_variant_memory
+
+    with pytest.raises(RuntimeError, match="memory probe of variant 'x' failed"):
+        measure_variant_memory(str(tmp_path / "missing.py"), str(tmp_path / "missing.pth"), "x", {})

@@ -86,6 +86,12 @@ def test_shared_prompt_cache_same_answers_fewer_prefill_flops(setup):
     assert t0 > 0 and shared.efficiency["prefill"] < plain.efficiency["prefill"]
     # the transformer FLOPs scale with the tokens run (attention over the cached text adds a little)
     assert shared.efficiency["prefill"] < plain.efficiency["prefill"] * (p + 1) / (t0 + p)
+    # the text prefill is counted apart: one text prefill + the frame's own = the unshared prefill, up to
+    # the attention of the text tokens among themselves (counted once in each)
+    assert plain.efficiency["shared_prompt"] == 0 and plain.efficiency["shared_prompt_spent"] == 0
+    text = shared.efficiency["shared_prompt"]
+    assert text > 0 and shared.efficiency["shared_prompt_spent"] == text  # this frame built the cache
+    assert text + shared.efficiency["prefill"] == pytest.approx(plain.efficiency["prefill"], rel=0.02)
 
 
 def test_variant_switches_for_stop_rule_and_prompt_cache(setup):

@@ -220,7 +220,7 @@ def test_resident_bytes_count_the_kernels_run_time_copies(kernel):
     """Storage bytes are not what a running int4 model holds: ``kernel='cached'`` keeps an fp32 copy
     of every weight, ``'dequant'`` nothing beyond the packed codes. ``llm_resident_bytes`` (the
     benchmark's resident column) must tell them apart."""
-    from bevlm.inference.variants import llm_resident_bytes, llm_weight_bytes
+    from bevlm.inference.variants import llm_read_bytes, llm_resident_bytes, llm_weight_bytes
 
     llm = _llm()
     linears = {n: m for n, m in llm.lm.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n}
@@ -236,6 +236,15 @@ def test_resident_bytes_count_the_kernels_run_time_copies(kernel):
     # int4 codes + fp16 scale and zero per group of 128: 0.5 + 4 / 128 bytes per weight (0.27x fp16)
     assert packed <= 0.30 * fp16_linear_bytes
     resident = sum(layer.runtime_bytes() for layer in layers)
+    # what a decode step streams: the packed codes (dequant) or the fp32 copies (cached)
+    read = sum(layer.read_bytes("decode") for layer in layers)
+    if kernel == "dequant":
+        assert read == packed and llm_read_bytes(holder) == stored
+    else:
+        assert read == sum(layer.out_features * layer.in_features * 4 + layer.bias.numel() * 4
+                           if layer.bias is not None else layer.out_features * layer.in_features * 4
+                           for layer in layers)
+        assert llm_read_bytes(holder) == stored - packed + read
     if kernel == "dequant":
         assert resident == packed and llm_resident_bytes(holder) == stored
     else:  # an fp32 copy of every weight besides the codes: more than the fp16 model's linears

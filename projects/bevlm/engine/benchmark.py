@@ -9,8 +9,11 @@ variant before frame k+1), so machine noise hits them alike; speedups are ratios
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -18,7 +21,8 @@ from mmengine.dataset import pseudo_collate
 from mmengine.evaluator import Evaluator
 from mmengine.registry import init_default_scope
 
-from bevlm.inference.variants import build_variant, check_variant, llm_resident_bytes, llm_weight_bytes, variant_inputs
+from bevlm.inference.variants import (build_variant, check_variant, llm_read_bytes, llm_resident_bytes,
+                                      llm_weight_bytes, variant_inputs)
 from bevlm.registry import DATASETS, MODELS
 from bevlm.utils import peak_memory_mb
 
@@ -54,17 +58,108 @@ def load_model(cfg, checkpoint: str):
     return model.eval()
 
 
+def rss_mb() -> tuple[float, float]:
+    """``(current, peak)`` resident set size of this process in MiB (``VmRSS`` / ``VmHWM`` of
+    ``/proc/self/status``; the peak from ``getrusage`` where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        peak = peak_memory_mb()
+        return peak, peak
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's ``VmHWM`` to its current RSS (Linux ``clear_refs`` 5); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def benchmark_frames(cfg, qa_select: str = "test", frame_stride: int = 1, max_frames: int | None = None):
+    """The test split as the benchmark reads it: one item per frame with all its questions."""
+    ds_cfg = cfg.test_dataloader.dataset.to_dict()
+    ds_cfg.update(qa_mode="frame", qa_select=qa_select, frame_stride=frame_stride, max_frames=max_frames)
+    return DATASETS.build(ds_cfg)
+
+
+def probe_memory(cfg, checkpoint: str, name: str, spec: dict, frames: int = 1, qa_select: str = "test",
+                 frame_stride: int = 1, calib_frames: int = 4) -> dict:
+    """Resident memory of one variant alone in this process (run it in a fresh one:
+    :func:`measure_variant_memory`).
+
+    The checkpoint is loaded, the variant built and the base model released; then the peak RSS is
+    reset and ``frames`` test frames are answered. ``steady_rss_mb`` is the RSS after those frames,
+    ``peak_rss_mb`` the highest RSS while answering them (what serving the variant needs), and
+    ``build_peak_rss_mb`` the process peak before the reset (building holds base and variant at once).
+
+    Returns:
+        the figures above, ``peak_reset`` (whether the kernel allowed the reset; if not,
+        ``peak_rss_mb`` is the process peak) and ``llm_resident_bytes``.
+    """
+    init_default_scope("bevlm")
+    check_variant(spec, name)
+    start_rss, _ = rss_mb()
+    base = load_model(cfg, checkpoint)
+    calib, train_qa = variant_inputs(base, cfg, [spec], calib_frames)
+    model = build_variant(base, spec, calib, log=lambda *_: None, train_qa=train_qa)
+    del base, calib
+    gc.collect()
+    dataset = benchmark_frames(cfg, qa_select, frame_stride, frames)
+    _, build_peak = rss_mb()
+    reset = reset_peak_rss()
+    for k in range(len(dataset)):
+        with torch.no_grad():
+            model.test_step(pseudo_collate([dataset[k]]))
+    steady, peak = rss_mb()
+    return {"variant": name, "frames": len(dataset), "start_rss_mb": start_rss, "build_peak_rss_mb": build_peak,
+            "steady_rss_mb": steady, "peak_rss_mb": peak, "peak_reset": reset,
+            "llm_resident_bytes": llm_resident_bytes(model)}
+
+
+def measure_variant_memory(config_path: str, checkpoint: str, name: str, spec: dict, frames: int = 1,
+                           qa_select: str = "test", frame_stride: int = 1, timeout: float = 3600) -> dict:
+    """:func:`probe_memory` of one variant in a fresh Python process (so variants do not share
+    an allocator or each other's peaks).
+
+    Raises:
+        RuntimeError: the probe process failed (its stderr tail is in the message).
+    """
+    cmd = [sys.executable, "-m", "bevlm.engine.memory_probe", config_path, checkpoint, "--name", name,
+           "--spec", json.dumps(spec), "--frames", str(frames), "--qa-select", qa_select,
+           "--stride", str(frame_stride)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEMORY_PROBE ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"memory probe of variant {name!r} failed (exit {proc.returncode}):\n"
+                           f"{proc.stderr[-2000:]}")
+    return json.loads(lines[-1][len("MEMORY_PROBE "):])
+
+
 def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str, max_frames: int | None = None,
-                  frame_stride: int = 1, qa_select: str = "test", calib_frames: int = 4, log=print) -> dict:
-    """Run every variant on the same frames; write ``benchmark.json`` and ``benchmark.md``."""
+                  frame_stride: int = 1, qa_select: str = "test", calib_frames: int = 4, log=print,
+                  memory_frames: int = 0, config_path: str | None = None) -> dict:
+    """Run every variant on the same frames; write ``benchmark.json`` and ``benchmark.md``.
+
+    With ``memory_frames > 0`` each variant is also run alone in a fresh process on that many
+    frames (:func:`measure_variant_memory`, needs ``config_path``) for its resident memory.
+    """
     init_default_scope("bevlm")
     for name, spec in variants.items():  # before anything is loaded or built
         check_variant(spec, name)
+    if memory_frames and not config_path:
+        raise ValueError("run_benchmark(memory_frames>0) needs config_path (the probe processes load the config)")
+    memory = {}
+    for name, spec in (variants.items() if memory_frames else ()):
+        log(f"memory probe: {name} ({memory_frames} frame(s), own process)")
+        memory[name] = measure_variant_memory(config_path, checkpoint, name, spec, memory_frames, qa_select,
+                                              frame_stride)
     base = load_model(cfg, checkpoint)
-    ds_cfg = cfg.test_dataloader.dataset.to_dict()
-    ds_cfg.update(qa_mode="frame", qa_select=qa_select, frame_stride=frame_stride,
-                  max_frames=max_frames)
-    dataset = DATASETS.build(ds_cfg)
+    dataset = benchmark_frames(cfg, qa_select, frame_stride, max_frames)
     calib, train_qa = variant_inputs(base, cfg, list(variants.values()), calib_frames)
     models, evaluators, build_s = {}, {}, {}
     for name, spec in variants.items():
@@ -92,7 +187,10 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
         m = evaluators[name].evaluate(len(dataset))
         m["llm_weight_bytes"] = llm_weight_bytes(models[name])  # as stored
         m["llm_resident_bytes"] = llm_resident_bytes(models[name])  # + run-time copies of the kernels
-        m["decode_ceiling_tok_s"] = bandwidth * 1e9 / m["llm_weight_bytes"]
+        m["llm_read_bytes"] = llm_read_bytes(models[name])  # what one decode step streams
+        m["decode_ceiling_tok_s"] = bandwidth * 1e9 / m["llm_read_bytes"]
+        if name in memory:
+            m["memory"] = memory[name]
         m["build_s"] = build_s[name]
         decoder = models[name].frame_decoder
         if hasattr(decoder, "stats"):  # the self-speculative decoder's acceptance counters
@@ -154,6 +252,12 @@ def summarise(results: dict, baseline: str) -> dict:
         score = _get(m, "drivelm/gpt_free_final")
         flops = _get(m, "efficiency/encoder_gflops") + _get(m, "efficiency/prefill_gflops")
         b_flops = _get(b, "efficiency/encoder_gflops") + _get(b, "efficiency/prefill_gflops")
+
+        def enc_prefill(r, kind):  # encoder + prefill with the shared prompt text counted as `kind`
+            pre = _get(r, f"efficiency/prefill_gflops_{kind}", _get(r, "efficiency/prefill_gflops"))
+            return _get(r, "efficiency/encoder_gflops") + pre
+        mem = m.get("memory") or {}
+        b_mem = b.get("memory") or {}
         rows[name] = {
             "gpt_free": score, "rel_score": _ratio(score, _get(b, "drivelm/gpt_free_final")),
             "accuracy": _get(m, "drivelm/accuracy"), "full_acc": _get(m, "drivelm/full_accuracy"),
@@ -164,12 +268,18 @@ def summarise(results: dict, baseline: str) -> dict:
             "decode_speedup": _ratio(_get(b, "efficiency/decode_s"), _get(m, "efficiency/decode_s")),
             "decode_tok_s": _get(m, "efficiency/decode_tokens_per_s"),
             "ceiling_tok_s": m["decode_ceiling_tok_s"],
+            "roofline_share": _ratio(_get(m, "efficiency/decode_tokens_per_s"), m["decode_ceiling_tok_s"]),
             "enc_prefill_gflops": flops, "flops_ratio": _ratio(flops, b_flops),
+            "flops_ratio_amortised": _ratio(enc_prefill(m, "amortised"), enc_prefill(b, "amortised")),
+            "flops_ratio_unshared": _ratio(enc_prefill(m, "unshared"), enc_prefill(b, "unshared")),
             "prefill_flops_ratio": _ratio(_get(m, "efficiency/prefill_gflops"), _get(b, "efficiency/prefill_gflops")),
             "llm_MB": m["llm_weight_bytes"] / 1e6,
             "llm_bytes_vs_fp16": m["llm_weight_bytes"] / (b["llm_weight_bytes"] / 2),
             "llm_resident_MB": m.get("llm_resident_bytes", m["llm_weight_bytes"]) / 1e6,
             "resident_vs_fp16": m.get("llm_resident_bytes", m["llm_weight_bytes"]) / (b["llm_weight_bytes"] / 2),
+            "peak_rss_MB": mem.get("peak_rss_mb", float("nan")) * 2**20 / 1e6,
+            "steady_rss_MB": mem.get("steady_rss_mb", float("nan")) * 2**20 / 1e6,
+            "peak_rss_ratio": _ratio(mem.get("peak_rss_mb", float("nan")), b_mem.get("peak_rss_mb", float("nan"))),
             "rounds": _get(m, "efficiency/rounds_per_frame"),
             "agreement": _get(m, "answer_agreement"), "traj_dev_m": _get(m, "traj_dev_m"),
             "acceptance": (m.get("speculative") or {}).get("acceptance", float("nan")),
@@ -181,8 +291,10 @@ def summarise(results: dict, baseline: str) -> dict:
 
 def markdown_table(summary: dict) -> str:
     cols = ["gpt_free", "rel_score", "accuracy", "full_acc", "agreement", "traj_dev_m", "L2_stp3", "encoder_s", "prefill_s", "decode_s", "frame_s",
-            "speedup", "decode_speedup", "decode_tok_s", "ceiling_tok_s", "flops_ratio", "prefill_flops_ratio", "llm_MB",
-            "llm_bytes_vs_fp16", "llm_resident_MB", "resident_vs_fp16", "acceptance", "tok_per_forward"]
+            "speedup", "decode_speedup", "decode_tok_s", "ceiling_tok_s", "roofline_share", "flops_ratio",
+            "flops_ratio_amortised", "flops_ratio_unshared", "prefill_flops_ratio", "llm_MB",
+            "llm_bytes_vs_fp16", "llm_resident_MB", "resident_vs_fp16", "peak_rss_MB", "steady_rss_MB",
+            "peak_rss_ratio", "acceptance", "tok_per_forward"]
     cols += [f"acc_{s}" for s in DRAFT_SOURCES] + ["drafted_quant", "draft_MB"]
     lines = ["| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, row in summary["rows"].items():

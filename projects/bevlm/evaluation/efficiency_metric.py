@@ -19,6 +19,29 @@ from .drivelm_files import atomic_write_json, update_per_frame
 FRAME_PHASES = ("encoder_s", "prefill_s", "decode_s", "traj_s")
 
 
+def shared_prompt_accounting(results: list, counted: list, prefill_gflops: float) -> dict:
+    """Prefill FLOPs with the shared prompt text counted two ways.
+
+    ``prefill_gflops`` is what a frame's own prefill runs. With the prompt-text cache
+    (``share_prompt_cache``) the system turn is prefilled once per model / adapter, outside every
+    frame; ``prefill_gflops_unshared`` adds one text prefill to every frame (the cost without the
+    cache), ``prefill_gflops_amortised`` adds the text prefills the run actually spent (at least one)
+    spread over its frames. Without the cache all three are equal.
+
+    Args:
+        results: every frame's record (``shared_prompt_spent``: FLOPs of text caches built while
+            answering it).
+        counted: the records with counted FLOPs (``shared_prompt``: one text prefill's FLOPs).
+        prefill_gflops: mean of the counted frames' own prefill, GFLOPs.
+    """
+    shared = float(np.mean([r.get("shared_prompt", 0) for r in counted])) / 1e9
+    spent = float(sum(r.get("shared_prompt_spent", 0) for r in results)) / 1e9
+    spent = max(spent, shared)  # a cache built before the first frame still counts once
+    return {"shared_prompt_gflops": shared,
+            "prefill_gflops_unshared": prefill_gflops + shared,
+            "prefill_gflops_amortised": prefill_gflops + spent / len(results)}
+
+
 @METRICS.register_module()
 class EfficiencyMetric(BaseMetric):
     """Mean per-frame latency split (encoder / prefill / decode / trajectory), decode tokens/s, FLOPs, memory.
@@ -63,6 +86,7 @@ class EfficiencyMetric(BaseMetric):
         if counted:
             out["encoder_gflops"] = float(np.mean([r["encoder"] for r in counted])) / 1e9
             out["prefill_gflops"] = float(np.mean([r["prefill"] for r in counted])) / 1e9
+            out.update(shared_prompt_accounting(results, counted, out["prefill_gflops"]))
         if self.outfile_prefix:
             atomic_write_json(out, os.path.join(self.outfile_prefix, "efficiency.json"))
             self._write_records(results)

@@ -265,6 +265,19 @@ def llm_resident_bytes(model: nn.Module) -> int:
     return llm_weight_bytes(model) + extra
 
 
+def llm_read_bytes(model: nn.Module) -> int:
+    """Weight bytes one decode step of the LLM streams from memory: :func:`llm_weight_bytes` with
+    each quantised layer counted as what its decode kernel reads (the float copy of ``'cached'``,
+    the repacked codes of the native int4 kernel; see ``QuantLinear4.read_bytes``). The whole
+    embedding table counts as read (an upper bound: decode reads one row of an untied input table),
+    so the bandwidth ceiling derived from it is a lower bound on what the hardware allows.
+    """
+    from .quantization.quant_linear import QuantLinear4
+
+    layers = [m for m in model.llm.modules() if isinstance(m, QuantLinear4)]
+    return llm_weight_bytes(model) + sum(m.read_bytes("decode") - m.weight_bytes() for m in layers)
+
+
 def llm_weight_bytes(model: nn.Module) -> int:
     """Real bytes of the LLM's parameters and buffers (packed int4 counts as stored)."""
     seen, total = set(), 0

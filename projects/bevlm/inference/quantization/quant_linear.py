@@ -97,6 +97,19 @@ class QuantLinear4(nn.Module):
             extra += self._cached.numel() * self._cached.element_size()
         return self.weight_bytes() + extra
 
+    def read_bytes(self, regime: str = "decode") -> int:
+        """Weight bytes one forward streams from memory in ``regime`` (``'decode'`` / ``'prefill'``):
+        the float copy for ``'cached'``, the repacked codes for ``'native'``, the packed codes (and
+        group parameters) for ``'dequant'``; the bias in every case. Before the first forward: the
+        stored bytes."""
+        bias = 0 if self.bias is None else self.bias.numel() * self.bias.element_size()
+        kernel = None if self._choice is None else self._choice[regime]
+        if kernel == "cached":
+            return self._cached.numel() * self._cached.element_size() + bias
+        if kernel == "native":
+            return sum(t.numel() * t.element_size() for t in self._native) + bias
+        return self.weight_bytes()
+
     @property
     def resolved_kernels(self) -> dict[str, str] | None:
         """``{'decode': k, 'prefill': k}`` chosen at the first forward (None before it)."""

@@ -512,12 +512,18 @@ class BEVVLM(BaseModel):
         if counting:
             flops["encoder"] = enc_flops["flops"] / b
             flops["prefill"] = 0
+            flops["shared_prompt"] = 0  # one prefill of the shared prompt text (0 when not shared)
         for i, sample in enumerate(data_samples):
             adapter = self.adapter_for(sample)
             if adapter is not None:
                 self.llm.set_adapter(adapter)
+            spent_before = self.llm.text_prefill_flops_spent
             if self.llm.share_text_prefix:
                 self.llm.text_cache()  # filled once per model / adapter, then reused
+                if counting:
+                    flops["shared_prompt"] += self.llm.text_prefill_flops() / b
+            # FLOPs this frame spent building shared text caches (nonzero on the frames that built one)
+            shared_spent = self.llm.text_prefill_flops_spent - spent_before
             with watch.phase("prefill"), (count_flops(self) if counting else nullcontext({})) as pre_flops:
                 cache = prefill_with_setting(self.llm, prefix[i:i + 1], (0, n_vis), test_cfg.pruning)
             if counting:
@@ -538,7 +544,8 @@ class BEVVLM(BaseModel):
             n_tokens = res.tokens
             sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa), "rounds": res.rounds,
                                  "traj_tokens": traj_tokens,
-                                 "prefix_tokens": int(prefix.shape[1]), **flops, **extra}
+                                 "prefix_tokens": int(prefix.shape[1]), "shared_prompt_spent": shared_spent,
+                                 **flops, **extra}
         secs = watch.as_dict()
         for sample in data_samples:  # batch-level phases are shared equally by the frames
             sample.efficiency.update({f"{k}_s": v / b for k, v in secs.items()})

@@ -13,6 +13,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from bevlm.registry import FUNCTIONS, MODELS
+from bevlm.utils import count_flops
 
 from . import adapters
 from .batched_generation import greedy_batch_from_cache
@@ -147,6 +148,10 @@ class HFCausalLM(BaseModule):
         # per frame (see :meth:`text_cache`); set by the detector from its config.
         self.share_text_prefix = False
         self._text_kv: dict = {}  # fingerprint -> KV cache of the T0 text tokens (one per adapter)
+        self._text_kv_flops: dict = {}  # fingerprint -> FLOPs of building that cache
+        # FLOPs of every text-cache build so far: what sharing the prompt text actually spent, for
+        # the amortised per-frame accounting of the efficiency metric.
+        self.text_prefill_flops_spent = 0
         self.hidden_size = int(lm.config.hidden_size)
         self.num_layers = int(lm.config.num_hidden_layers)
         if gradient_checkpointing:
@@ -310,10 +315,20 @@ class HFCausalLM(BaseModule):
         if key not in self._text_kv:
             if len(self._text_kv) >= 4:  # stale entries of replaced weights
                 self._text_kv.clear()
+                self._text_kv_flops.clear()
             device = lm_device(self.lm)
             ids = torch.tensor([self.prompt.prefix_ids], dtype=torch.long, device=device)  # [1, T0]
-            self._text_kv[key] = prefill(self.lm, self.embed_tokens(ids))[0]
+            with count_flops(self.lm) as flops:
+                self._text_kv[key] = prefill(self.lm, self.embed_tokens(ids))[0]
+            self._text_kv_flops[key] = int(flops["flops"])
+            self.text_prefill_flops_spent += int(flops["flops"])
         return self._text_kv[key]
+
+    def text_prefill_flops(self) -> int:
+        """FLOPs of one prefill of the shared prompt text (what every frame would spend on it
+        without :attr:`share_text_prefix`); builds :meth:`text_cache` if needed."""
+        self.text_cache()
+        return self._text_kv_flops[self._weights_fingerprint()]
 
     @torch.no_grad()
     def prefill(self, prefix_embeds: Tensor) -> PrefixCache:
