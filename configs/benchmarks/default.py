@@ -125,3 +125,10 @@ for _name, _draft in (("fp32", "float32"), ("bf16", "bfloat16"), ("int8", "int8"
     variants[f"qdraft_{_name}_lookup"] = dict(batch_questions=False, speculative=dict(_lookup, quant_draft=_draft))
     variants[f"qdraft_{_name}_store"] = dict(batch_questions=False, speculative=dict(_store, quant_draft=_draft))
     variants[f"qdraft_{_name}_chain"] = dict(batch_questions=False, speculative=dict(_chain, quant_draft=_draft))
+# int4 of the trained, merged weights computed without resident float copies (issue: the cached
+# kernel holds an fp32 copy of every layer): the same codes dequantised layer by layer at each call
+# (`_dequant`), or by the fastest correct kernel of this CPU (`_auto`: torch's packed int4 matmul where
+# it exists and wins its micro-benchmark, else per-call dequantisation). Same numbers as
+# `int4_merged_g32` up to the kernel's rounding; compare resident bytes, peak RSS and speed.
+for _k in ("dequant", "auto"):
+    variants[f"int4_merged_g32_{_k}"] = dict(quant=dict(variants["int4_merged_g32"]["quant"], kernel=_k))

@@ -173,3 +173,27 @@ def test_int8_table_with_int4_linears_ties_the_head_and_round_trips(tmp_path):
     assert torch.equal(_logits(restored), expected)
     with pytest.raises(ValueError, match="embeddings="):
         quantize_model(_llm(), dict(method="rtn", group_size=32, embeddings="int2"))
+
+
+def test_int8_tied_head_dequant_kernel_keeps_no_float_copy():
+    """``kernel='dequant'``: the int8 table's tied head dequantises per call (same logits as the cached
+    copy) and the resident / streamed byte counts of the benchmark see the difference."""
+    from bevlm.inference.variants import llm_read_bytes, llm_resident_bytes, llm_weight_bytes
+
+    logits, figures = {}, {}
+    for kernel in ("cached", "dequant"):
+        llm = _llm()
+        quantize_model(llm, dict(method="rtn", group_size=32, kernel=kernel, embeddings="int8"))
+        logits[kernel] = _logits(llm)
+        holder = torch.nn.Module()
+        holder.llm = llm
+        head = llm.lm.get_output_embeddings()
+        assert head.kernel == kernel
+        figures[kernel] = (llm_weight_bytes(holder), llm_resident_bytes(holder), llm_read_bytes(holder),
+                           head.runtime_bytes() - head.weight_bytes())
+    assert torch.equal(logits["cached"], logits["dequant"])
+    stored, resident, read, head_copy = figures["dequant"]
+    assert resident == stored == read and head_copy == 0  # nothing beyond the codes
+    c_stored, c_resident, c_read, c_head_copy = figures["cached"]
+    assert c_stored == stored and c_head_copy > 0 and c_resident >= stored + c_head_copy
+    assert c_read > read

@@ -254,15 +254,20 @@ def answer_datastore(model: nn.Module, train_qa: list | None, max_ngram: int = 4
                           keys=[question_key(q) for q, _ in blocks])
 
 
+def _runtime_layers(model: nn.Module) -> list[nn.Module]:
+    """The LLM's quantised layers that may build run-time copies of their weights (``QuantLinear4``,
+    the int8 table's tied head): modules with ``weight_bytes`` / ``runtime_bytes`` / ``read_bytes``."""
+    return [m for m in model.llm.modules()
+            if all(callable(getattr(m, k, None)) for k in ("weight_bytes", "runtime_bytes", "read_bytes"))]
+
+
 def llm_resident_bytes(model: nn.Module) -> int:
     """Bytes the LLM's weights occupy in memory while it runs: :func:`llm_weight_bytes` plus every
     run-time copy a quantised layer built for its kernel (the fp32 weight of ``kernel='cached'``,
-    the repacked copy of the native int4 kernel). Counted after a forward (copies are built lazily).
+    the repacked copy of the native int4 kernel, the float copy of the int8 table's tied head).
+    Counted after a forward (copies are built lazily).
     """
-    from .quantization.quant_linear import QuantLinear4
-
-    extra = sum(m.runtime_bytes() - m.weight_bytes() for m in model.llm.modules() if isinstance(m, QuantLinear4))
-    return llm_weight_bytes(model) + extra
+    return llm_weight_bytes(model) + sum(m.runtime_bytes() - m.weight_bytes() for m in _runtime_layers(model))
 
 
 def llm_read_bytes(model: nn.Module) -> int:
@@ -272,10 +277,7 @@ def llm_read_bytes(model: nn.Module) -> int:
     embedding table counts as read (an upper bound: decode reads one row of an untied input table),
     so the bandwidth ceiling derived from it is a lower bound on what the hardware allows.
     """
-    from .quantization.quant_linear import QuantLinear4
-
-    layers = [m for m in model.llm.modules() if isinstance(m, QuantLinear4)]
-    return llm_weight_bytes(model) + sum(m.read_bytes("decode") - m.weight_bytes() for m in layers)
+    return llm_weight_bytes(model) + sum(m.read_bytes("decode") - m.weight_bytes() for m in _runtime_layers(model))
 
 
 def llm_weight_bytes(model: nn.Module) -> int:

@@ -85,8 +85,9 @@ class QuantEmbedding8(nn.Module):
         return rows.reshape(*input_ids.shape, self.embedding_dim)
 
     def tied_head(self, kernel: str = "cached") -> "TiedInt8Head":
-        """The bias-free ``D -> V`` LM head over this table's tensors (stored once)."""
-        return TiedInt8Head(self)
+        """The bias-free ``D -> V`` LM head over this table's tensors (stored once); ``kernel``
+        ``'dequant'`` dequantises per call (no resident float copy), any other value keeps one."""
+        return TiedInt8Head(self, kernel="dequant" if kernel == "dequant" else "cached")
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, bits=8, group_size={self.group_size}, method={self.method}"
@@ -94,12 +95,15 @@ class QuantEmbedding8(nn.Module):
 
 class TiedInt8Head(nn.Module):
     """LM head ``x @ table^T`` of a :class:`QuantEmbedding8`; its ``qweight`` / ``scales`` buffers
-    ARE the table's. Computes with a dequantised copy in the input dtype (built once per dtype)."""
+    ARE the table's. ``kernel='cached'`` computes with a dequantised copy in the input dtype (built
+    once per dtype, held resident); ``'dequant'`` dequantises for each call and keeps nothing."""
 
-    def __init__(self, table: QuantEmbedding8) -> None:
+    def __init__(self, table: QuantEmbedding8, kernel: str = "cached") -> None:
         super().__init__()
+        if kernel not in ("cached", "dequant"):
+            raise ValueError(f"TiedInt8Head: kernel={kernel!r} is not 'cached' or 'dequant'")
         self.in_features, self.out_features = table.embedding_dim, table.num_embeddings
-        self.group_size = table.group_size
+        self.group_size, self.kernel = table.group_size, kernel
         self.register_buffer("qweight", table.qweight)
         self.register_buffer("scales", table.scales)
         self._cached: Tensor | None = None
@@ -112,7 +116,23 @@ class TiedInt8Head(nn.Module):
         self._cached = None
         return super()._apply(fn, *args, **kwargs)
 
+    def weight_bytes(self) -> int:
+        """Bytes of the stored codes and scales (the table's own tensors)."""
+        return sum(t.numel() * t.element_size() for t in (self.qweight, self.scales))
+
+    def runtime_bytes(self) -> int:
+        """:meth:`weight_bytes` plus the float copy of ``kernel='cached'``, once built."""
+        return self.weight_bytes() + (0 if self._cached is None else self._cached.numel() * self._cached.element_size())
+
+    def read_bytes(self, regime: str = "decode") -> int:
+        """Bytes one forward streams: the float copy (cached) or the codes and scales (dequant)."""
+        if self._cached is not None:
+            return self._cached.numel() * self._cached.element_size()
+        return self.weight_bytes()
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.kernel == "dequant":
+            return F.linear(x, dequantize_int8_groups(self.qweight, self.scales, self.group_size, x.dtype).to(x.device))
         if self._cached is None or self._cached.dtype != x.dtype or self._cached.device != x.device:
             self._cached = dequantize_int8_groups(self.qweight, self.scales, self.group_size, x.dtype).to(x.device)
         return F.linear(x, self._cached)
