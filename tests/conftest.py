@@ -6,12 +6,14 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_world(out: str, num_scenes: int, frames: int, image_size: tuple, val_fraction: float = 0.5) -> str:
-    """Generate a mini world with its train / val info files under ``out``; returns ``out``."""
+def make_world(out: str, num_scenes: int, frames: int, image_size: tuple, val_fraction: float = 0.5,
+               **world_options) -> str:
+    """Generate a mini world with its train / val info files under ``out``; returns ``out``.
+    ``world_options``: further ``WorldConfig`` fields (e.g. ``lidar_extrinsic``)."""
     from bevlm.datasets.converters import create_nuscenes_infos
     from bevlm.world import WorldConfig, generate_world
 
-    config = WorldConfig(frames_per_scene=frames, image_size=image_size, val_fraction=val_fraction)
+    config = WorldConfig(frames_per_scene=frames, image_size=image_size, val_fraction=val_fraction, **world_options)
     generate_world(out, num_scenes=num_scenes, seed=0, config=config, progress=False)
     create_nuscenes_infos(out, config.version, os.path.join(out, "infos"),
                           {"train": os.path.join(out, "drivelm_train.json"),

@@ -16,6 +16,10 @@
       the official test set of a DriveLM file with answers, both ways: OUT/test_eval.json (questions
       + answers + tags, for scoring) and OUT/questions.json (the same without answers: the layout of
       the challenge's v1_1_val_nus_q_only.json, for rehearsing tools/test.py --submission)
+  python tools/create_data.py mmdet3d --infos data/mini_world/infos/bevlm_infos_{train,val}.pkl \
+      --out data/mini_world/mmdet3d
+      the same frames in mmdet3d 1.4's nuScenes info layout (LiDAR-frame boxes, file names under a
+      data_prefix per channel): OUT/nuscenes_infos_<split>.pkl, readable by mmdet3d's NuScenesDataset
 """
 import argparse
 import logging
@@ -36,6 +40,9 @@ def parse_args():
     w.add_argument("--lighting", choices=["day", "night"], default="day")
     w.add_argument("--rig", choices=["nuscenes", "wide-high"], default="nuscenes",
                    help="camera rig: nominal nuScenes, or 0.6 m higher with a wider field of view")
+    w.add_argument("--lidar-extrinsic", choices=["identity", "nuscenes"], default="identity",
+                   help="LIDAR_TOP pose on the ego: the ego frame, or as on the nuScenes cars (rotated -90 deg "
+                        "about z; exercises the LiDAR-frame infos of `mmdet3d`)")
     w.add_argument("--no-infos", action="store_true", help="only the database, no info files")
     n = sub.add_parser("nuscenes", help="info files from a nuScenes-format database")
     n.add_argument("--root", required=True)
@@ -71,7 +78,33 @@ def parse_args():
     q.add_argument("--out", required=True, help="folder for test_eval.json and questions.json")
     q.add_argument("--seed", type=int, default=0, help="seed of the multiple-choice options (as DriveLMMetric)")
     q.add_argument("--force", action="store_true", help="overwrite existing output files")
+    m = sub.add_parser("mmdet3d", help="mmdet3d 1.4 nuScenes info files from this project's info files")
+    m.add_argument("--infos", nargs="+", required=True, help="info files (bevlm_infos_<split>.pkl)")
+    m.add_argument("--out", required=True, help="folder for nuscenes_infos_<split>.pkl")
+    m.add_argument("--force", action="store_true", help="overwrite existing output files")
     return p.parse_args()
+
+
+def _mmdet3d(args):
+    from bevlm.datasets.converters.mmdet3d_infos import InfoConversionError, create_mmdet3d_infos
+
+    outs = {}
+    for src in args.infos:  # every output path checked before anything is written
+        name = osp.basename(src)
+        name = "nuscenes_infos" + name[len("bevlm_infos"):] if name.startswith("bevlm_infos") else name
+        out = osp.join(args.out, name)
+        if osp.exists(out) and not args.force:
+            raise SystemExit(f"{out} exists; pass --force to overwrite it, or choose another --out")
+        if not osp.isfile(src):
+            raise SystemExit(f"{src}: no such info file. Fix: make it with tools/create_data.py world / nuscenes")
+        outs[src] = out
+    for src, out in outs.items():
+        try:
+            converted = create_mmdet3d_infos(src, out)
+        except InfoConversionError as e:
+            raise SystemExit(str(e)) from None
+        logging.info("%s: %d frames, %d instances (LiDAR frame)", out, len(converted["data_list"]),
+                     sum(len(f["instances"]) for f in converted["data_list"]))
 
 
 def _output_paths(args, names):
@@ -139,7 +172,9 @@ def main():
     from bevlm.datasets.converters import create_drivelm_only_infos, create_nuscenes_infos
 
     t0 = time.time()
-    if args.cmd == "drivelm-split":
+    if args.cmd == "mmdet3d":
+        _mmdet3d(args)
+    elif args.cmd == "drivelm-split":
         _drivelm_split(args)
     elif args.cmd == "drivelm-questions":
         _drivelm_questions(args)
@@ -147,7 +182,8 @@ def main():
         from bevlm.world import WorldConfig, generate_world
 
         config = WorldConfig(frames_per_scene=args.frames, image_size=tuple(args.image_size),
-                             traffic_side=args.traffic_side, lighting=args.lighting, rig=args.rig)
+                             traffic_side=args.traffic_side, lighting=args.lighting, rig=args.rig,
+                             lidar_extrinsic=args.lidar_extrinsic)
         summary = generate_world(args.out, num_scenes=args.scenes, seed=args.seed, config=config)
         logging.info("world written to %s: %s", args.out,
                      {k: v for k, v in summary.items() if not isinstance(v, dict)})

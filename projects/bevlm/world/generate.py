@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..structures import CAMERA_NAMES
 from .agents import simulate_scene
-from .config import (ANNOTATION_RANGE, FUTURE_STEPS, KEY_LIGHT_RANGE, KEY_MIN_AREA_FRACTION,
+from .config import (LIDAR_EXTRINSICS, ANNOTATION_RANGE, FUTURE_STEPS, KEY_LIGHT_RANGE, KEY_MIN_AREA_FRACTION,
                      KEY_MIN_VISIBLE_FRACTION, KEY_RANGE, KEYFRAME_US, MAX_KEY_AGENTS, MIN_VISIBLE_AREA_FRACTION,
                      MOVING_SPEED, PERCEPTION_RANGE, WorldConfig, direction_of)
 from .drivelm_qa import FrameFacts, KeyObject, ObjFacts, build_qa, in_moving_direction
@@ -102,8 +102,9 @@ class _SceneWriter:
                 "rotation": matrix_quaternion(cam.cam2ego[:3, :3]),
                 "camera_intrinsic": [[float(v) for v in row] for row in cam.K]})
         cs_tok["LIDAR_TOP"] = make_token(seed, "calib", idx, "LIDAR_TOP")
+        lidar_t, lidar_q = LIDAR_EXTRINSICS[cfg.lidar_extrinsic]
         T.add("calibrated_sensor", {"token": cs_tok["LIDAR_TOP"], "sensor_token": T.sensor_token("LIDAR_TOP"),
-                                    "translation": [0.0, 0.0, 0.0], "rotation": [1.0, 0.0, 0.0, 0.0],
+                                    "translation": list(lidar_t), "rotation": list(lidar_q),
                                     "camera_intrinsic": []})
 
         samples, sd_chain = [], {ch: [] for ch in (*CAMERA_NAMES, "LIDAR_TOP")}

@@ -11,7 +11,7 @@ entry of ``data_list`` is one key frame:
 * ``lidar_points``: ``lidar_path``, ``lidar2ego`` (when a LIDAR_TOP sensor exists)
 * ``instances``: ``bbox_3d`` [x, y, z, l, w, h, yaw] in the EGO frame of the key frame, ``velocity``
   [vx, vy] (ego frame), ``bbox_label_3d``, ``category_name``, ``attr_name``, ``instance_token``,
-  ``num_lidar_pts``, ``visibility``, ``fut_boxes`` 6 x [x, y, l, w, yaw] (NaN where the track ends)
+  ``num_lidar_pts``, ``num_radar_pts``, ``visibility``, ``fut_boxes`` 6 x [x, y, l, w, yaw] (NaN where the track ends)
 * ``ego_fut_traj`` 6 x [x, y] future ego positions (0.5 s steps) in the current ego frame,
   ``ego_fut_mask`` 6 x {0, 1}; ``ego_status`` [vx, vy, ax, ay, yaw_rate] (ego frame, SI units)
 * ``drivelm``: the DriveLM frame dict (+ ``scene_description``) or None
@@ -149,7 +149,7 @@ class NuScenesInfoBuilder:
                 "bbox_3d": box + [yaw], "bbox_label_3d": CLASSES.index(cls),
                 "velocity": vel[:2].tolist(), "category_name": ann["category_name"],
                 "attr_name": attrs[0] if attrs else "", "instance_token": ann["instance_token"],
-                "num_lidar_pts": ann.get("num_lidar_pts", 0),
+                "num_lidar_pts": ann.get("num_lidar_pts", 0), "num_radar_pts": ann.get("num_radar_pts", 0),
                 "visibility": ann.get("visibility_token", ""), "fut_boxes": fut.tolist(),
             })
         return out
