@@ -23,6 +23,7 @@ from torch import nn
 
 from bevlm.models.llm.architectures import linear_names
 
+from .awq import awq_scales
 from .gptq import HessianAccumulator, gptq_quantize
 from .int4 import check_group_size, quantize_rtn
 from .int8_dynamic import int8_dynamic_bytes, is_int8_dynamic_linear, quantize_int8_dynamic_
@@ -54,6 +55,8 @@ class QuantReport:
             buffers of the module (tied tensors once, int8 packed weights included).
         seconds: wall time of the quantisation (calibration included).
         calib_runs: number of ``calib_fn`` calls (GPTQ).
+        awq: per Linear scaled by AWQ (``awq_grid``): the chosen ``alpha`` and the output error on
+            the calibration Hessian without (``error_plain``) and with (``error``) the scale.
     """
 
     method: str
@@ -68,6 +71,7 @@ class QuantReport:
     module_bytes_after: int = 0
     seconds: float = 0.0
     calib_runs: int = 0
+    awq: dict = field(default_factory=dict)
 
     @property
     def ratio_vs_fp16(self) -> float:
@@ -281,12 +285,21 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
                 report.calib_runs += 1
                 for name in block_names:
                     layer, size = module.get_submodule(name), s.group_size_of(name)
-                    q, scales, zeros = gptq_quantize(layer.weight, accumulators.pop(name).hessian, s.bits, size,
+                    weight, hessian, input_scale = layer.weight, accumulators.pop(name).hessian, None
+                    if s.awq_grid:  # quantise W diag(s) on the Hessian of the inputs divided by s
+                        scale, alpha, errors = awq_scales(weight, hessian, size, s.awq_grid, s.zero_point,
+                                                          s.clip_search)
+                        report.awq[name] = dict(alpha=alpha, **errors)
+                        scale = scale.to(weight.device)
+                        weight = weight.detach().float() * scale
+                        hessian = hessian / scale.to(hessian.device)[:, None] / scale.to(hessian.device)[None, :]
+                        input_scale = 1.0 / scale
+                    q, scales, zeros = gptq_quantize(weight, hessian, s.bits, size,
                                                      damping=s.damping, act_order=s.act_order,
                                                      clip_search=s.clip_search, zero_point=s.zero_point)
                     _replace(module, name, QuantLinear4.from_codes(q.to(layer.weight.device), scales, zeros,
                                                                    layer.bias, size, s.kernel, method="gptq",
-                                                                   zero_point=s.zero_point))
+                                                                   zero_point=s.zero_point, input_scale=input_scale))
         module.train(was_training)
         report.linear_bytes_after = sum(module.get_submodule(n).weight_bytes() for n in names)
         if s.embeddings:

@@ -36,10 +36,13 @@ class QuantLinear4(nn.Module):
         method: how the codes were obtained (``'rtn'`` or ``'gptq'``);
             descriptive, saved with the layer by ``save_quantized``.
         zero_point: ``'int'`` or ``'offset'`` (see :mod:`.int4`).
+        input_scale: keep a per-input-channel ``input_scale`` buffer (fp32 ``[in]``): the input is
+            multiplied by it before the matmul (AWQ: the codes hold ``W diag(s)``, the buffer ``1 / s``).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, group_size: int = 128,
-                 kernel: str = "auto", method: str = "rtn", zero_point: str = "int") -> None:
+                 kernel: str = "auto", method: str = "rtn", zero_point: str = "int",
+                 input_scale: bool = False) -> None:
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"QuantLinear4: kernel={kernel!r} is not one of {KERNELS}")
@@ -55,15 +58,21 @@ class QuantLinear4(nn.Module):
         self.register_buffer("scales", torch.ones(out_features, n_groups, dtype=torch.float16))
         self.register_buffer("zeros", torch.zeros(out_features, n_groups, dtype=torch.float16))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self.register_buffer("input_scale", torch.ones(in_features) if input_scale else None)
         self._reset_runtime()
 
     # ------------------------------------------------------------ construction
     @classmethod
     def from_codes(cls, q: Tensor, scales: Tensor, zeros: Tensor, bias: Tensor | None, group_size: int,
-                   kernel: str = "auto", method: str = "rtn", zero_point: str = "int") -> "QuantLinear4":
-        """Build from unpacked codes ``q`` uint8 ``[out, in]`` and ``[out, G]`` scales/zeros."""
+                   kernel: str = "auto", method: str = "rtn", zero_point: str = "int",
+                   input_scale: Tensor | None = None) -> "QuantLinear4":
+        """Build from unpacked codes ``q`` uint8 ``[out, in]`` and ``[out, G]`` scales/zeros
+        (``input_scale`` ``[in]``: multiplies the input, see the class docstring)."""
         out_features, in_features = q.shape
-        layer = cls(in_features, out_features, bias is not None, group_size, kernel, method, zero_point)
+        layer = cls(in_features, out_features, bias is not None, group_size, kernel, method, zero_point,
+                    input_scale is not None)
+        if input_scale is not None:
+            layer.input_scale.copy_(input_scale.detach().float())
         layer.qweight.copy_(pack_int4(q.to(torch.uint8)))
         layer.scales.copy_(scales.to(torch.float16))
         layer.zeros.copy_(zeros.to(torch.float16))
@@ -81,13 +90,13 @@ class QuantLinear4(nn.Module):
 
     # ----------------------------------------------------------------- queries
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
-        """The dequantised weight ``[out, in]``."""
-        return dequantize(unpack_int4(self.qweight), self.scales, self.zeros, self.group_size, dtype,
-                          self.zero_point)
+        """The dequantised weight ``[out, in]`` as the layer applies it (``input_scale`` folded in)."""
+        w = dequantize(unpack_int4(self.qweight), self.scales, self.zeros, self.group_size, dtype, self.zero_point)
+        return w if self.input_scale is None else w * self.input_scale.to(dtype)
 
     def weight_bytes(self) -> int:
         """Bytes of the stored tensors (packed codes, scales, zeros, bias)."""
-        tensors = [self.qweight, self.scales, self.zeros] + ([self.bias] if self.bias is not None else [])
+        tensors = [self.qweight, self.scales, self.zeros] + [t for t in (self.bias, self.input_scale) if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def runtime_bytes(self) -> int:
@@ -118,7 +127,7 @@ class QuantLinear4(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"bits=4, group_size={self.group_size}, zero_point={self.zero_point}, kernel={self.kernel}, "
-                f"method={self.method}")
+                f"method={self.method}" + (", input_scale" if self.input_scale is not None else ""))
 
     # ----------------------------------------------------------------- runtime
     def _reset_runtime(self) -> None:
@@ -151,7 +160,8 @@ class QuantLinear4(nn.Module):
         """
         self._reset_runtime()
         if self.kernel == "cached":
-            self._cached = self.dequantized_weight(dtype).to(device)  # [out, in]
+            self._cached = dequantize(unpack_int4(self.qweight), self.scales, self.zeros, self.group_size, dtype,
+                                      self.zero_point).to(device)  # [out, in] (the input is scaled apart)
             self._choice = {"decode": "cached", "prefill": "cached"}
             self._prepared_for = (device, dtype)
             return dict(self._choice)
@@ -189,6 +199,8 @@ class QuantLinear4(nn.Module):
         if self._prepared_for != (x.device, x.dtype):
             with torch.no_grad():
                 self.prepare(x.device, x.dtype)
+        if self.input_scale is not None:
+            x = x * self.input_scale.to(x.dtype)
         rows = x.numel() // self.in_features
         regime = "decode" if rows <= kernels.DECODE_MAX_ROWS else "prefill"
         if self._choice[regime] == "native":

@@ -65,7 +65,8 @@ def save_quantized(module: nn.Module, path: str, settings: QuantSettings | dict 
                 tied_heads[name] = table_of[m.qweight.data_ptr()]
                 continue
             layers[name] = dict(method=m.method, bits=4, group_size=m.group_size, in_features=m.in_features,
-                                out_features=m.out_features, bias=m.bias is not None, zero_point=m.zero_point)
+                                out_features=m.out_features, bias=m.bias is not None, zero_point=m.zero_point,
+                                input_scale=m.input_scale is not None)
     if not layers and not embeddings:
         raise ValueError("save_quantized: the module has no QuantLinear4 layers; run quantize_model first")
     tensors, aliases, seen = {}, {}, {}
@@ -171,7 +172,7 @@ def load_quantized(module_skeleton: nn.Module, path: str, kernel: str | None = N
             raise ValueError(f"{path}: layer {name!r} is {old} in the skeleton, but the file has a "
                              f"[{spec['out_features']}, {spec['in_features']}] Linear")
         new = QuantLinear4(spec["in_features"], spec["out_features"], spec["bias"], spec["group_size"], kernel,
-                           spec["method"], spec.get("zero_point", "int"))
+                           spec["method"], spec.get("zero_point", "int"), bool(spec.get("input_scale", False)))
         device = next(iter(old.buffers() if isinstance(old, QuantLinear4) else old.parameters())).device
         _set_submodule(module_skeleton, name, new.to(device))
     state = load_file(path)

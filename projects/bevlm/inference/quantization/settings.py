@@ -217,6 +217,8 @@ class GPTQSettings(RTNSettings):
             token is a calibration row) or ``'greedy'`` (each question answered for
             ``calib_tokens`` greedy tokens).
         calib_tokens: greedy tokens per question with ``calib_mode='greedy'``.
+        awq_grid: activation-aware scaling before GPTQ (:mod:`.awq`): per Linear, ``alpha`` is
+            searched over ``awq_grid + 1`` values in [0, 1] on the calibration Hessian; 0 = off.
     """
 
     method: ClassVar[str] = "gptq"
@@ -226,10 +228,13 @@ class GPTQSettings(RTNSettings):
     sequential: bool = True
     calib_mode: str = "teacher_forced"
     calib_tokens: int = 8
+    awq_grid: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         m = self.method
+        if not _is_int(self.awq_grid) or self.awq_grid < 0:
+            _fail(m, f"awq_grid={self.awq_grid!r} must be an integer >= 0 (0: no activation-aware scaling; e.g. 10)")
         for key in ("act_order", "sequential"):
             if not isinstance(getattr(self, key), bool):
                 _fail(m, f"{key}={getattr(self, key)!r} must be True or False")
