@@ -66,6 +66,17 @@ variants = dict(
     int4_merged_mixed=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", kernel="cached",
                                       embeddings=True, embed_group_size=64,
                                       group_sizes={"gate_proj": 64, "up_proj": 64})),
+    # + activation-aware scaling before GPTQ (AWQ, alpha searched per Linear on 11 grid points; the
+    # 1/s vector per Linear adds 4 bytes per input channel) and GPTQ's activation order
+    int4_merged_mixed_awq=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", kernel="cached",
+                                          embeddings=True, embed_group_size=64, awq_grid=10,
+                                          group_sizes={"gate_proj": 64, "up_proj": 64})),
+    int4_merged_mixed_awq_act=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
+                                              kernel="cached", embeddings=True, embed_group_size=64, awq_grid=10,
+                                              act_order=True, group_sizes={"gate_proj": 64, "up_proj": 64})),
+    int4_merged_mixed_act=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", kernel="cached",
+                                          embeddings=True, embed_group_size=64, act_order=True,
+                                          group_sizes={"gate_proj": 64, "up_proj": 64})),
     int8_attn=dict(quant=dict(method="int8_dynamic",
                               include=("q_proj", "k_proj", "v_proj", "o_proj"))),
     # the prompt text before the visual slot prefilled once per model, not once per frame (lossless)
@@ -92,7 +103,8 @@ variants = dict(
 # the int4 variants decoded with the lossless stack: each answers exactly as its own greedy
 # decoding, so the accuracy of the quantised model is measured about 3.5x faster
 for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_grid", "int4_grid_gptq",
-              "int4_grid_int8table", "int4_merged_g32", "int4_merged_mixed"):
+              "int4_grid_int8table", "int4_merged_g32", "int4_merged_mixed", "int4_merged_mixed_awq",
+              "int4_merged_mixed_awq_act", "int4_merged_mixed_act"):
     variants[_name + "_lossless"] = dict(variants[_name], **variants["lossless"])
 # the lossless stack with shorter chained drafts (a verify forward of 8 rows x 17 tokens is
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)
