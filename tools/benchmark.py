@@ -22,6 +22,8 @@ def main():
     p.add_argument("--stride", type=int, default=1, help="use every k-th frame")
     p.add_argument("--qa-select", choices=["test", "all"], default="test")
     p.add_argument("--out-dir", default="work_dirs/benchmark")
+    p.add_argument("--resamples", type=int, default=1000,
+                   help="paired bootstrap resamples for the intervals of the speed-up and relative scores")
     p.add_argument("--memory-frames", type=int, default=0,
                    help="also run each variant alone in a fresh process on this many frames and report its "
                         "resident memory (peak / steady RSS); 0 = skip")
@@ -40,7 +42,7 @@ def main():
         variants = {k: variants[k] for k in args.variants}
     run_benchmark(cfg, args.checkpoint, variants, args.out_dir, max_frames=args.frames,
                   frame_stride=args.stride, qa_select=args.qa_select, memory_frames=args.memory_frames,
-                  config_path=args.config)
+                  config_path=args.config, resamples=args.resamples)
 
 
 if __name__ == "__main__":

@@ -141,3 +141,29 @@ def test_compare_tool_refuses_runs_on_other_frames(tmp_path, test2, capsys):
     assert _compare_tool().main([str(tmp_path / "ref"), str(tmp_path / "sub")]) == 2
     err = capsys.readouterr().err
     assert "other questions" in err and "only in the reference" in err and "Fix:" in err
+
+
+def test_ratio_intervals_and_the_benchmark_speedup_columns(tmp_path, test2):
+    """``compare_ratios``: B / A per resample; a run twice as fast on every frame gives frame_s ratio
+    0.5 with a zero-width interval, and the benchmark's ``speedup`` column (inverted) 2.0."""
+    from bevlm.engine.benchmark import add_intervals
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _write_run(tmp_path / name, test2, (0.0, 0.1))
+    data = json.loads((tmp_path / "b" / "per_frame.json").read_text())
+    for rec in data["efficiency"].values():
+        rec["frame_s"] *= 0.5
+    (tmp_path / "b" / "per_frame.json").write_text(json.dumps(data))
+    pb = PairedBootstrap([str(tmp_path / "a"), str(tmp_path / "b")])
+    r = pb.compare_ratios(0, 1, ["efficiency/frame_s", "drivelm/gpt_free_final", "no/such"], resamples=200)
+    assert set(r) == {"efficiency/frame_s", "drivelm/gpt_free_final"}
+    assert r["efficiency/frame_s"]["ratio"] == pytest.approx(0.5)
+    assert r["efficiency/frame_s"]["lo"] == pytest.approx(0.5) and r["efficiency/frame_s"]["hi"] == pytest.approx(0.5)
+    assert r["drivelm/gpt_free_final"]["ratio"] == pytest.approx(1.0)
+    summary = {"rows": {"a": {}, "b": {}}}
+    add_intervals(summary, {"a": str(tmp_path / "a"), "b": str(tmp_path / "b")}, resamples=200)
+    b = summary["rows"]["b"]
+    assert b["speedup"] == pytest.approx(2.0) and b["speedup_lo"] == pytest.approx(2.0) == b["speedup_hi"]
+    assert b["rel_score"] == pytest.approx(1.0) and b["rel_score_lo"] == pytest.approx(1.0)
+    assert summary["intervals"]["scenes"] == 3 and summary["rows"]["a"]["speedup_lo"] == pytest.approx(1.0)

@@ -142,11 +142,14 @@ def measure_variant_memory(config_path: str, checkpoint: str, name: str, spec: d
 
 def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str, max_frames: int | None = None,
                   frame_stride: int = 1, qa_select: str = "test", calib_frames: int = 4, log=print,
-                  memory_frames: int = 0, config_path: str | None = None) -> dict:
+                  memory_frames: int = 0, config_path: str | None = None, resamples: int = 1000) -> dict:
     """Run every variant on the same frames; write ``benchmark.json`` and ``benchmark.md``.
 
     With ``memory_frames > 0`` each variant is also run alone in a fresh process on that many
     frames (:func:`measure_variant_memory`, needs ``config_path``) for its resident memory.
+    Every variant's answers and per-frame records are written as a test-run folder
+    (``out_dir/runs/<variant>``), from which the speed-up and the relative scores get paired
+    bootstrap intervals over scenes and frames (``resamples``; :func:`add_intervals`).
     """
     init_default_scope("bevlm")
     for name, spec in variants.items():  # before anything is loaded or built
@@ -166,8 +169,13 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
         t0 = time.perf_counter()
         models[name] = build_variant(base, spec, calib, log=log, train_qa=train_qa)
         build_s[name] = time.perf_counter() - t0
-        evaluators[name] = Evaluator([dict(type="DriveLMMetric"), dict(type="PlanningMetric"),
-                                      dict(type="EfficiencyMetric")])
+        run_dir = os.path.join(out_dir, "runs", name)  # a test-run folder per variant (for the bootstrap)
+        os.makedirs(run_dir, exist_ok=True)
+        if os.path.isfile(os.path.join(run_dir, "per_frame.json")):
+            os.remove(os.path.join(run_dir, "per_frame.json"))  # records of an earlier benchmark
+        evaluators[name] = Evaluator([dict(type="DriveLMMetric", outfile_prefix=os.path.join(run_dir, "drivelm")),
+                                      dict(type="PlanningMetric", outfile_prefix=run_dir),
+                                      dict(type="EfficiencyMetric", outfile_prefix=run_dir)])
     log(f"benchmark: {len(variants)} variants x {len(dataset)} frames (qa_select={qa_select})")
     answers = {name: [] for name in variants}  # per variant: every (frame, question) answer
     trajs = {name: [] for name in variants}
@@ -203,6 +211,7 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
                                              zip(trajs[name], trajs[ref])]).mean()) if trajs[ref] else float("nan")
         results[name] = m
     summary = summarise(results, next(iter(variants)))
+    add_intervals(summary, {name: os.path.join(out_dir, "runs", name) for name in variants}, resamples, log)
     summary["read_bandwidth_gb_s"] = bandwidth
     summary["peak_memory_mb_process"] = peak_memory_mb()
     os.makedirs(out_dir, exist_ok=True)
@@ -214,6 +223,42 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
         f.write(table + "\n")
     log(table)
     return summary
+
+
+#: Relative figures given a paired bootstrap interval: column -> (metric, invert). ``speedup`` is the
+#: baseline's frame time over the variant's (inverted ratio), the others variant over baseline.
+INTERVAL_COLUMNS = {"speedup": ("efficiency/frame_s", True), "rel_score": ("drivelm/gpt_free_final", False),
+                    "rel_accuracy": ("drivelm/accuracy", False), "rel_language": ("drivelm/language_score", False)}
+
+
+def add_intervals(summary: dict, run_dirs: dict[str, str], resamples: int = 1000, log=print) -> None:
+    """Add ``<column>_lo`` / ``<column>_hi`` (95 %, paired two-stage cluster bootstrap over the test
+    scenes and frames, the same resamples for every variant) to each row of ``summary``; ``rel_accuracy``
+    and ``rel_language`` come with their intervals. Needs every variant's run folder on the same frames;
+    with fewer than 2 scenes the intervals are left out (logged)."""
+    from bevlm.evaluation.bootstrap import PairedBootstrap
+
+    names = list(run_dirs)
+    boot = PairedBootstrap([run_dirs[n] for n in names])
+    if boot.n_scenes < 2:
+        log(f"benchmark: {boot.n_scenes} test scene(s): no bootstrap intervals")
+        return
+    metrics = sorted({m for m, _ in INTERVAL_COLUMNS.values()})
+    for i, name in enumerate(names):
+        ratios = boot.compare_ratios(0, i, metrics, resamples=resamples)
+        row = summary["rows"][name]
+        for col, (metric, invert) in INTERVAL_COLUMNS.items():
+            r = ratios.get(metric)
+            if r is None:
+                continue
+            lo, hi = r["lo"], r["hi"]
+            if invert:
+                lo, hi = (None if hi in (None, 0) else 1.0 / hi), (None if lo in (None, 0) else 1.0 / lo)
+            row.setdefault(col, r["ratio"] if not invert else (1.0 / r["ratio"] if r["ratio"] else float("nan")))
+            row[f"{col}_lo"] = float("nan") if lo is None else lo
+            row[f"{col}_hi"] = float("nan") if hi is None else hi
+    summary["intervals"] = {"resamples": resamples, "scenes": boot.n_scenes, "frames": boot.n_frames,
+                            "method": "paired two-stage cluster bootstrap (scenes, then frames), 95 %"}
 
 
 def _get(m: dict, key: str, default=float("nan")):
@@ -290,13 +335,19 @@ def summarise(results: dict, baseline: str) -> dict:
 
 
 def markdown_table(summary: dict) -> str:
-    cols = ["gpt_free", "rel_score", "accuracy", "full_acc", "agreement", "traj_dev_m", "L2_stp3", "encoder_s", "prefill_s", "decode_s", "frame_s",
+    cols = ["gpt_free", "rel_score", "accuracy", "rel_accuracy", "rel_language", "full_acc", "agreement", "traj_dev_m", "L2_stp3", "encoder_s", "prefill_s", "decode_s", "frame_s",
             "speedup", "decode_speedup", "decode_tok_s", "ceiling_tok_s", "roofline_share", "flops_ratio",
             "flops_ratio_amortised", "flops_ratio_unshared", "prefill_flops_ratio", "llm_MB",
             "llm_bytes_vs_fp16", "llm_resident_MB", "resident_vs_fp16", "peak_rss_MB", "steady_rss_MB",
             "peak_rss_ratio", "acceptance", "tok_per_forward"]
     cols += [f"acc_{s}" for s in DRAFT_SOURCES] + ["drafted_quant", "draft_MB"]
+    def cell(row, c):
+        text = f"{row.get(c, float('nan')):.4g}"
+        if f"{c}_lo" in row:  # a paired bootstrap interval
+            text += f" [{row[c + '_lo']:.3g}, {row[c + '_hi']:.3g}]"
+        return text
+
     lines = ["| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, row in summary["rows"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4g}" for c in cols) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(row, c) for c in cols) + " |")
     return "\n".join(lines)
