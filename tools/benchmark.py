@@ -17,7 +17,8 @@ def main():
     p.add_argument("config")
     p.add_argument("checkpoint")
     p.add_argument("--bench", default="configs/benchmarks/default.py", help="file defining `variants`")
-    p.add_argument("--variants", nargs="+", help="subset of the file's variants (first = baseline)")
+    p.add_argument("--variants", nargs="+", help="subset of the file's variants (first = baseline; default: the "
+                                                 "file's `selection` if it has one, else all)")
     p.add_argument("--frames", type=int, default=None, help="max QA frames of the test split")
     p.add_argument("--stride", type=int, default=1, help="use every k-th frame")
     p.add_argument("--qa-select", choices=["test", "all"], default="test")
@@ -34,7 +35,10 @@ def main():
     from bevlm.engine.benchmark import run_benchmark
 
     cfg = Config.fromfile(args.config)
-    variants = Config.fromfile(args.bench).variants.to_dict()
+    bench = Config.fromfile(args.bench)
+    variants = bench.variants.to_dict()
+    if not args.variants and bench.get("selection"):  # the file's own table (e.g. configs/benchmarks/headline.py)
+        args.variants = list(bench.selection)
     if args.variants:
         missing = [v for v in args.variants if v not in variants]
         if missing:
