@@ -143,5 +143,5 @@ for _name, _draft in (("fp32", "float32"), ("bf16", "bfloat16"), ("int8", "int8"
 # it exists and wins its micro-benchmark, else per-call dequantisation). Same numbers as
 # `int4_merged_g32` up to the kernel's rounding; compare resident bytes, peak RSS and speed.
 for _k in ("dequant", "auto"):
-    for _name in ("int4_merged_g32", "int4_merged_mixed_awq"):
+    for _name in ("int4_merged_g32", "int4_merged_mixed_awq", "int4_rtn"):
         variants[f"{_name}_{_k}"] = dict(quant=dict(variants[_name]["quant"], kernel=_k))
