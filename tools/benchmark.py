@@ -25,6 +25,8 @@ def main():
     p.add_argument("--out-dir", default="work_dirs/benchmark")
     p.add_argument("--resamples", type=int, default=1000,
                    help="paired bootstrap resamples for the intervals of the speed-up and relative scores")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only the per-variant memory probes (--memory-frames), written to OUT_DIR/memory.json")
     p.add_argument("--memory-frames", type=int, default=0,
                    help="also run each variant alone in a fresh process on this many frames and report its "
                         "resident memory (peak / steady RSS); 0 = skip")
@@ -44,6 +46,24 @@ def main():
         if missing:
             raise SystemExit(f"{args.bench}: no variants {missing}; available: {list(variants)}")
         variants = {k: variants[k] for k in args.variants}
+    if args.memory_only:
+        import json
+        import os
+
+        from bevlm.engine.benchmark import measure_variant_memory
+
+        if not args.memory_frames:
+            raise SystemExit("--memory-only needs --memory-frames N (frames each variant answers alone)")
+        out = {}
+        for name, spec in variants.items():
+            print(f"memory probe: {name}", flush=True)
+            out[name] = measure_variant_memory(args.config, args.checkpoint, name, spec, args.memory_frames,
+                                               args.qa_select, args.stride)
+            print(json.dumps(out[name]), flush=True)
+        os.makedirs(args.out_dir, exist_ok=True)
+        with open(os.path.join(args.out_dir, "memory.json"), "w") as f:
+            json.dump(out, f, indent=2)
+        return
     run_benchmark(cfg, args.checkpoint, variants, args.out_dir, max_frames=args.frames,
                   frame_stride=args.stride, qa_select=args.qa_select, memory_frames=args.memory_frames,
                   config_path=args.config, resamples=args.resamples)

@@ -87,13 +87,27 @@ def benchmark_frames(cfg, qa_select: str = "test", frame_stride: int = 1, max_fr
     return DATASETS.build(ds_cfg)
 
 
+def release_freed_memory() -> bool:
+    """Collect garbage and hand the allocator's free heap pages back to the OS (glibc ``malloc_trim``),
+    so the resident set reflects live objects; False where glibc is not available."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 def probe_memory(cfg, checkpoint: str, name: str, spec: dict, frames: int = 1, qa_select: str = "test",
                  frame_stride: int = 1, calib_frames: int = 4) -> dict:
     """Resident memory of one variant alone in this process (run it in a fresh one:
     :func:`measure_variant_memory`).
 
-    The checkpoint is loaded, the variant built and the base model released; then the peak RSS is
-    reset and ``frames`` test frames are answered. ``steady_rss_mb`` is the RSS after those frames,
+    The checkpoint is loaded, the variant built, the base model released and the freed heap handed
+    back to the OS (:func:`release_freed_memory`; ``built_rss_mb`` is the RSS then); then the peak RSS
+    is reset and ``frames`` test frames are answered. ``steady_rss_mb`` is the RSS after those frames,
     ``peak_rss_mb`` the highest RSS while answering them (what serving the variant needs), and
     ``build_peak_rss_mb`` the process peak before the reset (building holds base and variant at once).
 
@@ -108,16 +122,18 @@ def probe_memory(cfg, checkpoint: str, name: str, spec: dict, frames: int = 1, q
     calib, train_qa = variant_inputs(base, cfg, [spec], calib_frames)
     model = build_variant(base, spec, calib, log=lambda *_: None, train_qa=train_qa)
     del base, calib
-    gc.collect()
+    trimmed = release_freed_memory()  # the float weights a quantised variant replaced go back to the OS
     dataset = benchmark_frames(cfg, qa_select, frame_stride, frames)
     _, build_peak = rss_mb()
+    built_rss, _ = rss_mb()
     reset = reset_peak_rss()
     for k in range(len(dataset)):
         with torch.no_grad():
             model.test_step(pseudo_collate([dataset[k]]))
     steady, peak = rss_mb()
     return {"variant": name, "frames": len(dataset), "start_rss_mb": start_rss, "build_peak_rss_mb": build_peak,
-            "steady_rss_mb": steady, "peak_rss_mb": peak, "peak_reset": reset,
+            "built_rss_mb": built_rss, "steady_rss_mb": steady, "peak_rss_mb": peak, "peak_reset": reset,
+            "malloc_trim": trimmed,
             "llm_resident_bytes": llm_resident_bytes(model)}
 
 
