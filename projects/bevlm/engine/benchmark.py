@@ -124,8 +124,7 @@ def probe_memory(cfg, checkpoint: str, name: str, spec: dict, frames: int = 1, q
     del base, calib
     trimmed = release_freed_memory()  # the float weights a quantised variant replaced go back to the OS
     dataset = benchmark_frames(cfg, qa_select, frame_stride, frames)
-    _, build_peak = rss_mb()
-    built_rss, _ = rss_mb()
+    built_rss, build_peak = rss_mb()
     reset = reset_peak_rss()
     for k in range(len(dataset)):
         with torch.no_grad():
