@@ -178,10 +178,12 @@ def test_int8_table_with_int4_linears_ties_the_head_and_round_trips(tmp_path):
 def test_int8_tied_head_dequant_kernel_keeps_no_float_copy():
     """``kernel='dequant'``: the int8 table's tied head dequantises per call (same logits as the cached
     copy) and the resident / streamed byte counts of the benchmark see the difference."""
+    from bevlm.inference.quantization import kernels as quant_kernels
     from bevlm.inference.variants import llm_read_bytes, llm_resident_bytes, llm_weight_bytes
 
     logits, figures = {}, {}
     for kernel in ("cached", "dequant"):
+        quant_kernels.clear_workspace()
         llm = _llm()
         quantize_model(llm, dict(method="rtn", group_size=32, kernel=kernel, embeddings="int8"))
         logits[kernel] = _logits(llm)
@@ -189,11 +191,13 @@ def test_int8_tied_head_dequant_kernel_keeps_no_float_copy():
         holder.llm = llm
         head = llm.lm.get_output_embeddings()
         assert head.kernel == kernel
-        figures[kernel] = (llm_weight_bytes(holder), llm_resident_bytes(holder), llm_read_bytes(holder),
-                           head.runtime_bytes() - head.weight_bytes())
+        figures[kernel] = (llm_weight_bytes(holder), llm_resident_bytes(holder) - quant_kernels.workspace_bytes(),
+                           llm_read_bytes(holder), head.runtime_bytes() - head.weight_bytes())
+        if kernel == "dequant":  # the shared workspace holds one row block of the table, not the table
+            assert 0 < quant_kernels.workspace_bytes() <= quant_kernels.WORKSPACE_ELEMENTS * 5
     assert torch.equal(logits["cached"], logits["dequant"])
     stored, resident, read, head_copy = figures["dequant"]
-    assert resident == stored == read and head_copy == 0  # nothing beyond the codes
+    assert resident == stored == read and head_copy == 0  # nothing beyond the codes and the workspace
     c_stored, c_resident, c_read, c_head_copy = figures["cached"]
     assert c_stored == stored and c_head_copy > 0 and c_resident >= stored + c_head_copy
     assert c_read > read

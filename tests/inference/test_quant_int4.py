@@ -245,3 +245,46 @@ def test_offset_zero_point_error_bound_and_layouts():
     assert layer.zero_point == "offset" and "zero_point=offset" in repr(layer)
     with pytest.raises(ValueError, match="zero_point"):
         quantize_rtn(w, group_size=32, zero_point="float")
+
+
+@pytest.mark.parametrize("zero_point", ["int", "offset"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_workspace_dequant_is_bitwise_the_reference_dequantisation(zero_point, dtype):
+    """The in-place write into the shared workspace does the reference's operations in its dtype."""
+    from bevlm.inference.quantization.int4 import pack_int4
+    from bevlm.inference.quantization.kernels import dequant_int4_into
+
+    torch.manual_seed(0)
+    q, scales, zeros = quantize_rtn(torch.randn(24, 128), 32, zero_point=zero_point)
+    out = torch.full((24, 128), float("nan"), dtype=dtype)
+    dequant_int4_into(pack_int4(q), scales, zeros, 32, zero_point, out)
+    assert torch.equal(out, dequantize(q, scales, zeros, 32, dtype, zero_point))
+
+
+def test_dequant_kernel_reuses_one_workspace_and_blocks_large_weights(monkeypatch):
+    """Inference: no per-layer or per-call float weight (one shared buffer, bounded by
+    WORKSPACE_ELEMENTS); weights larger than it are computed in row blocks with the same result;
+    under autograd the layer still trains through the codes (the backward needs its own weight)."""
+    from bevlm.inference.quantization import kernels
+
+    torch.manual_seed(0)
+    kernels.clear_workspace()
+    layers = [QuantLinear4.from_linear(torch.nn.Linear(256, n), group_size=64, kernel="dequant") for n in (48, 96)]
+    x = torch.randn(2, 3, 256)
+    with torch.no_grad():
+        for layer in layers:
+            torch.testing.assert_close(layer(x), F.linear(x, layer.dequantized_weight(), layer.bias),
+                                       atol=0, rtol=0)
+            assert layer.runtime_bytes() == layer.weight_bytes()
+    # the largest weight (96 x 256 fp32) plus its packed codes, held once for both layers
+    assert kernels.workspace_bytes() == 96 * 256 * 4 + 96 * 128
+    monkeypatch.setattr(kernels, "WORKSPACE_ELEMENTS", 40 * 256)  # 96 rows -> blocks of 40, 40, 16
+    kernels.clear_workspace()
+    with torch.no_grad():
+        blocked = layers[1](x)
+    torch.testing.assert_close(blocked, F.linear(x, layers[1].dequantized_weight(), layers[1].bias),
+                               atol=1e-5, rtol=1e-5)
+    assert kernels.workspace_bytes() == 40 * 256 * 4 + 40 * 128
+    xg = x.clone().requires_grad_(True)
+    layers[0](xg).sum().backward()
+    torch.testing.assert_close(xg.grad, layers[0].dequantized_weight().sum(0).expand_as(x), atol=1e-5, rtol=1e-5)

@@ -46,6 +46,7 @@ from bevlm.registry import DATASETS
 
 from .ptq import calibration_prefixes, quantize_bevvlm
 from .quantization import QuantLinear4
+from .quantization import kernels as quant_kernels
 from .quantization.quant_embedding import QuantEmbedding4
 from .quantization.quant_embedding8 import QuantEmbedding8, TiedInt8Head
 from .speculative import NgramDatastore, search_skip_layers
@@ -261,13 +262,23 @@ def _runtime_layers(model: nn.Module) -> list[nn.Module]:
             if all(callable(getattr(m, k, None)) for k in ("weight_bytes", "runtime_bytes", "read_bytes"))]
 
 
+def _uses_workspace(layer: nn.Module) -> bool:
+    """Whether a quantised layer computes with the ``'dequant'`` kernel (the shared workspace)."""
+    if hasattr(layer, "resolved_kernels"):
+        return "dequant" in (layer.resolved_kernels or {}).values()
+    return getattr(layer, "kernel", None) == "dequant"
+
+
 def llm_resident_bytes(model: nn.Module) -> int:
     """Bytes the LLM's weights occupy in memory while it runs: :func:`llm_weight_bytes` plus every
     run-time copy a quantised layer built for its kernel (the fp32 weight of ``kernel='cached'``,
-    the repacked copy of the native int4 kernel, the float copy of the int8 table's tied head).
-    Counted after a forward (copies are built lazily).
+    the repacked copy of the native int4 kernel, the float copy of the int8 table's tied head) and,
+    when a layer uses the ``'dequant'`` kernel, the shared dequantisation workspace. Counted after a
+    forward (copies and the workspace are built lazily).
     """
-    return llm_weight_bytes(model) + sum(m.runtime_bytes() - m.weight_bytes() for m in _runtime_layers(model))
+    layers = _runtime_layers(model)
+    scratch = quant_kernels.workspace_bytes() if any(map(_uses_workspace, layers)) else 0
+    return llm_weight_bytes(model) + sum(m.runtime_bytes() - m.weight_bytes() for m in layers) + scratch
 
 
 def llm_read_bytes(model: nn.Module) -> int:

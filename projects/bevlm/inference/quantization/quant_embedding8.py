@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from . import kernels
 from .int4 import check_group_size, fp16_scale_round_up
 
 
@@ -35,6 +36,13 @@ def dequantize_int8_groups(q: Tensor, scales: Tensor, group_size: int, dtype: to
     out_features, in_features = q.shape
     w = q.reshape(out_features, in_features // group_size, group_size).to(dtype) * scales.to(dtype)[..., None]
     return w.reshape(out_features, in_features)
+
+
+def dequant_int8_into(q: Tensor, scales: Tensor, group_size: int, out: Tensor) -> None:
+    """Write :func:`dequantize_int8_groups` of ``q`` ``[rows, in]`` into ``out`` (same dtype ops)."""
+    rows, in_features = q.shape
+    out.copy_(q)
+    out.view(rows, in_features // group_size, group_size).mul_(scales.to(out.dtype)[..., None])
 
 
 class QuantEmbedding8(nn.Module):
@@ -96,7 +104,8 @@ class QuantEmbedding8(nn.Module):
 class TiedInt8Head(nn.Module):
     """LM head ``x @ table^T`` of a :class:`QuantEmbedding8`; its ``qweight`` / ``scales`` buffers
     ARE the table's. ``kernel='cached'`` computes with a dequantised copy in the input dtype (built
-    once per dtype, held resident); ``'dequant'`` dequantises for each call and keeps nothing."""
+    once per dtype, held resident); ``'dequant'`` dequantises for each call, in row blocks through
+    the shared workspace of :mod:`.kernels` (no float copy of the table is kept or allocated)."""
 
     def __init__(self, table: QuantEmbedding8, kernel: str = "cached") -> None:
         super().__init__()
@@ -132,7 +141,12 @@ class TiedInt8Head(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel == "dequant":
-            return F.linear(x, dequantize_int8_groups(self.qweight, self.scales, self.group_size, x.dtype).to(x.device))
+            if torch.is_grad_enabled() and x.requires_grad:  # autograd keeps the weight: its own copy
+                return F.linear(x, dequantize_int8_groups(self.qweight, self.scales, self.group_size, x.dtype))
+
+            def fill(r0: int, r1: int, block: Tensor) -> None:  # rows of the table into the shared workspace
+                dequant_int8_into(self.qweight[r0:r1], self.scales[r0:r1], self.group_size, block)
+            return kernels.blocked_linear(x, self.out_features, None, fill)
         if self._cached is None or self._cached.dtype != x.dtype or self._cached.device != x.device:
             self._cached = dequantize_int8_groups(self.qweight, self.scales, self.group_size, x.dtype).to(x.device)
         return F.linear(x, self._cached)
