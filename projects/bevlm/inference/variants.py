@@ -133,6 +133,8 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
     test-time behaviour changes), ``qa_policy`` through :meth:`BEVVLM.set_qa_policy`; the weight
     transformations (``quant``, then ``llm_dtype``) follow; a ``speculative`` switch is resolved
     last (its skip-set search runs on the transformed LLM) and set as ``test_cfg.speculative``.
+    The shared int4 / int8 dequantisation workspace is freed first, so what it holds afterwards
+    (counted by :func:`llm_resident_bytes`) is this variant's.
 
     Args:
         model: a trained :class:`BEVVLM` in eval mode.
@@ -146,6 +148,7 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
     Returns:
         ``model``.
     """
+    quant_kernels.clear_workspace()
     check_variant(spec)
     model.eval()
     overrides = {k: v for k, v in spec.items() if k in TestConfig.keys() and k != "speculative"}
