@@ -56,10 +56,19 @@ def main():
             check_load_from_input(cfg, args.config)
         except ValueError as e:
             raise SystemExit(str(e)) from None
-    from bevlm.engine.dist import prepare_cpu_distributed
+    from bevlm.engine.dist import prepare_cpu_distributed, prepare_fsdp
 
-    prepare_cpu_distributed(cfg)  # torchrun on a machine without CUDA: gloo + CPU DDP
-    runner = Runner.from_cfg(cfg)
+    try:
+        prepare_fsdp(cfg)  # FSDP: an optim wrapper whose gradient clipping sees the whole sharded gradient
+    except ValueError as e:
+        raise SystemExit(f"{args.config}: {e}") from None
+    prepare_cpu_distributed(cfg)  # torchrun on a machine without CUDA: gloo + CPU DDP / FSDP
+    if cfg.get("strategy") is not None:  # e.g. FSDP for the larger LLMs: mmengine's FlexibleRunner
+        from mmengine.runner import FlexibleRunner
+
+        runner = FlexibleRunner.from_cfg(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
     runner.train()
 
 

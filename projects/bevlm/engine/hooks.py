@@ -19,11 +19,21 @@ class ParamChecksumHook(Hook):
     """Write a checksum of the trainable parameters of each rank after training.
 
     In DDP every rank must end with identical weights; comparing the files
-    ``param_checksum_rank{r}.json`` checks that the gradient all-reduce really happened.
+    ``param_checksum_rank{r}.json`` checks that the gradient all-reduce really happened. Under FSDP
+    the full parameters are gathered first (each rank holds a shard).
     """
 
     def after_train(self, runner) -> None:
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        if isinstance(runner.model, FSDP):  # sharded: gather the full parameters on every rank
+            with FSDP.summon_full_params(runner.model, writeback=False):
+                self._write(runner, runner.model.module)
+            return
+        self._write(runner, runner.model.module if hasattr(runner.model, "module") else runner.model)
+
+    @staticmethod
+    def _write(runner, model: torch.nn.Module) -> None:
         params = [p.detach().double().flatten() for p in model.parameters() if p.requires_grad]
         flat = torch.cat(params)
         record = {"rank": get_rank(), "sum": float(flat.sum()), "abs_sum": float(flat.abs().sum()),
