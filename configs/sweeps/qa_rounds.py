@@ -4,11 +4,14 @@ sweep = dict(
     name="qa_rounds",
     configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_three-rounds.py"],
     steps=["train", "test"],
-    test_options=["test_dataloader.dataset.frame_stride=4"],
+    # every val frame (the default split: 48 frames in 3 scenes), 3 trainings per config; the
+    # summary pairs each run with the first one (seed-pooled cluster bootstrap, 95 %)
+    seeds=[0, 1, 2],
+    resamples=2000,
     # tested with the lossless inference variant (same answers as plain greedy decoding)
     test_args=["--variant", "lossless"],
-    # configs/bev_vlm.py is the baselines sweep's default run: its training is reused (checked key by key)
-    reuse={"bev_vlm": "work_dirs/sweeps/baselines/bev_vlm"},
+    # configs/bev_vlm.py's seeds are the perception_first sweep's reference runs: reused (checked key by key)
+    reuse={"bev_vlm": "work_dirs/sweeps/perception_first/bev_vlm"},
     columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/language_score",
              "drivelm/match_f1", "drivelm/full_accuracy", "efficiency/rounds_per_frame",
              "efficiency/tokens_per_frame", "efficiency/prefill_s", "efficiency/decode_s",
