@@ -116,3 +116,19 @@ def test_prepare_fsdp_switches_the_optim_wrapper_or_names_the_fix():
         prepare_fsdp(cfg)
     assert decoder_layer_wrap_policy(ToyDecoderLayer(4), recurse=False, nonwrapped_numel=0)
     assert not decoder_layer_wrap_policy(nn.Linear(4, 4), recurse=False, nonwrapped_numel=0)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, float("inf")])
+def test_sharded_clip_equals_torch_clip_in_one_process(norm_type):
+    from bevlm.engine.dist import sharded_clip_grad_norm_
+
+    torch.manual_seed(0)
+    a = [nn.Parameter(torch.randn(5)) for _ in range(3)]
+    b = [nn.Parameter(p.detach().clone()) for p in a]
+    for p, q in zip(a, b):
+        p.grad = torch.randn(5)
+        q.grad = p.grad.clone()
+    got, ref = sharded_clip_grad_norm_(a, 0.1, norm_type), torch.nn.utils.clip_grad_norm_(b, 0.1, norm_type)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=0)
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-8)

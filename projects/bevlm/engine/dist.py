@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 
@@ -73,9 +72,10 @@ def sharded_clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
     device = grads[0].device if grads else (params[0].device if params else torch.device("cpu"))
     norm_type = float(norm_type)
     if norm_type == float("inf"):
-        local = torch.stack([g.detach().abs().max() for g in grads if g.numel()]).max().double() \
-            if any(g.numel() for g in grads) else torch.zeros((), dtype=torch.float64, device=device)
-        total = local.to(device)
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for g in grads:
+            if g.numel():
+                total = torch.maximum(total, g.detach().abs().max().double())
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(total, op=dist.ReduceOp.MAX)
     else:
