@@ -158,6 +158,37 @@ def test_seeded_sweep_reuses_a_training_only_for_its_seed(tmp_path, fake_python)
     assert "seed0" in lines[0] and str(src / "iter_3.pth") in lines[2] and "seed1" in lines[2]
 
 
+def test_reuse_ignores_what_test_py_adds_but_not_training_keys(tmp_path, fake_python):
+    """tools/test.py re-dumps the config into the work dir with its inference hook and strict loading:
+    a training is still the same training; a changed training key is not."""
+    import os
+
+    from mmengine.config import Config
+
+    from tests.conftest import REPO
+
+    fake, calls = fake_python
+    config = os.path.join(REPO, "configs", "bev_vlm_tiny.py")
+    for name, lr in (("same", None), ("other", 0.5)):
+        src = tmp_path / name / "seed0"
+        src.mkdir(parents=True)
+        cfg = Config.fromfile(config)
+        cfg.randomness.seed = 0
+        cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [
+            dict(type="InferenceVariantHook", name="lossless", variant=dict(share_prompt_cache=True))]
+        cfg.default_hooks.plain_checkpoint = dict(type="PlainCheckpointHook", strict_load=True)
+        if lr is not None:
+            cfg.optim_wrapper.optimizer.lr = lr
+        cfg.dump(str(src / "bev_vlm_tiny.py"))
+        (src / "last_checkpoint").write_text(str(src / "iter_3.pth"))
+    for name, first in (("same", "tools/test.py"), ("other", "tools/train.py")):
+        calls.write_text("")
+        sweep = dict(name=f"reuse_{name}", configs=[config], steps=["train", "test"], seeds=[0],
+                     reuse={"bev_vlm_tiny": str(tmp_path / name)}, columns=["drivelm/accuracy"])
+        run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake))
+        assert calls.read_text().splitlines()[0].split()[0] == first, name
+
+
 def test_seed_selection_runs_only_those_seeds_and_checks_them(tmp_path, fake_python):
     fake, calls = fake_python
     sweep = dict(name="picked", configs=["configs/a.py", "configs/b.py"], steps=["train", "test"], seeds=[0, 1, 2],

@@ -98,6 +98,25 @@ def expand_runs(sweep: dict) -> list[dict]:
 # config into the work dir with its test options)
 _RUN_KEYS = ("work_dir", "load_from", "resume", "launcher", "test_dataloader", "test_evaluator", "test_cfg",
              "val_dataloader", "val_evaluator", "val_cfg")
+# hooks tools/test.py adds to the dumped config (--variant, --quantized): test-time, not training
+_TEST_HOOKS = ("InferenceVariantHook", "QuantizedLLMHook")
+
+
+def _training_view(cfg: dict) -> dict:
+    """``cfg`` (a config as a dict) without what ``tools/test.py`` adds when it re-dumps a config into the
+    work dir: its inference hooks and the strict-load switch of the checkpoint hook."""
+    cfg = dict(cfg)
+    hooks = [h for h in (cfg.get("custom_hooks") or []) if not (isinstance(h, dict) and h.get("type") in _TEST_HOOKS)]
+    if hooks:
+        cfg["custom_hooks"] = hooks
+    else:
+        cfg.pop("custom_hooks", None)
+    default_hooks = dict(cfg.get("default_hooks") or {})
+    if isinstance(default_hooks.get("plain_checkpoint"), dict):
+        default_hooks["plain_checkpoint"] = {k: v for k, v in default_hooks["plain_checkpoint"].items()
+                                             if k != "strict_load"}
+        cfg["default_hooks"] = default_hooks
+    return cfg
 
 
 def _flat(d, prefix=""):
@@ -131,7 +150,8 @@ def reuse_training(run: dict, work: str, src: str) -> None:
             k, v = o.split("=", 1)
             opts[k] = DictAction._parse_iterable(v)
         want.merge_from_dict(opts)
-    want, have = _flat(want.to_dict()), _flat(Config.fromfile(dumped).to_dict())
+    want = _flat(_training_view(want.to_dict()))
+    have = _flat(_training_view(Config.fromfile(dumped).to_dict()))
     diff = sorted(k for k in set(want) | set(have)
                   if k.split(".")[0] not in _RUN_KEYS and want.get(k, "<missing>") != have.get(k, "<missing>"))
     if diff:
