@@ -54,6 +54,13 @@ def test_train_resume_test(tiny_world, tmp_path):
     score = _run(["tools/eval_drivelm.py", "--pred", os.path.join(out_dir, "drivelm.output.json"),
                   "--test", os.path.join(out_dir, "drivelm.test_eval.json"), "--json", str(tmp_path / "s.json")])
     assert abs(json.load(open(tmp_path / "s.json"))["gpt_free_final"] - metrics["drivelm/gpt_free_final"]) < 1e-9
+    # the planning probe's trajectory-only test (QA dropped) gives the test's planning L2 exactly
+    probe_out = str(tmp_path / "probe.json")
+    _run(["tools/planning_probe.py", cfg, os.path.join(work, "iter_3.pth"), "--frames", "2", "--out", probe_out,
+          *_data_opts(tiny_world)])
+    probe = json.load(open(probe_out))
+    assert abs(probe["trajectory_only"]["streamed_history"]["L2_avg_stp3"] - metrics["planning/L2_avg_stp3"]) < 1e-6
+    assert probe["teacher_forced"]["train"]["frames"] == 2 and "loss_traj" in probe["teacher_forced"]["val"]
     # the challenge path: the val frames' official test questions without answers -> --submission
     # answers them exactly as the scored run did, and writes output.json + submission.json
     qdir = str(tmp_path / "questions")
