@@ -356,3 +356,38 @@ def test_config_sweep_and_refused_settings():
         model.set_qa_policy(dict(mode="single"))
     assert model.qa_policy.mode == "full"  # a refused policy leaves the model as it was
     assert _model(tiny, qa_policy=dict(mode="single")).traj_placement == "prefix"  # the prefix head takes any
+
+
+@pytest.mark.parametrize("placement", ["prefix", "after_qa"])
+def test_ego_prior_in_training_and_predict(tiny_world, placement):
+    """With the direct ego-status path the training loss and the predicted trajectory use the
+    frame's ego status through the head (the same head output in both), the path gets gradient,
+    and a model without ego status refuses it."""
+    cfg = _cfg()
+    head = dict(cfg.model.traj_head.to_dict(), ego_prior_dims=5)
+    model = _model(cfg, traj_head=head, traj_placement=placement)
+    data = _train_batch(model, tiny_world, cfg)
+    losses = model(**data, mode="loss")
+    losses["loss_traj"].backward()
+    assert model.traj_head.ego_prior[0].weight.grad.abs().sum() > 0
+    model = _talkative(model).eval()
+    model.set_test_cfg(dict(stream_temporal=False))
+    frame = _dataset(tiny_world, cfg, queue_length=1, qa_mode="frame")
+    pdata = model.data_preprocessor(pseudo_collate([frame[0]]), False)
+    with torch.no_grad():
+        out = model(**copy.deepcopy(pdata), mode="predict")[0]
+        sample = copy.deepcopy(pdata["data_samples"][0])
+        cache = model.llm.prefill(model(**pdata, mode="tensor"))
+        if placement == "prefix":
+            hidden = cache.hidden_prefix[:, -K:]
+        else:
+            hidden, _ = hidden_after_blocks(model.llm, cache, context_blocks(sample.qa, model.qa_policy, out.pred_answers),
+                                            model.traj_head.query_embeds(1))
+        ref = model.traj_head(hidden, sample.ego_status[None])[0]
+        moved = model.traj_head(hidden, sample.ego_status[None] + 1.0)[0]
+    torch.testing.assert_close(out.pred_traj, ref, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(moved, ref)  # the ego status reaches the trajectory
+    with pytest.raises(ValueError, match="use_ego_status=True"):
+        _model(cfg, traj_head=head, use_ego_status=False)
+    with pytest.raises(ValueError, match=r"ego_status_dims \(4\)"):
+        _model(cfg, traj_head=head, ego_status_dims=4)

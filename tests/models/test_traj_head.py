@@ -74,3 +74,32 @@ def test_optimisation_reduces_loss():
         optim.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_ego_prior_adds_its_offsets_and_learns():
+    head = _head(ego_prior_dims=5)
+    hidden, ego = torch.randn(3, K, D), torch.randn(3, 5)
+    pred = head(hidden, ego)
+    offsets = head.mlp(hidden.flatten(1)).view(3, H, 2) + head.ego_prior(ego).view(3, H, 2)
+    torch.testing.assert_close(pred, offsets.cumsum(dim=1))
+    with pytest.raises(ValueError, match=r"needs ego_status \[3, 5\], got None"):
+        head(hidden)
+    with pytest.raises(ValueError, match=r"got \(3, 4\)"):
+        head(hidden, torch.randn(3, 4))
+    assert _head().ego_prior is None and _head()(hidden, ego).shape == (3, H, 2)  # ignored without
+    # the ego path alone can fit a trajectory that is a function of the ego state (speed)
+    torch.manual_seed(1)
+    speed = torch.rand(16, 1) * 10
+    ego = torch.cat([speed, torch.zeros(16, 4)], dim=1)
+    t = torch.arange(1, H + 1, dtype=torch.float32) * 0.5
+    gt = torch.stack([speed * t, torch.zeros(16, H)], dim=-1)
+    hidden = torch.zeros(16, K, D)  # the LLM states carry nothing
+    optim = torch.optim.Adam(head.parameters(), lr=1e-2)
+    first = None
+    for _ in range(200):
+        loss = head.loss(head(hidden, ego), gt)["loss_traj"]
+        first = loss.item() if first is None else first
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert loss.item() < 0.1 * first

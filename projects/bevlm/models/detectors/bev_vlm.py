@@ -174,6 +174,12 @@ class BEVVLM(BaseModel):
         if traj_head is not None:
             traj_head = dict(traj_head)
             traj_head.setdefault("hidden_size", width)
+            prior = traj_head.get("ego_prior_dims", 0)
+            if prior and (not use_ego_status or prior != ego_status_dims):
+                raise ValueError(f"traj_head.ego_prior_dims={prior} reads the ego status straight into the "
+                                 f"trajectory: it needs use_ego_status=True (got {use_ego_status}) and "
+                                 f"ego_prior_dims == ego_status_dims ({ego_status_dims}); for a model without ego "
+                                 "status drop ego_prior_dims")
             self.traj_head = MODELS.build(traj_head)
         self.loss_lm_weight = loss_lm_weight
         self.temporal_cache = TemporalBEVCache()
@@ -415,7 +421,8 @@ class BEVVLM(BaseModel):
         losses["loss_lm"] = out["loss_lm"] * self.loss_lm_weight
         if self.traj_head is not None and self.traj_source == "head":
             k = self.traj_head.num_tokens
-            traj = self.traj_head(out["hidden_prefix"][:, -k:] if context is None else out["hidden_queries"])
+            traj = self.traj_head(out["hidden_prefix"][:, -k:] if context is None else out["hidden_queries"],
+                                  self._traj_ego(data_samples))
             gt = torch.stack([s.gt_traj for s in data_samples]).to(traj)
             mask = torch.stack([s.gt_traj_mask for s in data_samples]).to(traj.device)
             losses.update(self.traj_head.loss(traj, gt, mask))
@@ -562,8 +569,14 @@ class BEVVLM(BaseModel):
         blocks = context_blocks(sample.qa, self.qa_policy, answers)
         hidden, tokens = hidden_after_blocks(self.llm, cache, blocks, self.traj_head.query_embeds(1))
         head_dtype = next(self.traj_head.parameters()).dtype  # the LLM may run in another dtype
-        sample.pred_traj = self.traj_head(hidden.to(head_dtype))[0].float().cpu()
+        sample.pred_traj = self.traj_head(hidden.to(head_dtype), self._traj_ego([sample]))[0].float().cpu()
         return tokens
+
+    def _traj_ego(self, data_samples: list) -> torch.Tensor | None:
+        """``[B, E]`` ego status for the trajectory head's direct ego path (None when it has none)."""
+        if self.traj_head is None or self.traj_head.ego_prior is None:
+            return None
+        return torch.stack([s.ego_status for s in data_samples]).to(next(self.traj_head.parameters()))
 
     def _predict_traj(self, sample, cache) -> int:
         """Set ``sample.pred_traj`` from the head or the decoded text; returns decoded tokens."""
@@ -571,7 +584,8 @@ class BEVVLM(BaseModel):
             if self.traj_head is not None:
                 k = self.traj_head.num_tokens
                 head_dtype = next(self.traj_head.parameters()).dtype  # the LLM may run in another dtype
-                sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:].to(head_dtype))[0].float().cpu()
+                sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:].to(head_dtype),
+                                                  self._traj_ego([sample]))[0].float().cpu()
             return 0
         ids = self.llm.generate_ids(cache, TRAJ_QUESTION, self.test_cfg.traj_max_new_tokens)
         horizon = int(sample.gt_traj.shape[0]) if "gt_traj" in sample else 6

@@ -7,6 +7,12 @@ hidden states are flattened and an MLP regresses per-step offsets whose
 cumulative sum is the planned trajectory. The readout of LLM states into
 waypoints through an MLP follows the "planning token" heads of e.g. OmniDrive
 (Wang et al., 2024) and the ego-query planner of VAD (Jiang et al., 2023).
+
+Optionally (``ego_prior_dims > 0``) a second MLP maps the ego status (speed, acceleration, yaw
+rate, ...) straight to per-step offsets that are added to the LLM readout's: the kinematic
+extrapolation that open-loop planning on nuScenes mostly rewards (Li et al., "Is Ego Status All You
+Need for Open-Loop End-to-End Autonomous Driving?", 2024) no longer has to pass through the LLM,
+whose states at the query tokens then only carry the scene-dependent correction.
 """
 from __future__ import annotations
 
@@ -27,15 +33,18 @@ class TrajectoryTokenHead(BaseModule):
         horizon: number H of future waypoints (0.5 s apart in DriveLM/nuScenes).
         hidden_dims: width of the MLP.
         loss_weight: multiplier of ``loss_traj``.
+        ego_prior_dims: length E of the ego-status vector of the direct ego-status path (0: none);
+            with it, :meth:`forward` needs ``ego_status [B, E]``.
         init_cfg: mmengine init config (optional).
     """
 
     def __init__(self, hidden_size: int, num_tokens: int = 6, horizon: int = 6, hidden_dims: int = 256,
-                 loss_weight: float = 1.0, init_cfg: dict | None = None) -> None:
+                 loss_weight: float = 1.0, ego_prior_dims: int = 0, init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if hidden_size <= 0 or num_tokens <= 0 or horizon <= 0 or hidden_dims <= 0:
+        if hidden_size <= 0 or num_tokens <= 0 or horizon <= 0 or hidden_dims <= 0 or ego_prior_dims < 0:
             raise ValueError(f"TrajectoryTokenHead: hidden_size={hidden_size}, num_tokens={num_tokens}, "
-                             f"horizon={horizon}, hidden_dims={hidden_dims} must all be positive")
+                             f"horizon={horizon}, hidden_dims={hidden_dims} must all be positive and "
+                             f"ego_prior_dims={ego_prior_dims} >= 0")
         self.hidden_size = hidden_size
         self.num_tokens = num_tokens
         self.horizon = horizon
@@ -50,6 +59,13 @@ class TrajectoryTokenHead(BaseModule):
             nn.GELU(),
             nn.Linear(hidden_dims, horizon * 2),
         )
+        self.ego_prior_dims = ego_prior_dims
+        # ego status -> per-step offsets, added to the readout's (None: the LLM path alone)
+        self.ego_prior = nn.Sequential(
+            nn.Linear(ego_prior_dims, hidden_dims),
+            nn.GELU(),
+            nn.Linear(hidden_dims, horizon * 2),
+        ) if ego_prior_dims else None
 
     def query_embeds(self, batch_size: int) -> Tensor:
         """The query tokens for a batch.
@@ -62,11 +78,12 @@ class TrajectoryTokenHead(BaseModule):
         """
         return self.queries.unsqueeze(0).expand(batch_size, -1, -1)  # [B, K, D]
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        """Waypoints from the hidden states of the K query tokens.
+    def forward(self, hidden: Tensor, ego_status: Tensor | None = None) -> Tensor:
+        """Waypoints from the hidden states of the K query tokens (and the ego status).
 
         Args:
             hidden: ``[B, K, D]`` last-layer LLM states at the query positions.
+            ego_status: ``[B, E]`` ego state, needed with ``ego_prior_dims = E`` (ignored without).
 
         Returns:
             ``[B, H, 2]`` waypoints (x forward, y left, metres) in the current
@@ -77,6 +94,12 @@ class TrajectoryTokenHead(BaseModule):
                              f"got {tuple(hidden.shape)}")
         flat = hidden.flatten(1).to(self.queries.dtype)  # [B, K*D]
         offsets = self.mlp(flat).view(-1, self.horizon, 2)  # [B, H, 2]
+        if self.ego_prior is not None:
+            if ego_status is None or ego_status.shape != (hidden.shape[0], self.ego_prior_dims):
+                raise ValueError(f"TrajectoryTokenHead(ego_prior_dims={self.ego_prior_dims}) needs ego_status "
+                                 f"[{hidden.shape[0]}, {self.ego_prior_dims}], got "
+                                 f"{None if ego_status is None else tuple(ego_status.shape)}")
+            offsets = offsets + self.ego_prior(ego_status.to(self.queries.dtype)).view(-1, self.horizon, 2)
         return offsets.cumsum(dim=1)
 
     def loss(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> dict:
