@@ -1,10 +1,11 @@
 # Trajectory-token head vs decoded text waypoints, with and without the ego-status token; and the
-# token head in the prefix (default) vs after the perception and prediction answers (traj-after-qa).
+# token head in the prefix (default) vs after the perception and prediction answers (traj-after-qa);
+# and the token head with a direct ego-status path (ego-prior).
 sweep = dict(
     name="trajectory",
     configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_traj-text.py",
              "configs/ablations/bev_vlm_no-ego.py", "configs/ablations/bev_vlm_traj-text_no-ego.py",
-             "configs/ablations/bev_vlm_traj-after-qa.py"],
+             "configs/ablations/bev_vlm_traj-after-qa.py", "configs/ablations/bev_vlm_ego-prior.py"],
     steps=["train", "test"],
     # every val frame (the default split: 48 frames in 3 scenes), 3 trainings per config; the
     # summary pairs each run with the first one (seed-pooled cluster bootstrap, 95 %)
