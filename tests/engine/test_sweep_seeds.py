@@ -189,6 +189,34 @@ def test_reuse_ignores_what_test_py_adds_but_not_training_keys(tmp_path, fake_py
         assert calls.read_text().splitlines()[0].split()[0] == first, name
 
 
+def test_reuse_of_a_training_dumped_under_another_config_name(tmp_path, fake_python):
+    """An ablation that became the default: its run dir holds `<ablation>.py`, not `<default>.py`. It is
+    reused when that one dumped config equals the default key by key, and retrained when it does not."""
+    import os
+
+    from mmengine.config import Config
+
+    from tests.conftest import REPO
+
+    fake, calls = fake_python
+    config = os.path.join(REPO, "configs", "bev_vlm_tiny.py")
+    for name, lr in (("same", None), ("other", 0.5)):
+        src = tmp_path / name / "seed0"
+        src.mkdir(parents=True)
+        cfg = Config.fromfile(config)
+        cfg.randomness.seed = 0
+        if lr is not None:
+            cfg.optim_wrapper.optimizer.lr = lr
+        cfg.dump(str(src / "bev_vlm_tiny_some-ablation.py"))
+        (src / "last_checkpoint").write_text(str(src / "iter_3.pth"))
+    for name, first in (("same", "tools/test.py"), ("other", "tools/train.py")):
+        calls.write_text("")
+        sweep = dict(name=f"renamed_{name}", configs=[config], steps=["train", "test"], seeds=[0],
+                     reuse={"bev_vlm_tiny": str(tmp_path / name)}, columns=["drivelm/accuracy"])
+        run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake))
+        assert calls.read_text().splitlines()[0].split()[0] == first, name
+
+
 def test_seed_selection_runs_only_those_seeds_and_checks_them(tmp_path, fake_python):
     fake, calls = fake_python
     sweep = dict(name="picked", configs=["configs/a.py", "configs/b.py"], steps=["train", "test"], seeds=[0, 1, 2],

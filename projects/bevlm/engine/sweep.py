@@ -140,6 +140,12 @@ def reuse_training(run: dict, work: str, src: str) -> None:
 
     stem = os.path.splitext(os.path.basename(run["config"]))[0]
     dumped, last = os.path.join(src, stem + ".py"), os.path.join(src, "last_checkpoint")
+    if not os.path.isfile(dumped) and os.path.isdir(src):
+        # trained under another config name (an ablation that has since become the default): its one
+        # dumped config is compared key by key below like any other
+        others = sorted(f for f in os.listdir(src) if f.endswith(".py"))
+        if len(others) == 1:
+            dumped = os.path.join(src, others[0])
     for path in (dumped, last):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"sweep reuse of {run['id']}: {path} is missing")
