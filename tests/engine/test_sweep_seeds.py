@@ -217,6 +217,39 @@ def test_reuse_of_a_training_dumped_under_another_config_name(tmp_path, fake_pyt
         assert calls.read_text().splitlines()[0].split()[0] == first, name
 
 
+def test_a_run_dir_of_another_config_stops_the_sweep_before_any_work(tmp_path, fake_python):
+    """A finished run dir whose dumped config is not the sweep's config (the config changed since, e.g.
+    a new default) would be tabled under the wrong name: refused before anything runs, naming the key."""
+    import os
+
+    import pytest
+    from mmengine.config import Config
+
+    from tests.conftest import REPO
+
+    fake, calls = fake_python
+    config = os.path.join(REPO, "configs", "bev_vlm_tiny.py")
+    root = tmp_path / "sweeps"
+    for name, lr in (("stale", 0.5), ("fresh", None)):
+        work = root / name / "bev_vlm_tiny" / "seed0"
+        (work / "test").mkdir(parents=True)
+        cfg = Config.fromfile(config)
+        cfg.randomness.seed = 0
+        if lr is not None:
+            cfg.optim_wrapper.optimizer.lr = lr
+        cfg.model.test_cfg.max_new_tokens = 7  # test-time decoding settings are not the training's
+        cfg.dump(str(work / "bev_vlm_tiny.py"))
+        (work / "test" / "metrics.json").write_text('{"drivelm/accuracy": 0.5}')
+    calls.write_text("")
+    with pytest.raises(ValueError, match="optim_wrapper.optimizer.lr.*Move that dir away"):
+        run_sweep(dict(name="stale", configs=[config], seeds=[0, 1], columns=["drivelm/accuracy"]),
+                  root=str(root), python=str(fake))
+    assert calls.read_text() == "" and not (root / "stale" / "bev_vlm_tiny" / "seed1").exists()
+    rows = run_sweep(dict(name="fresh", configs=[config], seeds=[0], columns=["drivelm/accuracy"]),
+                     root=str(root), python=str(fake), only_seeds=[0], only=[])
+    assert rows == [{"run": "bev_vlm_tiny", "seed": 0, "drivelm/accuracy": 0.5}]
+
+
 def test_seed_selection_runs_only_those_seeds_and_checks_them(tmp_path, fake_python):
     fake, calls = fake_python
     sweep = dict(name="picked", configs=["configs/a.py", "configs/b.py"], steps=["train", "test"], seeds=[0, 1, 2],

@@ -104,7 +104,8 @@ _TEST_HOOKS = ("InferenceVariantHook", "QuantizedLLMHook")
 
 def _training_view(cfg: dict) -> dict:
     """``cfg`` (a config as a dict) without what ``tools/test.py`` adds when it re-dumps a config into the
-    work dir: its inference hooks and the strict-load switch of the checkpoint hook."""
+    work dir: its inference hooks, the strict-load switch of the checkpoint hook and the model's
+    test-time decoding settings (``model.test_cfg``)."""
     cfg = dict(cfg)
     hooks = [h for h in (cfg.get("custom_hooks") or []) if not (isinstance(h, dict) and h.get("type") in _TEST_HOOKS)]
     if hooks:
@@ -116,6 +117,8 @@ def _training_view(cfg: dict) -> dict:
         default_hooks["plain_checkpoint"] = {k: v for k, v in default_hooks["plain_checkpoint"].items()
                                              if k != "strict_load"}
         cfg["default_hooks"] = default_hooks
+    if isinstance(cfg.get("model"), dict) and "test_cfg" in cfg["model"]:  # decoding settings, set at test time
+        cfg["model"] = {k: v for k, v in cfg["model"].items() if k != "test_cfg"}
     return cfg
 
 
@@ -129,26 +132,23 @@ def _flat(d, prefix=""):
     return out
 
 
-def reuse_training(run: dict, work: str, src: str) -> None:
-    """Point ``work`` at the checkpoint of ``src``, a work dir that trained the same config.
+def _dumped_config(work: str, run: dict) -> str | None:
+    """The config a training (or test) dumped into ``work``: ``<config stem>.py``, else the one ``.py``
+    file there (a training under another config name, such as an ablation that has since become the
+    default); None when there is none."""
+    stem = os.path.splitext(os.path.basename(run["config"]))[0]
+    dumped = os.path.join(work, stem + ".py")
+    if os.path.isfile(dumped):
+        return dumped
+    others = sorted(f for f in os.listdir(work) if f.endswith(".py")) if os.path.isdir(work) else []
+    return os.path.join(work, others[0]) if len(others) == 1 else None
 
-    Raises:
-        FileNotFoundError: ``src`` has no finished training (no ``last_checkpoint`` / dumped config).
-        ValueError: ``src`` trained something else (the differing keys are named).
-    """
+
+def config_diff(run: dict, dumped: str) -> list[str]:
+    """Keys (flattened, training keys only) in which the config ``dumped`` differs from the run's
+    config with its options."""
     from mmengine.config import Config, DictAction
 
-    stem = os.path.splitext(os.path.basename(run["config"]))[0]
-    dumped, last = os.path.join(src, stem + ".py"), os.path.join(src, "last_checkpoint")
-    if not os.path.isfile(dumped) and os.path.isdir(src):
-        # trained under another config name (an ablation that has since become the default): its one
-        # dumped config is compared key by key below like any other
-        others = sorted(f for f in os.listdir(src) if f.endswith(".py"))
-        if len(others) == 1:
-            dumped = os.path.join(src, others[0])
-    for path in (dumped, last):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"sweep reuse of {run['id']}: {path} is missing")
     want = Config.fromfile(run["config"])
     if run["options"]:
         opts = {}
@@ -158,8 +158,41 @@ def reuse_training(run: dict, work: str, src: str) -> None:
         want.merge_from_dict(opts)
     want = _flat(_training_view(want.to_dict()))
     have = _flat(_training_view(Config.fromfile(dumped).to_dict()))
-    diff = sorted(k for k in set(want) | set(have)
+    return sorted(k for k in set(want) | set(have)
                   if k.split(".")[0] not in _RUN_KEYS and want.get(k, "<missing>") != have.get(k, "<missing>"))
+
+
+def check_run_dirs(sweep: dict, runs: list[dict], out_root: str) -> None:
+    """Refuse, before any work, a run dir that holds a training of another config: its results would be
+    tabled (or its training resumed) under the current config's name. Run dirs without a dumped config
+    (nothing run yet) pass."""
+    for run in runs:
+        work = os.path.join(out_root, run["work"])
+        dumped = _dumped_config(work, run)
+        if dumped is None:
+            continue
+        diff = config_diff(run, dumped)
+        if diff:
+            raise ValueError(f"sweep {sweep['name']}: {work} holds a run of another config ({dumped} differs "
+                             f"from {run['config']} {run['options']} in {diff[:8]}); its results would be "
+                             f"tabled as {run['id']}. Move that dir away (or restore the config it was run "
+                             "with) and run the sweep again")
+
+
+def reuse_training(run: dict, work: str, src: str) -> None:
+    """Point ``work`` at the checkpoint of ``src``, a work dir that trained the same config.
+
+    Raises:
+        FileNotFoundError: ``src`` has no finished training (no ``last_checkpoint`` / dumped config).
+        ValueError: ``src`` trained something else (the differing keys are named).
+    """
+    stem = os.path.splitext(os.path.basename(run["config"]))[0]
+    dumped = _dumped_config(src, run) or os.path.join(src, stem + ".py")
+    last = os.path.join(src, "last_checkpoint")
+    for path in (dumped, last):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"sweep reuse of {run['id']}: {path} is missing")
+    diff = config_diff(run, dumped)
     if diff:
         raise ValueError(f"sweep reuse of {run['id']}: {dumped} differs from {run['config']} "
                          f"{run['options']} in {diff[:8]}")
@@ -202,6 +235,8 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
         missing = sorted(set(only_seeds) - set(sweep["seeds"]))
         if missing:
             raise ValueError(f"sweep {sweep['name']}: seeds {missing} are not among its seeds {sweep['seeds']}")
+    if not dry_run:
+        check_run_dirs(sweep, runs, out_root)
     dirs_of: dict[tuple, dict] = {}
     for n, run in enumerate(runs, 1):
         work = os.path.join(out_root, run["work"])
