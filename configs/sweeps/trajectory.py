@@ -1,11 +1,12 @@
-# Trajectory-token head vs decoded text waypoints, with and without the ego-status token; and the
-# token head in the prefix (default) vs after the perception and prediction answers (traj-after-qa);
-# and the token head with a direct ego-status path (ego-prior).
+# The trajectory-token head of the default (with its direct ego-status path, traj_head.ego_prior_dims)
+# against: the head without that path (no-ego-prior, the earlier default); no ego status at all
+# (no-ego); the head placed after the perception and prediction answers (traj-after-qa); decoded text
+# waypoints with and without the ego token (traj-text, traj-text_no-ego).
 sweep = dict(
     name="trajectory",
-    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_traj-text.py",
-             "configs/ablations/bev_vlm_no-ego.py", "configs/ablations/bev_vlm_traj-text_no-ego.py",
-             "configs/ablations/bev_vlm_traj-after-qa.py", "configs/ablations/bev_vlm_ego-prior.py"],
+    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_no-ego-prior.py",
+             "configs/ablations/bev_vlm_no-ego.py", "configs/ablations/bev_vlm_traj-after-qa.py",
+             "configs/ablations/bev_vlm_traj-text.py", "configs/ablations/bev_vlm_traj-text_no-ego.py"],
     steps=["train", "test"],
     # every val frame (the default split: 48 frames in 3 scenes), 3 trainings per config; the
     # summary pairs each run with the first one (seed-pooled cluster bootstrap, 95 %)
@@ -14,10 +15,12 @@ sweep = dict(
     # tested with the lossless inference variant (prompt cache + batched speculative decoding:
     # answers identical to plain greedy decoding, checked in tests/tools/test_train_test_smoke.py)
     test_args=["--variant", "lossless"],
-    # configs/bev_vlm.py's seeds are the perception_first sweep's reference runs: reused (checked key by key)
-    reuse={"bev_vlm": "work_dirs/sweeps/perception_first/bev_vlm"},
+    # the head without the ego path is the earlier default, trained by the perception_first sweep:
+    # reused (checked key by key)
+    reuse={"bev_vlm_no-ego-prior": "work_dirs/sweeps/perception_first/bev_vlm"},
     columns=["planning/L2_1s_stp3", "planning/L2_2s_stp3", "planning/L2_3s_stp3", "planning/L2_avg_stp3",
              "planning/collision_avg_stp3", "efficiency/traj_s", "efficiency/traj_tokens_per_frame",
-             "drivelm/gpt_free_final"],
+             "drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/language_score", "drivelm/match_f1",
+             "drivelm/full_accuracy"],
     pareto=("efficiency/traj_s", "planning/L2_avg_stp3"),
 )

@@ -57,7 +57,7 @@ def test_decoding_after_combined_pruning_is_deterministic(setup):
         cache = prefill_with_setting(model.llm, prefix, visual_slice, setting)
         assert isinstance(cache, PrunedPrefixCache)
         k = model.traj_head.num_tokens
-        traj = model.traj_head(cache.hidden_prefix[:, -k:])
+        traj = model.traj_head(cache.hidden_prefix[:, -k:], model._traj_ego(samples))
         runs.append((cache.kept_index.tolist(), model.llm.generate_ids(cache, question, 6), traj))
     assert visual_slice == (0, 3) and len(runs[0][0]) == prefix.shape[1] - 1  # 3 -> 2 visual tokens
     assert runs[0][:2] == runs[1][:2] and torch.equal(runs[0][2], runs[1][2])

@@ -75,7 +75,7 @@ def test_default_placement_is_the_prefix_head_bit_for_bit(tiny_world):
         prefix = torch.cat([vis, ego, model.traj_head.queries.expand(len(samples), -1, -1)], dim=1)
         blocks = [[(qa.question, qa.answer) for qa in s.qa] for s in samples]
         ref = model.llm.forward_train(model.llm.build_batch(blocks, prefix.shape[1]), prefix)
-        traj = model.traj_head(ref["hidden_prefix"][:, -K:])
+        traj = model.traj_head(ref["hidden_prefix"][:, -K:], model._traj_ego(samples))
         gt = torch.stack([s.gt_traj for s in samples])
         mask = torch.stack([s.gt_traj_mask for s in samples])
         ref_traj = model.traj_head.loss(traj, gt, mask)["loss_traj"]
@@ -90,7 +90,7 @@ def test_default_placement_is_the_prefix_head_bit_for_bit(tiny_world):
         vis, _ = model.visual_tokens(pdata["inputs"]["imgs"], [sample])
         ego = model.ego_embed(sample.ego_status[None])[:, None]
         cache = model.llm.prefill(torch.cat([vis, ego, model.traj_head.queries[None]], dim=1))
-        ref_traj = model.traj_head(cache.hidden_prefix[:, -K:])[0]
+        ref_traj = model.traj_head(cache.hidden_prefix[:, -K:], model._traj_ego([sample]))[0]
         ref_answers = answer_frame(model.llm, cache, sample.qa, model.qa_policy, model.test_cfg.max_new_tokens,
                                    model.test_cfg.family_max_new_tokens).answers
     assert torch.equal(out.pred_traj, ref_traj) and out.pred_answers == ref_answers

@@ -22,7 +22,10 @@ model = dict(
                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                        "up_proj", "down_proj"]),
              freeze_base=True),
-    traj_head=dict(type="TrajectoryTokenHead", num_tokens=6, horizon=6),
+    # trajectory tokens read out by an MLP, plus a direct path from the ego status to per-step offsets
+    # (ego_prior_dims = the 5 ego-status values; the trajectory study: docs/research/trajectory.md;
+    # without it: configs/ablations/bev_vlm_no-ego-prior.py)
+    traj_head=dict(type="TrajectoryTokenHead", num_tokens=6, horizon=6, ego_prior_dims=5),
     use_ego_status=True,
     # test-time settings (bevlm.models.detectors.test_cfg.TestConfig); inference variants
     # (configs/benchmarks/default.py, tools/test.py --variant) override these keys
