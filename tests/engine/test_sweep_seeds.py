@@ -22,6 +22,9 @@ seed = int(next(o.split("=")[1] for o in opts if o.startswith("randomness.seed="
 if args[0].endswith("train.py"):
     os.makedirs(work, exist_ok=True)
     open(os.path.join(work, "last_checkpoint"), "w").write(os.path.join(work, "iter_2.pth"))
+    if os.environ.get("SWEEP_DUMPS"):  # the config dump tools/train.py leaves (prepared by the test)
+        dump = os.path.join(os.environ["SWEEP_DUMPS"], f"{os.path.basename(args[1])[:-3]}_seed{seed}.py")
+        open(os.path.join(work, os.path.basename(args[1])), "w").write(open(dump).read())
     sys.exit(0)
 out = args[args.index("--out-dir") + 1]
 os.makedirs(out, exist_ok=True)

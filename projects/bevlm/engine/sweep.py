@@ -135,18 +135,40 @@ def _flat(d, prefix=""):
 def _dumped_config(work: str, run: dict) -> str | None:
     """The config a training (or test) dumped into ``work``: ``<config stem>.py``, else the one ``.py``
     file there (a training under another config name, such as an ablation that has since become the
-    default); None when there is none."""
+    default), else a run record's ``config.json``; None when there is none."""
     stem = os.path.splitext(os.path.basename(run["config"]))[0]
     dumped = os.path.join(work, stem + ".py")
     if os.path.isfile(dumped):
         return dumped
     others = sorted(f for f in os.listdir(work) if f.endswith(".py")) if os.path.isdir(work) else []
-    return os.path.join(work, others[0]) if len(others) == 1 else None
+    if len(others) == 1:
+        return os.path.join(work, others[0])
+    record = os.path.join(work, RECORD_CONFIG)
+    return record if not others and os.path.isfile(record) else None
 
 
-def config_diff(run: dict, dumped: str) -> list[str]:
-    """Keys (flattened, training keys only) in which the config ``dumped`` differs from the run's
-    config with its options."""
+def _normal(flat: dict) -> dict:
+    """A flattened config as JSON would hold it (tuples -> lists, other objects -> their repr), so that a
+    config read from a ``.py`` dump and one read from a record's ``config.json`` compare equal."""
+    return json.loads(json.dumps(flat, default=repr))
+
+
+def _config_view(path: str) -> dict:
+    """The training keys of the config at ``path``, flattened: a work dir's ``.py`` dump, or a run
+    record's ``config.json`` (plain JSON, read without running anything)."""
+    if path.endswith(".json"):
+        with open(path) as f:
+            view = json.load(f)
+        if not isinstance(view, dict) or not isinstance(view.get("flat"), dict):
+            raise ValueError(f"{path}: not a run record config (a JSON object with a 'flat' dict of the "
+                             "training keys). Fix: delete the record dir; the sweep writes it again")
+        return view["flat"]
+    from mmengine.config import Config
+
+    return _normal(_flat(_training_view(Config.fromfile(path).to_dict())))
+
+
+def _wanted_view(run: dict) -> dict:
     from mmengine.config import Config, DictAction
 
     want = Config.fromfile(run["config"])
@@ -156,8 +178,13 @@ def config_diff(run: dict, dumped: str) -> list[str]:
             k, v = o.split("=", 1)
             opts[k] = DictAction._parse_iterable(v)
         want.merge_from_dict(opts)
-    want = _flat(_training_view(want.to_dict()))
-    have = _flat(_training_view(Config.fromfile(dumped).to_dict()))
+    return _normal(_flat(_training_view(want.to_dict())))
+
+
+def config_diff(run: dict, dumped: str) -> list[str]:
+    """Keys (flattened, training keys only) in which the config ``dumped`` (a ``.py`` dump or a run
+    record's ``config.json``) differs from the run's config with its options."""
+    want, have = _wanted_view(run), _config_view(dumped)
     return sorted(k for k in set(want) | set(have)
                   if k.split(".")[0] not in _RUN_KEYS and want.get(k, "<missing>") != have.get(k, "<missing>"))
 
@@ -177,6 +204,104 @@ def check_run_dirs(sweep: dict, runs: list[dict], out_root: str) -> None:
                              f"from {run['config']} {run['options']} in {diff[:8]}); its results would be "
                              f"tabled as {run['id']}. Move that dir away (or restore the config it was run "
                              "with) and run the sweep again")
+
+
+# --- run records ------------------------------------------------------------------------------
+# A finished run leaves ``sweep_run.json`` in its work dir: the sweep, run, seed, config and options,
+# the test command (test args / options / sets, inference variant) and the machine it ran on
+# (bevlm.utils.machine_info). With a records folder (``tools/sweep.py --results-dir DIR`` -> DIR/runs),
+# each finished run is also copied there as a *record*: that file, ``config.json`` (the training
+# keys of its config, flattened, plain JSON) and its test folders' small files (metrics, the official
+# DriveLM output / test files, per-frame records: tens of kilobytes). Records are meant to be
+# committed: they are the files behind a table, and the sweep restores a run from its record (or a
+# reused run from the other sweep's record) instead of training it again, when the config matches
+# key by key and the test command is the same. Nothing in a record is executed.
+RUN_FILE = "sweep_run.json"
+RECORD_CONFIG = "config.json"
+RECORD_FILES = ("metrics.json", "drivelm.output.json", "drivelm.test_eval.json", "per_frame.json",
+                "efficiency.json")
+
+
+def sweep_test_command(sweep: dict, run: dict) -> dict:
+    """How the sweep tests ``run`` (compared before a finished run's results are taken over)."""
+    return {"test_args": [str(a) for a in sweep.get("test_args", [])],
+            "test_options": [str(o) for o in sweep.get("test_options", [])],
+            "test_sets": {k: [str(o) for o in v] for k, v in (sweep.get("test_sets") or {"": []}).items()},
+            "variant": run.get("variant")}
+
+
+def _test_dirs(sweep: dict, work: str) -> dict:
+    return {name: os.path.join(work, f"test_{name}" if name else "test") for name in (sweep.get("test_sets") or {"": []})}
+
+
+def write_run_file(sweep: dict, run: dict, work: str) -> None:
+    """``sweep_run.json`` of a run this process just trained / tested (the machine is this one)."""
+    from bevlm.utils import atomic_write_json, machine_info
+
+    atomic_write_json({"sweep": sweep["name"], "run": run["id"], "seed": run.get("seed"), "config": run["config"],
+                       "options": list(run["options"]), "test": sweep_test_command(sweep, run),
+                       "machine": machine_info(), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
+                      os.path.join(work, RUN_FILE))
+
+
+def copy_finished_run(sweep: dict, run: dict, src: str, dst: str, as_record: bool = False) -> str | None:
+    """Copy the finished run ``src`` (its run file, config and test folders' small files) to ``dst``
+    when it ran ``run``'s config (key by key) and was tested with the sweep's test command. Returns
+    None when copied, else why not (nothing is written then). ``as_record`` writes the config as
+    ``config.json`` (plain JSON) instead of copying the ``.py`` dump."""
+    import shutil
+
+    from bevlm.utils import atomic_write_json
+
+    run_file = os.path.join(src, RUN_FILE)
+    if not os.path.isfile(run_file):
+        return f"{src} has no {RUN_FILE} (not a finished sweep run)"
+    with open(run_file) as f:
+        meta = json.load(f)
+    want = sweep_test_command(sweep, run)
+    if meta.get("test") != want:
+        return f"{src} was tested with {meta.get('test')}, this sweep tests with {want}"
+    # a record's plain-JSON config first: reading a record runs nothing
+    dumped = os.path.join(src, RECORD_CONFIG)
+    dumped = dumped if os.path.isfile(dumped) else _dumped_config(src, run)
+    if dumped is None:
+        return f"{src} holds no config dump"
+    diff = config_diff(run, dumped)
+    if diff:
+        return f"{dumped} differs from {run['config']} {run['options']} in {diff[:8]}"
+    src_tests, dst_tests = _test_dirs(sweep, src), _test_dirs(sweep, dst)
+    missing = [d for d in src_tests.values() if not os.path.isfile(os.path.join(d, "metrics.json"))]
+    if missing:
+        return f"{missing[0]} has no metrics.json"
+    for name, d in src_tests.items():
+        os.makedirs(dst_tests[name], exist_ok=True)
+        for fname in RECORD_FILES:
+            if os.path.isfile(os.path.join(d, fname)):
+                shutil.copyfile(os.path.join(d, fname), os.path.join(dst_tests[name], fname))
+    if as_record:
+        atomic_write_json({"config": run["config"], "options": list(run["options"]), "flat": _config_view(dumped)},
+                          os.path.join(dst, RECORD_CONFIG))
+    elif not dumped.endswith(".json"):
+        shutil.copyfile(dumped, os.path.join(dst, os.path.basename(dumped)))
+    else:
+        shutil.copyfile(dumped, os.path.join(dst, RECORD_CONFIG))
+    if not as_record and os.path.abspath(src) != os.path.abspath(dst):
+        meta.setdefault("results_from", src)
+    atomic_write_json(meta, os.path.join(dst, RUN_FILE))
+    return None
+
+
+def _restore_candidates(run: dict, root: str, out_root: str, records: str | None, reuse: str | None) -> list[str]:
+    """Where a finished copy of ``run`` may be: its own record, the reused run dir, that dir's record."""
+    found = []
+    if records:
+        found.append(os.path.join(records, os.path.relpath(out_root, root), run["work"]))
+    if reuse:
+        found.append(reuse)
+        rel = os.path.relpath(os.path.abspath(reuse), os.path.abspath(root))
+        if records and not rel.startswith(".."):
+            found.append(os.path.join(records, rel))
+    return [d for d in found if os.path.isfile(os.path.join(d, RUN_FILE))]
 
 
 def reuse_training(run: dict, work: str, src: str) -> None:
@@ -216,11 +341,12 @@ def _run(cmd: list[str], log_path: str) -> None:
 
 def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.executable,
               dry_run: bool = False, only: list[str] | None = None, results_dir: str | None = None,
-              only_seeds: list[int] | None = None) -> list[dict]:
+              only_seeds: list[int] | None = None, records: str | None = None) -> list[dict]:
     """Run (or resume) every run of the sweep (or the runs named in ``only``; with ``seeds`` every
     seed of them, or the seeds in ``only_seeds``) and return the rows of every run that has
     results; the tables list those rows. ``results_dir`` also receives the summary as
-    ``<name>.md|.csv|.json``."""
+    ``<name>.md|.csv|.json``. ``records``: the run-records folder (see above): finished runs are
+    restored from it and newly finished ones copied into it."""
     out_root = os.path.join(root, sweep["name"])
     os.makedirs(out_root, exist_ok=True)
     rows = []
@@ -238,33 +364,49 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
     if not dry_run:
         check_run_dirs(sweep, runs, out_root)
     dirs_of: dict[tuple, dict] = {}
+    machines: dict[tuple, dict] = {}
     for n, run in enumerate(runs, 1):
         work = os.path.join(out_root, run["work"])
         test_sets = sweep.get("test_sets") or {"": []}
-        test_dirs = {name: os.path.join(work, f"test_{name}" if name else "test") for name in test_sets}
+        test_dirs = _test_dirs(sweep, work)
         selected = ((only is None or run["id"] in only)
                     and (only_seeds is None or run.get("seed") in only_seeds))
+        reuse_map = sweep.get("reuse") or {}
+        reuse = reuse_map.get(run["id"]) or reuse_map.get(run.get("base_id"))
+        if reuse and "seed" in run:  # a seeded sweep's run of the same seed (or its record)
+            seeded = os.path.join(reuse, f"seed{run['seed']}")
+            if os.path.isdir(seeded) or not os.path.isdir(reuse):
+                reuse = seeded
         finished = all(os.path.isfile(os.path.join(d, "metrics.json")) for d in test_dirs.values())
+        restored = None
+        if not finished and not dry_run and not os.path.isfile(os.path.join(work, "last_checkpoint")):
+            for cand in _restore_candidates(run, root, out_root, records, reuse):
+                why = copy_finished_run(sweep, run, cand, work)
+                if why is None:
+                    finished, restored = True, cand
+                    break
+                if selected:
+                    print(f"    not taken from {cand}: {why}", flush=True)
         label = run["id"] + (f" seed {run['seed']}" if "seed" in run else "")
         print(f"[{n}/{len(runs)}] {label}" + ("" if selected else (" (not selected)" if finished
-                                                                   else " (not selected, no results)")),
-              flush=True)
+                                                                   else " (not selected, no results)"))
+              + (f" (results of {restored}: same config and test command)" if restored else ""), flush=True)
         if dry_run or not (selected or finished):
             continue
         log = os.path.join(work, "sweep.log")
         t0 = time.time()
         pending = [name for name, d in test_dirs.items()
                    if selected and not os.path.isfile(os.path.join(d, "metrics.json"))]
-        reuse_map = sweep.get("reuse") or {}
-        reuse = reuse_map.get(run["id"]) or reuse_map.get(run.get("base_id"))
-        if reuse and "seed" in run and os.path.isdir(os.path.join(reuse, f"seed{run['seed']}")):
-            reuse = os.path.join(reuse, f"seed{run['seed']}")  # a seeded sweep's run of the same seed
+        if pending and reuse and not os.path.isdir(reuse):
+            reuse = None
         if pending and reuse and not os.path.isfile(os.path.join(work, "last_checkpoint")):
             try:
                 reuse_training(run, work, reuse)
             except (FileNotFoundError, ValueError) as e:  # nothing (or something else) to reuse: train
                 print(f"    {e}; training it", flush=True)
                 reuse = None
+        elif pending and reuse and not os.path.isfile(os.path.join(work, "reused_from.txt")):
+            reuse = None  # a training of its own, interrupted: resumed below
         if pending and "train" in sweep.get("steps", ["train", "test"]) and not reuse:
             os.makedirs(work, exist_ok=True)
             opts = ["--cfg-options", *run["options"]] if run["options"] else []
@@ -278,16 +420,25 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
                   test_dirs[name], *sweep.get("test_args", []), *variant,
                   *(["--cfg-options", *test_opts] if test_opts else [])], log)
         if pending:
+            write_run_file(sweep, run, work)
             print(f"    done in {time.time() - t0:.0f} s", flush=True)
+        if records:
+            record = os.path.join(records, sweep["name"], run["work"])
+            if not os.path.isfile(os.path.join(record, RUN_FILE)) and os.path.isfile(os.path.join(work, RUN_FILE)):
+                why = copy_finished_run(sweep, run, work, record, as_record=True)
+                print(f"    record: {record}" if why is None else f"    no record written: {why}", flush=True)
         row = {"run": run["id"], **({"seed": run["seed"]} if "seed" in run else {})}
         for name, d in test_dirs.items():
             with open(os.path.join(d, "metrics.json")) as f:
                 row.update({(f"{name}:{k}" if name else k): v for k, v in json.load(f).items()})
         rows.append(row)
         dirs_of[(run["id"], run.get("seed"))] = test_dirs
+        if os.path.isfile(os.path.join(work, RUN_FILE)):
+            with open(os.path.join(work, RUN_FILE)) as f:
+                machines[(run["id"], run.get("seed"))] = json.load(f).get("machine")
     if not dry_run:
         write_tables(sweep, rows, out_root)
-        write_summary(sweep, rows, dirs_of, out_root, [r["id"] for r in runs], results_dir)
+        write_summary(sweep, rows, dirs_of, out_root, [r["id"] for r in runs], results_dir, machines)
     return rows
 
 
@@ -407,7 +558,15 @@ def _bootstrap_vs_reference(sweep: dict, dirs_of: dict, run_ids: list[str], colu
     return out
 
 
-def summarize(sweep: dict, rows: list[dict], dirs_of: dict, run_ids: list[str]) -> dict:
+def machine_label(m: dict | None) -> str:
+    """``"AMD EPYC, 2 cores, avx2+avx512+avx512_bf16, torch 2.14.1"`` (or "not recorded")."""
+    if not m:
+        return "not recorded"
+    return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {'+'.join(m.get('isa') or []) or 'no AVX'}"
+            + (f", {m['gpu']}" if m.get("gpu") else "") + f", torch {m.get('torch', '?')}")
+
+
+def summarize(sweep: dict, rows: list[dict], dirs_of: dict, run_ids: list[str], machines: dict | None = None) -> dict:
     """The sweep summary: per run, mean / std / n over seeds of every column, and the bootstrap
     differences to the first run (see the module doc)."""
     columns = _metric_columns(sweep, rows)
@@ -420,8 +579,11 @@ def summarize(sweep: dict, rows: list[dict], dirs_of: dict, run_ids: list[str]) 
                                      for c in columns}}
     ref = next(iter(dict.fromkeys(run_ids)), None)  # the sweep's first run, with or without results
     boot = _bootstrap_vs_reference(sweep, dirs_of, [ref] + [r for r in order if r != ref], columns) if order else {}
+    labels: dict[str, list[str]] = {}
+    for (run_id, seed), m in (machines or {}).items():
+        labels.setdefault(machine_label(m), []).append(run_id + (f" seed {seed}" if seed is not None else ""))
     return {"name": sweep["name"], "seeds": sweep_seeds(sweep), "columns": columns, "reference": ref,
-            "runs": stats, "bootstrap": boot}
+            "runs": stats, "bootstrap": boot, "machines": labels}
 
 
 def summary_markdown(summary: dict) -> list[str]:
@@ -455,16 +617,19 @@ def summary_markdown(summary: dict) -> list[str]:
             lines.append(f"| {run_id} | {seeds} | {' | '.join(cells)} |")
         for run_id, reason in boot["not_compared"].items():
             lines.append(f"\n{run_id}: not compared ({reason})")
+    if summary.get("machines"):
+        lines += ["", "Machines (from the runs' sweep_run.json): " + "; ".join(
+            f"{label} ({len(r)} runs)" for label, r in summary["machines"].items()) + "."]
     return lines
 
 
 def write_summary(sweep: dict, rows: list[dict], dirs_of: dict, out_root: str, run_ids: list[str],
-                  results_dir: str | None = None) -> dict:
+                  results_dir: str | None = None, machines: dict | None = None) -> dict:
     """``summary.md`` / ``summary.csv`` / ``summary.json`` in ``out_root`` (and, with
     ``results_dir``, ``<results_dir>/<name>.md|.csv|.json``); returns the summary."""
     from bevlm.utils import atomic_write_json
 
-    summary = summarize(sweep, rows, dirs_of, run_ids)
+    summary = summarize(sweep, rows, dirs_of, run_ids, machines)
     md = "\n".join(summary_markdown(summary)) + "\n"
     diffs = (summary.get("bootstrap") or {}).get("diffs", {})
     header = ["run", "metric", "seeds", "mean", "std", "diff_vs_reference", "ci_lo", "ci_hi", "significant"]
