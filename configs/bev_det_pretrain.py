@@ -29,7 +29,7 @@ train_dataloader = dict(
 )
 # every key frame of the val scenes (48), as in training
 test_dataloader = dict(
-    dataset=dict(qa_mode="none", require_qa=False, qa_select="all", frame_stride=1, queue_length=1,
+    dataset=dict(qa_mode="none", require_qa=False, qa_select="all", frame_stride=1, stream_skipped=False, queue_length=1,
                  pipeline=det_pipeline),
 )
 # the mini world has 8 of the 10 nuScenes detection classes (no trailer, no construction

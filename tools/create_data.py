@@ -1,6 +1,6 @@
 """Data preparation.
 
-  python tools/create_data.py world --out data/mini_world [--scenes 12 --seed 0 --frames 16 ...]
+  python tools/create_data.py world --out data/mini_world [--scenes 36 --seed 0 --frames 16 ...]
       generate the nuScenes-format mini world with DriveLM QA, then its info files
   python tools/create_data.py nuscenes --root data/nuscenes --version v1.0-trainval \
       --drivelm-json train=data/drivelm/v1_1_train_nus.json --out data/nuscenes/infos
@@ -32,7 +32,7 @@ def parse_args():
     sub = p.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("world", help="generate the mini world (+ its info files)")
     w.add_argument("--out", default="data/mini_world")
-    w.add_argument("--scenes", type=int, default=12)
+    w.add_argument("--scenes", type=int, default=36)
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--frames", type=int, default=16, help="key frames per scene (2 Hz)")
     w.add_argument("--image-size", type=int, nargs=2, default=(320, 180), metavar=("W", "H"))

@@ -131,7 +131,7 @@ def main(argv=None):
     load_start = os.getloadavg()
 
     ds_cfg = cfg.test_dataloader.dataset.to_dict()
-    ds_cfg.update(qa_mode="frame", frame_stride=1, max_frames=args.frames)
+    ds_cfg.update(qa_mode="frame", frame_stride=1, max_frames=args.frames, stream_skipped=False)
     try:
         dataset = DATASETS.build(ds_cfg)
     except FileNotFoundError as exc:

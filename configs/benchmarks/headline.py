@@ -1,6 +1,6 @@
 # The side-by-side table of docs/efficient_inference.md: every efficiency figure of the toolkit
 # measured in one run, on the same frames, against the batch-1 fp32 greedy baseline, with paired
-# bootstrap intervals over the test scenes and frames. On the whole val split (48 frames) it takes
+# bootstrap intervals over the test scenes and frames. On the whole val split (144 frames) it takes
 # hours on 2 CPU cores; --stride K runs every K-th frame.
 #   python tools/benchmark.py configs/bev_vlm.py CKPT --bench configs/benchmarks/headline.py \
 #       --memory-frames 1 --out-dir work_dirs/benchmark_headline

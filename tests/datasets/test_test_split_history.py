@@ -1,4 +1,5 @@
-"""The default test split: every val frame, streamed in scene and time order, with its whole history."""
+"""The default test split: every val frame streamed in scene and time order, every 3rd one scored, each
+scored frame with its whole history."""
 import os
 import random
 
@@ -48,19 +49,25 @@ def _streamed_history(queues):
     return depths
 
 
-def test_default_test_split_is_every_val_frame_in_scene_and_time_order(world):
+def test_default_test_split_streams_every_val_frame_and_scores_every_third(world):
     cfg, ds = _test_dataset("configs/bev_vlm.py", world)
-    assert cfg.test_dataloader.dataset.frame_stride == 1 and cfg.test_dataloader.dataset.qa_select == "test"
+    d = cfg.test_dataloader.dataset
+    assert d.frame_stride == 3 and d.stream_skipped and d.qa_select == "test"
     assert cfg.test_dataloader.sampler == dict(type="DefaultSampler", shuffle=False)
     qa_frames = [f for f in ds.frames if f.get("drivelm") is not None]
     order = _test_order(ds)
-    assert len(order) == len(qa_frames) == 10  # every val frame (2 scenes x 5), none skipped
-    assert all(ds.data_list[i]["qa"] for i in range(len(ds)))  # each with its test-format questions
+    assert len(order) == len(qa_frames) == 10  # every val frame (2 scenes x 5) is streamed
+    scored = [i for i in range(len(ds)) if not ds.data_list[i].get("history_only")]
+    assert scored == [0, 3, 6, 9]  # every 3rd frame of the stream is scored, with its questions
+    assert all(ds.data_list[i]["qa"] for i in scored)
+    assert all(not ds.data_list[i]["qa"] and len(order[i]) == 1 for i in range(len(ds)) if i not in scored)
     scenes = [q[-1]["scene_token"] for q in order]
     assert len({s for s in scenes}) == 2 and scenes == sorted(scenes, key=scenes.index)  # contiguous
     for a, b in zip(order, order[1:]):
         if a[-1]["scene_token"] == b[-1]["scene_token"]:
             assert b[-1]["timestamp"] > a[-1]["timestamp"] and b[-1]["prev"] == a[-1]["token"]
+    # the model sees which items are history only
+    assert [bool(ds[i]["data_samples"].history_only) for i in range(len(ds))] == [i not in scored for i in range(10)]
 
 
 def test_streaming_model_has_its_whole_history_for_every_frame(world):
@@ -96,9 +103,40 @@ def test_frame_tokens_model_loads_a_full_queue_at_test_time(world):
     cfg, ds = _test_dataset("configs/ablations/bev_vlm_frame-tokens-4.py", world)
     t = cfg.model.num_frames
     assert t == 4 and cfg.test_dataloader.dataset.queue_length == t == cfg.train_dataloader.dataset.queue_length
-    for queue in _test_order(ds):
+    for i, queue in enumerate(_test_order(ds)):
+        if ds.data_list[i].get("history_only"):  # streamed, not scored: a frame-tokens model skips it
+            continue
         k = queue[-1]["frame_idx"]
         assert len(queue) == min(k + 1, t)
         assert len({q["scene_token"] for q in queue}) == 1
         assert [q["frame_idx"] for q in queue] == list(range(k + 1 - len(queue), k + 1))
         assert all(b["prev"] == a["token"] for a, b in zip(queue, queue[1:]))
+
+
+def test_a_questions_file_streams_the_frames_it_does_not_ask_about(world, tmp_path):
+    """The challenge's questions cover some key frames of a scene: the others are streamed as history
+    only (not asked), so each asked frame has its whole history."""
+    import json
+
+    from bevlm.datasets.drivelm_io import load_drivelm
+    from bevlm.evaluation.drivelm_files import strip_answers
+    from bevlm.evaluation.drivelm_testset import build_test_eval
+
+    questions = strip_answers(build_test_eval(load_drivelm(f"{world}/drivelm_val.json"), seed=0))
+    for scene in questions.values():  # keep every 2nd key frame of each scene
+        frames = sorted(scene["key_frames"])
+        for k in frames[1::2]:
+            del scene["key_frames"][k]
+    path = tmp_path / "questions.json"
+    path.write_text(json.dumps(questions))
+    asked = {k for s in questions.values() for k in s["key_frames"]}
+    cfg, ds = _test_dataset("configs/bev_vlm.py", world)
+    ds_cfg = cfg.test_dataloader.dataset.to_dict()
+    ds_cfg.update(data_root=f"{world}/", ann_file=f"{world}/infos/bevlm_infos_val.pkl", questions_file=str(path))
+    ds = DATASETS.build(ds_cfg)
+    order = _test_order(ds)
+    assert len(order) == 10 and _streamed_history(order) == [q[-1]["frame_idx"] for q in order]
+    scored = {order[i][-1]["token"] for i in range(len(ds)) if not ds.data_list[i].get("history_only")}
+    assert scored == asked and 0 < len(asked) < 10
+    ds_cfg.update(stream_skipped=False)
+    assert len(DATASETS.build(ds_cfg)) == len(asked)

@@ -283,3 +283,38 @@ def test_frozen_vision_modules_get_no_gradient_and_keep_eval_mode(tiny_world):
     assert all(torch.equal(v, after[k]) for k, v in before.items())  # weights and BN statistics unchanged
     with pytest.raises(ValueError, match=r"frozen names 'llm'.*choose among \['img_backbone'"):
         _model(cfg, frozen=("llm",))
+
+
+def test_a_subsampled_split_streams_the_skipped_frames_so_scored_frames_match_the_full_split(tiny_world):
+    """frame_stride=2 with stream_skipped: the skipped frames are encoded (history only, not returned,
+    so no metric sees them) and every scored frame gets exactly the answers and trajectory it gets on
+    the full split; without them its history is shorter and its trajectory differs."""
+    cfg = _cfg()
+    model = _model(cfg).eval()
+
+    def run(**kw):
+        ds = DATASETS.build(dict(type="BEVDriveDataset", ann_file=f"{tiny_world}/infos/bevlm_infos_val.pkl",
+                                 data_root=f"{tiny_world}/", pipeline=cfg.pipeline, queue_length=2,
+                                 qa_mode="frame", qa_select="test", test_mode=True, **kw))
+        model.temporal_cache.reset()
+        out, history = {}, 0
+        with torch.no_grad():
+            for i in range(len(ds)):
+                data = model.data_preprocessor(pseudo_collate([ds[i]]), False)
+                res = model(**data, mode="predict")
+                history += not res
+                for s in res:
+                    out[s.token] = (dict(s.pred_answers), s.pred_traj.clone(), s.efficiency["history_s"])
+        return ds, out, history
+
+    full_ds, full, _ = run(frame_stride=1)
+    sub_ds, sub, history = run(frame_stride=2, stream_skipped=True)
+    assert len(full) == 6 and len(sub_ds) == len(full_ds) and history == 3 and len(sub) == 3
+    assert [q["frame_idx"] for q in (sub_ds.get_data_info(i)["queue"][-1] for i in range(6))] == list(range(6))
+    for token, (answers, traj, history_s) in sub.items():
+        assert answers == full[token][0] and answers
+        torch.testing.assert_close(traj, full[token][1], atol=1e-5, rtol=1e-5)
+    assert all(h > 0 for _, _, h in list(sub.values())[1:])  # the streamed frames' time, reported apart
+    _, short, _ = run(frame_stride=2)  # no streaming of the skipped frames: only the queue's frame
+    assert set(short) == set(sub)
+    assert any(not torch.allclose(short[t][1], sub[t][1], atol=1e-4) for t in sub)

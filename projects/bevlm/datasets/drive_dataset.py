@@ -56,6 +56,12 @@ class BEVDriveDataset(BaseDataset):
         qa_select: 'all' (the whole QA graph) or 'test' (only the questions of the official
             test format, selected as DriveLM's ``extract_data.py`` does: what the challenge scores).
         frame_stride: keep every k-th QA frame (faster evaluation on a documented subset).
+        stream_skipped: in test mode, also yield the frames a split skips (``frame_stride > 1``;
+            with ``questions_file``, the frames of its scenes it asks nothing about), in stream
+            order, as history-only items (no questions, metainfo ``history_only=True``, the current
+            frame only): a streaming model encodes them to carry its temporal BEV as on the full
+            split, and answers and scores only the others (:meth:`BEVVLM.predict` returns no sample
+            for them, so no metric or writer sees them). False: skipped frames are not loaded.
         mc_seed: the questions that the official test format turns into multiple choice
             (the selected moving-status and behavior QA) are asked in that form, with the
             options drawn as :class:`bevlm.evaluation.DriveLMMetric` draws them with the same
@@ -86,7 +92,7 @@ class BEVDriveDataset(BaseDataset):
                  require_qa: bool = True, max_frames: int | None = None, qa_select: str = "all",
                  frame_stride: int = 1, mc_seed: int | None = 0, domain: str | None = None,
                  test_format_repeats: int = 0, questions_file: str | None = None,
-                 test_mode: bool = False) -> None:
+                 stream_skipped: bool = False, test_mode: bool = False) -> None:
         if qa_mode not in ("chunks", "frame", "none"):
             raise ValueError(f"qa_mode must be 'chunks', 'frame' or 'none', got {qa_mode!r}")
         if queue_length < 1:
@@ -107,6 +113,7 @@ class BEVDriveDataset(BaseDataset):
         self.test_format_repeats = int(test_format_repeats)
         self.qa_select = qa_select
         self.frame_stride = frame_stride
+        self.stream_skipped = bool(stream_skipped)
         self.domain = domain
         self.questions_file = questions_file
         self.frames: list[dict] = []
@@ -129,6 +136,11 @@ class BEVDriveDataset(BaseDataset):
         self._token2frame = {f["token"]: i for i, f in enumerate(self.frames)}
         if self.questions_file is not None:
             entries = self._question_file_entries()
+            if self.stream_skipped and self.test_mode:  # the other frames of those scenes: history only
+                asked = {e["frame"] for e in entries}
+                scenes = {self.frames[fi]["scene_token"] for fi in asked}
+                entries += [{"frame": fi, "qa": [], "history_only": True} for fi, f in enumerate(self.frames)
+                            if fi not in asked and f["scene_token"] in scenes]
             return self._stream_order(entries) if self.test_mode else entries
         entries = []
         n_frames = n_seen = 0
@@ -137,6 +149,8 @@ class BEVDriveDataset(BaseDataset):
                 continue
             n_seen += 1
             if (n_seen - 1) % self.frame_stride:
+                if self.stream_skipped and self.test_mode:  # encoded for the stream, not scored
+                    entries.append({"frame": fi, "qa": [], "history_only": True})
                 continue
             if self.max_frames is not None and n_frames >= self.max_frames:
                 break
@@ -236,9 +250,12 @@ class BEVDriveDataset(BaseDataset):
 
     def get_data_info(self, idx: int) -> dict:
         entry = self.data_list[idx]
-        queue = [copy.deepcopy(self.frames[i]) for i in self.queue_indices(entry["frame"])]
+        history_only = bool(entry.get("history_only", False))
+        # a history-only item is streamed: its previous frame is in the model's cache already
+        frames = [entry["frame"]] if history_only else self.queue_indices(entry["frame"])
+        queue = [copy.deepcopy(self.frames[i]) for i in frames]
         for info in queue:
             for cam in info["images"].values():
                 cam["img_path"] = os.path.join(self.data_root, cam["img_path"])
         return {"queue": queue, "qa": copy.deepcopy(entry["qa"]), "sample_idx": idx,
-                "queue_length": self.queue_length, "domain": self.domain}
+                "queue_length": self.queue_length, "domain": self.domain, "history_only": history_only}

@@ -83,7 +83,8 @@ def reset_peak_rss() -> bool:
 def benchmark_frames(cfg, qa_select: str = "test", frame_stride: int = 1, max_frames: int | None = None):
     """The test split as the benchmark reads it: one item per frame with all its questions."""
     ds_cfg = cfg.test_dataloader.dataset.to_dict()
-    ds_cfg.update(qa_mode="frame", qa_select=qa_select, frame_stride=frame_stride, max_frames=max_frames)
+    ds_cfg.update(qa_mode="frame", qa_select=qa_select, frame_stride=frame_stride, max_frames=max_frames,
+                  stream_skipped=False)  # the benchmark fills each frame's history itself
     return DATASETS.build(ds_cfg)
 
 

@@ -58,7 +58,7 @@ def run_fidelity(cfg, base, variants: dict[str, dict], frame_stride: int = 8, ma
             raise ValueError(f"fidelity: variant {name!r} changes the prefix or the QA format "
                              "(pruning / qa_policy); compare it with tools/benchmark.py instead")
     ds_cfg = cfg.test_dataloader.dataset.to_dict()
-    ds_cfg.update(qa_mode="frame", qa_select="all", queue_length=1, frame_stride=frame_stride)
+    ds_cfg.update(qa_mode="frame", qa_select="all", queue_length=1, frame_stride=frame_stride, stream_skipped=False)
     dataset = DATASETS.build(ds_cfg)
     frames = calibration_prefixes(base, [pseudo_collate([dataset[i]]) for i in range(len(dataset))],
                                   max_questions=max_questions)

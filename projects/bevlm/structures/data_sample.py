@@ -42,6 +42,8 @@ class DriveDataSample(BaseDataElement):
             frame; ``valid=False`` where the previous frame is not available).
         scene_first: list of T bools, True where a frame starts its scene.
         nominal_rig: True when calibration is a nominal rig (DriveLM-only data).
+        history_only: True for a frame a subsampled test split streams for the temporal BEV only
+            (not answered, not scored; see ``BEVDriveDataset(stream_skipped=True)``).
 
     Data fields:
         qa: list of :class:`QAItem` for this sample (one question when QA is

@@ -23,7 +23,7 @@ def visualize_frames(cfg: Config, out_dir: str, indices: list[int], checkpoint: 
     """
     init_default_scope("bevlm")
     ds_cfg = cfg.test_dataloader.dataset.to_dict()
-    ds_cfg.update(queue_length=1, qa_mode="frame", qa_select="all", frame_stride=1)
+    ds_cfg.update(queue_length=1, qa_mode="frame", qa_select="all", frame_stride=1, stream_skipped=False)
     if ann_file:  # its images live where its metainfo says, unless data_root is given
         ds_cfg["ann_file"] = os.path.abspath(ann_file)
         ds_cfg["data_root"] = data_root or ""

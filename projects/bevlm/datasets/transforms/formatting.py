@@ -49,6 +49,7 @@ class PackDriveInputs(BaseTransform):
             "queue_valid": torch.tensor([False] * pad + [True] * t_real),
             "nominal_rig": bool(cur.get("nominal_rig", False)), "sample_idx": results.get("sample_idx", -1),
             "domain": results.get("domain", "default"),
+            "history_only": bool(results.get("history_only", False)),
         })
         sample.qa = results.get("qa", [])
         drivelm = cur.get("drivelm")

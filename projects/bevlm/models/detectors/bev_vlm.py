@@ -1,6 +1,7 @@
 """BEV-VLM: multi-view images -> BEVFormer-lite -> projector -> small LLM (+ trajectory tokens)."""
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 
 import torch
@@ -498,6 +499,13 @@ class BEVVLM(BaseModel):
         """
         test_cfg = self.test_cfg
         streaming = test_cfg.stream_temporal and self.vision == "bev" and self.temporal_fusion == "bev"
+        history = [i for i, s in enumerate(data_samples) if s.metainfo.get("history_only", False)]
+        if history:  # frames of the stream that are not scored: only carry the temporal BEV
+            self._stream_history(imgs[history], [data_samples[i] for i in history], streaming)
+            keep = [i for i in range(len(data_samples)) if i not in set(history)]
+            if not keep:
+                return []
+            imgs, data_samples = imgs[keep], [data_samples[i] for i in keep]
         b = len(data_samples)
         watch = Stopwatch()
         if streaming:  # not part of a streamed frame's cost: reported apart as history_s
@@ -554,9 +562,25 @@ class BEVVLM(BaseModel):
                                  "prefix_tokens": int(prefix.shape[1]), "shared_prompt_spent": shared_spent,
                                  **flops, **extra}
         secs = watch.as_dict()
+        # the history-only frames streamed since the last scored frame are history, not frame cost
+        secs["history"] = secs.get("history", 0.0) + self._history_s
+        self._history_s = 0.0
         for sample in data_samples:  # batch-level phases are shared equally by the frames
             sample.efficiency.update({f"{k}_s": v / b for k, v in secs.items()})
         return data_samples
+
+    _history_s = 0.0  # encoder seconds of history-only frames not yet reported
+
+    @torch.no_grad()
+    def _stream_history(self, imgs: torch.Tensor, data_samples: list, streaming: bool) -> None:
+        """Encode history-only frames (a subsampled test split streams every frame) so that the
+        temporal cache holds each scored frame's true previous BEV, as on the full split. Models
+        that do not stream a BEV (blind, camera tokens, T=1, stacked frame tokens) skip them."""
+        if not (streaming and self.bev_encoder is not None and self.bev_encoder.use_temporal):
+            return
+        t0 = time.perf_counter()
+        self.encode_bev(imgs[:, -1:], data_samples, streaming=True)
+        self._history_s += time.perf_counter() - t0
 
     def _predict_traj_after_qa(self, sample, cache, answers: dict) -> int:
         """``traj_placement='after_qa'``: set ``sample.pred_traj`` from the queries placed after the
