@@ -140,3 +140,27 @@ def test_a_questions_file_streams_the_frames_it_does_not_ask_about(world, tmp_pa
     assert scored == asked and 0 < len(asked) < 10
     ds_cfg.update(stream_skipped=False)
     assert len(DATASETS.build(ds_cfg)) == len(asked)
+
+
+def test_key_frames_without_qa_are_streamed_as_history(world, tmp_path):
+    """Real DriveLM annotates a subset of nuScenes key frames: under require_qa the others are not
+    scored, but streamed as history only, so the annotated frames keep their whole history."""
+    import pickle
+
+    with open(f"{world}/infos/bevlm_infos_val.pkl", "rb") as f:
+        data = pickle.load(f)
+    for info in data["data_list"]:
+        if info["frame_idx"] % 2:
+            info["drivelm"] = None
+    path = str(tmp_path / "sparse_qa.pkl")
+    write_pickle_atomic(data, path)
+    cfg = Config.fromfile(os.path.join(REPO, "configs/bev_vlm.py"))
+    ds_cfg = cfg.test_dataloader.dataset.to_dict()
+    ds_cfg.update(data_root=f"{world}/", ann_file=path, frame_stride=1)
+    ds = DATASETS.build(ds_cfg)
+    order = _test_order(ds)
+    assert len(order) == 10 and _streamed_history(order) == [q[-1]["frame_idx"] for q in order]
+    scored = [q[-1]["frame_idx"] for i, q in enumerate(order) if not ds.data_list[i].get("history_only")]
+    assert scored == [0, 2, 4] * 2
+    ds_cfg.update(stream_skipped=False)
+    assert len(DATASETS.build(ds_cfg)) == 6

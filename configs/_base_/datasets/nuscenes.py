@@ -45,6 +45,9 @@ val_dataloader = dict(
         qa_mode="frame",
         qa_select="test",
         frame_stride=1,
+        # DriveLM annotates a subset of the key frames: the others are streamed as history-only
+        # items, so each scored frame's temporal BEV has its whole scene history
+        stream_skipped=True,
         test_mode=True,
     ),
 )

@@ -57,6 +57,7 @@ class BEVDriveDataset(BaseDataset):
             test format, selected as DriveLM's ``extract_data.py`` does: what the challenge scores).
         frame_stride: keep every k-th QA frame (faster evaluation on a documented subset).
         stream_skipped: in test mode, also yield the frames a split skips (``frame_stride > 1``;
+            key frames without DriveLM QA under ``require_qa``, as most nuScenes key frames are;
             with ``questions_file``, the frames of its scenes it asks nothing about), in stream
             order, as history-only items (no questions, metainfo ``history_only=True``, the current
             frame only): a streaming model encodes them to carry its temporal BEV as on the full
@@ -146,6 +147,8 @@ class BEVDriveDataset(BaseDataset):
         n_frames = n_seen = 0
         for fi, frame in enumerate(self.frames):
             if frame.get("drivelm") is None and self.require_qa:
+                if self.stream_skipped and self.test_mode:  # a key frame without QA: history only
+                    entries.append({"frame": fi, "qa": [], "history_only": True})
                 continue
             n_seen += 1
             if (n_seen - 1) % self.frame_stride:
