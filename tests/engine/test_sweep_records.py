@@ -106,3 +106,33 @@ def test_a_reused_run_comes_from_the_other_sweeps_record(tmp_path, fake_python, 
     assert (records / "B" / "bev_vlm_tiny" / "seed0" / "test" / "metrics.json").is_file()
     summary = json.loads((root / "B" / "summary.json").read_text())
     assert summary["bootstrap"]["diffs"]["b"]["drivelm/accuracy"]["seeds"] == 2
+
+
+def test_a_record_of_other_test_data_is_not_taken(tmp_path, fake_python, two_configs, capsys):
+    """The run file fingerprints the test split (dataset settings, frames and their QA): after the world
+    is generated anew with other content, a record of the old one is not restored."""
+    from bevlm.utils import dump_plain_pickle
+
+    fake, calls = fake_python
+    world = tmp_path / "world"
+    (world / "infos").mkdir(parents=True)
+
+    def write_world(answer):
+        frames = [{"scene_token": "s0", "token": f"f{k}", "drivelm": {"QA": {"perception": [{"Q": "q", "A": answer}]}}}
+                  for k in range(3)]
+        dump_plain_pickle({"metainfo": {}, "data_list": frames}, str(world / "infos" / "bevlm_infos_val.pkl"))
+
+    write_world("yes")
+    records = tmp_path / "runs"
+    sweep = _sweep(two_configs[:1], seeds=[0], test_options=[f"test_dataloader.dataset.data_root={world}/"])
+    run_sweep(sweep, root=str(tmp_path / "s1"), python=str(fake), records=str(records))
+    meta = json.loads((records / "rec" / "bev_vlm_tiny" / "seed0" / RUN_FILE).read_text())
+    data = meta["test"]["test_data"][""]
+    assert len(data["frames_sha256"]) == 64 and data["dataset"]["qa_select"] == "test"
+    calls.write_text("")
+    run_sweep(sweep, root=str(tmp_path / "s2"), python=str(fake), records=str(records))
+    assert calls.read_text() == ""  # same test data: restored
+    write_world("no")  # same paths, other content
+    run_sweep(sweep, root=str(tmp_path / "s3"), python=str(fake), records=str(records))
+    assert [line.split()[0] for line in calls.read_text().splitlines()] == ["tools/train.py", "tools/test.py"]
+    assert "was tested with" in capsys.readouterr().out

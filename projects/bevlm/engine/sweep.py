@@ -168,17 +168,22 @@ def _config_view(path: str) -> dict:
     return _normal(_flat(_training_view(Config.fromfile(path).to_dict())))
 
 
-def _wanted_view(run: dict) -> dict:
+def _config_with(config: str, options: list[str]):
+    """``config`` (a path) with the ``key=value`` cfg-options applied, as tools/train.py applies them."""
     from mmengine.config import Config, DictAction
 
-    want = Config.fromfile(run["config"])
-    if run["options"]:
+    cfg = Config.fromfile(config)
+    if options:
         opts = {}
-        for o in run["options"]:
+        for o in options:
             k, v = o.split("=", 1)
             opts[k] = DictAction._parse_iterable(v)
-        want.merge_from_dict(opts)
-    return _normal(_flat(_training_view(want.to_dict())))
+        cfg.merge_from_dict(opts)
+    return cfg
+
+
+def _wanted_view(run: dict) -> dict:
+    return _normal(_flat(_training_view(_config_with(run["config"], run["options"]).to_dict())))
 
 
 def config_diff(run: dict, dumped: str) -> list[str]:
@@ -223,11 +228,42 @@ RECORD_FILES = ("metrics.json", "drivelm.output.json", "drivelm.test_eval.json",
 
 
 def sweep_test_command(sweep: dict, run: dict) -> dict:
-    """How the sweep tests ``run`` (compared before a finished run's results are taken over)."""
+    """How the sweep tests ``run`` (compared before a finished run's results are taken over): the
+    test arguments and options, and per test set what it scores (:func:`split_fingerprint`)."""
     return {"test_args": [str(a) for a in sweep.get("test_args", [])],
             "test_options": [str(o) for o in sweep.get("test_options", [])],
             "test_sets": {k: [str(o) for o in v] for k, v in (sweep.get("test_sets") or {"": []}).items()},
-            "variant": run.get("variant")}
+            "variant": run.get("variant"), "test_data": split_fingerprint(sweep, run)}
+
+
+def split_fingerprint(sweep: dict, run: dict) -> dict | None:
+    """Per test set, the test dataset's settings (split, stride, question selection, queue; not its
+    paths) and a sha256 of its frames (scene and frame tokens with their DriveLM QA, read from the
+    info file): a run tested on another world or split is not taken for this one. None when the
+    config is not a file (sweeps of stand-in configs); ``frames_sha256`` None when the info file is
+    missing."""
+    import hashlib
+
+    from bevlm.utils import load_plain_pickle
+
+    if not os.path.isfile(run["config"]):
+        return None
+    out = {}
+    for name, set_opts in (sweep.get("test_sets") or {"": []}).items():
+        cfg = _config_with(run["config"], list(run["options"]) + [str(o) for o in sweep.get("test_options", [])]
+                           + [str(o) for o in set_opts])
+        ds = cfg.get("test_dataloader", {}).get("dataset", {})
+        ds = ds.to_dict() if hasattr(ds, "to_dict") else dict(ds)
+        ann = str(ds.get("ann_file", ""))
+        path = ann if os.path.isabs(ann) else os.path.join(str(ds.get("data_root", "")), ann)
+        digest = None
+        if ann and os.path.isfile(path):
+            frames = [[f.get("scene_token"), f.get("token"), f.get("drivelm")]
+                      for f in load_plain_pickle(path)["data_list"]]
+            digest = hashlib.sha256(json.dumps(frames, sort_keys=True, default=repr).encode()).hexdigest()
+        settings = {k: v for k, v in ds.items() if k not in ("data_root", "ann_file", "pipeline", "type")}
+        out[name] = {"dataset": _normal(_flat(settings)), "frames_sha256": digest}
+    return out
 
 
 def _test_dirs(sweep: dict, work: str) -> dict:
