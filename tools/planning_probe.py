@@ -76,6 +76,7 @@ def trajectory_only_l2(model, dataloader, stream: bool) -> dict:
     import torch
 
     from bevlm.evaluation.planning_metric import planning_summary
+    from bevlm.structures import scored_samples
 
     model.eval()
     model.reset_test_state()
@@ -87,7 +88,7 @@ def trajectory_only_l2(model, dataloader, stream: bool) -> dict:
             s.qa = []  # nothing to decode: the trajectory only
         with torch.no_grad():
             out = model(**data, mode="predict")
-        for s in out:
+        for s in scored_samples(out):
             l2.append(np.linalg.norm(s.pred_traj.numpy() - s.gt_traj.numpy(), axis=-1))
             mask.append(s.gt_traj_mask.numpy())
     l2, mask = np.stack(l2), np.stack(mask)

@@ -6,6 +6,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
 from bevlm.registry import DATASETS, MODELS
+from bevlm.structures import is_history_only, scored_samples
 from tests.conftest import REPO
 
 init_default_scope("bevlm")
@@ -286,9 +287,10 @@ def test_frozen_vision_modules_get_no_gradient_and_keep_eval_mode(tiny_world):
 
 
 def test_a_subsampled_split_streams_the_skipped_frames_so_scored_frames_match_the_full_split(tiny_world):
-    """frame_stride=2 with stream_skipped: the skipped frames are encoded (history only, not returned,
-    so no metric sees them) and every scored frame gets exactly the answers and trajectory it gets on
-    the full split; without them its history is shorter and its trajectory differs."""
+    """frame_stride=2 with stream_skipped: the skipped frames are encoded (history only: returned
+    unanswered, every metric skips them) and every scored frame gets exactly the answers and
+    trajectory it gets on the full split; without them its history is shorter and its trajectory
+    differs."""
     cfg = _cfg()
     model = _model(cfg).eval()
 
@@ -302,8 +304,9 @@ def test_a_subsampled_split_streams_the_skipped_frames_so_scored_frames_match_th
             for i in range(len(ds)):
                 data = model.data_preprocessor(pseudo_collate([ds[i]]), False)
                 res = model(**data, mode="predict")
-                history += not res
-                for s in res:
+                assert len(res) == 1  # history-only frames come back unanswered (the test loop needs outputs)
+                history += is_history_only(res[0])
+                for s in scored_samples(res):
                     out[s.token] = (dict(s.pred_answers), s.pred_traj.clone(), s.efficiency["history_s"])
         return ds, out, history
 

@@ -61,8 +61,9 @@ class BEVDriveDataset(BaseDataset):
             with ``questions_file``, the frames of its scenes it asks nothing about), in stream
             order, as history-only items (no questions, metainfo ``history_only=True``, the current
             frame only): a streaming model encodes them to carry its temporal BEV as on the full
-            split, and answers and scores only the others (:meth:`BEVVLM.predict` returns no sample
-            for them, so no metric or writer sees them). False: skipped frames are not loaded.
+            split, and answers and scores only the others (:meth:`BEVVLM.predict` returns them
+            unanswered and every metric and writer skips them, ``bevlm.structures.scored_samples``).
+            False: skipped frames are not loaded.
         mc_seed: the questions that the official test format turns into multiple choice
             (the selected moving-status and behavior QA) are asked in that form, with the
             options drawn as :class:`bevlm.evaluation.DriveLMMetric` draws them with the same

@@ -23,6 +23,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from ..registry import METRICS
+from ..structures import scored_samples
 from ..structures.qa_families import STAGES, classify_question
 from .drivelm_official import OpenAIJudge, evaluate
 from .drivelm_files import atomic_write_json, write_predictions, write_test_eval
@@ -88,7 +89,7 @@ class DriveLMMetric(BaseMetric):
             data_batch: unused.
             data_samples: per frame, a dict (or data element) with the keys of the class doc.
         """
-        for sample in data_samples:
+        for sample in scored_samples(data_samples):  # history-only frames are not scored
             if hasattr(sample, "to_dict"):
                 sample = sample.to_dict()
             for key in ("scene_token", "token", "drivelm_frame", "pred_answers"):

@@ -24,6 +24,7 @@ from mmengine.logging import MMLogger
 
 from ..datasets.drivelm_io import iter_test_questions, load_drivelm_questions
 from ..registry import METRICS
+from ..structures import scored_samples
 from .drivelm_files import SUBMISSION_FIELDS, atomic_write_json, write_submission
 from .drivelm_testset import DriveLMEvalError
 
@@ -60,7 +61,7 @@ class DriveLMSubmissionWriter(BaseMetric):
 
     def process(self, data_batch: Any, data_samples: Sequence) -> None:
         """Store each frame's ``scene_token``, ``token`` and ``pred_answers``."""
-        for sample in data_samples:
+        for sample in scored_samples(data_samples):  # history-only frames are not asked
             if hasattr(sample, "to_dict"):
                 sample = sample.to_dict()
             for key in ("scene_token", "token", "pred_answers"):

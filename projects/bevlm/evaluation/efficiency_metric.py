@@ -12,6 +12,7 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 
 from bevlm.registry import METRICS
+from bevlm.structures import scored_samples
 from bevlm.utils import peak_memory_mb
 from .drivelm_files import atomic_write_json, update_per_frame
 
@@ -61,7 +62,7 @@ class EfficiencyMetric(BaseMetric):
         self.outfile_prefix = outfile_prefix
 
     def process(self, data_batch, data_samples) -> None:
-        for s in data_samples:
+        for s in scored_samples(data_samples):  # history-only frames: their time is history_s
             if "efficiency" in s:
                 rec = dict(s["efficiency"])
                 rec["_token"], rec["_scene_token"] = str(s.get("token", "")), str(s.get("scene_token", ""))

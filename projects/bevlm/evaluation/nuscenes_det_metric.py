@@ -25,6 +25,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from ..registry import METRICS
+from ..structures import scored_samples
 from bevlm.utils import atomic_write_json
 
 #: mmdet3d ``NuScenesDataset.DefaultAttribute``.
@@ -241,7 +242,7 @@ class NuScenesDetMetric(BaseMetric):
 
     def process(self, data_batch: Any, data_samples: Sequence) -> None:
         """Keep each sample's token and its predicted ego boxes (numpy)."""
-        for sample in data_samples:
+        for sample in scored_samples(data_samples):
             if hasattr(sample, "to_dict"):
                 sample = sample.to_dict()
             pred = sample.get("pred_instances_3d")

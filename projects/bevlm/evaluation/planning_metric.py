@@ -26,6 +26,7 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 
 from ..registry import METRICS
+from ..structures import scored_samples
 from .drivelm_files import update_per_frame
 
 EGO_LENGTH = 4.084
@@ -155,7 +156,7 @@ class PlanningMetric(BaseMetric):
 
     def process(self, data_batch: Any, data_samples: Sequence) -> None:
         """Compute per-step L2 and collisions of each frame."""
-        for sample in data_samples:
+        for sample in scored_samples(data_samples):  # history-only frames are not scored
             if hasattr(sample, "to_dict"):
                 sample = sample.to_dict()
             pred = self._array(sample, "pred_traj", (2,))

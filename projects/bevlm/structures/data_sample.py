@@ -57,3 +57,17 @@ class DriveDataSample(BaseDataElement):
             gt_fut_boxes (optional): future box centres for collision checks.
         scene_description: str.
     """
+
+
+def is_history_only(sample) -> bool:
+    """True for a frame a test split streams for the temporal BEV only (``history_only`` metainfo):
+    the model returns it unanswered and no metric or writer may count it. ``sample``: a
+    :class:`DriveDataSample` or its ``to_dict()`` (what mmengine's evaluator hands the metrics)."""
+    if isinstance(sample, dict):
+        return bool(sample.get("history_only", False))
+    return bool(sample.metainfo.get("history_only", False))
+
+
+def scored_samples(samples) -> list:
+    """The samples of ``samples`` that are scored (not history-only)."""
+    return [s for s in samples if not is_history_only(s)]

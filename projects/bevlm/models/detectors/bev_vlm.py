@@ -9,7 +9,7 @@ from mmengine.model import BaseModel
 from torch import nn
 
 from bevlm.registry import MODELS
-from bevlm.structures import EgoMotion
+from bevlm.structures import EgoMotion, is_history_only
 from bevlm.utils import Stopwatch, count_flops
 
 from ..bev.multiview_encoder import encode_bev_queue, extract_multiview_feats
@@ -491,7 +491,8 @@ class BEVVLM(BaseModel):
 
     @torch.no_grad()
     def predict(self, imgs, data_samples) -> list:
-        """Answer every QA of each sample and predict its trajectory.
+        """Answer every QA of each sample and predict its trajectory (history-only samples of a
+        streamed test split are only encoded, and returned unanswered: see ``is_history_only``).
 
         Adds to each sample ``pred_answers`` {official index: answer}, ``pred_traj [6, 2]`` and
         ``efficiency`` (per-frame seconds of encoder / prefill / decode, generated tokens, and,
@@ -499,12 +500,13 @@ class BEVVLM(BaseModel):
         """
         test_cfg = self.test_cfg
         streaming = test_cfg.stream_temporal and self.vision == "bev" and self.temporal_fusion == "bev"
-        history = [i for i, s in enumerate(data_samples) if s.metainfo.get("history_only", False)]
+        history = [i for i, s in enumerate(data_samples) if is_history_only(s)]
+        history_samples = [data_samples[i] for i in history]
         if history:  # frames of the stream that are not scored: only carry the temporal BEV
-            self._stream_history(imgs[history], [data_samples[i] for i in history], streaming)
+            self._stream_history(imgs[history], history_samples, streaming)
             keep = [i for i in range(len(data_samples)) if i not in set(history)]
-            if not keep:
-                return []
+            if not keep:  # returned unanswered (the test loop needs outputs); metrics skip them
+                return history_samples
             imgs, data_samples = imgs[keep], [data_samples[i] for i in keep]
         b = len(data_samples)
         watch = Stopwatch()
@@ -567,7 +569,7 @@ class BEVVLM(BaseModel):
         self._history_s = 0.0
         for sample in data_samples:  # batch-level phases are shared equally by the frames
             sample.efficiency.update({f"{k}_s": v / b for k, v in secs.items()})
-        return data_samples
+        return history_samples + data_samples
 
     _history_s = 0.0  # encoder seconds of history-only frames not yet reported
 
