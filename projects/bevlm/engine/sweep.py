@@ -415,7 +415,11 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
                 reuse = seeded
         finished = all(os.path.isfile(os.path.join(d, "metrics.json")) for d in test_dirs.values())
         restored = None
-        if not finished and not dry_run and not os.path.isfile(os.path.join(work, "last_checkpoint")):
+        # a finished copy replaces nothing of this run's own: only a run without a training of its own
+        # (none yet, or one pointed at another run's checkpoint) is restored
+        own_training = (os.path.isfile(os.path.join(work, "last_checkpoint"))
+                        and not os.path.isfile(os.path.join(work, "reused_from.txt")))
+        if not finished and not dry_run and not own_training:
             for cand in _restore_candidates(run, root, out_root, records, reuse):
                 why = copy_finished_run(sweep, run, cand, work)
                 if why is None:
