@@ -1,6 +1,6 @@
 # The baselines of configs/sweeps/baselines.py, each trained with 3 seeds and tested on the default
-# split (the official test-format questions of every 3rd val frame, all frames streamed: 54 frames
-# in 9 scenes, about 430 questions). The summary (summary.md / .csv / .json; `python tools/sweep.py
+# split (the official test-format questions of every 3rd val frame, all frames streamed: 48 frames
+# in 9 scenes, 384 questions). The summary (summary.md / .csv / .json; `python tools/sweep.py
 # configs/sweeps/baselines_seeds.py --results-dir docs/results`) gives each metric's mean ± std
 # over the seeds and, against BEV (the first entry), the paired bootstrap difference of the seed
 # means with its 95 % interval (scenes, then frames within them, resampled; bevlm.engine.sweep).

@@ -4,7 +4,7 @@
 # recipe), and with 36 learned prompt tokens (what the random vision side's nearly constant tokens
 # amount to; docs/research/perception_first.md). Needs work_dirs/bev_det_pretrain/iter_1000.pth (tools/run_main.sh, or
 # `python tools/train.py configs/bev_det_pretrain.py`). Tested on the default split (every 3rd
-# val frame scored, all streamed: 54 frames in 9 scenes) with the lossless variant (answers identical to greedy decoding).
+# val frame scored, all streamed: 48 frames in 9 scenes) with the lossless variant (answers identical to greedy decoding).
 #   python tools/sweep.py configs/sweeps/perception_first.py --results-dir docs/results
 sweep = dict(
     name="perception_first",

@@ -4,7 +4,7 @@ sweep = dict(
     name="qa_rounds",
     configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_three-rounds.py"],
     steps=["train", "test"],
-    # the default split (every 3rd val frame scored, all streamed: 54 frames in 9 scenes), 3 trainings per config; the
+    # the default split (every 3rd val frame scored, all streamed: 48 frames in 9 scenes), 3 trainings per config; the
     # summary pairs each run with the first one (seed-pooled cluster bootstrap, 95 %)
     seeds=[0, 1, 2],
     resamples=2000,

@@ -43,7 +43,7 @@ val_dataloader = dict(
         data_root=data_root,
         pipeline=test_pipeline,
         # the default test split: the questions of the official test format (what the challenge
-        # scores) on every 3rd val frame (54 frames of the 9 val scenes, about 430 questions);
+        # scores) on every 3rd val frame (48 of the 144 frames of the 9 val scenes, 384 questions);
         # qa_select="all" evaluates the whole QA graph, frame_stride=1 scores every val frame.
         # Testing streams: frames run in scene and time order (test_mode sorts so) and the previous
         # BEV is cached per scene; the frames between the scored ones are streamed as history-only
