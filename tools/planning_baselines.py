@@ -1,0 +1,82 @@
+"""Kinematic planning references on a config's test split, and test runs compared with them.
+
+``python tools/planning_baselines.py CONFIG [RUN_DIR ...] [--modes constant_velocity ctra]
+[--resamples 2000] [--out result.json]``
+
+Extrapolates each scored test frame's ego status (constant velocity; constant turn rate and
+acceleration) and scores it with the planning metric (ST-P3 / UniAD L2 and collision) on the frames
+``tools/test.py CONFIG`` scores. Each RUN_DIR (a ``tools/test.py`` output folder, a work dir with
+``test/``, or a sweep run record) is compared frame by frame from its ``per_frame.json``: run -
+reference with a paired two-stage cluster bootstrap interval (scenes, then frames); ``*`` marks an
+interval that excludes 0. No model and no checkpoint are needed.
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("runs", nargs="*", help="test output folders to compare with the references")
+    p.add_argument("--modes", nargs="+", default=["constant_velocity", "ctra"])
+    p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. test_dataloader.dataset.data_root=...")
+    p.add_argument("--out", help="write the figures to this JSON file")
+    return p.parse_args(argv)
+
+
+def _per_frame(run: str) -> dict:
+    for path in (osp.join(run, "per_frame.json"), osp.join(run, "test", "per_frame.json")):
+        if osp.isfile(path):
+            with open(path) as f:
+                return json.load(f)["planning"]
+    raise FileNotFoundError(f"{run}: no per_frame.json (here or under test/). Fix: pass a tools/test.py "
+                            "--out-dir, a work dir tested by tools/test.py, or a sweep run record")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from mmengine.config import Config, DictAction
+    from mmengine.registry import init_default_scope
+
+    import bevlm.datasets  # noqa: F401  (registers the dataset and transforms)
+    from bevlm.evaluation.planning_baselines import compare_planning, planning_reference, summarize_records
+    from bevlm.registry import DATASETS
+    from bevlm.structures import scored_samples
+    from bevlm.utils import atomic_write_json
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict({k: DictAction._parse_iterable(v) for k, v in (o.split("=", 1) for o in args.cfg_options)})
+    init_default_scope("bevlm")
+    ds_cfg = cfg.test_dataloader.dataset.to_dict()
+    ds_cfg.update(stream_skipped=False, queue_length=1)  # the scored frames; no model, no history
+    dataset = DATASETS.build(ds_cfg)
+    samples = scored_samples(dataset[i]["data_samples"] for i in range(len(dataset)))
+    runs = {run: _per_frame(run) for run in args.runs}
+    result = {"config": args.config, "frames": len(samples), "references": {}}
+    for mode in args.modes:
+        records = planning_reference(samples, mode)
+        entry = {"metrics": summarize_records(records), "runs": {}}
+        print(f"{mode}: L2 avg (ST-P3) {entry['metrics']['L2_avg_stp3']:.3f} m, "
+              f"collision avg {100 * entry['metrics']['collision_avg_stp3']:.2f} % on {len(records)} frames")
+        for run, planning in runs.items():
+            res = compare_planning(records, planning, args.resamples, args.seed)
+            entry["runs"][run] = res
+            for key in ("L2_avg_stp3", "collision_avg_stp3"):
+                m = res["metrics"][key]
+                print(f"    {run}: {key} {m['run']:.4f} vs {m['reference']:.4f}: {m['diff']:+.4f} "
+                      f"[{m['lo']:+.4f}, {m['hi']:+.4f}]{' *' if m['significant'] else ''} "
+                      f"({res['scenes']} scenes, {res['frames']} frames)")
+        result["references"][mode] = entry
+    if args.out:
+        atomic_write_json(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
