@@ -103,3 +103,40 @@ def test_ego_prior_adds_its_offsets_and_learns():
         loss.backward()
         optim.step()
     assert loss.item() < 0.1 * first
+
+
+def test_kinematic_prior_is_the_base_the_learned_offsets_add_to():
+    from bevlm.structures import kinematic_waypoints
+
+    head = _head(kinematic_prior="ctra")
+    hidden = torch.randn(3, K, D)
+    ego = torch.tensor([[5.0, 0.0, 0.5, 0.0, 0.2], [0.0, 0.0, 0.0, 0.0, 0.0], [3.0, 0.3, -1.0, 0.0, -0.1]])
+    base = kinematic_waypoints(ego.double(), H, 0.5, "ctra").float()
+    plain = _head()(hidden)  # the same weights (seed) without the prior: the learned part alone
+    torch.testing.assert_close(head(hidden, ego), plain + base)
+    with torch.no_grad():  # learned offsets at zero: exactly the kinematic extrapolation
+        head.mlp[-1].weight.zero_()
+        head.mlp[-1].bias.zero_()
+    torch.testing.assert_close(head(hidden, ego), base)
+    # the ego status is data: no gradient to it, gradients to the head
+    ego.requires_grad_(True)
+    head.loss(head(hidden, ego), torch.zeros(3, H, 2))["loss_traj"].backward()
+    assert ego.grad is None and head.mlp[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs ego_status"):
+        head(hidden)
+    with pytest.raises(ValueError, match="kinematic_prior"):
+        _head(kinematic_prior="bicycle")
+
+
+def test_kinematic_prior_needs_the_ego_status_in_the_model():
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from tests.conftest import REPO
+
+    init_default_scope("bevlm")
+    cfg = Config.fromfile(f"{REPO}/configs/bev_vlm_tiny.py").model.to_dict()
+    cfg["traj_head"] = dict(cfg["traj_head"], kinematic_prior="ctra", ego_prior_dims=0)
+    cfg["use_ego_status"] = False
+    with pytest.raises(ValueError, match="kinematic_prior='ctra' extrapolates the ego status"):
+        MODELS.build(cfg)

@@ -15,41 +15,23 @@ bootstrap over scenes and frames). ``tools/planning_baselines.py`` is the comman
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
+import torch
 
+from ..structures import KINEMATIC_MODES as MODES
+from ..structures import kinematic_waypoints
 from .bootstrap import cluster_resample
 from .planning_metric import PlanningMetric, planning_summary
 
-MODES = ("constant_velocity", "ctra")
+__all__ = ["MODES", "kinematic_plan", "planning_reference", "summarize_records", "compare_planning"]
 
 
 def kinematic_plan(ego_status, steps: int = 6, dt: float = 0.5, mode: str = "ctra",
                    substeps: int = 10) -> np.ndarray:
-    """``[steps, 2]`` future ego positions at ``dt, 2 dt, ...`` in the current ego frame."""
-    if mode not in MODES:
-        raise ValueError(f"kinematic_plan: mode {mode!r} is not one of {MODES}")
-    vx, vy, ax, ay, yaw_rate = (float(v) for v in np.asarray(ego_status, float).reshape(-1)[:5])
-    times = dt * np.arange(1, steps + 1)
-    if mode == "constant_velocity":
-        return np.stack([vx * times, vy * times], 1)
-    speed = math.hypot(vx, vy)
-    heading = math.atan2(vy, vx) if speed > 1e-6 else 0.0
-    along = (ax * vx + ay * vy) / speed if speed > 1e-6 else ax  # acceleration along the motion
-    h = dt / substeps
-    x = y = 0.0
-    out = []
-    for k in range(steps * substeps):
-        s_next = max(speed + along * h, 0.0)
-        s_mid = 0.5 * (speed + s_next) if speed + along * h >= 0 else speed * speed / (2 * abs(along) * h)
-        th_mid = heading + yaw_rate * h / 2
-        x += s_mid * math.cos(th_mid) * h
-        y += s_mid * math.sin(th_mid) * h
-        speed, heading = s_next, heading + yaw_rate * h
-        if (k + 1) % substeps == 0:
-            out.append((x, y))
-    return np.asarray(out)
+    """``[steps, 2]`` future ego positions at ``dt, 2 dt, ...`` in the current ego frame
+    (:func:`bevlm.structures.kinematic_waypoints` in float64)."""
+    ego = torch.as_tensor(np.asarray(ego_status, np.float64).reshape(-1))
+    return kinematic_waypoints(ego, steps, dt, mode, substeps).numpy()
 
 
 def planning_reference(samples, mode: str) -> list[dict]:

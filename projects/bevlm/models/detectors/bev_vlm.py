@@ -176,6 +176,11 @@ class BEVVLM(BaseModel):
             traj_head = dict(traj_head)
             traj_head.setdefault("hidden_size", width)
             prior = traj_head.get("ego_prior_dims", 0)
+            if traj_head.get("kinematic_prior") is not None and (not use_ego_status or ego_status_dims < 5):
+                raise ValueError(f"traj_head.kinematic_prior={traj_head['kinematic_prior']!r} extrapolates the ego "
+                                 f"status ([vx, vy, ax, ay, yaw_rate]): it needs use_ego_status=True (got "
+                                 f"{use_ego_status}) and ego_status_dims >= 5 (got {ego_status_dims}); for a model "
+                                 "without ego status drop kinematic_prior")
             if prior and (not use_ego_status or prior != ego_status_dims):
                 raise ValueError(f"traj_head.ego_prior_dims={prior} reads the ego status straight into the "
                                  f"trajectory: it needs use_ego_status=True (got {use_ego_status}) and "
@@ -600,7 +605,7 @@ class BEVVLM(BaseModel):
 
     def _traj_ego(self, data_samples: list) -> torch.Tensor | None:
         """``[B, E]`` ego status for the trajectory head's direct ego path (None when it has none)."""
-        if self.traj_head is None or self.traj_head.ego_prior is None:
+        if self.traj_head is None or not self.traj_head.needs_ego_status:
             return None
         return torch.stack([s.ego_status for s in data_samples]).to(next(self.traj_head.parameters()))
 

@@ -13,6 +13,11 @@ rate, ...) straight to per-step offsets that are added to the LLM readout's: the
 extrapolation that open-loop planning on nuScenes mostly rewards (Li et al., "Is Ego Status All You
 Need for Open-Loop End-to-End Autonomous Driving?", 2024) no longer has to pass through the LLM,
 whose states at the query tokens then only carry the scene-dependent correction.
+
+With ``kinematic_prior`` ('ctra' or 'constant_velocity') the waypoints are the ego status
+extrapolated by that kinematic model (:func:`bevlm.structures.kinematic_waypoints`, no parameters)
+plus the learned offsets: the head starts from the non-learned reference planner and learns only
+where the scene departs from it (turn onsets, braking for agents).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from bevlm.registry import MODELS
+from bevlm.structures import KINEMATIC_MODES, kinematic_waypoints
 
 
 @MODELS.register_module()
@@ -35,12 +41,23 @@ class TrajectoryTokenHead(BaseModule):
         loss_weight: multiplier of ``loss_traj``.
         ego_prior_dims: length E of the ego-status vector of the direct ego-status path (0: none);
             with it, :meth:`forward` needs ``ego_status [B, E]``.
+        kinematic_prior: None, or a mode of :func:`bevlm.structures.kinematic_waypoints` ('ctra',
+            'constant_velocity'): the waypoints are that extrapolation of the ego status
+            (``[vx, vy, ax, ay, yaw_rate, ...]``) plus the learned offsets; :meth:`forward` then
+            needs ``ego_status``.
+        step_s: seconds between waypoints (the kinematic prior's time step).
         init_cfg: mmengine init config (optional).
     """
 
     def __init__(self, hidden_size: int, num_tokens: int = 6, horizon: int = 6, hidden_dims: int = 256,
-                 loss_weight: float = 1.0, ego_prior_dims: int = 0, init_cfg: dict | None = None) -> None:
+                 loss_weight: float = 1.0, ego_prior_dims: int = 0, kinematic_prior: str | None = None,
+                 step_s: float = 0.5, init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if kinematic_prior is not None and kinematic_prior not in KINEMATIC_MODES:
+            raise ValueError(f"TrajectoryTokenHead: kinematic_prior={kinematic_prior!r} is not None or one of "
+                             f"{KINEMATIC_MODES}")
+        self.kinematic_prior = kinematic_prior
+        self.step_s = float(step_s)
         if hidden_size <= 0 or num_tokens <= 0 or horizon <= 0 or hidden_dims <= 0 or ego_prior_dims < 0:
             raise ValueError(f"TrajectoryTokenHead: hidden_size={hidden_size}, num_tokens={num_tokens}, "
                              f"horizon={horizon}, hidden_dims={hidden_dims} must all be positive and "
@@ -83,7 +100,8 @@ class TrajectoryTokenHead(BaseModule):
 
         Args:
             hidden: ``[B, K, D]`` last-layer LLM states at the query positions.
-            ego_status: ``[B, E]`` ego state, needed with ``ego_prior_dims = E`` (ignored without).
+            ego_status: ``[B, E]`` ego state, needed with ``ego_prior_dims = E`` or a kinematic prior
+                (ignored without either).
 
         Returns:
             ``[B, H, 2]`` waypoints (x forward, y left, metres) in the current
@@ -100,7 +118,21 @@ class TrajectoryTokenHead(BaseModule):
                                  f"[{hidden.shape[0]}, {self.ego_prior_dims}], got "
                                  f"{None if ego_status is None else tuple(ego_status.shape)}")
             offsets = offsets + self.ego_prior(ego_status.to(self.queries.dtype)).view(-1, self.horizon, 2)
-        return offsets.cumsum(dim=1)
+        traj = offsets.cumsum(dim=1)
+        if self.kinematic_prior is not None:
+            if ego_status is None or ego_status.dim() != 2 or ego_status.shape[0] != hidden.shape[0] \
+                    or ego_status.shape[1] < 5:
+                raise ValueError(f"TrajectoryTokenHead(kinematic_prior={self.kinematic_prior!r}) needs ego_status "
+                                 f"[{hidden.shape[0]}, >=5] ([vx, vy, ax, ay, yaw_rate, ...]), got "
+                                 f"{None if ego_status is None else tuple(ego_status.shape)}")
+            base = kinematic_waypoints(ego_status.detach().double(), self.horizon, self.step_s, self.kinematic_prior)
+            traj = traj + base.to(traj.dtype)
+        return traj
+
+    @property
+    def needs_ego_status(self) -> bool:
+        """Whether :meth:`forward` reads the ego status (direct path or kinematic prior)."""
+        return self.ego_prior is not None or self.kinematic_prior is not None
 
     def loss(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> dict:
         """Masked L1 between predicted and ground-truth waypoints.
