@@ -90,7 +90,8 @@ def test_a_record_of_another_test_command_or_config_is_not_taken(tmp_path, fake_
 
 def test_a_reused_run_comes_from_the_other_sweeps_record(tmp_path, fake_python, two_configs):
     """Sweep B reuses A's run of the tiny config; A's work dirs are gone (fresh checkout), its records are
-    not: B takes A's results without training or testing, and records them as its own."""
+    not: B takes A's results without training or testing and writes no second record of them; a fresh
+    checkout restores B from A's record again."""
     fake, calls = fake_python
     root, records = tmp_path / "sweeps", tmp_path / "runs"
     run_sweep(_sweep(two_configs[:1], name="A"), root=str(root), python=str(fake), records=str(records))
@@ -103,9 +104,28 @@ def test_a_reused_run_comes_from_the_other_sweeps_record(tmp_path, fake_python, 
     assert [r["run"] for r in rows] == ["bev_vlm_tiny", "bev_vlm_tiny", "b", "b"]
     meta = json.loads((root / "B" / "bev_vlm_tiny" / "seed0" / RUN_FILE).read_text())
     assert meta["results_from"] == str(records / "A" / "bev_vlm_tiny" / "seed0")
-    assert (records / "B" / "bev_vlm_tiny" / "seed0" / "test" / "metrics.json").is_file()
+    assert not (records / "B" / "bev_vlm_tiny").exists()  # A's record serves B: no copy
+    assert (records / "B" / "b" / "seed0" / "test" / "metrics.json").is_file()
     summary = json.loads((root / "B" / "summary.json").read_text())
     assert summary["bootstrap"]["diffs"]["b"]["drivelm/accuracy"]["seeds"] == 2
+    shutil.rmtree(root)
+    calls.write_text("")
+    again = run_sweep(sweep_b, root=str(root), python=str(fake), records=str(records))
+    assert calls.read_text() == "" and again == rows
+
+
+def test_a_reused_run_tested_otherwise_gets_its_own_record(tmp_path, fake_python, two_configs):
+    """B reuses A's training but tests it with another command: B's results are its own, so is its record."""
+    fake, calls = fake_python
+    root, records = tmp_path / "sweeps", tmp_path / "runs"
+    run_sweep(_sweep(two_configs[:1], name="A", seeds=[0]), root=str(root), python=str(fake), records=str(records))
+    calls.write_text("")
+    sweep_b = _sweep(two_configs[:1], name="B", seeds=[0], test_args=[],
+                     reuse={"bev_vlm_tiny": str(root / "A" / "bev_vlm_tiny")})
+    run_sweep(sweep_b, root=str(root), python=str(fake), records=str(records))
+    assert [line.split()[0] for line in calls.read_text().splitlines()] == ["tools/test.py"]
+    meta = json.loads((records / "B" / "bev_vlm_tiny" / "seed0" / RUN_FILE).read_text())
+    assert meta["test"]["test_args"] == []
 
 
 def test_a_record_of_other_test_data_is_not_taken(tmp_path, fake_python, two_configs, capsys):

@@ -220,7 +220,9 @@ def check_run_dirs(sweep: dict, runs: list[dict], out_root: str) -> None:
 # DriveLM output / test files, per-frame records: tens of kilobytes). Records are meant to be
 # committed: they are the files behind a table, and the sweep restores a run from its record (or a
 # reused run from the other sweep's record) instead of training it again, when the config matches
-# key by key and the test command is the same. Nothing in a record is executed.
+# key by key and the test command is the same. A run that reuses another sweep's run gets no record of
+# its own when that run's record holds its results (one record serves both). Nothing in a record is
+# executed.
 RUN_FILE = "sweep_run.json"
 RECORD_CONFIG = "config.json"
 RECORD_FILES = ("metrics.json", "drivelm.output.json", "drivelm.test_eval.json", "per_frame.json",
@@ -280,6 +282,45 @@ def write_run_file(sweep: dict, run: dict, work: str) -> None:
                       os.path.join(work, RUN_FILE))
 
 
+def check_finished_run(sweep: dict, run: dict, src: str) -> tuple[str | None, dict | None, str | None]:
+    """Whether ``src`` (a run dir or a record) holds finished results of ``run``: its config key by key
+    and the sweep's test command. Returns (None, its run file, its config dump) when it does, else
+    (why not, None, None)."""
+    run_file = os.path.join(src, RUN_FILE)
+    if not os.path.isfile(run_file):
+        return f"{src} has no {RUN_FILE} (not a finished sweep run)", None, None
+    with open(run_file) as f:
+        meta = json.load(f)
+    want = sweep_test_command(sweep, run)
+    if meta.get("test") != want:
+        return f"{src} was tested with {meta.get('test')}, this sweep tests with {want}", None, None
+    # a record's plain-JSON config first: reading a record runs nothing
+    dumped = os.path.join(src, RECORD_CONFIG)
+    dumped = dumped if os.path.isfile(dumped) else _dumped_config(src, run)
+    if dumped is None:
+        return f"{src} holds no config dump", None, None
+    diff = config_diff(run, dumped)
+    if diff:
+        return f"{dumped} differs from {run['config']} {run['options']} in {diff[:8]}", None, None
+    missing = [d for d in _test_dirs(sweep, src).values() if not os.path.isfile(os.path.join(d, "metrics.json"))]
+    if missing:
+        return f"{missing[0]} has no metrics.json", None, None
+    return None, meta, dumped
+
+
+def shared_record(sweep: dict, run: dict, root: str, records: str | None, reuse: str | None) -> str | None:
+    """The record of the run that ``run`` reuses (another sweep's run of the same config and seed) when
+    it holds this run's results (same config, same test command): such a run gets no record of its
+    own, the one record serves both sweeps (a fresh checkout restores from it)."""
+    if not (records and reuse):
+        return None
+    rel = os.path.relpath(os.path.abspath(reuse), os.path.abspath(root))
+    if rel.startswith(".."):
+        return None
+    cand = os.path.join(records, rel)
+    return cand if check_finished_run(sweep, run, cand)[0] is None else None
+
+
 def copy_finished_run(sweep: dict, run: dict, src: str, dst: str, as_record: bool = False) -> str | None:
     """Copy the finished run ``src`` (its run file, config and test folders' small files) to ``dst``
     when it ran ``run``'s config (key by key) and was tested with the sweep's test command. Returns
@@ -289,26 +330,10 @@ def copy_finished_run(sweep: dict, run: dict, src: str, dst: str, as_record: boo
 
     from bevlm.utils import atomic_write_json
 
-    run_file = os.path.join(src, RUN_FILE)
-    if not os.path.isfile(run_file):
-        return f"{src} has no {RUN_FILE} (not a finished sweep run)"
-    with open(run_file) as f:
-        meta = json.load(f)
-    want = sweep_test_command(sweep, run)
-    if meta.get("test") != want:
-        return f"{src} was tested with {meta.get('test')}, this sweep tests with {want}"
-    # a record's plain-JSON config first: reading a record runs nothing
-    dumped = os.path.join(src, RECORD_CONFIG)
-    dumped = dumped if os.path.isfile(dumped) else _dumped_config(src, run)
-    if dumped is None:
-        return f"{src} holds no config dump"
-    diff = config_diff(run, dumped)
-    if diff:
-        return f"{dumped} differs from {run['config']} {run['options']} in {diff[:8]}"
+    why, meta, dumped = check_finished_run(sweep, run, src)
+    if why is not None:
+        return why
     src_tests, dst_tests = _test_dirs(sweep, src), _test_dirs(sweep, dst)
-    missing = [d for d in src_tests.values() if not os.path.isfile(os.path.join(d, "metrics.json"))]
-    if missing:
-        return f"{missing[0]} has no metrics.json"
     for name, d in src_tests.items():
         os.makedirs(dst_tests[name], exist_ok=True)
         for fname in RECORD_FILES:
@@ -347,6 +372,8 @@ def reuse_training(run: dict, work: str, src: str) -> None:
         FileNotFoundError: ``src`` has no finished training (no ``last_checkpoint`` / dumped config).
         ValueError: ``src`` trained something else (the differing keys are named).
     """
+    import shutil
+
     stem = os.path.splitext(os.path.basename(run["config"]))[0]
     dumped = _dumped_config(src, run) or os.path.join(src, stem + ".py")
     last = os.path.join(src, "last_checkpoint")
@@ -359,6 +386,8 @@ def reuse_training(run: dict, work: str, src: str) -> None:
                          f"{run['options']} in {diff[:8]}")
     ckpt = open(last).read().strip()
     os.makedirs(work, exist_ok=True)
+    if not _dumped_config(work, run):  # the config beside the results (the run's record is written from it)
+        shutil.copyfile(dumped, os.path.join(work, os.path.basename(dumped)))
     with open(os.path.join(work, "reused_from.txt"), "w") as f:
         f.write(f"training of {src} (same config, checked key by key): {ckpt}\n")
     with open(os.path.join(work, "last_checkpoint.tmp"), "w") as f:
@@ -413,6 +442,7 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
             seeded = os.path.join(reuse, f"seed{run['seed']}")
             if os.path.isdir(seeded) or not os.path.isdir(reuse):
                 reuse = seeded
+        reused_from = reuse
         finished = all(os.path.isfile(os.path.join(d, "metrics.json")) for d in test_dirs.values())
         restored = None
         # a finished copy replaces nothing of this run's own: only a run without a training of its own
@@ -462,7 +492,10 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
         if pending:
             write_run_file(sweep, run, work)
             print(f"    done in {time.time() - t0:.0f} s", flush=True)
-        if records:
+        shared = shared_record(sweep, run, root, records, reused_from)
+        if shared:
+            print(f"    record: {shared} (the reused run's)", flush=True)
+        elif records:
             record = os.path.join(records, sweep["name"], run["work"])
             if not os.path.isfile(os.path.join(record, RUN_FILE)) and os.path.isfile(os.path.join(work, RUN_FILE)):
                 why = copy_finished_run(sweep, run, work, record, as_record=True)
