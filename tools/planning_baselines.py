@@ -1,11 +1,13 @@
 """Kinematic planning references on a config's test split, and test runs compared with them.
 
-``python tools/planning_baselines.py CONFIG [RUN_DIR ...] [--modes constant_velocity ctra]
+``python tools/planning_baselines.py CONFIG [RUN_DIR ...] [--modes constant_velocity ctra ego_mlp]
 [--resamples 2000] [--out result.json]``
 
-Extrapolates each scored test frame's ego status (constant velocity; constant turn rate and
-acceleration) and scores it with the planning metric (ST-P3 / UniAD L2 and collision) on the frames
-``tools/test.py CONFIG`` scores. Each RUN_DIR (a ``tools/test.py`` output folder, a work dir with
+Plans each scored test frame from its ego status alone and scores the plan with the planning metric
+(ST-P3 / UniAD L2 and collision) on the frames ``tools/test.py CONFIG`` scores: extrapolated by a
+kinematic model (constant velocity; constant turn rate and acceleration) or by ``ego_mlp``, a small
+MLP from the ego status to offsets over the CTRA plan, fitted on the config's training frames
+(its number of steps chosen on held-out training scenes; seconds on a CPU). Each RUN_DIR (a ``tools/test.py`` output folder, a work dir with
 ``test/``, or a sweep run record) is compared frame by frame from its ``per_frame.json``: run -
 reference with a paired two-stage cluster bootstrap interval (scenes, then frames); ``*`` marks an
 interval that excludes 0. No model and no checkpoint are needed.
@@ -20,7 +22,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
     p.add_argument("runs", nargs="*", help="test output folders to compare with the references")
-    p.add_argument("--modes", nargs="+", default=["constant_velocity", "ctra"])
+    p.add_argument("--modes", nargs="+", default=["constant_velocity", "ctra", "ego_mlp"],
+                   choices=["constant_velocity", "ctra", "ego_mlp"])
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
@@ -38,13 +41,30 @@ def _per_frame(run: str) -> dict:
                             "--out-dir, a work dir tested by tools/test.py, or a sweep run record")
 
 
+def _train_frames(cfg) -> list[dict]:
+    """The info-file frames the config trains on (each dataset of a concatenation; frames once)."""
+    from bevlm.registry import DATASETS
+
+    ds_cfg = cfg.train_dataloader.dataset.to_dict()
+    dataset = DATASETS.build(ds_cfg)
+    frames, seen = [], set()
+    for ds in getattr(dataset, "datasets", [dataset]):
+        for entry in ds.data_list:
+            frame = ds.frames[entry["frame"]]
+            if frame["token"] not in seen:
+                seen.add(frame["token"])
+                frames.append(frame)
+    return frames
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from mmengine.config import Config, DictAction
     from mmengine.registry import init_default_scope
 
     import bevlm.datasets  # noqa: F401  (registers the dataset and transforms)
-    from bevlm.evaluation.planning_baselines import compare_planning, planning_reference, summarize_records
+    from bevlm.evaluation.planning_baselines import (compare_planning, fit_ego_mlp, planning_reference,
+                                                     summarize_records)
     from bevlm.registry import DATASETS
     from bevlm.structures import scored_samples
     from bevlm.utils import atomic_write_json
@@ -60,8 +80,15 @@ def main(argv=None) -> int:
     runs = {run: _per_frame(run) for run in args.runs}
     result = {"config": args.config, "frames": len(samples), "references": {}}
     for mode in args.modes:
-        records = planning_reference(samples, mode)
-        entry = {"metrics": summarize_records(records), "runs": {}}
+        planner, fit = None, None
+        if mode == "ego_mlp":
+            train = _train_frames(cfg)
+            planner = fit_ego_mlp(train, steps=int(samples[0].gt_traj.shape[0]), seed=args.seed)
+            fit = {"train_frames": len(train), "epochs": planner.epochs, "holdout_l2_avg_stp3": planner.holdout_l2}
+            print(f"ego_mlp: fitted on {len(train)} training frames, {planner.epochs} steps (held-out scenes: "
+                  f"L2 {planner.holdout_l2['ego_mlp']:.3f} m vs CTRA {planner.holdout_l2['ctra']:.3f} m)")
+        records = planning_reference(samples, mode, planner)
+        entry = {"metrics": summarize_records(records), "runs": {}, **({"fit": fit} if fit else {})}
         print(f"{mode}: L2 avg (ST-P3) {entry['metrics']['L2_avg_stp3']:.3f} m, "
               f"collision avg {100 * entry['metrics']['collision_avg_stp3']:.2f} % on {len(records)} frames")
         for run, planning in runs.items():

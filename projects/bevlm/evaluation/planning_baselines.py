@@ -7,7 +7,12 @@ frame, x forward, y left, SI units, as the info files store it):
 
 - ``constant_velocity``: ``p(t) = (vx, vy) t``;
 - ``ctra``: constant turn rate and (longitudinal) acceleration, speed clamped at 0 (a braking car
-  stops and stays), integrated with the midpoint rule (exact for the speed, error O(h^2) in the arc).
+  stops and stays), integrated with the midpoint rule (exact for the speed, error O(h^2) in the arc);
+- ``ego_mlp``: a learned planner that sees the ego status and nothing else (the AD-MLP idea of
+  Zhai et al. 2023, "Rethinking the open-loop evaluation of end-to-end autonomous driving in
+  nuScenes"): a small MLP from the 5 ego values to per-step offsets added to the CTRA plan, fitted
+  on the training split's frames in seconds (:func:`fit_ego_mlp`). What a vision model's planner
+  adds beyond it is what it gets from seeing.
 
 :func:`planning_reference` scores them with :class:`PlanningMetric` on a dataset's frames and
 :func:`compare_planning` pairs a test run's per-frame planning records with them (two-stage cluster
@@ -23,7 +28,11 @@ from ..structures import kinematic_waypoints
 from .bootstrap import cluster_resample
 from .planning_metric import PlanningMetric, planning_summary
 
-__all__ = ["MODES", "kinematic_plan", "planning_reference", "summarize_records", "compare_planning"]
+__all__ = ["MODES", "REFERENCES", "kinematic_plan", "EgoMLPPlanner", "fit_ego_mlp", "planning_reference",
+           "summarize_records", "compare_planning"]
+
+#: The references :func:`planning_reference` knows: the kinematic models and the ego-status MLP.
+REFERENCES = tuple(MODES) + ("ego_mlp",)
 
 
 def kinematic_plan(ego_status, steps: int = 6, dt: float = 0.5, mode: str = "ctra",
@@ -34,13 +43,114 @@ def kinematic_plan(ego_status, steps: int = 6, dt: float = 0.5, mode: str = "ctr
     return kinematic_waypoints(ego, steps, dt, mode, substeps).numpy()
 
 
-def planning_reference(samples, mode: str) -> list[dict]:
+class EgoMLPPlanner:
+    """The fitted ego-status planner: ``plan(ego_status) = ctra(ego_status) + mlp(normalised ego_status)``.
+
+    Attributes:
+        epochs: the full-batch AdamW steps of the fit (chosen on held-out training scenes).
+        holdout_l2: the held-out scenes' L2 (ST-P3 average, m) of CTRA and of the chosen fit.
+    """
+
+    def __init__(self, net, mean: np.ndarray, std: np.ndarray, steps: int, dt: float, epochs: int,
+                 holdout_l2: dict):
+        self.net, self.mean, self.std, self.steps, self.dt = net, mean, std, steps, dt
+        self.epochs, self.holdout_l2 = epochs, holdout_l2
+
+    def __call__(self, ego_status) -> np.ndarray:
+        """``[steps, 2]`` plan of one frame (``[N, steps, 2]`` for ``[N, 5]`` ego states)."""
+        ego = np.asarray(ego_status, np.float64)
+        batch = ego.reshape(-1, ego.shape[-1])
+        base = np.stack([kinematic_plan(e, self.steps, self.dt, "ctra") for e in batch])
+        with torch.no_grad():
+            x = torch.as_tensor((batch - self.mean) / self.std, dtype=torch.float32)
+            offset = self.net(x).view(len(batch), self.steps, 2).double().numpy()
+        out = base + offset
+        return out[0] if ego.ndim == 1 else out
+
+
+def _stp3_l2(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
+    """ST-P3 average L2 (mean over 1 / 2 / 3 s of the mean error up to that horizon) of the frames with
+    their whole future known (what :class:`PlanningMetric` scores with the ST-P3 convention)."""
+    full = mask.all(1)
+    if not full.any():
+        return float("nan")
+    err = np.linalg.norm(pred[full] - gt[full], axis=-1)
+    horizons = [h for h in (2, 4, 6) if h <= err.shape[1]] or [err.shape[1]]
+    return float(np.mean([err[:, :h].mean() for h in horizons]))
+
+
+def fit_ego_mlp(frames, steps: int = 6, dt: float = 0.5, hidden: int = 64, lr: float = 3e-3,
+                weight_decay: float = 1e-2, max_epochs: int = 2000, every: int = 25, holdout: int = 3,
+                seed: int = 0) -> EgoMLPPlanner:
+    """Fit the ego-status planner on training frames.
+
+    Every ``holdout``-th training scene (sorted tokens) is held out to choose the number of
+    full-batch steps (evaluated every ``every`` steps, ST-P3 L2 of the held-out frames); the planner
+    is then refitted on all frames for that many steps. Masked L1 loss on the offsets to CTRA.
+    Nothing of the test split is used.
+
+    Args:
+        frames: dicts with ``ego_status`` [5], ``ego_fut_traj`` [steps, 2], ``ego_fut_mask`` [steps]
+            and ``scene_token`` (the info files' keys).
+
+    Raises:
+        ValueError: fewer than 2 training scenes, or no frame with a known future.
+    """
+    frames = list(frames)
+    ego = np.array([np.asarray(f["ego_status"], np.float64).reshape(-1) for f in frames])
+    gt = np.array([np.asarray(f["ego_fut_traj"], np.float64)[:steps] for f in frames])
+    mask = np.array([np.asarray(f["ego_fut_mask"], np.float64)[:steps] > 0 for f in frames])
+    scenes = sorted({f["scene_token"] for f in frames})
+    if len(scenes) < 2 or not mask.any():
+        raise ValueError(f"fit_ego_mlp: {len(frames)} training frames in {len(scenes)} scenes with "
+                         f"{int(mask.sum())} known future steps; it needs 2 or more scenes with known futures. "
+                         "Fix: point the config's train_dataloader.dataset at the training split")
+    base = np.stack([kinematic_plan(e, steps, dt, "ctra") for e in ego])
+    held = {s for k, s in enumerate(scenes) if k % holdout == holdout - 1}
+    is_held = np.array([f["scene_token"] in held for f in frames])
+
+    def train(sel: np.ndarray, epochs: int, probe: np.ndarray | None = None):
+        torch.manual_seed(seed)
+        mean, std = ego[sel].mean(0), ego[sel].std(0) + 1e-6
+        net = torch.nn.Sequential(torch.nn.Linear(ego.shape[1], hidden), torch.nn.GELU(),
+                                  torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 2 * steps))
+        opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=weight_decay)
+        x = torch.as_tensor((ego[sel] - mean) / std, dtype=torch.float32)
+        target = torch.as_tensor(gt[sel] - base[sel], dtype=torch.float32)
+        m = torch.as_tensor(mask[sel][..., None], dtype=torch.float32)
+        curve = []
+        for epoch in range(1, epochs + 1):
+            loss = ((net(x).view(len(x), steps, 2) - target).abs() * m).sum() / m.sum().clamp(min=1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if probe is not None and epoch % every == 0:
+                planner = EgoMLPPlanner(net, mean, std, steps, dt, epoch, {})
+                curve.append((_stp3_l2(planner(ego[probe]), gt[probe], mask[probe]), epoch))
+        return net, mean, std, curve
+
+    _, _, _, curve = train(~is_held, max_epochs, probe=is_held)
+    best_l2, best_epochs = min(curve)
+    net, mean, std, _ = train(np.ones(len(frames), bool), best_epochs)
+    holdout_l2 = {"ctra": _stp3_l2(base[is_held], gt[is_held], mask[is_held]), "ego_mlp": best_l2,
+                  "scenes": len(held), "frames": int(is_held.sum())}
+    return EgoMLPPlanner(net, mean, std, steps, dt, best_epochs, holdout_l2)
+
+
+def planning_reference(samples, mode: str, planner=None) -> list[dict]:
     """Per-frame records of :class:`PlanningMetric` (token, scene_token, l2, collision, mask) of the
-    kinematic plan of each sample (``ego_status``, ``gt_traj``, ``gt_traj_mask``, agent boxes)."""
+    reference plan of each sample (``ego_status``, ``gt_traj``, ``gt_traj_mask``, agent boxes):
+    a kinematic model (``mode`` in :data:`MODES`) or, for ``mode='ego_mlp'``, ``planner`` (a
+    fitted :class:`EgoMLPPlanner`)."""
+    if mode == "ego_mlp" and planner is None:
+        raise ValueError("planning_reference(mode='ego_mlp') needs the fitted planner (fit_ego_mlp on the "
+                         "training frames)")
     metric = PlanningMetric()
     for sample in samples:
         steps = int(sample.gt_traj.shape[0])
-        sample.pred_traj = np.asarray(kinematic_plan(sample.ego_status.numpy(), steps=steps, mode=mode), np.float32)
+        ego = sample.ego_status.numpy()
+        plan = planner(ego)[:steps] if mode == "ego_mlp" else kinematic_plan(ego, steps=steps, mode=mode)
+        sample.pred_traj = np.asarray(plan, np.float32)
         metric.process(None, [sample])
     return metric.results
 
