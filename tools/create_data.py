@@ -44,6 +44,9 @@ def parse_args():
                    help="LIDAR_TOP pose on the ego: the ego frame, or as on the nuScenes cars (rotated -90 deg "
                         "about z; exercises the LiDAR-frame infos of `mmdet3d`)")
     w.add_argument("--no-infos", action="store_true", help="only the database, no info files")
+    w.add_argument("--workers", type=int, default=0,
+                   help="processes generating scenes in parallel (0 = one per CPU core); the files are the same "
+                        "bytes for any number")
     n = sub.add_parser("nuscenes", help="info files from a nuScenes-format database")
     n.add_argument("--root", required=True)
     n.add_argument("--version", default="v1.0-trainval")
@@ -184,7 +187,8 @@ def main():
         config = WorldConfig(frames_per_scene=args.frames, image_size=tuple(args.image_size),
                              traffic_side=args.traffic_side, lighting=args.lighting, rig=args.rig,
                              lidar_extrinsic=args.lidar_extrinsic)
-        summary = generate_world(args.out, num_scenes=args.scenes, seed=args.seed, config=config)
+        summary = generate_world(args.out, num_scenes=args.scenes, seed=args.seed, config=config,
+                                 workers=args.workers)
         logging.info("world written to %s: %s", args.out,
                      {k: v for k, v in summary.items() if not isinstance(v, dict)})
         if not args.no_infos:
