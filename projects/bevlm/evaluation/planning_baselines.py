@@ -69,14 +69,9 @@ class EgoMLPPlanner:
 
 
 def _stp3_l2(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
-    """ST-P3 average L2 (mean over 1 / 2 / 3 s of the mean error up to that horizon) of the frames with
-    their whole future known (what :class:`PlanningMetric` scores with the ST-P3 convention)."""
-    full = mask.all(1)
-    if not full.any():
-        return float("nan")
-    err = np.linalg.norm(pred[full] - gt[full], axis=-1)
-    horizons = [h for h in (2, 4, 6) if h <= err.shape[1]] or [err.shape[1]]
-    return float(np.mean([err[:, :h].mean() for h in horizons]))
+    """``L2_avg_stp3`` of plans ``[N, T, 2]`` as :class:`PlanningMetric` scores it (valid steps only)."""
+    l2 = np.linalg.norm(pred - gt, axis=-1)
+    return float(planning_summary(l2, np.zeros_like(l2), mask, np.ones((1, len(l2))))["L2_avg_stp3"][0])
 
 
 def fit_ego_mlp(frames, steps: int = 6, dt: float = 0.5, hidden: int = 64, lr: float = 3e-3,
