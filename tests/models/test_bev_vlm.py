@@ -321,3 +321,32 @@ def test_a_subsampled_split_streams_the_skipped_frames_so_scored_frames_match_th
     _, short, _ = run(frame_stride=2)  # no streaming of the skipped frames: only the queue's frame
     assert set(short) == set(sub)
     assert any(not torch.allclose(short[t][1], sub[t][1], atol=1e-4) for t in sub)
+
+
+def test_multiple_choice_by_likelihood_changes_only_the_mc_answers(tiny_world):
+    """With test_cfg.multiple_choice='likelihood' the MC questions (official test format) get the letter
+    of their likeliest option and every other answer is the decoded one, unchanged."""
+    from bevlm.models.qa import choose_by_likelihood, is_multiple_choice
+
+    cfg = _cfg()
+    model = _model(cfg).eval()
+    ds = _dataset(tiny_world, cfg, queue_length=1, qa_mode="frame", qa_select="test")
+    data = model.data_preprocessor(pseudo_collate([ds[0]]), False)
+    mc = [qa for qa in data["data_samples"][0].qa if is_multiple_choice(qa)]
+    assert mc and len(mc) < len(data["data_samples"][0].qa)
+    generated = model(**data, mode="predict")[0].pred_answers
+    model.set_test_cfg(dict(multiple_choice="likelihood"))
+    model.temporal_cache.reset()
+    out = model(**data, mode="predict")[0]
+    assert set(out.pred_answers) == set(generated) and out.efficiency["mc_scored"] == len(mc)
+    for index, answer in out.pred_answers.items():
+        if index in {qa.index for qa in mc}:
+            assert answer in ("A", "B", "C", "D")
+        else:
+            assert answer == generated[index]
+    # the letters are the argmax over the options, scored on the frame's own prefix
+    model.temporal_cache.reset()
+    vis, bev = model.visual_tokens(data["inputs"]["imgs"], data["data_samples"])
+    cache = model.llm.prefill(model.build_prefix(vis, data["data_samples"]))
+    chosen, _ = choose_by_likelihood(model.llm, cache, mc, model.qa_policy)
+    assert chosen == {qa.index: out.pred_answers[qa.index] for qa in mc}

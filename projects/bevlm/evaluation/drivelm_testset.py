@@ -23,9 +23,10 @@ from __future__ import annotations
 import copy
 import json
 import random
-import re
 from dataclasses import dataclass
 from typing import Iterator
+
+from ..structures.qa_families import MC_LETTERS, MC_SUFFIX, split_multiple_choice
 
 STAGES = ("perception", "prediction", "planning", "behavior")
 
@@ -58,9 +59,6 @@ BEHAVIOR_OPTIONS = (
     "The ego vehicle is steering to the left. The ego vehicle is driving slowly.",
 )
 
-_MC_PROMPT = " Please select the correct answer from the following options:"
-_MC_RE = re.compile(re.escape(_MC_PROMPT) + r" A\. (.+?) B\. (.+?) C\. (.+?) D\. (.+)$", re.S)
-_LETTERS = ("A", "B", "C", "D")
 _MOVING_STATUS_Q = "What is the moving status of object".lower()
 
 
@@ -104,8 +102,8 @@ def _multiple_choice(question: str, answer: str, universe: tuple[str, ...], rng:
     choices.append(answer)
     rng.shuffle(choices)
     idx = choices.index(answer)
-    question += (f"{_MC_PROMPT} A. {choices[0]} B. {choices[1]} C. {choices[2]} D. {choices[3]}")
-    return {"Q": question, "A": _LETTERS[idx]}
+    question += (f"{MC_SUFFIX} A. {choices[0]} B. {choices[1]} C. {choices[2]} D. {choices[3]}")
+    return {"Q": question, "A": MC_LETTERS[idx]}
 
 
 def mc_question_for(qa: dict) -> MCQuestion | None:
@@ -117,10 +115,10 @@ def mc_question_for(qa: dict) -> MCQuestion | None:
     Returns:
         The :class:`MCQuestion`, or None when ``qa['Q']`` has no option list.
     """
-    m = _MC_RE.search(qa["Q"])
-    if m is None:
+    parsed = split_multiple_choice(qa["Q"])
+    if parsed is None:
         return None
-    return MCQuestion(question=qa["Q"], answer=qa["A"], options=dict(zip(_LETTERS, m.groups())))
+    return MCQuestion(question=qa["Q"], answer=qa["A"], options=parsed[1])
 
 
 def select_frame_qa(frame: dict, where: str = "frame") -> tuple[dict, list[int]]:

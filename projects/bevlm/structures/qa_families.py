@@ -23,6 +23,27 @@ OBJ = "<OBJ>"
 #: Suffix that the official ``convert_data.py`` appends to multiple-choice questions.
 MC_SUFFIX = " Please select the correct answer from the following options:"
 
+#: The option letters of the official multiple-choice questions.
+MC_LETTERS = ("A", "B", "C", "D")
+
+#: The option list as ``convert_data.py`` appends it (groups: the texts of options A-D).
+MC_RE = re.compile(re.escape(MC_SUFFIX) + r" A\. (.+?) B\. (.+?) C\. (.+?) D\. (.+)$", re.S)
+
+
+def split_multiple_choice(question: str) -> tuple[str, dict] | None:
+    """``(stem, {letter: option text})`` of an official multiple-choice question, where the stem is
+    the open-ended question the options answer (the text before :data:`MC_SUFFIX`); None when
+    ``question`` carries no option list.
+
+    >>> split_multiple_choice("Predict the behavior of the ego vehicle. Please select the correct answer "
+    ...                       "from the following options: A. Go. B. Stop. C. Turn left. D. Turn right.")
+    ('Predict the behavior of the ego vehicle.', {'A': 'Go.', 'B': 'Stop.', 'C': 'Turn left.', 'D': 'Turn right.'})
+    """
+    m = MC_RE.search(question)
+    if m is None:
+        return None
+    return question[:m.start()], dict(zip(MC_LETTERS, m.groups()))
+
 STAGES = ("perception", "prediction", "planning", "behavior")
 
 _DIR = r"(?:front|front left|front right|back|back left|back right)"

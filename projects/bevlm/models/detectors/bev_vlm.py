@@ -18,7 +18,8 @@ from ..llm.packing import build_packed_batch
 from ..llm.query_slots import forward_train_with_queries, hidden_after_blocks
 from ..llm.stopping import build_stop_rule
 from ..pruning import prefill_with_setting, prune_visual_tokens
-from ..qa import QAPolicy, answer_frame, apply_system_prompt, blocks_for_policy, build_frame_decoder
+from ..qa import (QAPolicy, answer_frame, apply_system_prompt, blocks_for_policy, build_frame_decoder,
+                  choose_by_likelihood, is_multiple_choice)
 from ..qa.traj_context import check_context_policy, context_blocks, context_flags
 from ..temporal_cache import TemporalBEVCache
 from .test_cfg import TestConfig
@@ -554,11 +555,16 @@ class BEVVLM(BaseModel):
             if not after_qa:
                 with watch.phase("traj"):
                     traj_tokens = self._predict_traj(sample, cache)
-            with watch.phase("decode"):
-                res = answer_frame(self.llm, cache, sample.qa, self.qa_policy, test_cfg.max_new_tokens,
+            extra, chosen, decoded = {}, {}, sample.qa
+            with watch.phase("decode"):  # answering: decoding, and scoring options when MC is by likelihood
+                if test_cfg.multiple_choice == "likelihood":
+                    mc = [qa for qa in sample.qa if is_multiple_choice(qa)]
+                    decoded = [qa for qa in sample.qa if not is_multiple_choice(qa)]
+                    chosen, _ = choose_by_likelihood(self.llm, cache, mc, self.qa_policy)
+                    extra["mc_scored"] = len(mc)
+                res = answer_frame(self.llm, cache, decoded, self.qa_policy, test_cfg.max_new_tokens,
                                    test_cfg.family_max_new_tokens, decoder=self.frame_decoder)
-            sample.pred_answers = res.answers
-            extra = {}
+            sample.pred_answers = {**res.answers, **chosen}
             if after_qa:  # planning conditioned on the model's own perception / prediction answers
                 with watch.phase("traj"):
                     extra["traj_context_tokens"] = self._predict_traj_after_qa(sample, cache, res.answers)

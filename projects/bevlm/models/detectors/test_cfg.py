@@ -13,7 +13,8 @@ as ``test_cfg`` of mmdet3d detectors::
         stream_temporal=True,                         # previous BEV cached per scene
         count_flops_frames=2,                         # FLOPs counted on the first N batches
         pruning=dict(encoder_layers=None, bev_keep_ratio=1.0, fastv_keep_ratio=1.0, fastv_layer=2),
-        speculative=None))                            # or SelfSpeculativeDecoder arguments
+        speculative=None,                             # or SelfSpeculativeDecoder arguments
+        multiple_choice="generate"))                  # or "likelihood": MC letters by option likelihood
 
 The QA-round policy is *not* here: it is also the training format, so it stays the model
 argument ``qa_policy`` (one source of truth for training and testing).
@@ -64,6 +65,10 @@ class TestConfig:
             every frame (greedy-exact). Calibrated settings (a skip-set search, an
             answer datastore of the training split) are resolved by
             :func:`bevlm.inference.variants.apply_variant`.
+        multiple_choice: how the official multiple-choice questions are answered: ``'generate'``
+            decodes the letter like any answer; ``'likelihood'`` picks the option whose text the
+            model finds likeliest as the answer to the open-ended stem
+            (:mod:`bevlm.models.qa.multiple_choice`; nothing is decoded for them).
     """
 
     __test__ = False  # not a pytest test class despite its name
@@ -78,8 +83,11 @@ class TestConfig:
     count_flops_frames: int = 2
     pruning: PruningSetting = field(default_factory=PruningSetting)
     speculative: dict | None = None
+    multiple_choice: str = "generate"
 
     def __post_init__(self) -> None:
+        if self.multiple_choice not in ("generate", "likelihood"):
+            raise ValueError(f"test_cfg.multiple_choice={self.multiple_choice!r} must be 'generate' or 'likelihood'")
         for name in ("max_new_tokens", "traj_max_new_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

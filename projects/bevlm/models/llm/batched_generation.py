@@ -105,3 +105,43 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
         next_pos = next_pos + 1
         mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
     return out_ids
+
+
+@torch.no_grad()
+def answer_logprobs(lm: nn.Module, cache: PrefixCache, queries: list[list[int]], answers: list[list[int]],
+                    pad_id: int) -> list[float]:
+    """Log-probability of each given answer continuing its query after one prefix cache.
+
+    One forward over the rows ``query + answer`` (left-padded between the prefix and the query, as
+    :func:`greedy_batch_from_cache` decodes them), summing ``log p(answer token | everything
+    before it)`` over each answer's tokens: the probability that the model, asked that query,
+    produces exactly that answer (its end token included when ``answers`` carry it).
+
+    Args:
+        lm: the ``*ForCausalLM`` that produced ``cache``.
+        cache: the frame's :class:`PrefixCache` (not mutated).
+        queries: token ids of each ``question + query_suffix`` (at least one token each).
+        answers: token ids of each answer (at least one token each).
+        pad_id: id used for the padding slots (masked, never attended).
+
+    Returns:
+        One summed log-probability (natural log) per row.
+    """
+    if len(queries) != len(answers):
+        raise ValueError(f"answer_logprobs: {len(queries)} queries but {len(answers)} answers")
+    if not queries:
+        return []
+    if any(not q for q in queries) or any(not a for a in answers):
+        raise ValueError("answer_logprobs: every query and every answer needs at least one token")
+    device = lm_device(lm)
+    ids, mask, pos, past = left_padded_queries(cache, [q + a for q, a in zip(queries, answers)], pad_id, device)
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kwargs(lm, past), use_cache=True)
+    logp = out.logits.float().log_softmax(-1)  # [R, L, V]
+    width = ids.shape[1]
+    scores = []
+    for r, ans in enumerate(answers):
+        # rows are right-aligned: answer token j sits at column width - m + j, predicted one column before
+        m = len(ans)
+        cols = torch.arange(width - m - 1, width - 1, device=device)
+        scores.append(float(logp[r, cols, torch.tensor(ans, device=device)].sum()))
+    return scores

@@ -16,7 +16,7 @@ from bevlm.registry import FUNCTIONS, MODELS
 from bevlm.utils import count_flops
 
 from . import adapters
-from .batched_generation import greedy_batch_from_cache
+from .batched_generation import answer_logprobs, greedy_batch_from_cache
 from .cache_api import cache_kwargs, output_cache
 from .generation import PrefixCache, fork_cache, greedy_from_cache, greedy_no_cache, lm_device, prefill
 from .loading import load_pretrained, resolve_dtype
@@ -395,6 +395,14 @@ class HFCausalLM(BaseModule):
         """
         return greedy_batch_from_cache(self.lm, cache, [self._query_ids(q) for q in questions],
                                        max_new_tokens, self.prompt.stop_ids, self.pad_id, self.stop_rule)
+
+    @torch.no_grad()
+    def answer_logprobs(self, cache: PrefixCache, pairs: list[tuple[str, str]]) -> list[float]:
+        """``log p(answer | prefix, question)`` of each ``(question, answer)`` pair in the training
+        format (the answer's end token included), all pairs in one batched forward over ``cache``
+        (not mutated); see :func:`~bevlm.models.llm.batched_generation.answer_logprobs`."""
+        blocks = [block_ids(self.tokenizer, self.prompt, q, a) for q, a in pairs]
+        return answer_logprobs(self.lm, cache, [b[0] for b in blocks], [b[1] for b in blocks], self.pad_id)
 
     @torch.no_grad()
     def answer_batch(self, cache: PrefixCache, questions: list[str],
