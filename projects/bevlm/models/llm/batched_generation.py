@@ -135,13 +135,15 @@ def answer_logprobs(lm: nn.Module, cache: PrefixCache, queries: list[list[int]],
         raise ValueError("answer_logprobs: every query and every answer needs at least one token")
     device = lm_device(lm)
     ids, mask, pos, past = left_padded_queries(cache, [q + a for q, a in zip(queries, answers)], pad_id, device)
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kwargs(lm, past), use_cache=True)
-    logp = out.logits.float().log_softmax(-1)  # [R, L, V]
-    width = ids.shape[1]
+    # rows are right-aligned: answer token j of a row sits at column L - m + j and is predicted by the
+    # logits one column before, so only the last max(m) + 1 columns are projected to the vocabulary
+    keep = max(len(a) for a in answers) + 1
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kwargs(lm, past), use_cache=True,
+             logits_to_keep=keep)
+    logp = out.logits[:, -keep:].float().log_softmax(-1)  # [R, keep, V]
     scores = []
     for r, ans in enumerate(answers):
-        # rows are right-aligned: answer token j sits at column width - m + j, predicted one column before
         m = len(ans)
-        cols = torch.arange(width - m - 1, width - 1, device=device)
+        cols = torch.arange(keep - m - 1, keep - 1, device=device)
         scores.append(float(logp[r, cols, torch.tensor(ans, device=device)].sum()))
     return scores
