@@ -157,3 +157,43 @@ def test_shared_text_prefix_prefill_matches_and_is_rebuilt_when_weights_change()
         torch.testing.assert_close(llm.prefill(frames[0]).hidden_prefix, ref.hidden_prefix, atol=1e-5, rtol=1e-5)
     finally:
         llm.share_text_prefix = False
+
+
+def test_query_groups_minimise_padding_plus_overhead():
+    from bevlm.models.llm.batched_generation import query_groups
+
+    # one long row pays its length alone; the short rows share a forward
+    assert query_groups([5, 6, 120, 4], overhead=32) == [[3, 0, 1], [2]]
+    # no overhead: every distinct length its own forward; a huge one: a single forward
+    assert query_groups([3, 3, 7], overhead=0) in ([[0, 1], [2]], [[0], [1], [2]])
+    assert query_groups([5, 6, 120, 4], overhead=1e9) == [[3, 0, 1, 2]]
+    # hand-computed: lengths 2, 2, 10, overhead 4 -> {2, 2} + {10}: 4 + 4 + 4 + 10 = 22 < 4 + 30
+    assert query_groups([10, 2, 2], overhead=4) == [[1, 2], [0]]
+    assert query_groups([], overhead=4) == []
+
+
+def test_grouped_prefill_equals_one_padded_forward():
+    """Prefilling rows of similar length separately and assembling their caches leaves the state
+    one padded forward leaves: the same next-token logits, the same keys / values at every
+    attended slot, and the same greedy continuation afterwards."""
+    from bevlm.models.llm.batched_generation import greedy_batch_from_cache, prefill_queries
+
+    llm = _tiny_with_eos_bias()
+    cache = llm.prefill(_prefix(llm, seed=5))
+    questions = QUESTIONS + ["Yes?", "What is the moving status of object <c2,CAM_BACK,10.0,20.0>?"]
+    queries = [llm._query_ids(q) for q in questions]
+    before = _snapshot(cache)
+    one = prefill_queries(llm.lm, cache, queries, llm.pad_id, torch.device("cpu"), overhead=float("inf"))
+    grouped = prefill_queries(llm.lm, cache, queries, llm.pad_id, torch.device("cpu"), overhead=0)
+    assert one[3] == 1 and grouped[3] > 1
+    torch.testing.assert_close(grouped[0], one[0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(grouped[1], one[1])
+    seen = grouped[1].bool()  # [Q, C + Lmax] attended slots
+    for a, b in zip(one[2].layers, grouped[2].layers):
+        assert a.keys.shape == b.keys.shape
+        for x, y in ((a.keys, b.keys), (a.values, b.values)):
+            torch.testing.assert_close(y.permute(0, 2, 1, 3)[seen], x.permute(0, 2, 1, 3)[seen], atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(cache)))
+    single = [llm.generate_ids(cache, q, MAX_NEW) for q in questions]
+    stop = frozenset(llm.prompt.stop_ids)
+    assert greedy_batch_from_cache(llm.lm, cache, queries, MAX_NEW, stop, llm.pad_id) == single

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from bevlm.models.llm.batched_generation import left_padded_queries
+from bevlm.models.llm.batched_generation import prefill_queries
 from bevlm.models.llm.cache_api import cache_kwargs, output_cache
 from bevlm.models.llm.generation import PrefixCache, lm_device
 
@@ -44,17 +44,14 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
     queries = [llm._query_ids(q) for q in questions]
     keys = [decoder.question_key(q) for q in questions]
     shared_context = [t for q in queries for t in q]  # every question of the frame, for lookup
-    ids, mask, pos, past = left_padded_queries(cache, queries, llm.pad_id, device)
+    # rows of similar length prefilled together, assembled into one left-padded batch cache
+    logits, mask, past, forwards = prefill_queries(lm, cache, queries, llm.pad_id, device)
+    stats.full_forwards += forwards
     next_pos = [cache.prefix_len + len(q) for q in queries]  # position id of each row's next fed token
     out_ids: list[list[int]] = [[] for _ in range(n)]
     active = list(range(n))                   # original row index of each batch row
     done = [budgets[r] <= 0 for r in range(n)]
-
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kwargs(lm, past), use_cache=True,
-             logits_to_keep=1)
-    stats.full_forwards += 1
-    past = output_cache(out)
-    new_tokens = {r: [int(t)] for r, t in zip(active, out.logits[:, -1].argmax(-1).tolist())}
+    new_tokens = {r: [int(t)] for r, t in zip(active, logits.argmax(-1).tolist())}
     while True:
         # 1. take each row's verified tokens, in order, until a stop, the rule or the budget
         for r in active:
