@@ -3,14 +3,16 @@
 # (no-ego); the head placed after the perception and prediction answers (traj-after-qa); decoded text
 # waypoints with and without the ego token (traj-text, traj-text_no-ego); the ego status extrapolated
 # by a kinematic model (CTRA) as the base the head adds its offsets to (kinematic-prior), and that with
-# the head at ten times the learning rate (kinematic-prior_traj-lr10).
+# the head at ten times the learning rate (kinematic-prior_traj-lr10) or with its offsets starting at zero
+# (kinematic-prior_zero-init).
 sweep = dict(
     name="trajectory",
     configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_no-ego-prior.py",
              "configs/ablations/bev_vlm_no-ego.py", "configs/ablations/bev_vlm_traj-after-qa.py",
              "configs/ablations/bev_vlm_traj-text.py", "configs/ablations/bev_vlm_traj-text_no-ego.py",
              "configs/ablations/bev_vlm_kinematic-prior.py",
-             "configs/ablations/bev_vlm_kinematic-prior_traj-lr10.py"],
+             "configs/ablations/bev_vlm_kinematic-prior_traj-lr10.py",
+             "configs/ablations/bev_vlm_kinematic-prior_zero-init.py"],
     steps=["train", "test"],
     # the default split (every 3rd val frame scored, all streamed: 48 frames in 9 scenes), 3 trainings per config; the
     # summary pairs each run with the first one (seed-pooled cluster bootstrap, 95 %)

@@ -140,3 +140,35 @@ def test_kinematic_prior_needs_the_ego_status_in_the_model():
     cfg["use_ego_status"] = False
     with pytest.raises(ValueError, match="kinematic_prior='ctra' extrapolates the ego status"):
         MODELS.build(cfg)
+
+
+def test_zero_init_offsets_start_at_the_kinematic_prior_and_learn():
+    from bevlm.structures import kinematic_waypoints
+
+    head = _head(kinematic_prior="ctra", ego_prior_dims=5, zero_init_offsets=True)
+    hidden = torch.randn(2, K, D)
+    ego = torch.tensor([[5.0, 0.0, 0.5, 0.0, 0.2], [3.0, 0.3, -1.0, 0.0, -0.1]])
+    base = kinematic_waypoints(ego.double(), H, 0.5, "ctra").float()
+    assert torch.equal(head(hidden, ego), base)  # exactly the reference planner before training
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    gt = base + 0.5
+    first = head.loss(head(hidden, ego), gt)["loss_traj"]
+    for _ in range(20):
+        opt.zero_grad()
+        head.loss(head(hidden, ego), gt)["loss_traj"].backward()
+        opt.step()
+    assert head.loss(head(hidden, ego), gt)["loss_traj"] < 0.5 * first  # the zero layers do not stall learning
+
+
+def test_zero_init_offsets_survive_the_model_build():
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from tests.conftest import REPO
+
+    init_default_scope("bevlm")
+    cfg = Config.fromfile(f"{REPO}/configs/bev_vlm_tiny.py").model.to_dict()
+    cfg["traj_head"] = dict(cfg["traj_head"], kinematic_prior="ctra", zero_init_offsets=True)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    assert model.traj_head.mlp[-1].weight.abs().sum() == 0 and model.traj_head.mlp[-1].bias.abs().sum() == 0

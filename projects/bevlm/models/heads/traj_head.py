@@ -17,7 +17,10 @@ whose states at the query tokens then only carry the scene-dependent correction.
 With ``kinematic_prior`` ('ctra' or 'constant_velocity') the waypoints are the ego status
 extrapolated by that kinematic model (:func:`bevlm.structures.kinematic_waypoints`, no parameters)
 plus the learned offsets: the head starts from the non-learned reference planner and learns only
-where the scene departs from it (turn onsets, braking for agents).
+where the scene departs from it (turn onsets, braking for agents). ``zero_init_offsets`` starts the
+learned offsets at exactly zero (the last layer of each offset path zero-initialised, as residual
+branches often are), so an untrained head predicts the kinematic prior itself rather than the prior
+plus random offsets.
 """
 from __future__ import annotations
 
@@ -46,12 +49,15 @@ class TrajectoryTokenHead(BaseModule):
             (``[vx, vy, ax, ay, yaw_rate, ...]``) plus the learned offsets; :meth:`forward` then
             needs ``ego_status``.
         step_s: seconds between waypoints (the kinematic prior's time step).
+        zero_init_offsets: zero-initialise the last layer of the readout MLP and of the ego path,
+            so the untrained head's offsets are exactly zero (with a kinematic prior: it starts
+            as that reference planner).
         init_cfg: mmengine init config (optional).
     """
 
     def __init__(self, hidden_size: int, num_tokens: int = 6, horizon: int = 6, hidden_dims: int = 256,
                  loss_weight: float = 1.0, ego_prior_dims: int = 0, kinematic_prior: str | None = None,
-                 step_s: float = 0.5, init_cfg: dict | None = None) -> None:
+                 step_s: float = 0.5, zero_init_offsets: bool = False, init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if kinematic_prior is not None and kinematic_prior not in KINEMATIC_MODES:
             raise ValueError(f"TrajectoryTokenHead: kinematic_prior={kinematic_prior!r} is not None or one of "
@@ -83,6 +89,12 @@ class TrajectoryTokenHead(BaseModule):
             nn.GELU(),
             nn.Linear(hidden_dims, horizon * 2),
         ) if ego_prior_dims else None
+        self.zero_init_offsets = bool(zero_init_offsets)
+        if self.zero_init_offsets:
+            for path in (self.mlp, self.ego_prior):
+                if path is not None:
+                    nn.init.zeros_(path[-1].weight)
+                    nn.init.zeros_(path[-1].bias)
 
     def query_embeds(self, batch_size: int) -> Tensor:
         """The query tokens for a batch.
