@@ -110,11 +110,6 @@ for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)
 variants["lossless_draft8"] = dict(share_prompt_cache=True, speculative=dict(_chain, batched=True, max_draft_len=8))
 variants["lossless_draft12"] = dict(share_prompt_cache=True, speculative=dict(_chain, batched=True, max_draft_len=12))
-# the lossless stack with the verify step's tokens budgeted (each live row drafts max_step_tokens // rows - 1):
-# short drafts while 8 rows verify together, long ones once a few long answers are left
-for _n in (48, 64, 96):
-    variants[f"lossless_step{_n}"] = dict(share_prompt_cache=True,
-                                          speculative=dict(_chain, batched=True, max_step_tokens=_n))
 # the LLM computing in bf16 (vision fp32): half the bytes read per decoded token, and fast bf16
 # matmuls on CPUs with AVX512-BF16 / AMX (not lossless: compare its agreement with the baseline)
 variants["lossless_bf16"] = dict(variants["lossless"], llm_dtype="bfloat16")

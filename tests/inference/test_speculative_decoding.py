@@ -301,38 +301,3 @@ def test_batched_speculative_equals_one_by_one_greedy(llm_and_cache, chain):
         llm.lm.lm_head.bias.data[eos] = 0.0
     assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(cache)))
     assert dec.generate_ids_batch(cache, [], MAX_NEW) == []
-
-
-@pytest.mark.parametrize("step_tokens", [2, 7, 64])
-def test_batched_speculative_step_budget_keeps_greedy_ids(llm_and_cache, step_tokens):
-    """``max_step_tokens`` only changes how many tokens each row drafts (the step's budget shared
-    by the live rows): the ids stay each question's plain greedy ids, and no verify step feeds more
-    than the budget once every row drafts (2: one draft token per row)."""
-    llm, cache = llm_and_cache
-    eos = llm.tokenizer.eos_token_id
-    questions = QUESTIONS + ["What is the moving status of object <c2,CAM_BACK,10.0,20.0>?"]
-    refs = [llm.generate_ids(cache, q, MAX_NEW) for q in questions]
-    store = NgramDatastore(refs, max_ngram=3, min_ngram=1, min_share=0.0, end_id=eos,
-                           keys=[question_key(q) for q in questions])
-    dec = SelfSpeculativeDecoder(llm, [], use_ngram=True, use_layer_skip=False, ngram_min_n=1, ngram_draft_len=3,
-                                 datastore=store, store_draft_len=4, chain_drafts=True, batched=True,
-                                 max_step_tokens=step_tokens)
-    widths = []
-    hook = llm.lm.register_forward_pre_hook(lambda m, a, kw: widths.append(tuple(kw["input_ids"].shape)),
-                                            with_kwargs=True)
-    try:
-        assert dec.generate_ids_batch(cache, questions, MAX_NEW) == refs
-    finally:
-        hook.remove()
-    prefills = len(query_groups([len(llm._query_ids(q)) for q in questions]))
-    steps = widths[prefills:]
-    assert steps and all(w <= max(1, step_tokens // a - 1) + 1 for a, w in steps)
-    assert dec.stats.accepted > 0
-
-
-def test_max_step_tokens_needs_batched(llm_and_cache):
-    llm, _ = llm_and_cache
-    with pytest.raises(ValueError, match="max_step_tokens"):
-        SelfSpeculativeDecoder(llm, [], use_layer_skip=False, chain_drafts=True, max_step_tokens=32)
-    with pytest.raises(ValueError, match="max_step_tokens"):
-        SelfSpeculativeDecoder(llm, [], use_layer_skip=False, chain_drafts=True, batched=True, max_step_tokens=1)

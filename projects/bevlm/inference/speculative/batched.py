@@ -79,13 +79,10 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
             active = [active[k] for k in keep]
         # 2. drafts: pending token + model-free proposal per row
         rows, sources = [], []
-        # the chained drafts' cap: fixed, or the step's token budget shared by the live rows
-        cap = None if decoder.max_step_tokens is None else max(1, decoder.max_step_tokens // len(active) - 1)
         for r in active:
             limit = budgets[r] - len(out_ids[r]) - 1
             history = shared_context + queries[r] + out_ids[r]
-            drafts, source = decoder.model_free_draft(history, limit, out_ids[r], keys[r], cap) if limit > 0 \
-                else ([], "none")
+            drafts, source = decoder.model_free_draft(history, limit, out_ids[r], keys[r]) if limit > 0 else ([], "none")
             rows.append([out_ids[r][-1]] + drafts)
             sources.append(source)
         width = max(len(x) for x in rows)

@@ -118,11 +118,6 @@ class SelfSpeculativeDecoder:
         max_draft_len: longest chained draft (default ``ngram_draft_len + store_draft_len``).
         batched: answer a frame's questions as one batch (:meth:`generate_ids_batch`: lookup and
             datastore drafts, no layer skipping) instead of one by one.
-        max_step_tokens: batched only: the tokens one batched verify step may feed. Each live row
-            then drafts up to ``max_step_tokens // rows - 1`` tokens instead of ``max_draft_len``,
-            so drafts are short while many rows verify together (their padded width is compute)
-            and lengthen as rows finish (a forward of one row costs about the same for 4 or 40
-            tokens on a CPU: the weights are read once). None: ``max_draft_len`` throughout.
         quant_draft: a low-precision copy of the same weights as the draft model (its own KV cache,
             drafting ``draft_len`` tokens) when lookup and the datastore propose nothing, instead
             of layer skipping: :class:`.quant_draft.QuantDraftSetting` or its dict form
@@ -148,7 +143,6 @@ class SelfSpeculativeDecoder:
                  chain_drafts: bool = False,
                  max_draft_len: int | None = None,
                  batched: bool = False,
-                 max_step_tokens: int | None = None,
                  quant_draft: QuantDraftSetting | dict | str | None = None) -> None:
         if draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: draft_len={draft_len} must be >= 1")
@@ -170,10 +164,6 @@ class SelfSpeculativeDecoder:
         self.max_draft_len = int(max_draft_len or self.ngram_draft_len + self.store_draft_len)
         if self.max_draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: max_draft_len={max_draft_len} must be >= 1")
-        if max_step_tokens is not None and (not batched or max_step_tokens < 2):
-            raise ValueError(f"SelfSpeculativeDecoder: max_step_tokens={max_step_tokens} needs batched=True and "
-                             ">= 2 (a row feeds its pending token plus at least one draft)")
-        self.max_step_tokens = None if max_step_tokens is None else int(max_step_tokens)
         self.drafter = LayerSkipModel(llm.lm, list(skip_layers or []))
         self.quant_drafter: QuantDrafter | None = None
         if quant_draft is not None:
@@ -223,12 +213,11 @@ class SelfSpeculativeDecoder:
         return question_key(question) if self.datastore is not None else None
 
     def model_free_draft(self, history: list[int], limit: int, answer: list[int],
-                         key: str | None, max_len: int | None = None) -> tuple[list[int], str]:
-        """At most ``limit`` drafted ids by prompt lookup / the datastore (no model), and their source
-        (``max_len``: the chained draft's cap instead of ``max_draft_len``)."""
+                         key: str | None) -> tuple[list[int], str]:
+        """At most ``limit`` drafted ids by prompt lookup / the datastore (no model), and their source."""
         if self.chain_drafts:
-            return self._chain(history, limit, answer, key, max_len)
-        return self._lookup(history, limit if max_len is None else min(limit, max_len), answer, key)
+            return self._chain(history, limit, answer, key)
+        return self._lookup(history, limit, answer, key)
 
     @torch.no_grad()
     def generate_ids_batch(self, cache: PrefixCache, questions: list[str],
@@ -250,11 +239,10 @@ class SelfSpeculativeDecoder:
                 return proposal, "store"
         return [], "none"
 
-    def _chain(self, history: list[int], limit: int, answer: list[int], key: str | None,
-               max_len: int | None = None) -> tuple[list[int], str]:
+    def _chain(self, history: list[int], limit: int, answer: list[int], key: str | None) -> tuple[list[int], str]:
         """Model-free proposals chained on the growing draft (see ``chain_drafts``)."""
         stop_ids = self.llm.prompt.stop_ids
-        limit = min(limit, self.max_draft_len if max_len is None else max_len)
+        limit = min(limit, self.max_draft_len)
         drafts: list[int] = []
         sources: set[str] = set()
         while len(drafts) < limit and not (drafts and drafts[-1] in stop_ids):
