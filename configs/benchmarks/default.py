@@ -110,6 +110,9 @@ for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)
 variants["lossless_draft8"] = dict(share_prompt_cache=True, speculative=dict(_chain, batched=True, max_draft_len=8))
 variants["lossless_draft12"] = dict(share_prompt_cache=True, speculative=dict(_chain, batched=True, max_draft_len=12))
+# the lossless stack with the frame's questions prefilled in one padded forward (before 2026-12-04), against
+# the default length groups (model.test_cfg.prefill_group_tokens)
+variants["lossless_one_prefill"] = dict(variants["lossless"], prefill_group_tokens=None)
 # the LLM computing in bf16 (vision fp32): half the bytes read per decoded token, and fast bf16
 # matmuls on CPUs with AVX512-BF16 / AMX (not lossless: compare its agreement with the baseline)
 variants["lossless_bf16"] = dict(variants["lossless"], llm_dtype="bfloat16")

@@ -34,6 +34,10 @@ def test_parse_defaults_and_unknown_keys():
     merged = cfg.merged(dict(batch_questions=False))
     assert not merged.batch_questions and merged.max_new_tokens == 8 and cfg.batch_questions  # a copy
     assert TestConfig.from_dict(merged.as_dict()) == merged
+    for bad in (-1, "32", True):
+        with pytest.raises(ValueError, match="prefill_group_tokens"):
+            TestConfig.from_dict(dict(prefill_group_tokens=bad))
+    assert TestConfig.from_dict(dict(prefill_group_tokens=None)).prefill_group_tokens is None
 
 
 def test_every_base_config_key_is_a_test_cfg_key():
@@ -78,6 +82,8 @@ def test_set_test_cfg_rebuilds_the_derived_components(setup):
     assert cfg == before.merged(change) and cfg.max_new_tokens == before.max_new_tokens  # the rest kept
     assert isinstance(model.frame_decoder, GreedySequentialDecoder)
     assert model.llm.stop_rule is None and model.llm.share_text_prefix
+    model.set_test_cfg(dict(prefill_group_tokens=None))
+    assert model.llm.prefill_overhead == float("inf")
     model.set_test_cfg(dict(speculative=dict(skip_layers=[], use_layer_skip=False, batched=True)))
     assert isinstance(model.frame_decoder, SelfSpeculativeDecoder) and model.frame_decoder.llm is model.llm
     with pytest.raises(KeyError, match="valid keys"):
@@ -95,7 +101,8 @@ def test_every_frame_decoder_answers_as_greedy(setup):
     same answers for a frame."""
     model, imgs, samples = copy.deepcopy(setup[0]), setup[1], setup[2]
     ref = _answers(model, imgs, samples)
-    settings = [dict(batch_questions=False),
+    settings = [dict(batch_questions=False), dict(batch_questions=True, prefill_group_tokens=None),
+                dict(batch_questions=True, prefill_group_tokens=0),
                 dict(speculative=dict(skip_layers=[1], draft_len=3)),
                 dict(speculative=dict(skip_layers=[], use_layer_skip=False, chain_drafts=True, batched=True)),
                 dict(speculative=dict(skip_layers=[], use_layer_skip=False, draft_len=3, ngram_min_n=3,

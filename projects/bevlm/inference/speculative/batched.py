@@ -45,7 +45,7 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
     keys = [decoder.question_key(q) for q in questions]
     shared_context = [t for q in queries for t in q]  # every question of the frame, for lookup
     # rows of similar length prefilled together, assembled into one left-padded batch cache
-    logits, mask, past, forwards = prefill_queries(lm, cache, queries, llm.pad_id, device)
+    logits, mask, past, forwards = prefill_queries(lm, cache, queries, llm.pad_id, device, llm.prefill_overhead)
     stats.full_forwards += forwards
     next_pos = [cache.prefix_len + len(q) for q in queries]  # position id of each row's next fed token
     out_ids: list[list[int]] = [[] for _ in range(n)]

@@ -229,7 +229,7 @@ class BEVVLM(BaseModel):
         """Override test-time settings and rebuild what derives from them: the one way to change
         how a built model is run (inference variants go through it).
 
-        The LLM's loop stop rule and shared prompt-cache switch and the frame decoder
+        The LLM's loop stop rule, shared prompt-cache switch and query-prefill grouping and the frame decoder
         (greedy batched / greedy batch-1 / self-speculative, built by name from
         ``bevlm.registry.TASK_UTILS``) are rebuilt; pruning and budgets are read at predict time.
 
@@ -257,6 +257,7 @@ class BEVVLM(BaseModel):
                              "(bevlm.inference.variants, tools/test.py --variant)") from err
         self.llm.stop_rule = build_stop_rule(cfg.repetition_stop)
         self.llm.share_text_prefix = cfg.share_prompt_cache
+        self.llm.prefill_group_tokens = cfg.prefill_group_tokens
         self.frame_decoder = decoder
         self._test_cfg = cfg
         return cfg

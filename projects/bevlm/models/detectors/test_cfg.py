@@ -9,6 +9,7 @@ as ``test_cfg`` of mmdet3d detectors::
         traj_max_new_tokens=80,                       # budget of the text trajectory
         repetition_stop=dict(max_period=8, min_repeats=3, min_span=12),  # or None: off
         batch_questions=True,                         # a frame's questions as one batch
+        prefill_group_tokens=32,                      # batch: queries prefilled in length groups
         share_prompt_cache=False,                     # prompt-text KV prefilled once per model
         stream_temporal=True,                         # previous BEV cached per scene
         count_flops_frames=2,                         # FLOPs counted on the first N batches
@@ -28,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..llm.batched_generation import GROUP_OVERHEAD_TOKENS
 from ..pruning import PruningSetting
 
 
@@ -46,6 +48,12 @@ class TestConfig:
             repeated back to back stops there, one copy kept); None decodes to the budget.
         batch_questions: decode all questions of a frame as one batch over the shared prefix
             cache (same greedy answers, much faster on bandwidth-bound CPUs).
+        prefill_group_tokens: with ``batch_questions``, the questions are prefilled in groups of
+            similar length (assembled into one left-padded batch cache, same answers) so that one
+            long question does not pad every row; the number is one extra forward's cost in padded
+            tokens (:func:`bevlm.models.llm.batched_generation.query_groups`: about 32 on a 2-core
+            CPU; on a GPU, where padding is nearly free and forwards are not, a large value or None
+            = one padded forward for all).
         share_prompt_cache: prefill the prompt text before the visual slot (system turn, chat
             markers) once per model and reuse its KV cache for every frame, so a frame's prefill
             runs only its own prefix embeddings (the one-time fill is not counted in any frame's
@@ -78,6 +86,7 @@ class TestConfig:
     traj_max_new_tokens: int = 80
     repetition_stop: dict | None = None
     batch_questions: bool = True
+    prefill_group_tokens: float | None = GROUP_OVERHEAD_TOKENS
     share_prompt_cache: bool = False
     stream_temporal: bool = True
     count_flops_frames: int = 2
@@ -92,6 +101,10 @@ class TestConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"test_cfg.{name}={value!r} must be an integer >= 1")
+        g = self.prefill_group_tokens
+        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not g >= 0):
+            raise ValueError(f"test_cfg.prefill_group_tokens={g!r} must be a number >= 0 (tokens one extra prefill "
+                             "forward costs) or None (one padded forward)")
         if not isinstance(self.count_flops_frames, int) or self.count_flops_frames < 0:
             raise ValueError(f"test_cfg.count_flops_frames={self.count_flops_frames!r} must be an integer >= 0")
         if not isinstance(self.family_max_new_tokens, dict):

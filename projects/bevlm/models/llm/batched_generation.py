@@ -173,7 +173,8 @@ def prefill_queries(lm: nn.Module, cache: PrefixCache, queries: list[list[int]],
 @torch.no_grad()
 def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[list[int]],
                             max_new_tokens: int | list[int], stop_ids: frozenset[int],
-                            pad_id: int, stop_rule: RepetitionStop | None = None) -> list[list[int]]:
+                            pad_id: int, stop_rule: RepetitionStop | None = None,
+                            overhead: float = GROUP_OVERHEAD_TOKENS) -> list[list[int]]:
     """Greedy answers of several queries that share one prefix cache.
 
     Args:
@@ -184,6 +185,7 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
         stop_ids: ids that end an answer (not returned).
         pad_id: id used for the padding slots (masked, never attended).
         stop_rule: optional loop stop rule, checked per row after every token.
+        overhead: the query prefill's per-forward cost in tokens (:func:`prefill_queries`).
 
     Returns:
         generated ids per query, stop token excluded (same as decoding each alone).
@@ -197,7 +199,7 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
     active = [r for r in range(n) if budgets[r] > 0]  # original row index of each batch row
     if not active:
         return out_ids
-    logits, mask, past, _ = prefill_queries(lm, cache, [queries[r] for r in active], pad_id, device)
+    logits, mask, past, _ = prefill_queries(lm, cache, [queries[r] for r in active], pad_id, device, overhead)
     next_pos = torch.tensor([cache.prefix_len + len(queries[r]) for r in active], device=device)  # [A]
     while True:
         tokens = logits.argmax(-1)  # [A]

@@ -16,7 +16,7 @@ from bevlm.registry import FUNCTIONS, MODELS
 from bevlm.utils import count_flops
 
 from . import adapters
-from .batched_generation import answer_logprobs, greedy_batch_from_cache
+from .batched_generation import GROUP_OVERHEAD_TOKENS, answer_logprobs, greedy_batch_from_cache
 from .cache_api import cache_kwargs, output_cache
 from .generation import PrefixCache, fork_cache, greedy_from_cache, greedy_no_cache, lm_device, prefill
 from .loading import load_pretrained, resolve_dtype
@@ -147,6 +147,9 @@ class HFCausalLM(BaseModule):
         # Prefill the prompt text before the prefix embeddings once per model instead of once
         # per frame (see :meth:`text_cache`); set by the detector from its config.
         self.share_text_prefix = False
+        # batched decoding: queries of similar length prefilled together (one extra prefill forward
+        # costs this many padded tokens; None: one padded forward for all; see batched_generation)
+        self.prefill_group_tokens: float | None = GROUP_OVERHEAD_TOKENS
         self._text_kv: dict = {}  # fingerprint -> KV cache of the T0 text tokens (one per adapter)
         self._text_kv_flops: dict = {}  # fingerprint -> FLOPs of building that cache
         # FLOPs of every text-cache build so far: what sharing the prompt text actually spent, for
@@ -394,7 +397,13 @@ class HFCausalLM(BaseModule):
         Same result as :meth:`generate_ids` per question (see ``batched_generation``).
         """
         return greedy_batch_from_cache(self.lm, cache, [self._query_ids(q) for q in questions],
-                                       max_new_tokens, self.prompt.stop_ids, self.pad_id, self.stop_rule)
+                                       max_new_tokens, self.prompt.stop_ids, self.pad_id, self.stop_rule,
+                                       overhead=self.prefill_overhead)
+
+    @property
+    def prefill_overhead(self) -> float:
+        """``prefill_group_tokens`` as the ``overhead`` of :func:`.batched_generation.prefill_queries`."""
+        return float("inf") if self.prefill_group_tokens is None else float(self.prefill_group_tokens)
 
     @torch.no_grad()
     def answer_logprobs(self, cache: PrefixCache, pairs: list[tuple[str, str]]) -> list[float]:
