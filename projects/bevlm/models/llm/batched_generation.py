@@ -27,6 +27,15 @@ from .generation import PrefixCache, lm_device
 from .stopping import RepetitionStop
 
 
+def _padded_mask(cached: int, lmax: int, lengths: list[int], device: torch.device) -> torch.Tensor:
+    """``[Q, cached + lmax]`` attention mask: the cached prefix and each row's last ``lengths[r]`` slots."""
+    mask = torch.zeros((len(lengths), cached + lmax), dtype=torch.long, device=device)
+    mask[:, :cached] = 1
+    for r, length in enumerate(lengths):
+        mask[r, cached + lmax - length:] = 1
+    return mask
+
+
 def left_padded_queries(cache: PrefixCache, queries: list[list[int]], pad_id: int,
                         device: torch.device) -> tuple:
     """Batch inputs of Q queries continuing one prefix cache, left-padded between the two.
@@ -40,12 +49,10 @@ def left_padded_queries(cache: PrefixCache, queries: list[list[int]], pad_id: in
     p = cache.prefix_len                              # position id of the first query token
     c = cache.past_key_values.get_seq_length()        # cached entries (< p when tokens were pruned)
     ids = torch.full((n, lmax), pad_id, dtype=torch.long, device=device)  # [Q, Lmax] left-padded
-    mask = torch.zeros((n, c + lmax), dtype=torch.long, device=device)    # [Q, C + Lmax]
-    mask[:, :c] = 1
+    mask = _padded_mask(c, lmax, [len(q) for q in queries], device)       # [Q, C + Lmax]
     pos = torch.zeros((n, lmax), dtype=torch.long, device=device)
     for r, q in enumerate(queries):
         ids[r, lmax - len(q):] = torch.tensor(q, device=device)
-        mask[r, c + lmax - len(q):] = 1
         pos[r, lmax - len(q):] = torch.arange(p, p + len(q), device=device)
     past = copy.deepcopy(cache.past_key_values)
     past.batch_repeat_interleave(n)
@@ -137,12 +144,8 @@ def prefill_queries(lm: nn.Module, cache: PrefixCache, queries: list[list[int]],
     keys: list[list] = []    # per group: per layer (keys, values) [g, H, C + Lmax, D]
     past = None
     for rows in groups:
-        ids, _, pos, part = left_padded_queries(cache, [queries[r] for r in rows], pad_id, device)
+        ids, mask, pos, part = left_padded_queries(cache, [queries[r] for r in rows], pad_id, device)
         gmax = ids.shape[1]
-        mask = torch.zeros((len(rows), c + gmax), dtype=torch.long, device=device)
-        mask[:, :c] = 1
-        for k, r in enumerate(rows):
-            mask[k, c + gmax - len(queries[r]):] = 1
         out = lm(input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kwargs(lm, part), use_cache=True,
                  logits_to_keep=1)
         for k, r in enumerate(rows):
@@ -163,11 +166,7 @@ def prefill_queries(lm: nn.Module, cache: PrefixCache, queries: list[list[int]],
     for i, layer in enumerate(past.layers):  # the groups' rows, back in the queries' order
         layer.keys = torch.cat([g[i][0] for g in keys], dim=0).index_select(0, inverse)
         layer.values = torch.cat([g[i][1] for g in keys], dim=0).index_select(0, inverse)
-    mask = torch.zeros((n, c + lmax), dtype=torch.long, device=device)
-    mask[:, :c] = 1
-    for r, q in enumerate(queries):
-        mask[r, c + lmax - len(q):] = 1
-    return torch.stack(logits), mask, past, len(groups)
+    return torch.stack(logits), _padded_mask(c, lmax, [len(q) for q in queries], device), past, len(groups)
 
 
 @torch.no_grad()
