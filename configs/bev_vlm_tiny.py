@@ -27,6 +27,10 @@ model = dict(
                          rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
                          pad_token_id=3),
         lora=dict(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])),
+    # offsets randomly initialised: the tests of what the trajectory reads (LLM states, answers, ego
+    # status) need a readout that depends on its inputs from the first step; zero_init_offsets has
+    # its own tests (tests/models/test_traj_head.py)
+    traj_head=dict(zero_init_offsets=False),
     test_cfg=dict(max_new_tokens=8),
 )
 pipeline = [

@@ -1,6 +1,6 @@
-# The trajectory as the ego status extrapolated with constant turn rate and acceleration (CTRA, no
-# parameters) plus the head's learned offsets (LLM readout + direct ego-status path), instead of the
-# learned offsets alone: the head starts from the kinematic reference planner
-# (tools/planning_baselines.py) and learns where the scene departs from it.
+# The default's kinematic prior (CTRA extrapolation of the ego status + learned offsets) with the offset
+# layers randomly initialised instead of starting at zero: the untrained head is CTRA plus noise. The
+# head dict is replaced whole so the config equals the run of it that was recorded (key by key).
 _base_ = ["../bev_vlm.py"]
-model = dict(traj_head=dict(kinematic_prior="ctra"))
+model = dict(traj_head=dict(_delete_=True, type="TrajectoryTokenHead", num_tokens=6, horizon=6, ego_prior_dims=5,
+                            kinematic_prior="ctra"))

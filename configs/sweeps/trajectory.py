@@ -1,18 +1,19 @@
-# The trajectory-token head of the default (with its direct ego-status path, traj_head.ego_prior_dims)
-# against: the head without that path (no-ego-prior, the earlier default); no ego status at all
-# (no-ego); the head placed after the perception and prediction answers (traj-after-qa); decoded text
-# waypoints with and without the ego token (traj-text, traj-text_no-ego); the ego status extrapolated
-# by a kinematic model (CTRA) as the base the head adds its offsets to (kinematic-prior), and that with
-# the head at ten times the learning rate (kinematic-prior_traj-lr10) or with its offsets starting at zero
-# (kinematic-prior_zero-init).
+# The trajectory-token head of the default (the ego status extrapolated by a kinematic model, CTRA, plus
+# learned offsets from the LLM readout and a direct ego-status path, the offsets starting at zero)
+# against: the earlier default, learned offsets alone (no-kinematic-prior); the head without the
+# direct ego-status path and without the prior (no-ego-prior, the default before that); no ego status at
+# all (no-ego); the head placed after the perception and prediction answers (traj-after-qa); decoded text
+# waypoints with and without the ego token (traj-text, traj-text_no-ego); the kinematic prior with
+# randomly initialised offset layers (kinematic-prior), and that with the head at ten times the learning
+# rate (kinematic-prior_traj-lr10).
 sweep = dict(
     name="trajectory",
-    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_no-ego-prior.py",
+    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_no-kinematic-prior.py",
+             "configs/ablations/bev_vlm_no-ego-prior.py",
              "configs/ablations/bev_vlm_no-ego.py", "configs/ablations/bev_vlm_traj-after-qa.py",
              "configs/ablations/bev_vlm_traj-text.py", "configs/ablations/bev_vlm_traj-text_no-ego.py",
              "configs/ablations/bev_vlm_kinematic-prior.py",
-             "configs/ablations/bev_vlm_kinematic-prior_traj-lr10.py",
-             "configs/ablations/bev_vlm_kinematic-prior_zero-init.py"],
+             "configs/ablations/bev_vlm_kinematic-prior_traj-lr10.py"],
     steps=["train", "test"],
     # the default split (every 3rd val frame scored, all streamed: 48 frames in 9 scenes), 3 trainings per config; the
     # summary pairs each run with the first one (seed-pooled cluster bootstrap, 95 %)

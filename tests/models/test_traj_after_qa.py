@@ -364,7 +364,7 @@ def test_ego_prior_in_training_and_predict(tiny_world, placement):
     frame's ego status through the head (the same head output in both), the path gets gradient,
     and a model without ego status refuses it."""
     cfg = _cfg()
-    head = dict(cfg.model.traj_head.to_dict(), ego_prior_dims=5)
+    head = dict(cfg.model.traj_head.to_dict(), ego_prior_dims=5, kinematic_prior=None)  # the ego path alone
     model = _model(cfg, traj_head=head, traj_placement=placement)
     data = _train_batch(model, tiny_world, cfg)
     losses = model(**data, mode="loss")

@@ -22,10 +22,14 @@ model = dict(
                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                        "up_proj", "down_proj"]),
              freeze_base=True),
-    # trajectory tokens read out by an MLP, plus a direct path from the ego status to per-step offsets
-    # (ego_prior_dims = the 5 ego-status values; the trajectory study: docs/research/trajectory.md;
-    # without it: configs/ablations/bev_vlm_no-ego-prior.py)
-    traj_head=dict(type="TrajectoryTokenHead", num_tokens=6, horizon=6, ego_prior_dims=5),
+    # the waypoints are the ego status extrapolated with constant turn rate and acceleration (CTRA,
+    # kinematic_prior, no parameters) plus learned offsets: an MLP readout of the trajectory tokens and
+    # a direct path from the 5 ego-status values (ego_prior_dims), both starting at exactly zero
+    # (zero_init_offsets: the untrained head is the CTRA planner). The trajectory study:
+    # docs/research/trajectory.md; the earlier head (learned offsets alone):
+    # configs/ablations/bev_vlm_no-kinematic-prior.py
+    traj_head=dict(type="TrajectoryTokenHead", num_tokens=6, horizon=6, ego_prior_dims=5,
+                   kinematic_prior="ctra", zero_init_offsets=True),
     use_ego_status=True,
     # test-time settings (bevlm.models.detectors.test_cfg.TestConfig); inference variants
     # (configs/benchmarks/default.py, tools/test.py --variant) override these keys
