@@ -8,8 +8,8 @@ bootstrap difference to the sweep's first run with its 95 % interval; see
 bevlm.engine.sweep). ``--results-dir docs/results`` also writes the summary there as
 ``<name>.md|.csv|.json`` and keeps a record of every finished run under ``docs/results/runs/<name>/``
 (its config as JSON, the test command, the machine, the test files: tens of kilobytes, meant to be
-committed). A run whose record matches (config key by key, test command) is restored from it, as is a
-reused run from the other sweep's record, so a fresh clone re-tables, extends and compares committed
+committed). A run whose record matches (config key by key; test command, test data and the
+config's model.test_cfg) is restored from it, as is a reused run from the other sweep's record, so a fresh clone re-tables, extends and compares committed
 runs without training them again; delete a record to run it anew. ``--records DIR`` keeps records
 elsewhere, ``--no-records`` neither reads nor writes them.
 """

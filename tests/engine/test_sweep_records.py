@@ -156,3 +156,43 @@ def test_a_record_of_other_test_data_is_not_taken(tmp_path, fake_python, two_con
     run_sweep(sweep, root=str(tmp_path / "s3"), python=str(fake), records=str(records))
     assert [line.split()[0] for line in calls.read_text().splitlines()] == ["tools/train.py", "tools/test.py"]
     assert "was tested with" in capsys.readouterr().out
+
+
+def test_a_record_of_other_decoding_settings_is_not_taken(tmp_path, fake_python, two_configs, capsys):
+    """The run file fingerprints the config's model.test_cfg: after a config's default decoding
+    settings change (same training keys), its record is not restored and the run is tested again."""
+    fake, calls = fake_python
+    records = tmp_path / "runs"
+    sweep = _sweep(two_configs[1:], seeds=[0])
+    run_sweep(sweep, root=str(tmp_path / "s1"), python=str(fake), records=str(records))
+    meta = json.loads((records / "rec" / "b" / "seed0" / RUN_FILE).read_text())
+    assert meta["test"]["model_test_cfg"][""]["max_new_tokens"] == 8
+    calls.write_text("")
+    run_sweep(sweep, root=str(tmp_path / "s2"), python=str(fake), records=str(records))
+    assert calls.read_text() == ""  # same settings: restored
+    b = two_configs[1]
+    with open(b, "a") as f:
+        f.write("model = dict(test_cfg=dict(max_new_tokens=4))\n")
+    run_sweep(sweep, root=str(tmp_path / "s3"), python=str(fake), records=str(records))
+    assert [line.split()[0] for line in calls.read_text().splitlines()] == ["tools/train.py", "tools/test.py"]
+    out = capsys.readouterr().out
+    assert "was tested with" in out and "'max_new_tokens': 8" in out
+
+
+def test_own_results_of_other_decoding_settings_stop_the_sweep_before_work(tmp_path, fake_python, two_configs):
+    """A run dir whose test results came from other decoding settings is refused before anything runs
+    (they would be tabled as the sweep's), naming the key and the folder to delete."""
+    fake, calls = fake_python
+    sweep = _sweep(two_configs[1:], seeds=[0])
+    root = tmp_path / "s"
+    run_sweep(sweep, root=str(root), python=str(fake))
+    calls.write_text("")
+    with open(two_configs[1], "a") as f:
+        f.write("model = dict(test_cfg=dict(max_new_tokens=4))\n")
+    with pytest.raises(ValueError, match=r"model_test_cfg: tested with .*'max_new_tokens': 8.*Delete its test folder"):
+        run_sweep(sweep, root=str(root), python=str(fake))
+    assert calls.read_text() == ""
+    shutil.rmtree(root / "rec" / "b" / "seed0" / "test")
+    run_sweep(sweep, root=str(root), python=str(fake))
+    lines = calls.read_text().splitlines()  # the finished training is resumed (nothing left to do), then tested
+    assert [line.split()[0] for line in lines] == ["tools/train.py", "tools/test.py"] and "--resume" in lines[0]

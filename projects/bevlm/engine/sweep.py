@@ -209,11 +209,35 @@ def check_run_dirs(sweep: dict, runs: list[dict], out_root: str) -> None:
                              f"from {run['config']} {run['options']} in {diff[:8]}); its results would be "
                              f"tabled as {run['id']}. Move that dir away (or restore the config it was run "
                              "with) and run the sweep again")
+        stale = stale_test_results(sweep, run, work)
+        if stale:
+            raise ValueError(f"sweep {sweep['name']}: {work} holds test results of another test command "
+                             f"({stale}); they would be tabled as this sweep's. Delete its test folder(s) "
+                             f"{sorted(_test_dirs(sweep, work).values())} to test the training again, or "
+                             "restore the sweep's earlier test settings")
+
+
+def stale_test_results(sweep: dict, run: dict, work: str) -> str | None:
+    """Why the finished results in ``work`` (its run file says how they were tested) are not what the
+    sweep would test now, or None (they are, or there are none to check)."""
+    run_file = os.path.join(work, RUN_FILE)
+    if not os.path.isfile(run_file) or not all(
+            os.path.isfile(os.path.join(d, "metrics.json")) for d in _test_dirs(sweep, work).values()):
+        return None
+    with open(run_file) as f:
+        have = json.load(f).get("test") or {}
+    want = sweep_test_command(sweep, run)
+    keys = sorted(k for k in set(have) | set(want) if have.get(k, "<missing>") != want.get(k, "<missing>"))
+    if not keys:
+        return None
+    return "; ".join(f"{k}: tested with {have.get(k, '<not recorded>')}, the sweep tests with {want.get(k)}"
+                     for k in keys)[:600]
 
 
 # --- run records ------------------------------------------------------------------------------
 # A finished run leaves ``sweep_run.json`` in its work dir: the sweep, run, seed, config and options,
-# the test command (test args / options / sets, inference variant) and the machine it ran on
+# the test command (test args / options / sets, inference variant, the test data and the config's
+# model.test_cfg) and the machine it ran on
 # (bevlm.utils.machine_info). With a records folder (``tools/sweep.py --results-dir DIR`` -> DIR/runs),
 # each finished run is also copied there as a *record*: that file, ``config.json`` (the training
 # keys of its config, flattened, plain JSON) and its test folders' small files (metrics, the official
@@ -231,11 +255,31 @@ RECORD_FILES = ("metrics.json", "drivelm.output.json", "drivelm.test_eval.json",
 
 def sweep_test_command(sweep: dict, run: dict) -> dict:
     """How the sweep tests ``run`` (compared before a finished run's results are taken over): the
-    test arguments and options, and per test set what it scores (:func:`split_fingerprint`)."""
+    test arguments and options, per test set what it scores (:func:`split_fingerprint`) and the
+    model's decoding settings (:func:`test_cfg_fingerprint`)."""
     return {"test_args": [str(a) for a in sweep.get("test_args", [])],
             "test_options": [str(o) for o in sweep.get("test_options", [])],
             "test_sets": {k: [str(o) for o in v] for k, v in (sweep.get("test_sets") or {"": []}).items()},
-            "variant": run.get("variant"), "test_data": split_fingerprint(sweep, run)}
+            "variant": run.get("variant"), "test_data": split_fingerprint(sweep, run),
+            "model_test_cfg": test_cfg_fingerprint(sweep, run)}
+
+
+def test_cfg_fingerprint(sweep: dict, run: dict) -> dict | None:
+    """Per test set, the config's ``model.test_cfg`` (flattened, as JSON holds it) with the run's,
+    the sweep's test and the set's options applied: the decoding settings the test starts from
+    (``--variant`` then overrides some, and the variant is part of the test command). A config whose
+    default test-time settings changed (say ``multiple_choice='likelihood'``) is not taken for runs
+    tested with the earlier ones. None when the config is not a file (sweeps of stand-in configs)."""
+    if not os.path.isfile(run["config"]):
+        return None
+    out = {}
+    for name, set_opts in (sweep.get("test_sets") or {"": []}).items():
+        cfg = _config_with(run["config"], list(run["options"]) + [str(o) for o in sweep.get("test_options", [])]
+                           + [str(o) for o in set_opts])
+        test_cfg = (cfg.get("model") or {}).get("test_cfg") or {}
+        test_cfg = test_cfg.to_dict() if hasattr(test_cfg, "to_dict") else dict(test_cfg)
+        out[name] = _normal(_flat(test_cfg))
+    return out
 
 
 def split_fingerprint(sweep: dict, run: dict) -> dict | None:
