@@ -28,8 +28,8 @@ def calibration_prefixes(model: nn.Module, batches: list[dict], max_questions: i
     for batch in batches:
         data = model.data_preprocessor(batch, False)
         imgs, samples = data["inputs"]["imgs"], data["data_samples"]
-        vis, _ = model.visual_tokens(imgs, samples)
-        prefix = model.build_prefix(vis, samples)
+        vis, bev = model.visual_tokens(imgs, samples)
+        prefix = model.build_prefix(vis, samples, bev)
         for i, sample in enumerate(samples):
             qa = sample.qa[:max_questions]
             out.append(CalibFrame(prefix[i:i + 1], [x.question for x in qa], [x.answer for x in qa]))

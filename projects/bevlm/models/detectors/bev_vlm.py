@@ -13,6 +13,7 @@ from bevlm.structures import EgoMotion, is_history_only
 from bevlm.utils import Stopwatch, count_flops
 
 from ..bev.multiview_encoder import encode_bev_queue, extract_multiview_feats
+from ..heads.perception_text import PerceptionText
 from ..heads.text_trajectory import TRAJ_QUESTION, format_waypoints, parse_waypoints
 from ..llm.packing import build_packed_batch
 from ..llm.query_slots import forward_train_with_queries, hidden_after_blocks
@@ -38,7 +39,8 @@ class BEVVLM(BaseModel):
 
     Prefix fed to the LLM (after the chat template's system/user header)::
 
-        [visual tokens (N_vis)] [prompt tokens (0+)] [ego-status token (0/1)] [trajectory query tokens (K)]
+        [visual tokens (N_vis)] [prompt tokens (0+)] [detections as text (0+)] [ego-status token (0/1)]
+        [trajectory query tokens (K)]
 
     followed by independent question/answer blocks. The trajectory head reads the last hidden
     states of the K query tokens, so waypoints come from one forward pass, without decoding.
@@ -98,6 +100,11 @@ class BEVVLM(BaseModel):
             answer style is fitted (a random vision side gives nearly constant visual tokens that
             act as such a prompt; a pretrained one does not). Initialised from the LLM's
             embeddings of random vocabulary tokens. 0 = none.
+        det_head: config of the stage-1 :class:`CenterPointHead` (loaded with the stage-1 checkpoint,
+            frozen), read by ``perception_text``; None = none.
+        perception_text: keyword arguments of :class:`~bevlm.models.heads.perception_text.PerceptionText`:
+            the frame's detections written as a fixed-length line of text (class, distance, c-tag)
+            after the prompt tokens; None = none. Needs ``det_head`` and ``vision='bev'``.
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
         init_cfg: mmengine initialisation config.
@@ -113,7 +120,8 @@ class BEVVLM(BaseModel):
                  temporal_fusion: str = "bev", num_frames: int = 1, traj_source: str = "head",
                  traj_placement: str = "prefix",
                  domain_adapters: dict | None = None, frozen: tuple | list = (), test_cfg: dict | None = None,
-                 num_prompt_tokens: int = 0, data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
+                 num_prompt_tokens: int = 0, det_head: dict | None = None, perception_text: dict | None = None,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
         if unknown:
             moved = sorted(set(unknown) & set(TestConfig.keys()))
             if moved:
@@ -170,6 +178,16 @@ class BEVVLM(BaseModel):
                 vocab = self.llm.lm.get_input_embeddings().weight
                 ids = torch.randint(0, vocab.shape[0], (num_prompt_tokens,))
                 self.prompt_embed = nn.Parameter(vocab[ids].detach().float().clone())  # [K, D]
+        self.det_head, self.perception_text = None, None
+        if (det_head is None) != (perception_text is None):
+            raise ValueError("BEVVLM: det_head and perception_text go together (the frozen stage-1 detection head "
+                             "whose boxes perception_text writes into the prefix); set both or neither")
+        if perception_text is not None:
+            if vision != "bev":
+                raise ValueError(f"BEVVLM: perception_text reads detections off the BEV; it needs vision='bev', "
+                                 f"got {vision!r}")
+            self.det_head = MODELS.build(det_head).requires_grad_(False).eval()
+            self.perception_text = PerceptionText(**perception_text)
         self.ego_embed = nn.Sequential(nn.Linear(ego_status_dims, width), nn.GELU(),
                                        nn.Linear(width, width)) if use_ego_status else None
         self.traj_head = None
@@ -218,6 +236,8 @@ class BEVVLM(BaseModel):
         super().train(mode)
         for name in self.frozen:
             getattr(self, name).eval()
+        if self.det_head is not None:  # frozen stage-1 head (perception_text)
+            self.det_head.eval()
         return self
 
     @property
@@ -379,15 +399,20 @@ class BEVVLM(BaseModel):
             tokens.append(vis * qvalid[:, step, None, None].to(vis.dtype))
         return torch.cat(tokens, dim=1), bev  # [B, T*N_vis, D], [B, Hb*Wb, C]
 
-    def build_prefix(self, vis: torch.Tensor | None, data_samples: list) -> torch.Tensor:
-        """Prefix embeddings ``[B, P, D]`` = visual tokens, prompt tokens, ego token, trajectory queries
-        (the queries only with ``traj_placement='prefix'``)."""
+    def build_prefix(self, vis: torch.Tensor | None, data_samples: list, bev: torch.Tensor | None = None) -> torch.Tensor:
+        """Prefix embeddings ``[B, P, D]`` = visual tokens, prompt tokens, the detections as text
+        (``perception_text``: read off ``bev``, the current frame's unpruned BEV), ego token,
+        trajectory queries (the queries only with ``traj_placement='prefix'``)."""
         parts = []
         b = len(data_samples)
         if vis is not None:
             parts.append(vis)
         if self.prompt_embed is not None:  # after the visual tokens: the visual slice stays (0, N_vis)
             parts.append(self.prompt_embed.unsqueeze(0).expand(b, -1, -1))
+        if self.perception_text is not None:
+            if bev is None:
+                raise ValueError("BEVVLM.build_prefix: perception_text needs the frame's BEV (pass bev=)")
+            parts.append(self.perception_text.embed(self.det_head, bev, data_samples, self.llm))
         if self.ego_embed is not None:
             ego = torch.stack([s.ego_status for s in data_samples]).to(self.ego_embed[0].weight)
             parts.append(self.ego_embed(ego).unsqueeze(1))  # [B, 1, D]
@@ -407,12 +432,12 @@ class BEVVLM(BaseModel):
             return self.predict(imgs, data_samples)
         if mode == "tensor":
             vis, bev = self.visual_tokens(imgs, data_samples)
-            return self.build_prefix(vis, data_samples)
+            return self.build_prefix(vis, data_samples, bev)
         raise ValueError(f"Invalid mode {mode!r}: use 'loss', 'predict' or 'tensor'")
 
     def loss(self, imgs, data_samples) -> dict:
         vis, bev = self.visual_tokens(imgs, data_samples)
-        prefix = self.build_prefix(vis, data_samples)
+        prefix = self.build_prefix(vis, data_samples, bev)
         losses = {}
         if vis is not None:  # logged, not optimised (no 'loss' in the key): the scale of the visual tokens
             with torch.no_grad():
@@ -531,7 +556,7 @@ class BEVVLM(BaseModel):
                     raise ValueError("test_cfg.pruning.bev_keep_ratio ranks one frame's tokens; it does not apply "
                                      "to temporal_fusion='tokens' (use fastv_keep_ratio)")
                 vis = prune_visual_tokens(self, vis, bev, test_cfg.pruning)
-            prefix = self.build_prefix(vis, data_samples)
+            prefix = self.build_prefix(vis, data_samples, bev)
         n_vis = 0 if vis is None else vis.shape[1]
         if counting:
             flops["encoder"] = enc_flops["flops"] / b

@@ -89,9 +89,9 @@ def frame_prefix(model: nn.Module, imgs: Tensor, data_samples: list,
         if setting.encoder_layers is not None or setting.bev_keep_ratio < 1.0:
             raise ValueError(f"PruningSetting: encoder_layers / bev_keep_ratio need vision='bev', the model "
                              f"has vision={model.vision!r}")
-        vis, _ = model.visual_tokens(imgs, data_samples)
+        vis, bev = model.visual_tokens(imgs, data_samples)
     n_vis = 0 if vis is None else vis.shape[1]
-    return model.build_prefix(vis, data_samples), (0, n_vis)
+    return model.build_prefix(vis, data_samples, bev), (0, n_vis)
 
 
 @torch.no_grad()
