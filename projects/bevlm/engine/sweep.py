@@ -257,47 +257,52 @@ def sweep_test_command(sweep: dict, run: dict) -> dict:
     """How the sweep tests ``run`` (compared before a finished run's results are taken over): the
     test arguments and options, per test set what it scores (:func:`split_fingerprint`) and the
     model's decoding settings (:func:`test_cfg_fingerprint`)."""
+    configs = _test_set_configs(sweep, run)
     return {"test_args": [str(a) for a in sweep.get("test_args", [])],
             "test_options": [str(o) for o in sweep.get("test_options", [])],
             "test_sets": {k: [str(o) for o in v] for k, v in (sweep.get("test_sets") or {"": []}).items()},
-            "variant": run.get("variant"), "test_data": split_fingerprint(sweep, run),
-            "model_test_cfg": test_cfg_fingerprint(sweep, run)}
+            "variant": run.get("variant"), "test_data": split_fingerprint(configs),
+            "model_test_cfg": test_cfg_fingerprint(configs)}
 
 
-def test_cfg_fingerprint(sweep: dict, run: dict) -> dict | None:
-    """Per test set, the config's ``model.test_cfg`` (flattened, as JSON holds it) with the run's,
-    the sweep's test and the set's options applied: the decoding settings the test starts from
-    (``--variant`` then overrides some, and the variant is part of the test command). A config whose
-    default test-time settings changed (say ``multiple_choice='likelihood'``) is not taken for runs
-    tested with the earlier ones. None when the config is not a file (sweeps of stand-in configs)."""
+def _test_set_configs(sweep: dict, run: dict) -> dict | None:
+    """Per test set, the run's config as ``tools/test.py`` sees it (the run's, the sweep's test and the
+    set's options applied); None when the config is not a file (sweeps of stand-in configs)."""
     if not os.path.isfile(run["config"]):
         return None
+    return {name: _config_with(run["config"], list(run["options"]) + [str(o) for o in sweep.get("test_options", [])]
+                               + [str(o) for o in set_opts])
+            for name, set_opts in (sweep.get("test_sets") or {"": []}).items()}
+
+
+def test_cfg_fingerprint(configs: dict | None) -> dict | None:
+    """Per test set (``configs``: :func:`_test_set_configs`), the config's ``model.test_cfg`` flattened as
+    JSON holds it: the decoding settings the test starts from (``--variant`` then overrides some, and the
+    variant is part of the test command). A config whose default test-time settings changed (say
+    ``multiple_choice='likelihood'``) is not taken for runs tested with the earlier ones."""
+    if configs is None:
+        return None
     out = {}
-    for name, set_opts in (sweep.get("test_sets") or {"": []}).items():
-        cfg = _config_with(run["config"], list(run["options"]) + [str(o) for o in sweep.get("test_options", [])]
-                           + [str(o) for o in set_opts])
+    for name, cfg in configs.items():
         test_cfg = (cfg.get("model") or {}).get("test_cfg") or {}
         test_cfg = test_cfg.to_dict() if hasattr(test_cfg, "to_dict") else dict(test_cfg)
         out[name] = _normal(_flat(test_cfg))
     return out
 
 
-def split_fingerprint(sweep: dict, run: dict) -> dict | None:
-    """Per test set, the test dataset's settings (split, stride, question selection, queue; not its
-    paths) and a sha256 of its frames (scene and frame tokens with their DriveLM QA, read from the
-    info file): a run tested on another world or split is not taken for this one. None when the
-    config is not a file (sweeps of stand-in configs); ``frames_sha256`` None when the info file is
-    missing."""
+def split_fingerprint(configs: dict | None) -> dict | None:
+    """Per test set (``configs``: :func:`_test_set_configs`), the test dataset's settings (split, stride,
+    question selection, queue; not its paths) and a sha256 of its frames (scene and frame tokens with
+    their DriveLM QA, read from the info file): a run tested on another world or split is not taken for
+    this one. None for stand-in configs; ``frames_sha256`` None when the info file is missing."""
     import hashlib
 
     from bevlm.utils import load_plain_pickle
 
-    if not os.path.isfile(run["config"]):
+    if configs is None:
         return None
     out = {}
-    for name, set_opts in (sweep.get("test_sets") or {"": []}).items():
-        cfg = _config_with(run["config"], list(run["options"]) + [str(o) for o in sweep.get("test_options", [])]
-                           + [str(o) for o in set_opts])
+    for name, cfg in configs.items():
         ds = cfg.get("test_dataloader", {}).get("dataset", {})
         ds = ds.to_dict() if hasattr(ds, "to_dict") else dict(ds)
         ann = str(ds.get("ann_file", ""))
