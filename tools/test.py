@@ -4,7 +4,9 @@ Writes, under ``--out-dir`` (default ``<work_dir>/test``): the official-format D
 predictions ``drivelm.output.json`` and test file ``drivelm.test_eval.json`` (score them with
 tools/eval_drivelm.py or the official evaluation.py), ``drivelm.results.json``, ``metrics.json``
 with every metric, ``efficiency.json`` and ``per_frame.json`` (per-frame planning and efficiency
-records; with the two official files, what tools/compare.py needs to re-score any subset of frames).
+records; with the two official files, what tools/compare.py needs to re-score any subset of frames)
+and ``answer_budget.json`` (question families whose reference answers are longer than their decode
+budget, also logged as a warning with the fix before decoding starts; ``{}`` when all fit).
 
 ``--variant NAME`` tests the model as one inference variant of ``--variants-file`` (default
 ``configs/benchmarks/default.py``) runs it, e.g. ``--variant lossless`` (shared prompt cache + batched
@@ -110,6 +112,9 @@ def main():
             raise SystemExit(f"--quantized {args.quantized}: no such file; write it with tools/quantize.py")
         # before any --variant hook (same priority, earlier in the list): the variant runs on the int4 LLM
         cfg.custom_hooks = [dict(type="QuantizedLLMHook", path=args.quantized)] + list(cfg.get("custom_hooks") or [])
+    # reference answers longer than their family's decode budget are named before decoding starts
+    cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [
+        dict(type="AnswerBudgetCheckHook", out_file=osp.join(out_dir, "answer_budget.json"))]
     cfg.load_from = args.checkpoint
     check_checkpoint_path(args.checkpoint)  # remote / missing / empty files stop here, before any work
     cfg.default_hooks.plain_checkpoint = dict(type="PlainCheckpointHook", strict_load=not args.allow_partial)

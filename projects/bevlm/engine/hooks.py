@@ -133,3 +133,57 @@ class InferenceVariantHook(Hook):
         calib, train_qa = variant_inputs(model, runner.cfg, [self.variant], self.calib_frames)
         apply_variant(model, self.variant, calib, log=runner.logger.info, train_qa=train_qa)
         runner.logger.info(f"inference variant {self.name!r} applied: {self.variant}")
+
+
+@HOOKS.register_module()
+class AnswerBudgetCheckHook(Hook):
+    """Before testing, compare every question family's decode budget with the test set's reference
+    answers, and warn (naming the family, the budget, the longest reference and the
+    ``--cfg-options`` fix) where references are longer than the budget: those answers would be cut
+    by the decoder, silently lowering the scores.
+
+    Runs after the inference-variant hooks (its priority is lower), so it checks the budgets the
+    test decodes with. Multiple-choice questions answered by likelihood decode nothing and are not
+    checked; a test set without answers (a questions-only file) has nothing to check.
+
+    Args:
+        out_file: also write the findings (``{family: {budget, longest, over, answers}}``, ``{}``
+            when every reference fits) to this JSON file; None: log only.
+    """
+
+    priority = "LOW"
+
+    def __init__(self, out_file: str | None = None) -> None:
+        self.out_file = out_file
+
+    def before_test(self, runner) -> None:
+        from bevlm.models.qa import budget_shortfalls, is_multiple_choice
+
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        test_cfg, llm = getattr(model, "test_cfg", None), getattr(model, "llm", None)
+        if test_cfg is None or llm is None or not hasattr(test_cfg, "family_max_new_tokens"):
+            return  # not a language model (e.g. the detection pretraining)
+        entries = getattr(runner.test_dataloader.dataset, "data_list", None) or []
+        by_likelihood = getattr(test_cfg, "multiple_choice", "generate") == "likelihood"
+        items = [qa for e in entries for qa in e.get("qa", [])
+                 if qa.answer and not (by_likelihood and is_multiple_choice(qa))]
+
+        def encode(text: str) -> list[int]:
+            return list(llm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        found = budget_shortfalls(items, encode, test_cfg.max_new_tokens, test_cfg.family_max_new_tokens)
+        for family, f in found.items():
+            runner.logger.warning(
+                f"answer budget: {f['over']} of {f['answers']} reference answers of family {family!r} are "
+                f"longer than its decode budget of {f['budget']} tokens (longest {f['longest']}); they will "
+                f"be cut. Fix: --cfg-options model.test_cfg.family_max_new_tokens.{family}="
+                f"{_round_up(f['longest'] * 1.2)} (or raise it in the model config)")
+        if self.out_file:
+            from bevlm.utils import atomic_write_json
+
+            os.makedirs(os.path.dirname(os.path.abspath(self.out_file)), exist_ok=True)
+            atomic_write_json(found, self.out_file)
+
+
+def _round_up(n: float, step: int = 16) -> int:
+    return int(-(-int(n) // step) * step)

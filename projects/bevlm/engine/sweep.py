@@ -250,7 +250,7 @@ def stale_test_results(sweep: dict, run: dict, work: str) -> str | None:
 RUN_FILE = "sweep_run.json"
 RECORD_CONFIG = "config.json"
 RECORD_FILES = ("metrics.json", "drivelm.output.json", "drivelm.test_eval.json", "per_frame.json",
-                "efficiency.json")
+                "efficiency.json", "answer_budget.json")
 
 
 def sweep_test_command(sweep: dict, run: dict) -> dict:

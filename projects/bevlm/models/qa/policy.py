@@ -179,6 +179,38 @@ def family_token_budget(family: str, default: int, overrides: dict | None = None
     return budget
 
 
+def budget_shortfalls(qa_items: list[QAItem], encode: Callable[[str], list[int]], default: int,
+                      overrides: dict | None = None) -> dict[str, dict]:
+    """Question families whose reference answers do not fit their decode budget.
+
+    A reference answer longer than its family's budget can never be reproduced: the decoder stops
+    at the budget and the answer is cut (e.g. the last c-tags of a five-object list). Checking
+    the test references before decoding makes such a budget visible instead of silently lowering
+    the scores.
+
+    Args:
+        qa_items: items with reference answers (those with ``answer == ''`` are ignored).
+        encode: ``text -> token ids`` without special tokens (the LLM tokenizer).
+        default, overrides: ``test_cfg.max_new_tokens`` and ``test_cfg.family_max_new_tokens``.
+
+    Returns:
+        ``{family: {"budget", "longest", "over", "answers"}}`` for each family with at least one
+        reference longer than its budget (``over`` of ``answers`` references are longer);
+        empty when every reference fits.
+    """
+    lengths: dict[str, list[int]] = {}
+    for qa in qa_items:
+        if qa.answer:
+            lengths.setdefault(qa.family, []).append(len(encode(qa.answer)))
+    out = {}
+    for family, ls in sorted(lengths.items()):
+        budget = family_token_budget(family, default, overrides)
+        over = sum(n > budget for n in ls)
+        if over:
+            out[family] = {"budget": budget, "longest": max(ls), "over": over, "answers": len(ls)}
+    return out
+
+
 def round_overhead_tokens(encode: Callable[[str], list[int]], n: int, tag: str = "A") -> int:
     """Tokens a round's answer format adds around ``n`` answers.
 
