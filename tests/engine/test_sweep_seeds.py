@@ -178,7 +178,8 @@ def test_reuse_ignores_what_test_py_adds_but_not_training_keys(tmp_path, fake_py
         cfg = Config.fromfile(config)
         cfg.randomness.seed = 0
         cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [
-            dict(type="InferenceVariantHook", name="lossless", variant=dict(share_prompt_cache=True))]
+            dict(type="InferenceVariantHook", name="lossless", variant=dict(share_prompt_cache=True)),
+            dict(type="AnswerBudgetCheckHook", out_file=str(src / "test" / "answer_budget.json"))]
         cfg.default_hooks.plain_checkpoint = dict(type="PlainCheckpointHook", strict_load=True)
         if lr is not None:
             cfg.optim_wrapper.optimizer.lr = lr

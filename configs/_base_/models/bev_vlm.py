@@ -48,5 +48,10 @@ model = dict(
         count_flops_frames=2,
         pruning=dict(),
         speculative=None,
+        # the official multiple-choice questions (behaviour, moving status) are answered with the
+        # option whose text the model finds likeliest as the answer to the open-ended stem, instead
+        # of a decoded letter (docs/research/multiple_choice.md; the letter:
+        # configs/ablations/bev_vlm_mc-generate.py)
+        multiple_choice="likelihood",
     ),
 )

@@ -98,8 +98,9 @@ def expand_runs(sweep: dict) -> list[dict]:
 # config into the work dir with its test options)
 _RUN_KEYS = ("work_dir", "load_from", "resume", "launcher", "test_dataloader", "test_evaluator", "test_cfg",
              "val_dataloader", "val_evaluator", "val_cfg")
-# hooks tools/test.py adds to the dumped config (--variant, --quantized): test-time, not training
-_TEST_HOOKS = ("InferenceVariantHook", "QuantizedLLMHook")
+# hooks tools/test.py adds to the dumped config (--variant, --quantized, the answer-budget check): test-time,
+# not training
+_TEST_HOOKS = ("InferenceVariantHook", "QuantizedLLMHook", "AnswerBudgetCheckHook")
 
 
 def _training_view(cfg: dict) -> dict:
