@@ -44,7 +44,14 @@ def test_variants_side_by_side(tiny_world, tmp_path):
         "fastv50": dict(pruning=dict(fastv_keep_ratio=0.25, fastv_layer=1)),
         "three_rounds": dict(qa_policy=dict(mode="three_rounds")),
     }
-    summary = run_benchmark(cfg, ckpt, variants, str(tmp_path / "bench"), max_frames=2, log=lambda *_: None)
+    # a budget below the important-objects references: each variant's is named before the frames run
+    cfg.model.test_cfg.family_max_new_tokens = dict(important_objects=4)
+    logs = []
+    summary = run_benchmark(cfg, ckpt, variants, str(tmp_path / "bench"), max_frames=2, log=logs.append)
+    budget_lines = [m for m in logs if "answer budget" in m]
+    named = [m.split(":")[0] for m in budget_lines if "family_max_new_tokens.important_objects=" in m]
+    assert sorted(named) == sorted(variants)
+    assert logs.index(budget_lines[-1]) < min(i for i, m in enumerate(logs) if m.startswith("  frame "))
     rows = summary["rows"]
     assert set(rows) == set(variants)
     # lossless variants: identical answers, hence identical scores

@@ -192,6 +192,10 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
         evaluators[name] = Evaluator([dict(type="DriveLMMetric", outfile_prefix=os.path.join(run_dir, "drivelm")),
                                       dict(type="PlanningMetric", outfile_prefix=run_dir),
                                       dict(type="EfficiencyMetric", outfile_prefix=run_dir)])
+    from .hooks import answer_budget_findings
+
+    for name, model in models.items():  # references longer than a variant's decode budget are named
+        answer_budget_findings(model, getattr(dataset, "data_list", None) or [], warn=lambda m, n=name: log(f"{n}: {m}"))
     log(f"benchmark: {len(variants)} variants x {len(dataset)} frames (qa_select={qa_select})")
     answers = {name: [] for name in variants}  # per variant: every (frame, question) answer
     trajs = {name: [] for name in variants}

@@ -157,32 +157,43 @@ class AnswerBudgetCheckHook(Hook):
         self.out_file = out_file
 
     def before_test(self, runner) -> None:
-        from bevlm.models.qa import budget_shortfalls, is_multiple_choice
-
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        test_cfg, llm = getattr(model, "test_cfg", None), getattr(model, "llm", None)
-        if test_cfg is None or llm is None or not hasattr(test_cfg, "family_max_new_tokens"):
-            return  # not a language model (e.g. the detection pretraining)
         entries = getattr(runner.test_dataloader.dataset, "data_list", None) or []
-        by_likelihood = getattr(test_cfg, "multiple_choice", "generate") == "likelihood"
-        items = [qa for e in entries for qa in e.get("qa", [])
-                 if qa.answer and not (by_likelihood and is_multiple_choice(qa))]
-
-        def encode(text: str) -> list[int]:
-            return list(llm.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-        found = budget_shortfalls(items, encode, test_cfg.max_new_tokens, test_cfg.family_max_new_tokens)
-        for family, f in found.items():
-            runner.logger.warning(
-                f"answer budget: {f['over']} of {f['answers']} reference answers of family {family!r} are "
-                f"longer than its decode budget of {f['budget']} tokens (longest {f['longest']}); they will "
-                f"be cut. Fix: --cfg-options model.test_cfg.family_max_new_tokens.{family}="
-                f"{_round_up(f['longest'] * 1.2)} (or raise it in the model config)")
-        if self.out_file:
+        found = answer_budget_findings(model, entries, warn=runner.logger.warning)
+        if self.out_file and found is not None:
             from bevlm.utils import atomic_write_json
 
             os.makedirs(os.path.dirname(os.path.abspath(self.out_file)), exist_ok=True)
             atomic_write_json(found, self.out_file)
+
+
+def answer_budget_findings(model, entries: list[dict], warn=None) -> dict | None:
+    """The question families whose reference answers in ``entries`` (a test dataset's ``data_list``:
+    dicts with a ``qa`` list of QAItems) are longer than ``model``'s decode budget for them
+    (:func:`bevlm.models.qa.budget_shortfalls`), each also passed to ``warn`` as a message naming the
+    family, the budget, the longest reference and the ``--cfg-options`` fix. None for a model without
+    a language side (nothing to check). Multiple-choice questions are skipped when the model answers
+    them by option likelihood (nothing is decoded for them)."""
+    from bevlm.models.qa import budget_shortfalls, is_multiple_choice
+
+    test_cfg, llm = getattr(model, "test_cfg", None), getattr(model, "llm", None)
+    if test_cfg is None or llm is None or not hasattr(test_cfg, "family_max_new_tokens"):
+        return None  # not a language model (e.g. the detection pretraining)
+    by_likelihood = getattr(test_cfg, "multiple_choice", "generate") == "likelihood"
+    items = [qa for e in entries for qa in e.get("qa", [])
+             if qa.answer and not (by_likelihood and is_multiple_choice(qa))]
+
+    def encode(text: str) -> list[int]:
+        return list(llm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    found = budget_shortfalls(items, encode, test_cfg.max_new_tokens, test_cfg.family_max_new_tokens)
+    for family, f in found.items():
+        if warn is not None:
+            warn(f"answer budget: {f['over']} of {f['answers']} reference answers of family {family!r} are "
+                 f"longer than its decode budget of {f['budget']} tokens (longest {f['longest']}); they will "
+                 f"be cut. Fix: --cfg-options model.test_cfg.family_max_new_tokens.{family}="
+                 f"{_round_up(f['longest'] * 1.2)} (or raise it in the model config)")
+    return found
 
 
 def _round_up(n: float, step: int = 16) -> int:
