@@ -13,6 +13,7 @@ from bevlm.structures import EgoMotion, is_history_only
 from bevlm.utils import Stopwatch, count_flops
 
 from ..bev.multiview_encoder import encode_bev_queue, extract_multiview_feats
+from ..heads.ego_text import EgoText
 from ..heads.perception_text import PerceptionText
 from ..heads.text_trajectory import TRAJ_QUESTION, format_waypoints, parse_waypoints
 from ..llm.packing import build_packed_batch
@@ -105,6 +106,9 @@ class BEVVLM(BaseModel):
         perception_text: keyword arguments of :class:`~bevlm.models.heads.perception_text.PerceptionText`:
             the frame's detections written as a fixed-length line of text (class, distance, c-tag)
             after the prompt tokens; None = none. Needs ``det_head`` and ``vision='bev'``.
+        ego_text: keyword arguments of :class:`~bevlm.models.heads.ego_text.EgoText`: the ego status
+            (speed, acceleration, yaw rate and their 3-s constant-turn-rate extrapolation) written as a
+            fixed-length line of text after the detections; None = none.
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
         init_cfg: mmengine initialisation config.
@@ -121,7 +125,7 @@ class BEVVLM(BaseModel):
                  traj_placement: str = "prefix",
                  domain_adapters: dict | None = None, frozen: tuple | list = (), test_cfg: dict | None = None,
                  num_prompt_tokens: int = 0, det_head: dict | None = None, perception_text: dict | None = None,
-                 data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
+                 ego_text: dict | None = None, data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
         if unknown:
             moved = sorted(set(unknown) & set(TestConfig.keys()))
             if moved:
@@ -188,6 +192,7 @@ class BEVVLM(BaseModel):
                                  f"got {vision!r}")
             self.det_head = MODELS.build(det_head).requires_grad_(False).eval()
             self.perception_text = PerceptionText(**perception_text)
+        self.ego_text = EgoText(**ego_text) if ego_text is not None else None
         self.ego_embed = nn.Sequential(nn.Linear(ego_status_dims, width), nn.GELU(),
                                        nn.Linear(width, width)) if use_ego_status else None
         self.traj_head = None
@@ -401,7 +406,8 @@ class BEVVLM(BaseModel):
 
     def build_prefix(self, vis: torch.Tensor | None, data_samples: list, bev: torch.Tensor | None = None) -> torch.Tensor:
         """Prefix embeddings ``[B, P, D]`` = visual tokens, prompt tokens, the detections as text
-        (``perception_text``: read off ``bev``, the current frame's unpruned BEV), ego token,
+        (``perception_text``: read off ``bev``, the current frame's unpruned BEV), the ego status as
+        text (``ego_text``), ego token,
         trajectory queries (the queries only with ``traj_placement='prefix'``)."""
         parts = []
         b = len(data_samples)
@@ -413,6 +419,9 @@ class BEVVLM(BaseModel):
             if bev is None:
                 raise ValueError("BEVVLM.build_prefix: perception_text needs the frame's BEV (pass bev=)")
             parts.append(self.perception_text.embed(self.det_head, bev, data_samples, self.llm))
+        if self.ego_text is not None:
+            ref = parts[-1] if parts else self.llm.lm.get_input_embeddings().weight
+            parts.append(self.ego_text.embed(data_samples, self.llm).to(ref.dtype))
         if self.ego_embed is not None:
             ego = torch.stack([s.ego_status for s in data_samples]).to(self.ego_embed[0].weight)
             parts.append(self.ego_embed(ego).unsqueeze(1))  # [B, 1, D]
