@@ -81,7 +81,8 @@ def test_default_placement_is_the_prefix_head_bit_for_bit(tiny_world):
         ref_traj = model.traj_head.loss(traj, gt, mask)["loss_traj"]
     assert torch.equal(losses["loss_lm"], ref["loss_lm"]) and torch.equal(losses["loss_traj"], ref_traj)
 
-    _talkative(model).set_test_cfg(dict(stream_temporal=False))
+    # every question decoded (the reference below is answer_frame, which decodes multiple choice too)
+    _talkative(model).set_test_cfg(dict(stream_temporal=False, multiple_choice="generate"))
     frame = _dataset(tiny_world, cfg, queue_length=1, qa_mode="frame")
     pdata = model.data_preprocessor(pseudo_collate([frame[0]]), False)
     with torch.no_grad():

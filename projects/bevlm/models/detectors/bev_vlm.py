@@ -601,8 +601,8 @@ class BEVVLM(BaseModel):
                                    test_cfg.family_max_new_tokens, decoder=self.frame_decoder)
             sample.pred_answers = {**res.answers, **chosen}
             if after_qa:  # planning conditioned on the model's own perception / prediction answers
-                with watch.phase("traj"):
-                    extra["traj_context_tokens"] = self._predict_traj_after_qa(sample, cache, res.answers)
+                with watch.phase("traj"):  # (multiple-choice letters included, however they were chosen)
+                    extra["traj_context_tokens"] = self._predict_traj_after_qa(sample, cache, sample.pred_answers)
                 traj_tokens = 0  # nothing decoded
             n_tokens = res.tokens
             sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa), "rounds": res.rounds,
