@@ -58,3 +58,56 @@ def test_variant_inputs_read_every_member_of_a_union(tiny_world):
     single.train_dataloader.dataset.update(ann_file=member["ann_file"], data_root=member["data_root"])
     _, one = variant_inputs(base, single, [spec])
     assert len(train_qa) == 2 * len(one) > 0
+
+
+def test_calibrated_multiple_choice_scores_against_the_mean_training_prefix(tiny_world):
+    """apply_variant with multiple_choice='calibrated' sets the content-free frame to the mean prefix of
+    training frames spread over the split; predict then picks argmax(frame - prior) per MC question, and
+    without the prior it stops with the fix named."""
+    from mmengine.dataset import pseudo_collate
+
+    from bevlm.inference.variants import apply_variant, mc_prior_prefix, prior_inputs
+    from bevlm.models.qa import OptionPrior, choose_by_likelihood, is_multiple_choice
+    from bevlm.registry import DATASETS
+
+    init_default_scope("bevlm")
+    cfg = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm_tiny.py"))
+    for key, split in (("train_dataloader", "train"), ("test_dataloader", "val")):
+        cfg[key]["dataset"]["ann_file"] = f"{tiny_world}/infos/bevlm_infos_{split}.pkl"
+        cfg[key]["dataset"]["data_root"] = f"{tiny_world}/"
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    spec = dict(multiple_choice="calibrated")
+    assert prior_inputs(model, cfg, [dict()]) is None  # the tiny config scores by decoding: nothing to build
+    frames = prior_inputs(model, cfg, [spec], frames=3)
+    assert len(frames) == 3 and len({f.prefix.shape for f in frames}) == 1
+    assert not torch.equal(frames[0].prefix, frames[-1].prefix)  # spread over the split, not one frame thrice
+    with pytest.raises(ValueError, match="prior=prior_inputs"):
+        apply_variant(model, spec, log=lambda *_: None)
+    model.set_test_cfg(dict(multiple_choice="generate"))
+    apply_variant(model, spec, log=lambda *_: None, prior=frames)
+    mean = torch.stack([f.prefix[0] for f in frames]).mean(0, keepdim=True)
+    assert torch.allclose(model.mc_prior.prefix, mean) and torch.allclose(mc_prior_prefix(frames), mean)
+
+    ds = DATASETS.build(dict(cfg.test_dataloader.dataset.to_dict(), qa_select="test", queue_length=1,
+                             qa_mode="frame", frame_stride=1, stream_skipped=False))
+    data = model.data_preprocessor(pseudo_collate([ds[0]]), False)
+    sample = data["data_samples"][0]
+    mc = [qa for qa in sample.qa if is_multiple_choice(qa)]
+    assert mc
+    model.reset_test_state()
+    out = model(**data, mode="predict")[0]
+    model.reset_test_state()
+    vis, _ = model.visual_tokens(data["inputs"]["imgs"], data["data_samples"])
+    cache = model.llm.prefill(model.build_prefix(vis, data["data_samples"]))
+    want, _ = choose_by_likelihood(model.llm, cache, mc, model.qa_policy, prior=OptionPrior(model.llm, mean))
+    assert want == {qa.index: out.pred_answers[qa.index] for qa in mc}
+    # a variant that does not calibrate clears the prior; calibrated without one names the fix
+    apply_variant(model, dict(multiple_choice="likelihood"), log=lambda *_: None)
+    assert model.mc_prior is None
+    model.set_test_cfg(dict(multiple_choice="calibrated"))
+    model.reset_test_state()
+    with pytest.raises(RuntimeError, match="set_mc_prior"):
+        model(**data, mode="predict")
+    with pytest.raises(ValueError, match="differ in shape"):
+        mc_prior_prefix([frames[0], frames[1]._replace(prefix=frames[1].prefix[:, 1:])])

@@ -99,3 +99,42 @@ def test_test_cfg_multiple_choice_is_validated():
     assert TestConfig.from_dict({"multiple_choice": "likelihood"}).multiple_choice == "likelihood"
     with pytest.raises(ValueError, match="multiple_choice"):
         TestConfig.from_dict({"multiple_choice": "vote"})
+
+
+def test_calibrated_scores_are_the_likelihood_minus_the_content_free_prior():
+    """Calibrated scoring: each option's score is log p(option | frame) - log p(option | content-free
+    prefix), both recomputed here without any cache; the prior is scored once per distinct pair."""
+    from bevlm.models.qa import OptionPrior
+
+    llm = _llm()
+    policy = QAPolicy(mode="full")
+    torch.manual_seed(3)
+    frame, blank = torch.randn(1, 5, llm.hidden_size), torch.randn(1, 5, llm.hidden_size)
+    cache = llm.prefill(frame)
+    prior = OptionPrior(llm, blank)
+    items = [QAItem(MC, "", "behavior", 7, "behavior")]
+    chosen, scores = choose_by_likelihood(llm, cache, items, policy, prior=prior)
+    stem, options = split_multiple_choice(MC)
+    for letter, text in options.items():
+        one = [QAItem(stem, text, "behavior", 7, "behavior")]
+        q, a = policy.question_text(one), policy.answer_text(one)
+        want = _reference_logprob(llm, frame, q, a) - _reference_logprob(llm, blank, q, a)
+        assert math.isclose(scores[7][letter], want, abs_tol=2e-4)
+    assert chosen[7] == max(scores[7], key=scores[7].get)
+    assert len(prior._memo) == len(options)
+    calls = []
+    real = llm.answer_logprobs
+    llm.answer_logprobs = lambda c, pairs: calls.append(len(pairs)) or real(c, pairs)
+    again, _ = choose_by_likelihood(llm, cache, items, policy, prior=prior)
+    assert again == chosen and calls == [len(options)]  # the frame's options only: the prior is remembered
+    # a prior equal to the frame itself leaves every option at zero: the tie goes to the first letter
+    same, flat = choose_by_likelihood(llm, cache, items, policy, prior=OptionPrior(llm, frame))
+    assert all(abs(v) < 2e-4 for v in flat[7].values())
+    with pytest.raises(ValueError, match=r"\[1, P, D\]"):
+        OptionPrior(llm, torch.randn(5, llm.hidden_size))
+
+
+def test_calibrated_multiple_choice_is_a_valid_test_cfg():
+    from bevlm.models.detectors.test_cfg import TestConfig
+
+    assert TestConfig.from_dict({"multiple_choice": "calibrated"}).multiple_choice == "calibrated"

@@ -22,7 +22,7 @@ from mmengine.evaluator import Evaluator
 from mmengine.registry import init_default_scope
 
 from bevlm.inference.variants import (build_variant, check_variant, llm_read_bytes, llm_resident_bytes,
-                                      llm_weight_bytes, variant_inputs)
+                                      llm_weight_bytes, prior_inputs, variant_inputs)
 from bevlm.registry import DATASETS, MODELS
 from bevlm.utils import peak_memory_mb
 
@@ -121,7 +121,8 @@ def probe_memory(cfg, checkpoint: str, name: str, spec: dict, frames: int = 1, q
     start_rss, _ = rss_mb()
     base = load_model(cfg, checkpoint)
     calib, train_qa = variant_inputs(base, cfg, [spec], calib_frames)
-    model = build_variant(base, spec, calib, log=lambda *_: None, train_qa=train_qa)
+    prior = prior_inputs(base, cfg, [spec])
+    model = build_variant(base, spec, calib, log=lambda *_: None, train_qa=train_qa, prior=prior)
     del base, calib
     trimmed = release_freed_memory()  # the float weights a quantised variant replaced go back to the OS
     dataset = benchmark_frames(cfg, qa_select, frame_stride, frames)
@@ -180,10 +181,11 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
     base = load_model(cfg, checkpoint)
     dataset = benchmark_frames(cfg, qa_select, frame_stride, max_frames)
     calib, train_qa = variant_inputs(base, cfg, list(variants.values()), calib_frames)
+    prior = prior_inputs(base, cfg, list(variants.values()))
     models, evaluators, build_s = {}, {}, {}
     for name, spec in variants.items():
         t0 = time.perf_counter()
-        models[name] = build_variant(base, spec, calib, log=log, train_qa=train_qa)
+        models[name] = build_variant(base, spec, calib, log=log, train_qa=train_qa, prior=prior)
         build_s[name] = time.perf_counter() - t0
         run_dir = os.path.join(out_dir, "runs", name)  # a test-run folder per variant (for the bootstrap)
         os.makedirs(run_dir, exist_ok=True)

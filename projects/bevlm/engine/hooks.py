@@ -10,7 +10,7 @@ from mmengine.hooks import Hook
 
 from bevlm.inference.ptq import load_quantized_llm, quantize_bevvlm
 from bevlm.inference.quantization.settings import quant_settings
-from bevlm.inference.variants import apply_variant, check_variant, variant_inputs
+from bevlm.inference.variants import apply_variant, check_variant, prior_inputs, variant_inputs
 from bevlm.registry import HOOKS
 
 
@@ -131,7 +131,8 @@ class InferenceVariantHook(Hook):
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         model.eval()
         calib, train_qa = variant_inputs(model, runner.cfg, [self.variant], self.calib_frames)
-        apply_variant(model, self.variant, calib, log=runner.logger.info, train_qa=train_qa)
+        prior = prior_inputs(model, runner.cfg, [self.variant])
+        apply_variant(model, self.variant, calib, log=runner.logger.info, train_qa=train_qa, prior=prior)
         runner.logger.info(f"inference variant {self.name!r} applied: {self.variant}")
 
 

@@ -74,14 +74,48 @@ def check_variant(spec: dict, name: str = "variant") -> None:
 
 
 def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=print,
-                  train_qa: list | None = None) -> nn.Module:
+                  train_qa: list | None = None, prior: list | None = None) -> nn.Module:
     """A deep copy of ``base`` with the variant's switches applied (``base`` is untouched).
 
     Args: as :func:`apply_variant`.
     """
     model = copy.deepcopy(base).eval()
     model.reset_test_state()
-    return apply_variant(model, spec, calib, log=log, train_qa=train_qa)
+    return apply_variant(model, spec, calib, log=log, train_qa=train_qa, prior=prior)
+
+
+def calibrates_mc(model: nn.Module, spec: dict) -> bool:
+    """Whether ``model`` tested as ``spec`` scores multiple choice against a content-free frame."""
+    return spec.get("multiple_choice", model.test_cfg.multiple_choice) == "calibrated"
+
+
+def prior_inputs(model: nn.Module, cfg, specs: list[dict], frames: int = 16) -> list | None:
+    """Training frames whose mean prefix is the content-free frame of calibrated multiple choice
+    (``CalibFrame`` s, evenly spaced over each training set so that many scenes are averaged);
+    None when no variant calibrates."""
+    if not any(calibrates_mc(model, spec) for spec in specs):
+        return None
+    sets = training_frame_datasets(cfg)
+    per_set = max(1, -(-frames // len(sets)))
+    picks = [(ds, sorted({round(j * (len(ds) - 1) / max(1, per_set - 1)) for j in range(min(per_set, len(ds)))}))
+             for ds in sets]
+    return calibration_prefixes(model, [pseudo_collate([ds[i]]) for ds, idx in picks for i in idx], max_questions=0)
+
+
+def mc_prior_prefix(frames: list) -> torch.Tensor:
+    """The content-free frame: the mean ``[1, P, D]`` prefix of ``frames`` (``CalibFrame`` s).
+
+    Raises:
+        ValueError: no frames, or prefixes of different lengths (a prefix layout that varies per
+            frame has no position-wise mean).
+    """
+    if not frames:
+        raise ValueError("mc_prior_prefix: no training frames to average (the training split is empty?)")
+    shapes = {tuple(f.prefix.shape) for f in frames}
+    if len(shapes) != 1:
+        raise ValueError(f"mc_prior_prefix: training prefixes differ in shape {sorted(shapes)}; calibrated multiple "
+                         "choice needs one prefix layout. Fix: use test_cfg.multiple_choice='likelihood'")
+    return torch.cat([f.prefix.float() for f in frames]).mean(0, keepdim=True).to(frames[0].prefix.dtype)
 
 
 def needs_inputs(specs: list[dict]) -> tuple[bool, bool]:
@@ -126,7 +160,7 @@ def training_frame_datasets(cfg) -> list:
 
 
 def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=print,
-                  train_qa: list | None = None) -> nn.Module:
+                  train_qa: list | None = None, prior: list | None = None) -> nn.Module:
     """Apply the variant's switches to ``model`` in place and return it.
 
     The ``test_cfg`` keys go through :meth:`BEVVLM.set_test_cfg` (the only way a built model's
@@ -144,9 +178,15 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
         log: message sink.
         train_qa: the training split's QA, one list of ``QAItem`` per frame; the corpus of
             the speculative ``datastore`` (answers formatted by the variant's QA policy).
+        prior: training frames (:func:`prior_inputs`) whose mean prefix becomes the content-free
+            frame when the model ends up with ``multiple_choice='calibrated'`` (set after the
+            weight transformations, so the prior is scored by the weights that answer).
 
     Returns:
         ``model``.
+
+    Raises:
+        ValueError: calibrated multiple choice without ``prior`` frames.
     """
     quant_kernels.clear_workspace()
     check_variant(spec)
@@ -170,6 +210,14 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
             quant_drafter.prepare()
             log(f"speculative: {quant_drafter.setting.precision} draft model, "
                 f"{quant_drafter.resident_bytes / 1e6:.1f} MB beyond the verifier's weights")
+    if model.test_cfg.multiple_choice == "calibrated":
+        if not prior:
+            raise ValueError("multiple_choice='calibrated' needs training frames for its content-free frame: pass "
+                             "prior=prior_inputs(model, cfg, [spec]) to apply_variant / build_variant")
+        model.set_mc_prior(mc_prior_prefix(prior))
+        log(f"multiple choice calibrated against the mean prefix of {len(prior)} training frames")
+    else:
+        model.set_mc_prior(None)
     return model
 
 

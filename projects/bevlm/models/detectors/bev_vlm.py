@@ -21,7 +21,7 @@ from ..llm.query_slots import forward_train_with_queries, hidden_after_blocks
 from ..llm.stopping import build_stop_rule
 from ..pruning import prefill_with_setting, prune_visual_tokens
 from ..qa import (QAPolicy, answer_frame, apply_system_prompt, blocks_for_policy, build_frame_decoder,
-                  choose_by_likelihood, is_multiple_choice)
+                  OptionPrior, choose_by_likelihood, is_multiple_choice)
 from ..qa.traj_context import check_context_policy, context_blocks, context_flags
 from ..temporal_cache import TemporalBEVCache
 from .test_cfg import TestConfig
@@ -306,6 +306,23 @@ class BEVVLM(BaseModel):
         self.qa_policy = policy
         apply_system_prompt(self.llm, self.qa_policy.template)
         return self.qa_policy
+
+    mc_prior: OptionPrior | None = None  # the content-free frame of calibrated multiple choice
+
+    def set_mc_prior(self, prefix_embeds: torch.Tensor | None) -> None:
+        """Set the content-free frame that ``test_cfg.multiple_choice='calibrated'`` scores the
+        options against (``[1, P, D]`` prefix embeddings of the model's prefix layout, e.g. the
+        mean prefix of training frames: :func:`bevlm.inference.variants.mc_prior_prefix`); None
+        clears it. Set it again after changing the LLM's weights (its scores are remembered)."""
+        self.mc_prior = None if prefix_embeds is None else OptionPrior(self.llm, prefix_embeds)
+
+    def _option_prior(self) -> OptionPrior:
+        if self.mc_prior is None:
+            raise RuntimeError("test_cfg.multiple_choice='calibrated' needs the content-free frame its option scores "
+                               "are calibrated against, and none is set. Fix: test through tools/test.py (it sets "
+                               "the mean prefix of training frames), call bevlm.inference.variants.apply_variant, "
+                               "or call model.set_mc_prior(prefix_embeds)")
+        return self.mc_prior
 
     def reset_test_state(self) -> None:
         """Forget the streamed temporal state and restart FLOP counting (a fresh test run)."""
@@ -592,10 +609,11 @@ class BEVVLM(BaseModel):
                     traj_tokens = self._predict_traj(sample, cache)
             extra, chosen, decoded = {}, {}, sample.qa
             with watch.phase("decode"):  # answering: decoding, and scoring options when MC is by likelihood
-                if test_cfg.multiple_choice == "likelihood":
+                if test_cfg.multiple_choice in ("likelihood", "calibrated"):
                     mc = [qa for qa in sample.qa if is_multiple_choice(qa)]
                     decoded = [qa for qa in sample.qa if not is_multiple_choice(qa)]
-                    chosen, _ = choose_by_likelihood(self.llm, cache, mc, self.qa_policy)
+                    prior = self._option_prior() if test_cfg.multiple_choice == "calibrated" else None
+                    chosen, _ = choose_by_likelihood(self.llm, cache, mc, self.qa_policy, prior=prior)
                     extra["mc_scored"] = len(mc)
                 res = answer_frame(self.llm, cache, decoded, self.qa_policy, test_cfg.max_new_tokens,
                                    test_cfg.family_max_new_tokens, decoder=self.frame_decoder)

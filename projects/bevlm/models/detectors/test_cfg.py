@@ -15,7 +15,8 @@ as ``test_cfg`` of mmdet3d detectors::
         count_flops_frames=2,                         # FLOPs counted on the first N batches
         pruning=dict(encoder_layers=None, bev_keep_ratio=1.0, fastv_keep_ratio=1.0, fastv_layer=2),
         speculative=None,                             # or SelfSpeculativeDecoder arguments
-        multiple_choice="generate"))                  # or "likelihood": MC letters by option likelihood
+        multiple_choice="generate"))                  # or "likelihood": MC letters by option likelihood,
+                                                      # "calibrated": likelihood minus the answer prior
 
 The QA-round policy is *not* here: it is also the training format, so it stays the model
 argument ``qa_policy`` (one source of truth for training and testing).
@@ -76,7 +77,10 @@ class TestConfig:
         multiple_choice: how the official multiple-choice questions are answered: ``'generate'``
             decodes the letter like any answer; ``'likelihood'`` picks the option whose text the
             model finds likeliest as the answer to the open-ended stem
-            (:mod:`bevlm.models.qa.multiple_choice`; nothing is decoded for them).
+            (:mod:`bevlm.models.qa.multiple_choice`; nothing is decoded for them);
+            ``'calibrated'`` scores the same options minus their log-probability given a
+            content-free frame (the mean prefix of training frames, set by
+            :meth:`BEVVLM.set_mc_prior`; :func:`bevlm.inference.variants.apply_variant` sets it).
     """
 
     __test__ = False  # not a pytest test class despite its name
@@ -95,8 +99,9 @@ class TestConfig:
     multiple_choice: str = "generate"
 
     def __post_init__(self) -> None:
-        if self.multiple_choice not in ("generate", "likelihood"):
-            raise ValueError(f"test_cfg.multiple_choice={self.multiple_choice!r} must be 'generate' or 'likelihood'")
+        if self.multiple_choice not in ("generate", "likelihood", "calibrated"):
+            raise ValueError(f"test_cfg.multiple_choice={self.multiple_choice!r} must be 'generate', 'likelihood' "
+                             "or 'calibrated'")
         for name in ("max_new_tokens", "traj_max_new_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

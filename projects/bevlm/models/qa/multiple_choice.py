@@ -10,8 +10,15 @@ the cloze-style scoring of multiple-choice benchmarks (e.g. lm-evaluation-harnes
 unnormalised sequence log-probability: the option the model would most likely write as its whole
 answer. Nothing is decoded for these questions; the answer is the chosen letter.
 
-``model.test_cfg.multiple_choice='likelihood'`` switches it on (``'generate'``, the default,
-decodes the letter as for any other question).
+``model.test_cfg.multiple_choice='likelihood'`` switches it on (``'generate'``, the default of
+:class:`~bevlm.models.detectors.test_cfg.TestConfig`, decodes the letter as for any other question).
+
+``'calibrated'`` subtracts the answer prior: each option's score is its log-probability given
+the frame minus its log-probability given a *content-free frame* (the mean prefix of training
+frames, :class:`OptionPrior`), i.e. the pointwise mutual information between option and frame.
+This is contextual calibration (Zhao et al., 2021, "Calibrate Before Use") / PMI scoring
+(Holtzman et al., 2021, "Surface Form Competition"): an option that the model writes often
+whatever it sees loses its head start, and what remains is what the frame adds.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from bevlm.structures.qa_families import split_multiple_choice
 
 from .policy import QAPolicy
 
-__all__ = ["is_multiple_choice", "choose_by_likelihood"]
+__all__ = ["is_multiple_choice", "choose_by_likelihood", "OptionPrior"]
 
 
 def is_multiple_choice(qa: QAItem) -> bool:
@@ -30,7 +37,40 @@ def is_multiple_choice(qa: QAItem) -> bool:
     return split_multiple_choice(qa.question) is not None
 
 
-def choose_by_likelihood(llm, cache, items: list[QAItem], policy: QAPolicy) -> tuple[dict[int, str], dict]:
+class OptionPrior:
+    """``log p(answer | content-free frame, question)``: the answer prior of calibrated scoring.
+
+    The content-free frame is a fixed prefix (:meth:`BEVVLM.set_mc_prior`: the mean prefix
+    embeddings of training frames), prefilled once; each distinct ``(question, answer)`` pair is
+    scored once and remembered (the official option texts repeat across frames). The memo is per
+    active LoRA adapter (multi-LoRA models answer each domain with its own adapter).
+
+    Args:
+        llm: :class:`bevlm.models.llm.HFCausalLM`.
+        prefix_embeds: ``[1, P, D]`` content-free prefix, in the LLM's embedding space.
+    """
+
+    def __init__(self, llm, prefix_embeds) -> None:
+        if prefix_embeds.dim() != 3 or prefix_embeds.shape[0] != 1:
+            raise ValueError(f"OptionPrior: prefix_embeds must be [1, P, D], got {tuple(prefix_embeds.shape)}")
+        self.llm, self.prefix = llm, prefix_embeds.detach()
+        self._caches: dict = {}
+        self._memo: dict = {}
+
+    def logprobs(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """The prior log-probability of each pair (new pairs in one batched forward)."""
+        adapter = getattr(self.llm.model, "active_adapter", None)
+        missing = [p for p in dict.fromkeys(pairs) if (adapter, p) not in self._memo]
+        if missing:
+            if adapter not in self._caches:
+                self._caches[adapter] = self.llm.prefill(self.prefix)
+            for pair, logp in zip(missing, self.llm.answer_logprobs(self._caches[adapter], missing)):
+                self._memo[adapter, pair] = logp
+        return [self._memo[adapter, p] for p in pairs]
+
+
+def choose_by_likelihood(llm, cache, items: list[QAItem], policy: QAPolicy,
+                         prior: OptionPrior | None = None) -> tuple[dict[int, str], dict]:
     """The letter of the likeliest option of each multiple-choice item.
 
     Each option is scored as the answer of a one-question round with the stem as its question, in
@@ -42,10 +82,12 @@ def choose_by_likelihood(llm, cache, items: list[QAItem], policy: QAPolicy) -> t
         cache: the frame's prefix cache (not mutated).
         items: the frame's multiple-choice items (:func:`is_multiple_choice`).
         policy: the model's :class:`QAPolicy`.
+        prior: None (plain likelihood) or the :class:`OptionPrior` whose log-probability of the
+            same pair is subtracted (calibrated scoring).
 
     Returns:
-        ``({official index: letter}, {official index: {letter: log-probability}})``; ties go to the
-        earlier letter.
+        ``({official index: letter}, {official index: {letter: score}})``, the score being the
+        log-probability (minus the prior's with ``prior``); ties go to the earlier letter.
 
     Raises:
         ValueError: an item without an option list.
@@ -60,8 +102,11 @@ def choose_by_likelihood(llm, cache, items: list[QAItem], policy: QAPolicy) -> t
             one = [dataclasses.replace(qa, question=stem, answer=text)]
             pairs.append((policy.question_text(one), policy.answer_text(one)))
             owners.append((qa.index, letter))
+    logps = llm.answer_logprobs(cache, pairs) if pairs else []
+    if prior is not None and pairs:
+        logps = [lp - base for lp, base in zip(logps, prior.logprobs(pairs))]
     scores: dict[int, dict[str, float]] = {}
-    for (index, letter), logp in zip(owners, llm.answer_logprobs(cache, pairs) if pairs else []):
+    for (index, letter), logp in zip(owners, logps):
         scores.setdefault(index, {})[letter] = logp
     choice = {index: max(s, key=lambda k: (s[k], -ord(k))) for index, s in scores.items()}
     return choice, scores
