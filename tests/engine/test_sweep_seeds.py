@@ -270,3 +270,20 @@ def test_seed_selection_runs_only_those_seeds_and_checks_them(tmp_path, fake_pyt
         run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake), only_seeds=[7])
     with pytest.raises(ValueError, match="has no `seeds=\\[...\\]`"):
         run_sweep(dict(sweep, seeds=None), root=str(tmp_path / "sweeps"), python=str(fake), only_seeds=[0])
+
+
+def test_last_checkpoint_of_a_moved_run_folder_is_found_beside_it(tmp_path):
+    """mmengine's last_checkpoint holds an absolute path; a run folder moved since (another clone, a
+    removed worktree) is read from the file of the same name beside it."""
+    from bevlm.engine.sweep import resolve_last_checkpoint
+
+    work = tmp_path / "run"
+    work.mkdir()
+    (work / "last_checkpoint").write_text("/gone/worktree/work_dirs/run/iter_100.pth\n")
+    assert resolve_last_checkpoint(str(work)) == "/gone/worktree/work_dirs/run/iter_100.pth"  # nothing beside
+    (work / "iter_100.pth").write_bytes(b"x")
+    assert resolve_last_checkpoint(str(work)) == str(work / "iter_100.pth")
+    elsewhere = tmp_path / "iter_7.pth"
+    elsewhere.write_bytes(b"x")
+    (work / "last_checkpoint").write_text(str(elsewhere))
+    assert resolve_last_checkpoint(str(work)) == str(elsewhere)  # an existing named file wins

@@ -415,6 +415,19 @@ def _restore_candidates(run: dict, root: str, out_root: str, records: str | None
     return [d for d in found if os.path.isfile(os.path.join(d, RUN_FILE))]
 
 
+def resolve_last_checkpoint(work: str) -> str:
+    """The checkpoint that ``work/last_checkpoint`` names.
+
+    mmengine writes an absolute path; when the run folder has moved since (another clone, a removed
+    worktree) and the named file is gone, the file of the same name in ``work`` is taken. When
+    neither exists the named path is returned: ``tools/test.py`` stops on it before any work,
+    naming it.
+    """
+    named = open(os.path.join(work, "last_checkpoint")).read().strip()
+    local = os.path.join(work, os.path.basename(named))
+    return local if not os.path.isfile(named) and os.path.isfile(local) else named
+
+
 def reuse_training(run: dict, work: str, src: str) -> None:
     """Point ``work`` at the checkpoint of ``src``, a work dir that trained the same config.
 
@@ -434,7 +447,7 @@ def reuse_training(run: dict, work: str, src: str) -> None:
     if diff:
         raise ValueError(f"sweep reuse of {run['id']}: {dumped} differs from {run['config']} "
                          f"{run['options']} in {diff[:8]}")
-    ckpt = open(last).read().strip()
+    ckpt = resolve_last_checkpoint(src)
     os.makedirs(work, exist_ok=True)
     if not _dumped_config(work, run):  # the config beside the results (the run's record is written from it)
         shutil.copyfile(dumped, os.path.join(work, os.path.basename(dumped)))
@@ -533,7 +546,7 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
             resume = ["--resume"] if os.path.isfile(os.path.join(work, "last_checkpoint")) else []
             _run([python, "tools/train.py", run["config"], "--work-dir", work, *resume, *opts], log)
         for name in pending:
-            ckpt = open(os.path.join(work, "last_checkpoint")).read().strip()
+            ckpt = resolve_last_checkpoint(work)
             test_opts = list(run["options"]) + list(sweep.get("test_options", [])) + list(test_sets[name])
             variant = ["--variant", run["variant"]] if run.get("variant") else []
             _run([python, "tools/test.py", run["config"], ckpt, "--work-dir", work, "--out-dir",
