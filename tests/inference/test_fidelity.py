@@ -11,6 +11,16 @@ from bevlm.registry import MODELS
 from tests.conftest import REPO
 
 
+def _tiny_cfg(tiny_world) -> Config:
+    """The tiny config reading the generated tiny world (training and test splits)."""
+    init_default_scope("bevlm")
+    cfg = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm_tiny.py"))
+    for key, split in (("train_dataloader", "train"), ("test_dataloader", "val")):
+        cfg[key]["dataset"]["ann_file"] = f"{tiny_world}/infos/bevlm_infos_{split}.pkl"
+        cfg[key]["dataset"]["data_root"] = f"{tiny_world}/"
+    return cfg
+
+
 def test_compare_logits_by_hand():
     ref = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
     new = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
@@ -22,11 +32,7 @@ def test_compare_logits_by_hand():
 
 
 def test_lossless_switches_are_exact_and_int4_is_close(tiny_world):
-    init_default_scope("bevlm")
-    cfg = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm_tiny.py"))
-    for key, split in (("train_dataloader", "train"), ("test_dataloader", "val")):
-        cfg[key]["dataset"]["ann_file"] = f"{tiny_world}/infos/bevlm_infos_{split}.pkl"
-        cfg[key]["dataset"]["data_root"] = f"{tiny_world}/"
+    cfg = _tiny_cfg(tiny_world)
     torch.manual_seed(0)
     base = MODELS.build(cfg.model).eval()
     res = run_fidelity(cfg, base, {"prompt_cache": dict(share_prompt_cache=True),
@@ -70,11 +76,7 @@ def test_calibrated_multiple_choice_scores_against_the_mean_training_prefix(tiny
     from bevlm.models.qa import OptionPrior, choose_by_likelihood, is_multiple_choice
     from bevlm.registry import DATASETS
 
-    init_default_scope("bevlm")
-    cfg = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm_tiny.py"))
-    for key, split in (("train_dataloader", "train"), ("test_dataloader", "val")):
-        cfg[key]["dataset"]["ann_file"] = f"{tiny_world}/infos/bevlm_infos_{split}.pkl"
-        cfg[key]["dataset"]["data_root"] = f"{tiny_world}/"
+    cfg = _tiny_cfg(tiny_world)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()
     spec = dict(multiple_choice="calibrated")
