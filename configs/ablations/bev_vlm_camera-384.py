@@ -5,6 +5,7 @@
 _base_ = ["../bev_vlm.py"]
 model = dict(
     vision="camera",
+    det_head=None, perception_text=None,  # no BEV: no detections written into the prefix
     camera_tokens=dict(type="CameraPatchTokens", in_dims=64, num_cams=6, tokens_per_cam=64, grid_hw=(8, 8)),
     projector=dict(_delete_=True, type="TokenMLPProjector", in_dims=64, num_tokens=384),
 )

@@ -3,6 +3,7 @@
 _base_ = ["../bev_vlm.py"]
 model = dict(
     vision="camera",
+    det_head=None, perception_text=None,  # no BEV: no detections written into the prefix
     camera_tokens=dict(type="CameraPatchTokens", in_dims=64, num_cams=6, tokens_per_cam=6),
     projector=dict(_delete_=True, type="ResamplerProjector", in_dims=64, num_queries=36,
                    num_layers=1, num_heads=4),
