@@ -15,7 +15,7 @@ _base_ = [
 val_dataloader = None
 val_evaluator = None
 
-# the stage-1 checkpoint (its detection head is not part of this model: a partial load by design)
+# the stage-1 checkpoint: the vision side and the detection head (frozen) that writes the detections
 load_from = "work_dirs/bev_det_pretrain/iter_1000.pth"
 # the pretrained vision side trains on at a tenth of the learning rate (a frozen vision side:
 # configs/ablations/bev_vlm_frozen-encoder.py; no pretraining: configs/ablations/bev_vlm_no-pretrain.py)
