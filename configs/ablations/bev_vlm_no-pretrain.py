@@ -2,6 +2,8 @@
 # two-stage recipe), with the learning rates of that recipe.
 _base_ = ["../bev_vlm.py"]
 load_from = None
+# no stage-1 detector to write detections as text (its head would stay at its random initialisation)
+model = dict(det_head=None, perception_text=None)
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
     "img_backbone": dict(lr_mult=0.5),
     "img_neck": dict(lr_mult=1.0),

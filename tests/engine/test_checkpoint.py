@@ -218,3 +218,56 @@ def test_safe_checkpoint_hook_writes_atomically_and_deletes_the_old_one_only_aft
     assert {"iter_2.pth", "iter_3.pth"} <= set(os.listdir(work)) and "iter_4.pth" not in os.listdir(work)
     assert open(os.path.join(work, "last_checkpoint")).read() == os.path.join(work, "iter_3.pth")
     assert load_checkpoint_file(os.path.join(work, "iter_3.pth"))["meta"]["iter"] == 3
+
+
+class _WithFrozenHead(nn.Module):
+    """A model with a part that only a checkpoint gives (like the frozen stage-1 detection head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.det_head, self.llm = nn.Linear(2, 3), nn.Linear(2, 2)
+        self.weights_from_checkpoint = ("det_head.",)
+
+
+def test_a_partial_load_must_hold_the_parts_the_model_keeps_frozen_from_it(tmp_path):
+    from types import SimpleNamespace
+
+    from mmengine.config import Config
+
+    from bevlm.engine.checkpoint import PlainCheckpointHook, check_required_weights
+
+    model = _WithFrozenHead()
+    full = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("det_head.")}
+    check_required_weights(model, full, "stage1.pth", "cfg.py")  # the head is there: the LLM may be missing
+    check_required_weights(nn.Linear(2, 2), {}, "x.pth", "cfg.py")  # nothing required: nothing checked
+    with pytest.raises(CheckpointMismatchError, match=r"stage1\.pth does not hold the det_head .* cfg\.py.*"
+                                                      r"2 keys missing \(first: \['det_head\.weight', 'det_head\.bias'\]\)"
+                                                      r".*model\.det_head=None model\.perception_text=None"):
+        check_required_weights(model, {"llm.weight": torch.zeros(2, 2)}, "stage1.pth", "cfg.py")
+    with pytest.raises(CheckpointMismatchError, match=r"1 shape mismatches .*det_head\.weight: checkpoint \(4, 2\)"):
+        check_required_weights(model, dict(full, **{"det_head.weight": torch.zeros(4, 2)}), "stage1.pth", "cfg.py")
+    # the hook: a training's load_from (not strict) is checked the same way, DDP's "module." prefix read
+    cfg_file = tmp_path / "x.py"
+    cfg_file.write_text("load_from = None\n")
+    runner = SimpleNamespace(model=model, _load_from="stage1.pth", cfg=Config.fromfile(str(cfg_file)))
+    hook = PlainCheckpointHook()
+    with pytest.raises(CheckpointMismatchError, match="nothing was loaded.*configs/bev_det_pretrain.py"):
+        hook.before_train(runner)  # no checkpoint at all: stop before the first iteration
+    with pytest.raises(CheckpointMismatchError, match="keys missing"):
+        hook.after_load_checkpoint(runner, {"state_dict": {"llm.weight": torch.zeros(2, 2)}})
+    hook.after_load_checkpoint(runner, {"state_dict": {f"module.{k}": v for k, v in full.items()}})
+    hook.before_train(runner)
+    PlainCheckpointHook().before_train(SimpleNamespace(model=nn.Linear(2, 2), cfg=runner.cfg))  # nothing required
+
+
+def test_the_default_model_requires_the_stage1_detection_head_from_its_checkpoint():
+    """The default writes detections as text with a frozen head: its training must load that head."""
+    from mmengine.config import Config
+
+    from tests.conftest import REPO
+
+    cfg = Config.fromfile(f"{REPO}/configs/bev_vlm.py")
+    assert cfg.model.det_head is not None and cfg.load_from.endswith("bev_det_pretrain/iter_1000.pth")
+    for name in ("no-pretrain", "blind", "camera", "camera-384"):  # nothing to load the head from / no BEV
+        abl = Config.fromfile(f"{REPO}/configs/ablations/bev_vlm_{name}.py")
+        assert abl.model.det_head is None and abl.model.perception_text is None, name

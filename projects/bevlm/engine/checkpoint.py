@@ -232,6 +232,34 @@ def _refuse_remote(filename, map_location=None, **kwargs):
                           f"weights_only). Fix: download the file, check where it comes from, and pass its local path")
 
 
+def check_required_weights(model: torch.nn.Module, weights: dict, checkpoint: str, config: str) -> None:
+    """Raise when a partial load (a training's ``load_from``) misses a part the model can only get from a
+    checkpoint: the keys under each prefix of ``model.weights_from_checkpoint`` (e.g. the frozen
+    stage-1 detection head that writes detections as text) must all be in ``weights`` with the model's
+    shapes. A frozen part left at its random initialisation would train and test without an error.
+
+    Raises:
+        CheckpointMismatchError: naming the checkpoint, the config, the first missing / misshapen keys
+            and the fix.
+    """
+    required = tuple(getattr(model, "weights_from_checkpoint", ()) or ())
+    if not required:
+        return
+    weights = {k.removeprefix("module."): v for k, v in weights.items()}
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(required)}
+    missing = [k for k in own if k not in weights]
+    shapes = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items()
+              if k in weights and hasattr(weights[k], "shape") and weights[k].shape != v.shape]
+    if missing or shapes:
+        what = "; ".join(f"{len(x)} {w} (first: {x[:3]})" for x, w in
+                         ((missing, "keys missing"), (shapes, "shape mismatches")) if x)
+        raise CheckpointMismatchError(
+            f"{checkpoint} does not hold the {', '.join(p.rstrip('.') for p in required)} that the model of "
+            f"{config} keeps frozen from it: {what}. Fix: set load_from to the stage-1 checkpoint of a "
+            f"detection config with the same head (configs/bev_det_pretrain.py: work_dirs/bev_det_pretrain/"
+            f"iter_1000.pth), or turn the part off (--cfg-options model.det_head=None model.perception_text=None)")
+
+
 @HOOKS.register_module()
 class PlainCheckpointHook(Hook):
     """Save checkpoints in plain types (so they load with ``weights_only=True``) and, at test
@@ -252,12 +280,28 @@ class PlainCheckpointHook(Hook):
         to_plain_checkpoint(checkpoint)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if not self.strict_load:
-            return
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         source = getattr(runner, "_load_from", None) or runner.cfg.get("load_from") or "the checkpoint"
-        load_model_weights(model, source, getattr(runner.cfg, "filename", None) or "the config",
-                           state=checkpoint)
+        config = getattr(runner.cfg, "filename", None) or "the config"
+        self._loaded = True
+        if self.strict_load:
+            load_model_weights(model, source, config, state=checkpoint)
+            return
+        check_required_weights(model, checkpoint.get("state_dict", checkpoint), source, config)
+
+    def before_train(self, runner) -> None:
+        """A model with frozen parts that only a checkpoint can give (the stage-1 detection head that
+        writes detections as text) must have loaded one: stop before the first iteration otherwise."""
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        required = tuple(getattr(model, "weights_from_checkpoint", ()) or ())
+        if required and not getattr(self, "_loaded", False):
+            config = getattr(runner.cfg, "filename", None) or "the config"
+            raise CheckpointMismatchError(
+                f"{config}: the model's {', '.join(p.rstrip('.') for p in required)} is frozen and must come "
+                f"from a checkpoint, but load_from is {runner.cfg.get('load_from')!r} and nothing was loaded. "
+                f"Fix: train stage 1 first (python tools/train.py configs/bev_det_pretrain.py) and set load_from "
+                f"to its checkpoint, or turn the part off (--cfg-options model.det_head=None "
+                f"model.perception_text=None)")
 
 
 @HOOKS.register_module()

@@ -192,6 +192,9 @@ class BEVVLM(BaseModel):
                                  f"got {vision!r}")
             self.det_head = MODELS.build(det_head).requires_grad_(False).eval()
             self.perception_text = PerceptionText(**perception_text)
+        # parts that only a checkpoint gives (frozen, never trained here): a training's load_from must hold
+        # them (bevlm.engine.checkpoint.check_required_weights), else a random head would write the text
+        self.weights_from_checkpoint = ("det_head.",) if self.det_head is not None else ()
         self.ego_text = EgoText(**ego_text) if ego_text is not None else None
         self.ego_embed = nn.Sequential(nn.Linear(ego_status_dims, width), nn.GELU(),
                                        nn.Linear(width, width)) if use_ego_status else None
