@@ -301,3 +301,44 @@ def test_batched_speculative_equals_one_by_one_greedy(llm_and_cache, chain):
         llm.lm.lm_head.bias.data[eos] = 0.0
     assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(cache)))
     assert dec.generate_ids_batch(cache, [], MAX_NEW) == []
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_prefix_text_lookup_drafts_from_the_cache_text_and_stays_greedy_exact(llm_and_cache, batched):
+    """The text a prefix holds as embeddings (PrefixCache.lookup_ids: the detections line) is searched by
+    prompt lookup: a line holding the answers makes most of them drafted and accepted, the answers are
+    the plain greedy ones, and lookup_prefix_text=False or no line gives the decoder of before."""
+    from dataclasses import replace
+
+    llm, cache = llm_and_cache
+    questions = QUESTIONS[:3]
+    refs = [llm.generate_ids(cache, q, MAX_NEW) for q in questions]
+    line = [t for r in refs for t in r + [7, 8]]  # a "line" that repeats each answer
+    with_line = replace(cache, lookup_ids=line)
+    stats = {}
+    for name, c, on in (("line", with_line, True), ("off", with_line, False), ("none", cache, True)):
+        dec = SelfSpeculativeDecoder(llm, [], use_ngram=True, use_layer_skip=False, ngram_min_n=1,
+                                     ngram_draft_len=8, batched=batched, lookup_prefix_text=on)
+        if batched:
+            out = dec.generate_ids_batch(c, questions, MAX_NEW)
+        else:
+            out = [dec.generate_ids(c, q, MAX_NEW) for q in questions]
+        assert out == refs, name
+        stats[name] = dec.stats
+    assert stats["line"].ngram_accepted > stats["none"].ngram_accepted
+    assert stats["line"].full_forwards < stats["none"].full_forwards
+    assert stats["off"].as_dict() == stats["none"].as_dict()  # switched off: the line is not read
+
+
+def test_perception_line_ids_are_the_padded_ids_without_padding():
+    """The ids the decoder looks up (sample.perception_ids) are the start of the embedded ids."""
+    from bevlm.models.heads.perception_text import PerceptionText
+
+    llm = _tiny()
+    pt = PerceptionText(score_thr=0.0, max_objects=3, num_tokens=48)
+    objs = [("car", 9.0, "CAM_FRONT", 119.0, 106.1), ("truck", 20.0, "CAM_BACK", 30.5, 80.0)]
+    line, padded = pt.line_ids(objs, llm.tokenizer), pt.token_ids(objs, llm.tokenizer)
+    assert 0 < len(line) <= 48 and len(padded) == 48 and padded[:len(line)] == line
+    # the line with as many objects as fit (the tiny tokenizer fits one of the two in 48 tokens)
+    fitting = [k for k in range(len(objs) + 1) if len(llm.tokenizer(pt.describe(objs[:k]))["input_ids"]) <= 48]
+    assert llm.tokenizer.decode(line) == pt.describe(objs[:max(fitting)])

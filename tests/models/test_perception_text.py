@@ -171,10 +171,18 @@ def test_training_step_leaves_the_detection_head_frozen_and_predict_answers(tiny
                             speculative=dict(skip_layers=[], use_layer_skip=False, draft_len=4, ngram_min_n=2,
                                              use_ngram=True, batched=True)))
     model.reset_test_state()
+    seen = []  # what prompt lookup was given of the prefix's text: the frame's detections line
+    looked_up = model.frame_decoder.prefix_lookup_ids
+    model.frame_decoder.prefix_lookup_ids = lambda cache: seen.append(looked_up(cache)) or seen[-1]
     with torch.no_grad():
-        fast = model(**copy.deepcopy(pdata), mode="predict")[0].pred_answers
+        out = model(**copy.deepcopy(pdata), mode="predict")[0]
+    fast = out.pred_answers
     assert set(greedy) == {qa.index for qa in pdata["data_samples"][0].qa}
     assert fast == greedy
+    line = model.perception_text.line_ids(out.perception_objects, model.llm.tokenizer)
+    assert seen and all(ids == line for ids in seen)
+    # the objects that fit the line's token budget (perception_text lists every one the head kept)
+    assert out.perception_text.startswith(model.llm.tokenizer.decode(line)[:-1])
 
 
 def test_bad_configurations_are_refused():

@@ -43,7 +43,8 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
     device = lm_device(lm)
     queries = [llm._query_ids(q) for q in questions]
     keys = [decoder.question_key(q) for q in questions]
-    shared_context = [t for q in queries for t in q]  # every question of the frame, for lookup
+    # for lookup: the prefix's text (the detections line), then every question of the frame
+    shared_context = decoder.prefix_lookup_ids(cache) + [t for q in queries for t in q]
     # rows of similar length prefilled together, assembled into one left-padded batch cache
     logits, mask, past, forwards = prefill_queries(lm, cache, queries, llm.pad_id, device, llm.prefill_overhead)
     stats.full_forwards += forwards

@@ -123,6 +123,9 @@ class SelfSpeculativeDecoder:
             of layer skipping: :class:`.quant_draft.QuantDraftSetting` or its dict form
             (``dict(precision='int4' | 'int8' | 'bfloat16' | 'float16' | 'float32', keep_lora,
             quant, prefix)``) or a precision name. Batch 1 only (``batched=False``).
+        lookup_prefix_text: let prompt lookup also copy from the text the prefix holds as embeddings
+            (``PrefixCache.lookup_ids``: the detections line, whose c-tags the answers repeat). Searched
+            after everything more recent (question, earlier answers, the answer so far).
 
     Raises:
         ValueError: bad lengths or skip indices (see :class:`LayerSkipModel`); ``quant_draft`` with
@@ -143,7 +146,8 @@ class SelfSpeculativeDecoder:
                  chain_drafts: bool = False,
                  max_draft_len: int | None = None,
                  batched: bool = False,
-                 quant_draft: QuantDraftSetting | dict | str | None = None) -> None:
+                 quant_draft: QuantDraftSetting | dict | str | None = None,
+                 lookup_prefix_text: bool = True) -> None:
         if draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: draft_len={draft_len} must be >= 1")
         if not 1 <= ngram_min_n <= ngram_n:
@@ -161,6 +165,7 @@ class SelfSpeculativeDecoder:
         self.store_draft_len = int(store_draft_len or self.ngram_draft_len)
         self.chain_drafts = bool(chain_drafts)
         self.batched = bool(batched)
+        self.lookup_prefix_text = bool(lookup_prefix_text)
         self.max_draft_len = int(max_draft_len or self.ngram_draft_len + self.store_draft_len)
         if self.max_draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: max_draft_len={max_draft_len} must be >= 1")
@@ -207,6 +212,10 @@ class SelfSpeculativeDecoder:
             self.stats.draft_forwards += len(drafted)
             return drafted, "skip"
         return [], "none"
+
+    def prefix_lookup_ids(self, cache: PrefixCache) -> list[int]:
+        """The ids of the prefix's text that prompt lookup may copy from (empty when off or none)."""
+        return list(cache.lookup_ids or []) if self.lookup_prefix_text else []
 
     def question_key(self, question: str) -> str | None:
         """The datastore key of ``question`` (None without a datastore)."""
@@ -279,7 +288,7 @@ class SelfSpeculativeDecoder:
         stop_rule = self.llm.stop_rule  # the same loop rule as the plain decoder, same checks
         device = lm_device(lm)
         query = self.llm._query_ids(question)
-        history = list(context_ids or []) + query  # what n-gram lookup may copy from
+        history = self.prefix_lookup_ids(cache) + list(context_ids or []) + query  # what n-gram lookup may copy from
         key = self.question_key(question)
         generated: list[int] = []
         if max_new_tokens <= 0:

@@ -604,6 +604,8 @@ class BEVVLM(BaseModel):
             shared_spent = self.llm.text_prefill_flops_spent - spent_before
             with watch.phase("prefill"), (count_flops(self) if counting else nullcontext({})) as pre_flops:
                 cache = prefill_with_setting(self.llm, prefix[i:i + 1], (0, n_vis), test_cfg.pruning)
+            # the detections line's ids: speculative decoding may draft c-tags from them (answers unchanged)
+            cache.lookup_ids = list(getattr(sample, "perception_ids", None) or []) or None
             if counting:
                 flops["prefill"] += pre_flops["flops"] / b
             after_qa = self.traj_placement == "after_qa"

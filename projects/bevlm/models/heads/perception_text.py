@@ -122,17 +122,20 @@ class PerceptionText:
                  for k, (word, dist, cam, x, y) in enumerate(objects)]
         return "Detected: " + "; ".join(parts) + "."
 
+    def line_ids(self, objects: list[tuple], tokenizer) -> list[int]:
+        """The token ids of the line with as many of the objects as fit in ``num_tokens`` (no padding)."""
+        for n in range(len(objects), -1, -1):
+            ids = tokenizer(self.describe(objects[:n]), add_special_tokens=False)["input_ids"]
+            if len(ids) <= self.num_tokens:
+                return ids
+        return ids[:self.num_tokens]  # pragma: no cover - "Detected: nothing." always fits 8 tokens
+
     def token_ids(self, objects: list[tuple], tokenizer) -> list[int]:
         """Exactly ``num_tokens`` token ids: the line with as many of the objects as fit, then padding."""
         pad = tokenizer(self.pad_text, add_special_tokens=False)["input_ids"]
         if not pad:
             raise ValueError(f"perception_text.pad_text={self.pad_text!r} tokenises to nothing; choose another")
-        for n in range(len(objects), -1, -1):
-            ids = tokenizer(self.describe(objects[:n]), add_special_tokens=False)["input_ids"]
-            if len(ids) <= self.num_tokens:
-                break
-        else:  # pragma: no cover - "Detected: nothing." always fits 8 tokens
-            ids = ids[:self.num_tokens]
+        ids = self.line_ids(objects, tokenizer)
         reps = -(-(self.num_tokens - len(ids)) // len(pad))
         return (ids + pad * reps)[:self.num_tokens]
 
@@ -151,9 +154,12 @@ class PerceptionText:
         return out
 
     def embed(self, det_head, bev: Tensor, data_samples: list, llm) -> Tensor:
-        """``[B, num_tokens, D]`` input embeddings of the samples' lines (no gradient)."""
+        """``[B, num_tokens, D]`` input embeddings of the samples' lines (no gradient). Each sample also
+        keeps its line's ids as ``sample.perception_ids`` (unpadded), for speculative decoding's lookup."""
         self.texts(det_head, bev, data_samples)
         ids = [self.token_ids(s.perception_objects, llm.tokenizer) for s in data_samples]
+        for s in data_samples:
+            s.perception_ids = self.line_ids(s.perception_objects, llm.tokenizer)
         table = llm.lm.get_input_embeddings()
         with torch.no_grad():
             emb = table(torch.tensor(ids, dtype=torch.long, device=table.weight.device))

@@ -37,12 +37,16 @@ class PrefixCache:
             prompt text (visual / ego / trajectory-query tokens), kept so that a second model (a
             quantised draft of speculative decoding) can prefill the same prefix; None for a cache
             built by hand. Keyword-only.
+        lookup_ids: token ids of text the prefix holds as embeddings (the detections line of
+            ``perception_text``), which speculative decoding's prompt lookup may copy drafts from;
+            never fed to the model again, so they cannot change an answer. None: none. Keyword-only.
     """
 
     past_key_values: Any
     prefix_len: int
     hidden_prefix: torch.Tensor
     prefix_embeds: torch.Tensor | None = field(default=None, kw_only=True)
+    lookup_ids: list[int] | None = field(default=None, kw_only=True)
 
 
 def lm_device(lm: nn.Module) -> torch.device:
