@@ -151,12 +151,14 @@ for _name, _draft in (("fp32", "float32"), ("bf16", "bfloat16"), ("int8", "int8"
 for _k in ("dequant", "auto"):
     for _name in ("int4_merged_g32", "int4_merged_mixed_awq", "int4_rtn"):
         variants[f"{_name}_{_k}"] = dict(quant=dict(variants[_name]["quant"], kernel=_k))
-# Prompt lookup over the detections line the prefix holds as embeddings (PrefixCache.lookup_ids; on by
-# default, lossless): the stack without it, and the batched stack without the training-answer datastore
-# (lookup drafts only, from the questions and the detections line), with and without the line.
-variants["lossless_no_prefix_lookup"] = dict(variants["lossless"], speculative=dict(
-    variants["lossless"]["speculative"], lookup_prefix_text=False))
+# Prompt lookup over the detections line the prefix holds as embeddings (PrefixCache.lookup_ids) and, in
+# batched decoding, over the other questions' answers decoded so far (both on by default, lossless): the
+# stack without each and without both (the stack before 2026-12-05), and the same without the
+# training-answer datastore (lookup drafts only).
+_no_line, _no_others = dict(lookup_prefix_text=False), dict(lookup_other_answers=False)
 _lookup_chain = dict(_lookup, chain_drafts=True, max_draft_len=16, batched=True)
-variants["lossless_lookup_only"] = dict(share_prompt_cache=True, speculative=_lookup_chain)
-variants["lossless_lookup_only_no_prefix"] = dict(share_prompt_cache=True,
-                                                  speculative=dict(_lookup_chain, lookup_prefix_text=False))
+for _name, _spec in (("lossless", variants["lossless"]["speculative"]), ("lossless_lookup_only", _lookup_chain)):
+    variants[_name] = dict(share_prompt_cache=True, speculative=dict(_spec))
+    variants[_name + "_no_prefix"] = dict(share_prompt_cache=True, speculative=dict(_spec, **_no_line))
+    variants[_name + "_no_others"] = dict(share_prompt_cache=True, speculative=dict(_spec, **_no_others))
+    variants[_name + "_plain"] = dict(share_prompt_cache=True, speculative=dict(_spec, **_no_line, **_no_others))

@@ -342,3 +342,39 @@ def test_perception_line_ids_are_the_padded_ids_without_padding():
     # the line with as many objects as fit (the tiny tokenizer fits one of the two in 48 tokens)
     fitting = [k for k in range(len(objs) + 1) if len(llm.tokenizer(pt.describe(objs[:k]))["input_ids"]) <= 48]
     assert llm.tokenizer.decode(line) == pt.describe(objs[:max(fitting)])
+
+
+def _is_concat_of_prefixes(seq: list, refs: list) -> bool:
+    """Whether ``seq`` is ``refs[0][:a] + refs[1][:b] + ...`` for some lengths."""
+    if not refs:
+        return not seq
+    return any(seq[:k] == refs[0][:k] and _is_concat_of_prefixes(seq[k:], refs[1:])
+               for k in range(min(len(seq), len(refs[0])) + 1))
+
+
+def test_batched_lookup_over_the_other_rows_answers_is_greedy_exact(llm_and_cache):
+    """With lookup_other_answers, each row's lookup history holds the other rows' answers decoded so
+    far (before its own question and answer); without it, only the shared context and its own. Every
+    row gets its greedy ids either way."""
+    llm, cache = llm_and_cache
+    questions = QUESTIONS[:3]
+    queries = [llm._query_ids(q) for q in questions]
+    refs = [llm.generate_ids(cache, q, MAX_NEW) for q in questions]
+    for on in (True, False):
+        dec = SelfSpeculativeDecoder(llm, [], use_ngram=True, use_layer_skip=False, ngram_min_n=1,
+                                     ngram_draft_len=8, batched=True, lookup_other_answers=on)
+        seen, draft = [], dec.model_free_draft
+        dec.model_free_draft = lambda history, limit, answer, key: seen.append((list(history), list(answer))) or draft(
+            history, limit, answer, key)
+        assert dec.generate_ids_batch(cache, questions, MAX_NEW) == refs
+        shared = [t for q in queries for t in q]
+        others_lens = []
+        for history, answer in seen:
+            r = next(k for k, ref in enumerate(refs) if ref[:len(answer)] == answer
+                     and history[len(history) - len(answer) - len(queries[k]):] == queries[k] + answer)
+            middle = history[len(shared):len(history) - len(answer) - len(queries[r])]
+            assert history[:len(shared)] == shared
+            others_lens.append(len(middle))
+            # the middle is the other rows' answers so far: prefixes of their greedy ids, in row order
+            assert _is_concat_of_prefixes(middle, [refs[o] for o in range(len(refs)) if o != r])
+        assert (max(others_lens) > 0) if on else (max(others_lens) == 0)

@@ -82,7 +82,10 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
         rows, sources = [], []
         for r in active:
             limit = budgets[r] - len(out_ids[r]) - 1
-            history = shared_context + queries[r] + out_ids[r]
+            # the other rows' answers so far (c-tags and phrasings repeat across a frame's answers), then
+            # the row's own question and answer: prompt lookup prefers the most recent match
+            others = [t for o in range(n) if o != r for t in out_ids[o]] if decoder.lookup_other_answers else []
+            history = shared_context + others + queries[r] + out_ids[r]
             drafts, source = decoder.model_free_draft(history, limit, out_ids[r], keys[r]) if limit > 0 else ([], "none")
             rows.append([out_ids[r][-1]] + drafts)
             sources.append(source)

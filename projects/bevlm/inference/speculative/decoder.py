@@ -126,6 +126,8 @@ class SelfSpeculativeDecoder:
         lookup_prefix_text: let prompt lookup also copy from the text the prefix holds as embeddings
             (``PrefixCache.lookup_ids``: the detections line, whose c-tags the answers repeat). Searched
             after everything more recent (question, earlier answers, the answer so far).
+        lookup_other_answers: with ``batched``, let prompt lookup also copy from the other questions'
+            answers decoded so far in the same batch (one by one, the earlier answers always are).
 
     Raises:
         ValueError: bad lengths or skip indices (see :class:`LayerSkipModel`); ``quant_draft`` with
@@ -147,7 +149,8 @@ class SelfSpeculativeDecoder:
                  max_draft_len: int | None = None,
                  batched: bool = False,
                  quant_draft: QuantDraftSetting | dict | str | None = None,
-                 lookup_prefix_text: bool = True) -> None:
+                 lookup_prefix_text: bool = True,
+                 lookup_other_answers: bool = True) -> None:
         if draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: draft_len={draft_len} must be >= 1")
         if not 1 <= ngram_min_n <= ngram_n:
@@ -166,6 +169,7 @@ class SelfSpeculativeDecoder:
         self.chain_drafts = bool(chain_drafts)
         self.batched = bool(batched)
         self.lookup_prefix_text = bool(lookup_prefix_text)
+        self.lookup_other_answers = bool(lookup_other_answers)
         self.max_draft_len = int(max_draft_len or self.ngram_draft_len + self.store_draft_len)
         if self.max_draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: max_draft_len={max_draft_len} must be >= 1")
