@@ -130,14 +130,17 @@ class PerceptionText:
                 return ids
         return ids[:self.num_tokens]  # pragma: no cover - "Detected: nothing." always fits 8 tokens
 
-    def token_ids(self, objects: list[tuple], tokenizer) -> list[int]:
-        """Exactly ``num_tokens`` token ids: the line with as many of the objects as fit, then padding."""
+    def padded(self, ids: list[int], tokenizer) -> list[int]:
+        """``ids`` (a line's ids, at most ``num_tokens``) padded to exactly ``num_tokens``."""
         pad = tokenizer(self.pad_text, add_special_tokens=False)["input_ids"]
         if not pad:
             raise ValueError(f"perception_text.pad_text={self.pad_text!r} tokenises to nothing; choose another")
-        ids = self.line_ids(objects, tokenizer)
         reps = -(-(self.num_tokens - len(ids)) // len(pad))
         return (ids + pad * reps)[:self.num_tokens]
+
+    def token_ids(self, objects: list[tuple], tokenizer) -> list[int]:
+        """Exactly ``num_tokens`` token ids: the line with as many of the objects as fit, then padding."""
+        return self.padded(self.line_ids(objects, tokenizer), tokenizer)
 
     def texts(self, det_head, bev: Tensor, data_samples: list) -> list[str]:
         """The line of every sample (decoded by ``det_head`` from ``bev``); also stored as
@@ -157,9 +160,9 @@ class PerceptionText:
         """``[B, num_tokens, D]`` input embeddings of the samples' lines (no gradient). Each sample also
         keeps its line's ids as ``sample.perception_ids`` (unpadded), for speculative decoding's lookup."""
         self.texts(det_head, bev, data_samples)
-        ids = [self.token_ids(s.perception_objects, llm.tokenizer) for s in data_samples]
-        for s in data_samples:
+        for s in data_samples:  # each line tokenised once: kept unpadded, embedded padded
             s.perception_ids = self.line_ids(s.perception_objects, llm.tokenizer)
+        ids = [self.padded(s.perception_ids, llm.tokenizer) for s in data_samples]
         table = llm.lm.get_input_embeddings()
         with torch.no_grad():
             emb = table(torch.tensor(ids, dtype=torch.long, device=table.weight.device))
