@@ -1,4 +1,5 @@
 """tools/benchmark.py machinery on the tiny config: variants run side by side; lossless ones agree."""
+import json
 import os
 
 import pytest
@@ -6,7 +7,9 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from bevlm.engine.benchmark import run_benchmark
+from bevlm.engine.benchmark import load_model, run_benchmark
+from bevlm.inference.speculative.replay import check_trace
+from bevlm.inference.variants import build_variant, variant_inputs
 from bevlm.registry import MODELS
 from tests.conftest import REPO
 
@@ -82,6 +85,18 @@ def test_variants_side_by_side(tiny_world, tmp_path):
     assert rows["fastv50"]["prefill_flops_ratio"] < 1.0  # (the tiny encoder dominates total FLOPs)
     assert rows["three_rounds"]["rounds"] <= 3
     assert os.path.isfile(tmp_path / "bench" / "benchmark.md")
+    # the batched speculative variant's draft trace (tools/draft_replay.py): one record per frame, and the
+    # variant rebuilt from the config (as the tool does) replays it step for step
+    runs = tmp_path / "bench" / "runs"
+    assert not os.path.exists(runs / "baseline" / "draft_trace.json")
+    with open(runs / "speculative_batched" / "draft_trace.json") as f:
+        trace = json.load(f)
+    assert len(trace) == 2 and all(r["steps"] for r in trace)
+    base = load_model(cfg, ckpt)
+    spec = variants["speculative_batched"]
+    calib, train_qa = variant_inputs(base, cfg, [spec])
+    decoder = build_variant(base, spec, calib, log=lambda *_: None, train_qa=train_qa).frame_decoder
+    assert check_trace(trace, decoder) == []
 
 
 def test_memory_probe_runs_each_variant_in_its_own_process(tiny_world, tmp_path):

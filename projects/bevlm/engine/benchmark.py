@@ -165,7 +165,8 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
     With ``memory_frames > 0`` each variant is also run alone in a fresh process on that many
     frames (:func:`measure_variant_memory`, needs ``config_path``) for its resident memory.
     Every variant's answers and per-frame records are written as a test-run folder
-    (``out_dir/runs/<variant>``), from which the speed-up and the relative scores get paired
+    (``out_dir/runs/<variant>``; a batched speculative variant also writes ``draft_trace.json``, the
+    input of ``tools/draft_replay.py``), from which the speed-up and the relative scores get paired
     bootstrap intervals over scenes and frames (``resamples``; :func:`add_intervals`).
     """
     init_default_scope("bevlm")
@@ -198,6 +199,9 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
 
     for name, model in models.items():  # references longer than a variant's decode budget are named
         answer_budget_findings(model, getattr(dataset, "data_list", None) or [], warn=lambda m, n=name: log(f"{n}: {m}"))
+    for model in models.values():  # batched speculative decoders record their frames for tools/draft_replay.py
+        if hasattr(model.frame_decoder, "trace"):
+            model.frame_decoder.trace = []
     log(f"benchmark: {len(variants)} variants x {len(dataset)} frames (qa_select={qa_select})")
     answers = {name: [] for name in variants}  # per variant: every (frame, question) answer
     trajs = {name: [] for name in variants}
@@ -225,6 +229,9 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
         decoder = models[name].frame_decoder
         if hasattr(decoder, "stats"):  # the self-speculative decoder's acceptance counters
             m["speculative"] = decoder.stats.as_dict()
+        if getattr(decoder, "trace", None):  # drafting inputs, answers and timed verify steps per frame
+            with open(os.path.join(out_dir, "runs", name, "draft_trace.json"), "w") as f:
+                json.dump(decoder.trace, f)
         # fidelity to the baseline: identical answers, trajectory distance
         ref = next(iter(variants))
         m["answer_agreement"] = (sum(a == b for a, b in zip(answers[name], answers[ref])) / len(answers[ref])

@@ -9,8 +9,15 @@ shared KV cache row by row, the rejected and padded entries stay in the cache an
 of every later step by the attention mask; each row's position ids continue from its own
 accepted length. A row therefore attends exactly to its own verified tokens at their own
 positions: the output equals plain greedy decoding of each question alone.
+
+With ``decoder.trace`` a list, each call appends one frame record: the drafts' inputs (``context``,
+``queries``, ``keys``, ``budgets``), the ``answers`` and how each ``ended`` (``stop``, ``rule``,
+``budget``; ``cut_from``: a rule-ended row's ids before the cut), and per verify forward ``[rows, width, cache length, seconds]`` (``steps``);
+:mod:`.replay` replays such records under other drafting policies.
 """
 from __future__ import annotations
+
+import time
 
 import torch
 
@@ -50,6 +57,9 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
     stats.full_forwards += forwards
     next_pos = [cache.prefix_len + len(q) for q in queries]  # position id of each row's next fed token
     out_ids: list[list[int]] = [[] for _ in range(n)]
+    ended = ["budget" for _ in range(n)]  # why each row stopped (for the trace)
+    cut_from: dict[int, list[int]] = {}    # a row's ids when the stop rule cut them (for the trace)
+    steps: list[list] = []          # [rows, width, cache length, seconds] per verify forward (for the trace)
     active = list(range(n))                   # original row index of each batch row
     done = [budgets[r] <= 0 for r in range(n)]
     new_tokens = {r: [int(t)] for r, t in zip(active, logits.argmax(-1).tolist())}
@@ -60,15 +70,16 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
                 continue
             for tok in new_tokens[r]:
                 if tok in stop_ids:
-                    done[r] = True
+                    done[r], ended[r] = True, "stop"
                     break
                 out_ids[r].append(tok)
                 if stop_rule is not None and (cut := stop_rule.truncate_to(out_ids[r])) is not None:
+                    cut_from[r] = list(out_ids[r])
                     del out_ids[r][cut:]
-                    done[r] = True
+                    done[r], ended[r] = True, "rule"
                     break
                 if len(out_ids[r]) >= budgets[r]:
-                    done[r] = True
+                    done[r], ended[r] = True, "budget"
                     break
         keep = [k for k, r in enumerate(active) if not done[r]]
         if not keep:
@@ -98,11 +109,13 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
         positions = torch.tensor([next_pos[r] for r in active], device=device)[:, None] + torch.arange(
             width, device=device)[None]                                                   # [A, W]
         mask = torch.cat([mask, step_mask], dim=1)
+        start = time.perf_counter()
         out = lm(input_ids=feed, attention_mask=mask, position_ids=positions, **cache_kwargs(lm, past),
                  use_cache=True, logits_to_keep=width)
         stats.full_forwards += 1
         past = output_cache(out)
         greedy = out.logits.argmax(-1).tolist()  # [A, W]: the choice after each fed token
+        steps.append([len(active), width, mask.shape[1], time.perf_counter() - start])
         # 3. accept the longest matching draft prefix; mask the rest of the row's entries
         for k, (r, x, source) in enumerate(zip(active, rows, sources)):
             drafts = x[1:]
@@ -114,4 +127,8 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
             next_pos[r] += 1 + accepted
             new_tokens[r] = greedy[k][:accepted + 1]
     stats.generated += sum(len(x) for x in out_ids)
+    if decoder.trace is not None:
+        decoder.trace.append(dict(context=shared_context, queries=queries, keys=keys, budgets=budgets,
+                                  answers=[list(x) for x in out_ids], ended=ended,
+                                  cut_from={str(r): x for r, x in cut_from.items()}, steps=steps))
     return out_ids

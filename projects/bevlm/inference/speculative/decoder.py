@@ -184,6 +184,10 @@ class SelfSpeculativeDecoder:
                                  "ask for a draft model; set use_layer_skip=False or skip_layers=[]")
             self.quant_drafter = QuantDrafter(llm, QuantDraftSetting.parse(quant_draft))
         self.stats = SpecStats()
+        #: set to a list to record each batched frame's drafting inputs, answers and verify steps
+        #: (:func:`.batched.speculative_batch_from_cache`; replayed under other drafting policies by
+        #: :mod:`.replay`); None records nothing
+        self.trace: list[dict] | None = None
 
     @property
     def skip_layers(self) -> list[int]:
