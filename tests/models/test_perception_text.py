@@ -139,6 +139,27 @@ def test_prefix_holds_the_lines_token_embeddings_after_the_visual_tokens(tiny_wo
     torch.testing.assert_close(prefix[:, :n_vis], vis)
 
 
+def test_the_line_is_embedded_through_a_quantised_table(tiny_world):
+    """With the LLM's embedding table in int4 (a QuantEmbedding4: codes, no float .weight) the line's
+    rows are that table's rows of the line's ids: what the int4 variants of the default test with."""
+    from bevlm.inference.quantization import QuantEmbedding4
+
+    cfg = _cfg()
+    model, data = _samples(tiny_world, cfg, n=2)
+    model.eval()
+    lm = model.llm.lm
+    table = QuantEmbedding4.from_embedding(lm.get_input_embeddings(), 32)
+    lm.set_input_embeddings(table)
+    d = copy.deepcopy(data)
+    with torch.no_grad():
+        prefix = model(**d, mode="tensor")
+        n_vis = model.visual_tokens(data["inputs"]["imgs"], data["data_samples"])[0].shape[1]
+    n_txt = cfg.model.perception_text["num_tokens"]
+    for i, s in enumerate(d["data_samples"]):
+        ids = torch.tensor(model.perception_text.token_ids(s.perception_objects, model.llm.tokenizer))
+        torch.testing.assert_close(prefix[i, n_vis:n_vis + n_txt], table.dequantized_weight()[ids].to(prefix.dtype))
+
+
 def test_training_step_leaves_the_detection_head_frozen_and_predict_answers(tiny_world):
     """Training: finite losses, no gradient and eval mode for the detection head, gradients elsewhere.
     Test: every question answered, with the same answers under the lossless decoding stack."""

@@ -25,6 +25,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from bevlm.models.llm.generation import lm_device
+
 #: The classes of the info files (labels 0-9 of the detection head; 10, traffic_light, is not detected).
 NUSCENES_CLASSES = ("car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle",
                     "bicycle", "pedestrian", "traffic_cone")
@@ -163,7 +165,7 @@ class PerceptionText:
         for s in data_samples:  # each line tokenised once: kept unpadded, embedded padded
             s.perception_ids = self.line_ids(s.perception_objects, llm.tokenizer)
         ids = [self.padded(s.perception_ids, llm.tokenizer) for s in data_samples]
-        table = llm.lm.get_input_embeddings()
+        table = llm.lm.get_input_embeddings()  # a float nn.Embedding, or a quantised table (no .weight)
         with torch.no_grad():
-            emb = table(torch.tensor(ids, dtype=torch.long, device=table.weight.device))
+            emb = table(torch.tensor(ids, dtype=torch.long, device=lm_device(llm.lm)))
         return emb.to(bev.dtype)
