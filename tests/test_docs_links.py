@@ -94,3 +94,14 @@ def test_broken_links_are_found(tmp_path, monkeypatch):
 @pytest.mark.parametrize("path", markdown_files(), ids=lambda p: os.path.relpath(p, REPO))
 def test_relative_links_resolve(path):
     assert broken_links(path) == []
+
+
+def test_every_tool_is_listed_in_the_readme_layout():
+    """The README's layout block names every script of tools/ (a new tool is found from the front door)."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    block = readme[readme.index("\ntools/ "):]
+    block = block[:block.index("\ntests/ ")]
+    named = set(re.findall(r"[\w.-]+\.(?:py|sh)", block))
+    tools = {n for n in os.listdir(os.path.join(REPO, "tools")) if n.endswith((".py", ".sh"))}
+    assert tools - named == set(), "add these to the tools/ line of the README's layout"
