@@ -12,8 +12,9 @@ positions: the output equals plain greedy decoding of each question alone.
 
 With ``decoder.trace`` a list, each call appends one frame record: the drafts' inputs (``context``,
 ``queries``, ``keys``, ``budgets``), the ``answers`` and how each ``ended`` (``stop``, ``rule``,
-``budget``; ``cut_from``: a rule-ended row's ids before the cut), and per verify forward ``[rows, width, cache length, seconds]`` (``steps``);
-:mod:`.replay` replays such records under other drafting policies.
+``budget``; ``cut_from``: a rule-ended row's ids before the cut), and per verify forward
+``[rows, width, cache length, seconds]`` (``steps``); :mod:`.replay` replays such records under other
+drafting policies.
 """
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def truncate_to_accepted(decoder, history, limit, answer, key, truth) -> tuple[l
     """The decoder's drafts cut to the part the verifier will accept (an oracle: the fewest fed
     positions these drafts allow, with the same steps)."""
     drafts, source = decoder.model_free_draft(history, limit, answer, key)
-    return drafts[:_agree(drafts, truth, ())], source
+    return drafts[:_agree(drafts, truth, set(decoder.llm.prompt.stop_ids))], source
 
 
 def max_draft(m: int) -> Policy:

@@ -165,7 +165,6 @@ class PerceptionText:
         for s in data_samples:  # each line tokenised once: kept unpadded, embedded padded
             s.perception_ids = self.line_ids(s.perception_objects, llm.tokenizer)
         ids = [self.padded(s.perception_ids, llm.tokenizer) for s in data_samples]
-        table = llm.lm.get_input_embeddings()  # a float nn.Embedding, or a quantised table (no .weight)
-        with torch.no_grad():
-            emb = table(torch.tensor(ids, dtype=torch.long, device=lm_device(llm.lm)))
+        with torch.no_grad():  # lm_device: the table may be quantised (no float .weight)
+            emb = llm.embed_tokens(torch.tensor(ids, dtype=torch.long, device=lm_device(llm.lm)))
         return emb.to(bev.dtype)
