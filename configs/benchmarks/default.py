@@ -74,6 +74,14 @@ variants = dict(
     int4_merged_mixed_awq_act=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
                                               kernel="cached", embeddings=True, embed_group_size=64, awq_grid=10,
                                               act_order=True, group_sizes={"gate_proj": 64, "up_proj": 64})),
+    # where the merged int4 loses accuracy: the same int4 Linears (AWQ + GPTQ) with the tied table / LM
+    # head in int8 (Q8_0, 0.35x of fp16 in all: over the 0.30x budget) or left in float
+    int4_merged_mixed_awq_int8table=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
+                                                    kernel="cached", embeddings="int8", awq_grid=10,
+                                                    group_sizes={"gate_proj": 64, "up_proj": 64})),
+    int4_merged_mixed_awq_floattable=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
+                                                     kernel="cached", awq_grid=10,
+                                                     group_sizes={"gate_proj": 64, "up_proj": 64})),
     int4_merged_mixed_act=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", kernel="cached",
                                           embeddings=True, embed_group_size=64, act_order=True,
                                           group_sizes={"gate_proj": 64, "up_proj": 64})),
@@ -107,7 +115,8 @@ variants = dict(
 # decoding, so the accuracy of the quantised model is measured about 3.5x faster
 for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_grid", "int4_grid_gptq",
               "int4_grid_int8table", "int4_merged_g32", "int4_merged_mixed", "int4_merged_mixed_awq",
-              "int4_merged_mixed_awq_act", "int4_merged_mixed_act"):
+              "int4_merged_mixed_awq_act", "int4_merged_mixed_act", "int4_merged_mixed_awq_int8table",
+              "int4_merged_mixed_awq_floattable"):
     variants[_name + "_lossless"] = dict(variants[_name], **variants["lossless"])
 # the lossless stack with shorter chained drafts (a verify forward of 8 rows x 17 tokens is
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)
