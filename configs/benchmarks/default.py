@@ -82,6 +82,10 @@ variants = dict(
     int4_merged_mixed_awq_floattable=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
                                                      kernel="cached", awq_grid=10,
                                                      group_sizes={"gate_proj": 64, "up_proj": 64})),
+    # the same bytes as int4_merged_mixed_awq (4.75 stored bits per Linear weight on average), the group
+    # sizes (32 / 64 / 128) chosen per Linear by its measured output error (one more calibration run)
+    int4_merged_budget_awq=dict(quant=dict(method="gptq", bits=4, zero_point="offset", kernel="cached",
+                                           embeddings=True, embed_group_size=64, awq_grid=10, group_budget=4.75)),
     int4_merged_mixed_act=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", kernel="cached",
                                           embeddings=True, embed_group_size=64, act_order=True,
                                           group_sizes={"gate_proj": 64, "up_proj": 64})),
@@ -116,7 +120,7 @@ variants = dict(
 for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_grid", "int4_grid_gptq",
               "int4_grid_int8table", "int4_merged_g32", "int4_merged_mixed", "int4_merged_mixed_awq",
               "int4_merged_mixed_awq_act", "int4_merged_mixed_act", "int4_merged_mixed_awq_int8table",
-              "int4_merged_mixed_awq_floattable"):
+              "int4_merged_mixed_awq_floattable", "int4_merged_budget_awq"):
     variants[_name + "_lossless"] = dict(variants[_name], **variants["lossless"])
 # the lossless stack with shorter chained drafts (a verify forward of 8 rows x 17 tokens is
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)

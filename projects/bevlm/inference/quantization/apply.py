@@ -23,9 +23,10 @@ from torch import nn
 
 from bevlm.models.llm.architectures import linear_names
 
-from .awq import awq_scales
+from .allocation import allocate_group_sizes
+from .awq import awq_scales, output_error
 from .gptq import HessianAccumulator, gptq_quantize
-from .int4 import check_group_size, quantize_rtn
+from .int4 import check_group_size, dequantize, quantize_rtn
 from .int8_dynamic import int8_dynamic_bytes, is_int8_dynamic_linear, quantize_int8_dynamic_
 from .quant_embedding import QuantEmbedding4, is_tied
 from .quant_embedding8 import QuantEmbedding8
@@ -57,6 +58,10 @@ class QuantReport:
         calib_runs: number of ``calib_fn`` calls (GPTQ).
         awq: per Linear scaled by AWQ (``awq_grid``): the chosen ``alpha`` and the output error on
             the calibration Hessian without (``error_plain``) and with (``error``) the scale.
+        groups: with ``group_budget``: the group size chosen for each Linear.
+        sensitivity: with ``group_budget``: per Linear, the relative output error of its
+            quantisation at each candidate group size (:mod:`.allocation`).
+        group_budget: the budget in stored bits per weight (``None``: group sizes from the settings).
     """
 
     method: str
@@ -72,6 +77,9 @@ class QuantReport:
     seconds: float = 0.0
     calib_runs: int = 0
     awq: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
+    sensitivity: dict = field(default_factory=dict)
+    group_budget: float | None = None
 
     @property
     def ratio_vs_fp16(self) -> float:
@@ -87,6 +95,17 @@ class QuantReport:
     def table(self) -> str:
         """A short human-readable summary."""
         mb = 1e6
+        lines = []
+        if self.groups:
+            counts = {g: list(self.groups.values()).count(g) for g in sorted(set(self.groups.values()))}
+            lines = [f"  group sizes chosen   : {', '.join(f'{g}: {n} layers' for g, n in counts.items())} "
+                     f"(budget {self.group_budget:.3f} bits per weight)"]
+            kinds: dict[str, list[int]] = {}
+            for name, g in self.groups.items():
+                kinds.setdefault(name.removesuffix(".base_layer").rsplit(".", 1)[-1], []).append(g)
+            for kind, sizes in kinds.items():
+                lines.append(f"    {kind:<18} : " + ", ".join(f"{g}: {sizes.count(g)}" for g in sorted(set(sizes)))
+                             + "  (by layer: " + " ".join(str(g) for g in sizes) + ")")
         return "\n".join([
             f"quantisation: {self.method}, {self.bits} bit, group {self.group_size}, kernel {self.kernel}",
             f"  layers replaced      : {len(self.layers)}",
@@ -94,7 +113,7 @@ class QuantReport:
             f"(fp16: {self.linear_bytes_fp16 / mb:.2f} MB)",
             f"  linears after        : {self.linear_bytes_after / mb:9.2f} MB ({self.ratio_vs_fp16:.3f}x fp16)",
             f"  whole module         : {self.module_bytes_before / mb:9.2f} MB -> {self.module_bytes_after / mb:.2f} MB",
-            f"  time                 : {self.seconds:9.2f} s ({self.calib_runs} calibration runs)"])
+            f"  time                 : {self.seconds:9.2f} s ({self.calib_runs} calibration runs)"] + lines)
 
 
 def _tensor_bytes(t: torch.Tensor) -> int:
@@ -237,7 +256,8 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
             ``get_input_embeddings`` (or an ``lm`` that has).
         calib_fn: ``calib_fn(module)`` runs forward passes on calibration data (GPTQ only; with
             ``sequential`` it runs once per block, a block being the Linears under one numbered
-            module such as ``model.layers.3``).
+            module such as ``model.layers.3``; with ``group_budget`` once more first, on the float
+            model, to measure each Linear's sensitivity and choose its group size).
 
     Returns:
         :class:`QuantReport`.
@@ -277,6 +297,12 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
                 _replace(module, name, QuantLinear4.from_linear(module.get_submodule(name), s.group_size_of(name),
                                                                 s.kernel, s.clip_search, s.zero_point))
         else:
+            group_of = s.group_size_of
+            if s.group_budget is not None:
+                report.groups, report.sensitivity = _choose_group_sizes(module, names, calib_fn, s)
+                report.group_budget = s.group_budget
+                report.calib_runs += 1
+                group_of = report.groups.__getitem__
             blocks: dict[str, list[str]] = {}
             for name in names:
                 blocks.setdefault(_block_of(name) if s.sequential else "all", []).append(name)
@@ -284,19 +310,11 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
                 accumulators = _calibrate(module, block_names, calib_fn)
                 report.calib_runs += 1
                 for name in block_names:
-                    layer, size = module.get_submodule(name), s.group_size_of(name)
-                    weight, hessian, input_scale = layer.weight, accumulators.pop(name).hessian, None
-                    if s.awq_grid:  # quantise W diag(s) on the Hessian of the inputs divided by s
-                        scale, alpha, errors = awq_scales(weight, hessian, size, s.awq_grid, s.zero_point,
-                                                          s.clip_search)
-                        report.awq[name] = dict(alpha=alpha, **errors)
-                        scale = scale.to(weight.device)
-                        weight = weight.detach().float() * scale
-                        hessian = hessian / scale.to(hessian.device)[:, None] / scale.to(hessian.device)[None, :]
-                        input_scale = 1.0 / scale
-                    q, scales, zeros = gptq_quantize(weight, hessian, s.bits, size,
-                                                     damping=s.damping, act_order=s.act_order,
-                                                     clip_search=s.clip_search, zero_point=s.zero_point)
+                    layer, size = module.get_submodule(name), group_of(name)
+                    q, scales, zeros, input_scale, awq = _gptq_layer(layer.weight, accumulators.pop(name).hessian,
+                                                                     size, s)
+                    if awq is not None:
+                        report.awq[name] = awq
                     _replace(module, name, QuantLinear4.from_codes(q.to(layer.weight.device), scales, zeros,
                                                                    layer.bias, size, s.kernel, method="gptq",
                                                                    zero_point=s.zero_point, input_scale=input_scale))
@@ -309,6 +327,55 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
     return report
 
 
+def _gptq_layer(weight: torch.Tensor, hessian: torch.Tensor, size: int, s: GPTQSettings) -> tuple:
+    """GPTQ codes of one Linear at group ``size`` (after AWQ scaling with ``s.awq_grid``):
+    ``(q, scales, zeros, input_scale or None, awq record or None)``."""
+    input_scale, awq = None, None
+    if s.awq_grid:  # quantise W diag(s) on the Hessian of the inputs divided by s
+        scale, alpha, errors = awq_scales(weight, hessian, size, s.awq_grid, s.zero_point, s.clip_search)
+        awq = dict(alpha=alpha, **errors)
+        scale = scale.to(weight.device)
+        weight = weight.detach().float() * scale
+        hessian = hessian / scale.to(hessian.device)[:, None] / scale.to(hessian.device)[None, :]
+        input_scale = 1.0 / scale
+    q, scales, zeros = gptq_quantize(weight, hessian, s.bits, size, damping=s.damping, act_order=s.act_order,
+                                     clip_search=s.clip_search, zero_point=s.zero_point)
+    return q, scales, zeros, input_scale, awq
+
+
+def _group_candidates(in_features: int, choices: tuple[int, ...]) -> list[int]:
+    """The ``choices`` that divide ``in_features`` (and keep whole bytes of codes), finest first."""
+    return sorted(g for g in choices if in_features % g == 0 and g % 2 == 0)
+
+
+def _choose_group_sizes(module: nn.Module, names: list[str], calib_fn: Callable[[nn.Module], None],
+                        s: GPTQSettings) -> tuple[dict, dict]:
+    """Sensitivity of every Linear at every candidate group size, and the allocation under
+    ``s.group_budget`` (:mod:`.allocation`).
+
+    One calibration run on the float model gives every layer's input Hessian ``H``; each layer is
+    quantised as the real pass will (AWQ + GPTQ at each candidate) and scored by its relative output
+    error ``trace(dW H dW^T) / trace(W H W^T)``. The real pass then quantises block by block
+    (``sequential``) with the chosen sizes.
+    """
+    accumulators = _calibrate(module, names, calib_fn)
+    errors, numels = {}, {}
+    for name in names:
+        layer = module.get_submodule(name)
+        hessian = accumulators.pop(name).hessian
+        weight = layer.weight.detach().float()
+        energy = max(output_error(torch.zeros_like(weight), weight, hessian), 1e-30)
+        errors[name] = {}
+        for size in _group_candidates(layer.in_features, s.group_choices):
+            q, scales, zeros, input_scale, _ = _gptq_layer(weight, hessian, size, s)
+            w_hat = dequantize(q, scales, zeros, size, torch.float32, s.zero_point).to(weight.device)
+            if input_scale is not None:
+                w_hat = w_hat * input_scale.to(w_hat)
+            errors[name][size] = output_error(weight, w_hat, hessian) / energy
+        numels[name] = weight.numel()
+    return allocate_group_sizes(errors, numels, s.group_budget), errors
+
+
 def _check_group_sizes(module: nn.Module, names: list[str], settings: QuantSettings) -> None:
     """Every selected Linear's group size divides its ``in_features``, every ``group_sizes`` key names
     at least one selected layer, and (with ``embeddings``) the table width is a multiple of the
@@ -317,9 +384,14 @@ def _check_group_sizes(module: nn.Module, names: list[str], settings: QuantSetti
     if unused:
         raise ValueError(f"quantize_model: group_sizes keys {unused} match none of the {len(names)} selected "
                          f"layers (e.g. {names[0]}); keys are dotted-name parts such as 'gate_proj'")
+    budget = getattr(settings, "group_budget", None)
     for name in names:
-        check_group_size(module.get_submodule(name).in_features, settings.group_size_of(name),
-                         f"quantize_model: {name}")
+        width = module.get_submodule(name).in_features
+        if budget is None:
+            check_group_size(width, settings.group_size_of(name), f"quantize_model: {name}")
+        elif not _group_candidates(width, settings.group_choices):
+            raise ValueError(f"quantize_model: none of group_choices={settings.group_choices} divides the input "
+                             f"width {width} of {name}; add a group size that does")
     if settings.embeddings:
         lm = _embedding_owner(module)
         width = getattr(lm.get_input_embeddings(), "embedding_dim", None) if lm is not None else None

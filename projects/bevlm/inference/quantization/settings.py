@@ -219,6 +219,13 @@ class GPTQSettings(RTNSettings):
         calib_tokens: greedy tokens per question with ``calib_mode='greedy'``.
         awq_grid: activation-aware scaling before GPTQ (:mod:`.awq`): per Linear, ``alpha`` is
             searched over ``awq_grid + 1`` values in [0, 1] on the calibration Hessian; 0 = off.
+        group_budget: average stored bits per weight of the selected Linears (``4 + 32 / g`` at
+            group size ``g``: 5.0 at 32, 4.5 at 64, 4.25 at 128); with it the group size of each
+            Linear is chosen among ``group_choices`` by its measured sensitivity (:mod:`.allocation`:
+            one extra calibration run on float inputs, every candidate quantised and scored), and
+            ``group_size`` / ``group_sizes`` no longer apply to the Linears. ``None``: off.
+        group_choices: candidate group sizes with ``group_budget`` (those dividing a layer's input
+            width are its candidates).
     """
 
     method: ClassVar[str] = "gptq"
@@ -229,10 +236,28 @@ class GPTQSettings(RTNSettings):
     calib_mode: str = "teacher_forced"
     calib_tokens: int = 8
     awq_grid: int = 0
+    group_budget: float | None = None
+    group_choices: tuple[int, ...] = (32, 64, 128)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         m = self.method
+        choices = self.group_choices
+        if (isinstance(choices, str) or not isinstance(choices, (list, tuple)) or len(choices) < 2
+                or not all(_is_int(c) and c > 0 for c in choices) or len(set(choices)) != len(choices)):
+            _fail(m, f"group_choices={choices!r} must be two or more distinct positive group sizes, e.g. (32, 64, 128)")
+        object.__setattr__(self, "group_choices", tuple(int(c) for c in choices))
+        if self.group_budget is not None:
+            from .allocation import group_bits
+            low, high = group_bits(max(self.group_choices)), group_bits(min(self.group_choices))
+            if (isinstance(self.group_budget, bool) or not isinstance(self.group_budget, (int, float))
+                    or not low <= self.group_budget <= high):
+                _fail(m, f"group_budget={self.group_budget!r} must be a number of stored bits per weight in "
+                         f"[{low}, {high}] for group_choices={self.group_choices} (4 + 32 / group size)")
+            if self.group_sizes:
+                _fail(m, f"group_budget={self.group_budget} chooses every Linear's group size; drop "
+                         f"group_sizes={dict(self.group_sizes)}")
+            object.__setattr__(self, "group_budget", float(self.group_budget))
         if not _is_int(self.awq_grid) or self.awq_grid < 0:
             _fail(m, f"awq_grid={self.awq_grid!r} must be an integer >= 0 (0: no activation-aware scaling; e.g. 10)")
         for key in ("act_order", "sequential"):
