@@ -86,6 +86,11 @@ variants = dict(
     # sizes (32 / 64 / 128) chosen per Linear by its measured output error (one more calibration run)
     int4_merged_budget_awq=dict(quant=dict(method="gptq", bits=4, zero_point="offset", kernel="cached",
                                            embeddings=True, embed_group_size=64, awq_grid=10, group_budget=4.75)),
+    # the same budget, each Linear's error weighted by the reference answers' loss gradients at its
+    # outputs (diagonal Fisher: an estimate of the loss increase, comparable across layers)
+    int4_merged_fisher_awq=dict(quant=dict(method="gptq", bits=4, zero_point="offset", kernel="cached",
+                                           embeddings=True, embed_group_size=64, awq_grid=10, group_budget=4.75,
+                                           sensitivity="fisher")),
     int4_merged_mixed_act=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset", kernel="cached",
                                           embeddings=True, embed_group_size=64, act_order=True,
                                           group_sizes={"gate_proj": 64, "up_proj": 64})),
@@ -120,7 +125,8 @@ variants = dict(
 for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_grid", "int4_grid_gptq",
               "int4_grid_int8table", "int4_merged_g32", "int4_merged_mixed", "int4_merged_mixed_awq",
               "int4_merged_mixed_awq_act", "int4_merged_mixed_act", "int4_merged_mixed_awq_int8table",
-              "int4_merged_mixed_awq_floattable", "int4_merged_budget_awq"):
+              "int4_merged_mixed_awq_floattable", "int4_merged_budget_awq",
+              "int4_merged_fisher_awq"):
     variants[_name + "_lossless"] = dict(variants[_name], **variants["lossless"])
 # the lossless stack with shorter chained drafts (a verify forward of 8 rows x 17 tokens is
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)

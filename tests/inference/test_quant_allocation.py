@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from bevlm.inference.quantization import (QuantLinear4, allocate_group_sizes, group_bits, load_quantized,
-                                          quantize_model, save_quantized)
+from bevlm.inference.quantization import (HessianAccumulator, QuantLinear4, allocate_group_sizes, group_bits,
+                                          load_quantized, quantize_model, save_quantized)
 from bevlm.inference.quantization.settings import quant_settings
 
 torch.set_num_threads(1)
@@ -139,3 +139,85 @@ def test_sensitive_layers_get_the_finer_groups():
     assert report.groups == {"calm": 128, "wild": 64}
     wild, calm = report.sensitivity["wild"], report.sensitivity["calm"]
     assert wild[128] - wild[64] > calm[128] - calm[64] > 0
+
+
+class _TwoHeads(torch.nn.Module):
+    """Two Linears reading the same input; ``loss_weights`` make a loss of the first one's output only."""
+
+    def __init__(self):
+        super().__init__()
+        self.used, self.unused = torch.nn.Linear(128, 64), torch.nn.Linear(128, 64)
+
+    def forward(self, x):
+        return self.used(x), self.unused(x)
+
+
+def _inputs():
+    gen = torch.Generator().manual_seed(1)
+    return [torch.randn(32, 128, generator=gen) for _ in range(3)]
+
+
+def test_fisher_sensitivity_is_the_gradient_weighted_output_error():
+    """Loss = sum_rows a . y_used (linear): the gradient at output channel o is a_o on every row, so
+    F_o = rows x a_o^2 and the layer's score at group g is sum_o F_o (dW H dW^T)_oo, H the Hessian of
+    the inputs; the layer the loss never sees scores 0 and keeps the coarsest groups."""
+    torch.manual_seed(0)
+    net, xs = _TwoHeads().eval(), _inputs()
+    weight = net.used.weight.detach().clone()
+    a = torch.randn(64)
+
+    def calib(module):
+        for x in xs:
+            module(x)
+
+    def loss_fn(module):
+        for x in xs:
+            used, _ = module(x.clone().requires_grad_(True))
+            (used * a).sum().backward()
+
+    report = quantize_model(net, dict(method="gptq", kernel="dequant", group_budget=4.375, sensitivity="fisher",
+                                      include=("used", "unused")), calib, loss_fn=loss_fn)
+    assert report.groups == {"used": 64, "unused": 128}
+    assert all(e == 0.0 for e in report.sensitivity["unused"].values())
+    assert report.calib_runs == 2 + 2  # the Fisher and Hessian runs, then one per layer (each its own block)
+    assert all(p.requires_grad for p in net.parameters() if p.dtype.is_floating_point)
+    acc = HessianAccumulator(128)
+    for x in xs:
+        acc.add(x)
+    d = (net.used.dequantized_weight() - weight).double()  # the codes the allocation scored at 64
+    rows = sum(x.shape[0] for x in xs)
+    expected = float((((d @ acc.hessian.double()) * d).sum(1) * rows * a.double() ** 2).sum())
+    assert report.sensitivity["used"][64] == pytest.approx(expected, rel=1e-6)
+
+
+def test_fisher_needs_a_loss_and_teacher_forcing():
+    net = _TwoHeads().eval()
+    spec = dict(method="gptq", kernel="dequant", group_budget=4.5, sensitivity="fisher", include=("used", "unused"))
+    with pytest.raises(ValueError, match="needs loss_fn"):
+        quantize_model(net, spec, lambda m: m(torch.randn(4, 128)))
+    with pytest.raises(ValueError, match="loss_fn is only used with group_budget and sensitivity='fisher'"):
+        quantize_model(net, dict(spec, sensitivity="output"), lambda m: m(torch.randn(4, 128)), loss_fn=lambda m: None)
+    with pytest.raises(RuntimeError, match="no gradient reached"):
+        quantize_model(net, spec, lambda m: m(torch.randn(4, 128)), loss_fn=lambda m: m(torch.randn(4, 128)))
+    with pytest.raises(ValueError, match="calib_mode='teacher_forced'"):
+        quant_settings(dict(method="gptq", group_budget=4.5, sensitivity="fisher", calib_mode="greedy"))
+    with pytest.raises(ValueError, match="sensitivity='hessian' is not one of"):
+        quant_settings(dict(method="gptq", sensitivity="hessian"))
+
+
+def test_fisher_budget_on_the_tiny_bevvlm(tiny_world):
+    """The model-level path: the reference answers' loss is backpropagated frame by frame."""
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+
+    from bevlm.inference.ptq import calibration_prefixes, quantize_bevvlm
+    from tests.model_helpers import tiny_bevvlm_and_frames
+
+    init_default_scope("bevlm")
+    model, ds, _ = tiny_bevvlm_and_frames(tiny_world, encoder_layers=1)
+    calib = calibration_prefixes(model, [pseudo_collate([ds[i]]) for i in range(2)], max_questions=4)
+    report = quantize_bevvlm(model, dict(method="gptq", kernel="dequant", group_budget=4.5, sensitivity="fisher",
+                                         group_choices=(16, 32, 64)), calib=calib)
+    assert len(report.groups) == len(report.sensitivity) > 0
+    assert report.calib_runs == 2 + model.llm.num_layers
+    assert any(e > 0 for errs in report.sensitivity.values() for e in errs.values())

@@ -102,7 +102,14 @@ def quantize_bevvlm(model: nn.Module, settings: QuantSettings | dict | None = No
                     for q in frame.questions:
                         llm.generate_ids(cache, q, settings.calib_tokens)
 
-    return quantize_model(llm, settings, calib_fn=calib_fn if is_gptq else None)
+    def loss_fn(_module):  # sensitivity='fisher': the reference answers' loss, backpropagated frame by frame
+        for frame in calib or []:
+            batch = llm.build_batch([list(zip(frame.questions, frame.answers))], frame.prefix.shape[1])
+            logits, targets = llm.answer_logits(batch, frame.prefix.detach().clone().requires_grad_(True))
+            torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum").backward()
+
+    fisher = is_gptq and settings.group_budget is not None and settings.sensitivity == "fisher"
+    return quantize_model(llm, settings, calib_fn=calib_fn if is_gptq else None, loss_fn=loss_fn if fisher else None)
 
 
 def save_quantized_llm(model: nn.Module, path: str, settings: QuantSettings | dict) -> dict:

@@ -233,7 +233,8 @@ def _calibrate(module: nn.Module, names: list[str], calib_fn: Callable[[nn.Modul
 
 
 def quantize_model(module: nn.Module, settings: QuantSettings | dict,
-                   calib_fn: Callable[[nn.Module], None] | None = None) -> QuantReport:
+                   calib_fn: Callable[[nn.Module], None] | None = None,
+                   loss_fn: Callable[[nn.Module], None] | None = None) -> QuantReport:
     """Replace selected ``nn.Linear`` layers of ``module`` by quantised ones, in place.
 
     Args:
@@ -258,6 +259,11 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
             ``sequential`` it runs once per block, a block being the Linears under one numbered
             module such as ``model.layers.3``; with ``group_budget`` once more first, on the float
             model, to measure each Linear's sensitivity and choose its group size).
+        loss_fn: with ``group_budget`` and ``sensitivity='fisher'``: ``loss_fn(module)`` runs the
+            calibration forwards with autograd on and calls ``backward()`` on each loss (e.g. the
+            cross-entropy of reference answers); the gradients reaching each Linear's output weight
+            its output error (:mod:`.allocation`). Parameter gradients are switched off meanwhile, so
+            the inputs must require grad (e.g. prefix embeddings with ``requires_grad_()``).
 
     Returns:
         :class:`QuantReport`.
@@ -270,6 +276,12 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
         raise ValueError("quantize_model(method='gptq') needs calib_fn(module) running calibration forwards")
     if not is_gptq and calib_fn is not None:
         raise ValueError(f"quantize_model(method={method!r}): calib_fn is only used by method='gptq'; drop it")
+    fisher = is_gptq and settings.group_budget is not None and settings.sensitivity == "fisher"
+    if fisher and loss_fn is None:
+        raise ValueError("quantize_model(group_budget=..., sensitivity='fisher') needs loss_fn(module), which runs "
+                         "the calibration forwards with autograd and calls backward() on each loss")
+    if loss_fn is not None and not fisher:
+        raise ValueError("quantize_model: loss_fn is only used with group_budget and sensitivity='fisher'; drop it")
     start = time.perf_counter()
     names = select_linears(module, settings.include, settings.exclude, settings.keep_lora)
     if not is_int8:  # fail before any (minutes-long) GPTQ work, not at the first layer that does not fit
@@ -299,9 +311,9 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
         else:
             group_of = s.group_size_of
             if s.group_budget is not None:
-                report.groups, report.sensitivity = _choose_group_sizes(module, names, calib_fn, s)
+                report.groups, report.sensitivity = _choose_group_sizes(module, names, calib_fn, s, loss_fn)
                 report.group_budget = s.group_budget
-                report.calib_runs += 1
+                report.calib_runs += 2 if loss_fn is not None else 1
                 group_of = report.groups.__getitem__
             blocks: dict[str, list[str]] = {}
             for name in names:
@@ -348,16 +360,52 @@ def _group_candidates(in_features: int, choices: tuple[int, ...]) -> list[int]:
     return sorted(g for g in choices if in_features % g == 0 and g % 2 == 0)
 
 
+def _output_fisher(module: nn.Module, names: list[str], loss_fn: Callable[[nn.Module], None]) -> dict:
+    """Per Linear, the summed squared gradient of ``loss_fn``'s losses at each output channel
+    (``[out]``, over every row of every calibration forward); parameter gradients off meanwhile."""
+    sums = {name: torch.zeros(module.get_submodule(name).out_features, dtype=torch.float64) for name in names}
+
+    def hook(name):
+        def on_grad(g: torch.Tensor) -> None:  # returns None: the gradient flows on unchanged
+            sums[name].add_(g.detach().double().pow(2).reshape(-1, g.shape[-1]).sum(0).to(sums[name].device))
+
+        def on_output(_layer, _inputs, output):
+            if output.requires_grad:
+                output.register_hook(on_grad)
+        return on_output
+
+    handles = [module.get_submodule(name).register_forward_hook(hook(name)) for name in names]
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            loss_fn(module)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for p in params:
+            p.requires_grad_(True)
+    silent = [n for n, v in sums.items() if not bool(v.any())]
+    if len(silent) == len(names):
+        raise RuntimeError("quantize_model(sensitivity='fisher'): no gradient reached any quantised layer; loss_fn "
+                           "must run forwards with inputs that require grad and call backward() on the loss")
+    return sums
+
+
 def _choose_group_sizes(module: nn.Module, names: list[str], calib_fn: Callable[[nn.Module], None],
-                        s: GPTQSettings) -> tuple[dict, dict]:
+                        s: GPTQSettings, loss_fn: Callable[[nn.Module], None] | None = None) -> tuple[dict, dict]:
     """Sensitivity of every Linear at every candidate group size, and the allocation under
     ``s.group_budget`` (:mod:`.allocation`).
 
     One calibration run on the float model gives every layer's input Hessian ``H``; each layer is
     quantised as the real pass will (AWQ + GPTQ at each candidate) and scored by its relative output
-    error ``trace(dW H dW^T) / trace(W H W^T)``. The real pass then quantises block by block
-    (``sequential``) with the chosen sizes.
+    error ``trace(dW H dW^T) / trace(W H W^T)`` (``sensitivity='output'``) or, with ``loss_fn``
+    (``'fisher'``), by ``sum_o F_o (dW H dW^T)_oo`` with ``F_o`` the summed squared loss gradient at
+    output channel ``o`` (a second-order estimate of the loss increase, comparable across layers).
+    The real pass then quantises block by block (``sequential``) with the chosen sizes.
     """
+    fisher = _output_fisher(module, names, loss_fn) if loss_fn is not None else None
     accumulators = _calibrate(module, names, calib_fn)
     errors, numels = {}, {}
     for name in names:
@@ -371,7 +419,12 @@ def _choose_group_sizes(module: nn.Module, names: list[str], calib_fn: Callable[
             w_hat = dequantize(q, scales, zeros, size, torch.float32, s.zero_point).to(weight.device)
             if input_scale is not None:
                 w_hat = w_hat * input_scale.to(w_hat)
-            errors[name][size] = output_error(weight, w_hat, hessian) / energy
+            if fisher is None:
+                errors[name][size] = output_error(weight, w_hat, hessian) / energy
+            else:
+                d = (w_hat - weight).double()
+                per_channel = ((d @ hessian.double().to(d.device)) * d).sum(1)  # [out] (dW H dW^T)_oo
+                errors[name][size] = float((per_channel.cpu() * fisher[name]).sum())
         numels[name] = weight.numel()
     return allocate_group_sizes(errors, numels, s.group_budget), errors
 

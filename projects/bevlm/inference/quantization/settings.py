@@ -32,6 +32,8 @@ METHODS = ("rtn", "gptq", "int8_dynamic")
 DEFAULT_INCLUDE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: How GPTQ's layer inputs are produced from the calibration frames (see :class:`GPTQSettings`).
 CALIB_MODES = ("teacher_forced", "greedy")
+#: How ``group_budget`` scores each Linear's quantisation error (see :class:`GPTQSettings`).
+SENSITIVITIES = ("output", "fisher")
 #: Storage of the embedding table (and the tied LM head): off, int4 codes, int8 codes.
 EMBEDDINGS = (False, "int4", "int8")
 #: dtypes LoRA adapters kept beside an int4 base may take (``None``: as trained).
@@ -226,6 +228,11 @@ class GPTQSettings(RTNSettings):
             ``group_size`` / ``group_sizes`` no longer apply to the Linears. ``None``: off.
         group_choices: candidate group sizes with ``group_budget`` (those dividing a layer's input
             width are its candidates).
+        sensitivity: how ``group_budget`` scores a Linear's quantisation error: ``'output'`` (its
+            relative output error on the calibration inputs) or ``'fisher'`` (its output error
+            weighted per output channel by the mean squared gradient of the reference answers' loss
+            there, a second-order estimate of the loss increase; needs a backward pass per
+            calibration frame, ``calib_mode='teacher_forced'``).
     """
 
     method: ClassVar[str] = "gptq"
@@ -238,6 +245,7 @@ class GPTQSettings(RTNSettings):
     awq_grid: int = 0
     group_budget: float | None = None
     group_choices: tuple[int, ...] = (32, 64, 128)
+    sensitivity: str = "output"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -258,6 +266,10 @@ class GPTQSettings(RTNSettings):
                 _fail(m, f"group_budget={self.group_budget} chooses every Linear's group size; drop "
                          f"group_sizes={dict(self.group_sizes)}")
             object.__setattr__(self, "group_budget", float(self.group_budget))
+        if self.sensitivity not in SENSITIVITIES:
+            _fail(m, f"sensitivity={self.sensitivity!r} is not one of {SENSITIVITIES}")
+        if self.sensitivity == "fisher" and self.calib_mode != "teacher_forced":
+            _fail(m, "sensitivity='fisher' needs the reference answers' loss: use calib_mode='teacher_forced'")
         if not _is_int(self.awq_grid) or self.awq_grid < 0:
             _fail(m, f"awq_grid={self.awq_grid!r} must be an integer >= 0 (0: no activation-aware scaling; e.g. 10)")
         for key in ("act_order", "sequential"):
