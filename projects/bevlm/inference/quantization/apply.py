@@ -59,8 +59,9 @@ class QuantReport:
         awq: per Linear scaled by AWQ (``awq_grid``): the chosen ``alpha`` and the output error on
             the calibration Hessian without (``error_plain``) and with (``error``) the scale.
         groups: with ``group_budget``: the group size chosen for each Linear.
-        sensitivity: with ``group_budget``: per Linear, the relative output error of its
-            quantisation at each candidate group size (:mod:`.allocation`).
+        sensitivity: with ``group_budget``: per Linear, the score of its quantisation at each
+            candidate group size: relative output error (``sensitivity='output'``) or
+            Fisher-weighted output error (``'fisher'``) (:mod:`.allocation`).
         group_budget: the budget in stored bits per weight (``None``: group sizes from the settings).
     """
 

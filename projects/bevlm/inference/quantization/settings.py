@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
+from .allocation import group_bits
 from .int4 import ZERO_POINTS
 from .quant_linear import KERNELS
 
@@ -256,7 +257,6 @@ class GPTQSettings(RTNSettings):
             _fail(m, f"group_choices={choices!r} must be two or more distinct positive group sizes, e.g. (32, 64, 128)")
         object.__setattr__(self, "group_choices", tuple(int(c) for c in choices))
         if self.group_budget is not None:
-            from .allocation import group_bits
             low, high = group_bits(max(self.group_choices)), group_bits(min(self.group_choices))
             if (isinstance(self.group_budget, bool) or not isinstance(self.group_budget, (int, float))
                     or not low <= self.group_budget <= high):
