@@ -214,3 +214,34 @@ def test_bad_configurations_are_refused():
     with pytest.raises(ValueError, match="needs vision='bev'"):
         MODELS.build(dict(m, vision="camera", projector=dict(type="ResamplerProjector", in_dims=32, num_queries=4,
                                                             num_layers=1, num_heads=4)))
+
+
+def test_motion_word_follows_the_detected_speed():
+    """With ``motion_speed`` each object gets ``moving`` at a detected speed >= the threshold and
+    ``stopped`` below it (speed = |(vx, vy)| of the box), written after its distance; without it the
+    objects and the line are those of the plain format."""
+    from types import SimpleNamespace
+
+    k = torch.tensor([[100.0, 0, 50], [0, 100.0, 25], [0, 0, 1]])
+    m = torch.eye(4)
+    m[:3, :3] = k @ torch.tensor([[0.0, -1, 0], [0, 0, -1], [1, 0, 0]])  # one camera along ego +x
+    sample = SimpleNamespace(ego2img=m[None, None], img_shape=(50, 100), ori_shape=(100, 200), cam_names=["CAM_FRONT"])
+    # (x, y, z, l, w, h, yaw, vx, vy): 3 m/s, 0.3 m/s, exactly the threshold (0.5 m/s along y)
+    boxes = torch.tensor([[10.0, 1.0, 0, 4, 2, 1.5, 0, 3.0, 0.0], [20.0, -1.0, 0, 4, 2, 1.5, 0, 0.3, 0.0],
+                          [30.0, 0.0, 0, 4, 2, 1.5, 0, 0.0, 0.5]])
+    det = {"bboxes_3d": boxes, "scores_3d": torch.tensor([0.9, 0.8, 0.7]), "labels_3d": torch.tensor([0, 1, 0])}
+    objs = PerceptionText(motion_speed=0.5).objects(det, sample)
+    assert [o[5] for o in objs] == ["moving", "stopped", "moving"]
+    line = PerceptionText.describe(objs)
+    assert line.startswith("Detected: car 10 m moving <c1,CAM_FRONT,") and "; truck 20 m stopped <c2,CAM_FRONT," in line
+    plain = PerceptionText().objects(det, sample)
+    assert [o[:5] for o in objs] == plain and all(len(o) == 5 for o in plain)
+    assert " m <c1," in PerceptionText.describe(plain)
+    # the match metric still reads only the tags' pixels
+    gt = " ".join(re.findall(r"<c\d+,[^>]+>", line))
+    assert match_result(line, gt).f1 == pytest.approx(1.0, abs=1e-6)
+    # boxes without velocity columns: stopped
+    det7 = dict(det, bboxes_3d=boxes[:, :7])
+    assert [o[5] for o in PerceptionText(motion_speed=0.5).objects(det7, sample)] == ["stopped"] * 3
+    with pytest.raises(ValueError, match="motion_speed"):
+        PerceptionText(motion_speed=0.0)

@@ -77,10 +77,16 @@ class PerceptionText:
             padded with ``pad_text`` tokens.
         classes: the class names written (others left out); labels index :data:`NUSCENES_CLASSES`.
         pad_text: the text whose tokens pad the line.
+        motion_speed: if set, each object also gets a motion word from the detector's velocity
+            estimate: ``moving`` at a speed >= this (m/s), else ``stopped`` ("car 9 m moving
+            <c1,...>"). The DriveLM answers call an object stopped below 0.5 m/s of future mean
+            speed (the mini world's rule); the velocity needs a detector that saw motion (a
+            temporal queue, ``configs/ablations/bev_det_pretrain_queue-2.py``). None: no word.
     """
 
     def __init__(self, score_thr: float = 0.3, max_objects: int = 6, max_range: float = 40.0,
-                 num_tokens: int = 96, classes: Sequence[str] = AGENT_CLASSES, pad_text: str = "\n") -> None:
+                 num_tokens: int = 96, classes: Sequence[str] = AGENT_CLASSES, pad_text: str = "\n",
+                 motion_speed: float | None = None) -> None:
         unknown = sorted(set(classes) - set(NUSCENES_CLASSES))
         if unknown:
             raise ValueError(f"perception_text.classes: {unknown} are not detection classes; choose among "
@@ -91,10 +97,14 @@ class PerceptionText:
         self.score_thr, self.max_objects, self.max_range = float(score_thr), int(max_objects), float(max_range)
         self.num_tokens, self.pad_text = int(num_tokens), pad_text
         self.class_ids = {NUSCENES_CLASSES.index(c) for c in classes}
+        if motion_speed is not None and not float(motion_speed) > 0:
+            raise ValueError(f"perception_text.motion_speed must be a speed > 0 (m/s) or None, got {motion_speed!r}")
+        self.motion_speed = None if motion_speed is None else float(motion_speed)
 
     def objects(self, det: dict, sample) -> list[tuple]:
         """``[(class word, distance m, camera name, x, y), ...]`` of one sample's detections (nearest
-        first), pixels in the stored images' frame."""
+        first), pixels in the stored images' frame; with ``motion_speed`` each tuple also ends with
+        its motion word (``moving`` / ``stopped``)."""
         boxes, scores, labels = det["bboxes_3d"], det["scores_3d"], det["labels_3d"]
         keep = [i for i in range(len(scores)) if float(scores[i]) >= self.score_thr
                 and int(labels[i]) in self.class_ids and float(boxes[i, :2].norm()) <= self.max_range]
@@ -109,19 +119,24 @@ class PerceptionText:
             if int(cam[j]) < 0:
                 continue
             name = NUSCENES_CLASSES[int(labels[j])]
-            out.append((CLASS_WORDS.get(name, name), float(boxes[j, :2].norm()), sample.cam_names[int(cam[j])],
-                        float(uv[j, 0]) * sx, float(uv[j, 1]) * sy))
+            obj = (CLASS_WORDS.get(name, name), float(boxes[j, :2].norm()), sample.cam_names[int(cam[j])],
+                   float(uv[j, 0]) * sx, float(uv[j, 1]) * sy)
+            if self.motion_speed is not None:
+                speed = float(boxes[j, 7:9].norm()) if boxes.shape[1] >= 9 else 0.0
+                obj += ("moving" if speed >= self.motion_speed else "stopped",)
+            out.append(obj)
         out.sort(key=lambda o: o[1])
         return out[:self.max_objects]
 
     @staticmethod
     def describe(objects: list[tuple]) -> str:
         """The line for :meth:`objects` (c-tags numbered in the order written, distances in whole metres:
-        the official match metric reads every decimal number of an answer as a pixel coordinate)."""
+        the official match metric reads every decimal number of an answer as a pixel coordinate; an
+        object's motion word, where it has one, follows its distance)."""
         if not objects:
             return "Detected: nothing."
-        parts = [f"{word} {dist:.0f} m <c{k + 1},{cam},{x:.1f},{y:.1f}>"
-                 for k, (word, dist, cam, x, y) in enumerate(objects)]
+        parts = [f"{o[0]} {o[1]:.0f} m{''.join(' ' + w for w in o[5:])} <c{k + 1},{o[2]},{o[3]:.1f},{o[4]:.1f}>"
+                 for k, o in enumerate(objects)]
         return "Detected: " + "; ".join(parts) + "."
 
     def line_ids(self, objects: list[tuple], tokenizer) -> list[int]:
