@@ -1,12 +1,12 @@
 # Moving status from the BEV. Every model of the default family answers DriveLM's moving-status
 # question the same way (39 of 48 right): "Going ahead" when it is an option, else "Stopped"; the
 # options decide, not the images. Two steps toward a signal from the BEV, at equal LLM and schedule:
-# stage 1 trained with a 2-frame queue (its detector can read velocity), and the detections line
+# a longer stage 1 trained with a 2-frame queue (its detector can read velocity), and the detections line
 # with a moving / stopped word per object from that velocity (docs/research/motion.md).
 sweep = dict(
     name="motion",
     # the default first: the reference of the summary's paired differences
-    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_det-queue-2.py",
+    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_det-q2-3k.py",
              "configs/ablations/bev_vlm_det-motion.py"],
     steps=["train", "test"],
     seeds=[0, 1, 2],
