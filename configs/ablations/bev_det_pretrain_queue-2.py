@@ -10,11 +10,4 @@ _base_ = ["../bev_det_pretrain.py"]
 
 train_dataloader = dict(dataset=dict(queue_length=2))
 test_dataloader = dict(dataset=dict(queue_length=2))
-test_evaluator = [dict(
-    type="NuScenesDetMetric",
-    data_root={{_base_.data_root}},
-    version="v1.0-mini",
-    class_range=32.0,
-    class_names=["car", "truck", "bus", "barrier", "motorcycle", "bicycle", "pedestrian", "traffic_cone"],
-    outfile_prefix="work_dirs/bev_det_pretrain_queue-2/test",
-)]
+# (tools/test.py writes the detection results to <work_dir>/test, work_dirs/<config name>/test by default)

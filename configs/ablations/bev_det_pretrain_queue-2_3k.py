@@ -14,11 +14,4 @@ param_scheduler = [
     dict(type="CosineAnnealingLR", by_epoch=False, begin=30, end=max_iters, eta_min_ratio=0.05),
 ]
 model = dict(det_head=dict(code_weights=(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)))
-test_evaluator = [dict(
-    type="NuScenesDetMetric",
-    data_root={{_base_.data_root}},
-    version="v1.0-mini",
-    class_range=32.0,
-    class_names=["car", "truck", "bus", "barrier", "motorcycle", "bicycle", "pedestrian", "traffic_cone"],
-    outfile_prefix="work_dirs/bev_det_pretrain_queue-2_3k/test",
-)]
+# (tools/test.py writes the detection results to <work_dir>/test, work_dirs/<config name>/test by default)
