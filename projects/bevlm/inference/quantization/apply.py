@@ -31,6 +31,7 @@ from .int8_dynamic import int8_dynamic_bytes, is_int8_dynamic_linear, quantize_i
 from .quant_embedding import QuantEmbedding4, is_tied
 from .quant_embedding8 import QuantEmbedding8
 from .quant_linear import QuantLinear4
+from .rotation import rotate_residual_
 from .settings import DEFAULT_INCLUDE, METHODS, GPTQSettings, Int8DynamicSettings, QuantSettings, quant_settings
 
 __all__ = ["DEFAULT_INCLUDE", "METHODS", "QuantReport", "cast_lora_", "default_include", "merge_lora_",
@@ -293,6 +294,8 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
                          group_size=0 if is_int8 else settings.group_size,
                          kernel="-" if is_int8 else settings.kernel, layers=list(names))
     report.module_bytes_before = module_bytes(module)
+    if not is_int8 and settings.rotation is not None:  # the same function, outlier channels spread
+        rotate_residual_(module, settings.rotation, settings.rotation_seed)
     for name in names:
         stored, fp16 = _linear_bytes(module.get_submodule(name))
         report.linear_bytes_before += stored

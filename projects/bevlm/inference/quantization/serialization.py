@@ -22,6 +22,7 @@ from .int8_dynamic import is_int8_dynamic_linear
 from .quant_embedding import QuantEmbedding4
 from .quant_embedding8 import QuantEmbedding8, TiedInt8Head
 from .quant_linear import QuantLinear4
+from .rotation import rotate_residual_
 from .settings import QuantSettings, quant_settings
 
 FORMAT_VERSION = 1
@@ -147,6 +148,8 @@ def load_quantized(module_skeleton: nn.Module, path: str, kernel: str | None = N
         kernel = getattr(settings, "kernel", "auto")
     if settings is not None and settings.keep_lora:
         cast_lora_(module_skeleton, settings.lora_dtype)
+    if getattr(settings, "rotation", None) is not None:  # the saved codes are of the rotated weights
+        rotate_residual_(module_skeleton, settings.rotation, settings.rotation_seed)
     for name, spec in config.get("embeddings", {}).items():
         old = _submodule(module_skeleton, name, path)
         if not isinstance(old, (nn.Embedding, QuantEmbedding4, QuantEmbedding8)) or (

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Mapping
 from .allocation import group_bits
 from .int4 import ZERO_POINTS
 from .quant_linear import KERNELS
+from .rotation import ROTATIONS
 
 METHODS = ("rtn", "gptq", "int8_dynamic")
 #: The Linears of a Llama decoder layer (attention and MLP projections): what ``include=None`` (the
@@ -109,6 +110,12 @@ class RTNSettings:
             ``quantize_bevvlm``; a model with several adapters is refused). ``True``: only the base
             layers are quantised and every adapter stays unmerged beside them (QLoRA-style).
         lora_dtype: dtype of the kept adapters (``None``: as trained); used with ``keep_lora``.
+        rotation: rotate the decoder's residual stream before quantising (:mod:`.rotation`:
+            QuaRot-style incoherence processing; the float model computes the same function, the
+            Linears lose their outlier input columns): ``None`` (off), ``'hadamard'`` or
+            ``'orthogonal'``; Llama / Mistral / Qwen2 / Qwen3 only, LoRA merged (not with
+            ``keep_lora``). Only the settings are stored: loading rebuilds the same rotation.
+        rotation_seed: seed of the rotation's signs (``'hadamard'``) or Gaussian matrix.
     """
 
     method: ClassVar[str] = "rtn"
@@ -125,6 +132,8 @@ class RTNSettings:
     zero_point: str = "int"
     keep_lora: bool = False
     lora_dtype: str | None = "bfloat16"
+    rotation: str | None = None
+    rotation_seed: int = 0
 
     def __post_init__(self) -> None:
         m = self.method
@@ -156,6 +165,13 @@ class RTNSettings:
         if self.zero_point not in ZERO_POINTS:
             _fail(m, f"zero_point={self.zero_point!r} is not one of {ZERO_POINTS}")
         _check_lora(m, self.keep_lora, self.lora_dtype)
+        if self.rotation not in (None,) + ROTATIONS:
+            _fail(m, f"rotation={self.rotation!r} is not one of None, {', '.join(map(repr, ROTATIONS))}")
+        if not _is_int(self.rotation_seed) or self.rotation_seed < 0:
+            _fail(m, f"rotation_seed={self.rotation_seed!r} must be an integer >= 0")
+        if self.rotation is not None and self.keep_lora:
+            _fail(m, f"rotation={self.rotation!r} rotates the merged weights; the kept LoRA adapters would read the "
+                     "unrotated stream: use keep_lora=False (LoRA merged) or rotation=None")
 
     def _check_group_sizes(self, value: Any) -> tuple[tuple[str, int], ...]:
         """``group_sizes`` (a dict, or ``(part, size)`` pairs) as checked pairs, in order."""
