@@ -7,6 +7,8 @@ outlier channel, int4 round-to-nearest of the rotated weights is closer to the f
 of the plain ones; a rotated, quantised model saved and loaded gives the same logits; the unsupported
 cases are refused before anything changes.
 """
+import copy
+
 import pytest
 import torch
 
@@ -88,6 +90,23 @@ def test_rotated_model_computes_the_same(arch, kind):
     # the embedding table (and a tied head) is left as it was; the norms now have unit gain
     assert torch.equal(llm.lm.get_input_embeddings().weight, table)
     assert all(bool((layer.input_layernorm.weight == 1).all()) for layer in llm.lm.model.layers)
+
+
+def test_rotated_model_deep_copies_and_casts():
+    llm = _llm()
+    ref = _logits(llm)
+    rotate_residual_(llm, "hadamard", seed=1)
+    twin = copy.deepcopy(llm)
+    assert is_rotated(twin)
+    layer0, norm = twin.lm.model.layers[0], twin.lm.model.norm
+    assert layer0.bevlm_rotation is norm.bevlm_rotation  # one shared tensor, the copy's own
+    assert layer0.bevlm_rotation is not llm.lm.model.layers[0].bevlm_rotation
+    assert "bevlm_rotation" not in "".join(twin.state_dict())
+    assert torch.allclose(_logits(twin), ref, atol=2e-5, rtol=1e-4)
+    twin.lm.to(torch.bfloat16)
+    with torch.no_grad():
+        low = twin.lm(input_ids=_ids()).logits.float()
+    assert float((low - ref).abs().max()) < 0.1 * float(ref.abs().max())
 
 
 def test_rotated_model_keeps_fastv_scores():

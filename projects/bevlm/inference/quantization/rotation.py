@@ -43,7 +43,8 @@ SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 _ATTN_READERS = ("q_proj", "k_proj", "v_proj")
 _MLP_READERS = ("gate_proj", "up_proj")
 _WRITERS = (("self_attn", "o_proj"), ("mlp", "down_proj"))
-_HOOK_ATTR = "_bevlm_rotation_hooks"
+_HOOK_ATTR = "_bevlm_rotation"
+_BUFFER = "bevlm_rotation"
 
 
 def _is_prime(n: int) -> bool:
@@ -161,8 +162,8 @@ def rotate_residual_(module: nn.Module, kind: str = "hadamard", seed: int = 0) -
         kind, seed: see :func:`rotation_matrix`.
 
     Returns:
-        ``Q`` (float64, ``[D, D]``); the decoder keeps it as the non-persistent buffer
-        ``bevlm_rotation`` (in the model dtype) for its two hooks.
+        ``Q`` (float64, ``[D, D]``); decoder layer 0 and the final norm keep it (in the model dtype)
+        as the shared non-persistent buffer ``bevlm_rotation`` read by their pre-hooks.
 
     Raises:
         ValueError: an unsupported family, Linears that are not plain (LoRA not merged, already
@@ -198,22 +199,27 @@ def rotate_residual_(module: nn.Module, kind: str = "hadamard", seed: int = 0) -
         write(attn.o_proj)
         write(mlp.down_proj)
 
-    dtype = parts.layers[0].input_layernorm.weight.dtype
-    decoder.register_buffer("bevlm_rotation", q.to(dtype), persistent=False)
-
-    def rotate_in(_layer, args, kwargs):
-        key = "hidden_states"
-        if args:
-            h = args[0]
-            return (h @ decoder.bevlm_rotation.to(h.dtype),) + tuple(args[1:]), kwargs
-        h = kwargs[key]
-        return args, dict(kwargs, **{key: h @ decoder.bevlm_rotation.to(h.dtype)})
-
-    def rotate_out(_norm, args):
-        h = args[0]
-        return (h @ decoder.bevlm_rotation.to(h.dtype).T,) + tuple(args[1:])
-
-    hooks = [parts.layers[0].register_forward_pre_hook(rotate_in, with_kwargs=True),
-             parts.final_norm.register_forward_pre_hook(rotate_out)]
-    setattr(decoder, _HOOK_ATTR, {"kind": kind, "seed": int(seed), "handles": hooks})
+    # Q rides on the two hooked modules as one shared non-persistent buffer (not in the state dict; a
+    # deep copy of the model keeps the sharing and its hooks read the copy's own buffer)
+    rot = q.to(parts.layers[0].input_layernorm.weight.dtype)
+    parts.layers[0].register_buffer(_BUFFER, rot, persistent=False)
+    parts.final_norm.register_buffer(_BUFFER, rot, persistent=False)
+    parts.layers[0].register_forward_pre_hook(_rotate_in, with_kwargs=True)
+    parts.final_norm.register_forward_pre_hook(_rotate_out)
+    setattr(decoder, _HOOK_ATTR, {"kind": kind, "seed": int(seed)})
     return q
+
+
+def _rotate_in(layer: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook of decoder layer 0: the residual stream enters rotated (``h Q``)."""
+    if args:
+        h = args[0]
+        return (h @ getattr(layer, _BUFFER).to(h.dtype),) + tuple(args[1:]), kwargs
+    h = kwargs["hidden_states"]
+    return args, dict(kwargs, hidden_states=h @ getattr(layer, _BUFFER).to(h.dtype))
+
+
+def _rotate_out(norm: nn.Module, args: tuple):
+    """Forward pre-hook of the final norm: the stream leaves rotated back (``h Q^T``)."""
+    h = args[0]
+    return (h @ getattr(norm, _BUFFER).to(h.dtype).T,) + tuple(args[1:])
