@@ -201,3 +201,71 @@ def test_int8_tied_head_dequant_kernel_keeps_no_float_copy():
     c_stored, c_resident, c_read, c_head_copy = figures["cached"]
     assert c_stored == stored and c_head_copy > 0 and c_resident >= stored + c_head_copy
     assert c_read > read
+
+
+#: Calibration text with a known frequency per token: 5 (12 times), 7 (6 times), 100..129 (once each).
+CALIB_IDS = torch.tensor([[5] * 12 + [7] * 6 + list(range(100, 130))])
+
+
+def _gptq_with_rows(llm: HFCausalLM, rows: int, kernel: str = "dequant"):
+    def calib(module):
+        llm.lm(input_ids=CALIB_IDS)
+
+    return quantize_model(llm, dict(method="gptq", group_size=GROUP, kernel=kernel, embeddings=True,
+                                    table_rows=rows), calib_fn=calib)
+
+
+def test_precise_rows_are_the_calibration_tokens_in_int8():
+    from bevlm.inference.quantization.quant_embedding import TiedRowsHead
+    from bevlm.inference.quantization.quant_embedding8 import dequantize_int8_groups, quantize_int8_groups
+
+    llm = _llm()
+    table = llm.lm.get_input_embeddings().weight.detach().clone()
+    report = _gptq_with_rows(llm, rows=20)
+    emb, head = llm.lm.get_input_embeddings(), llm.lm.get_output_embeddings()
+    assert report.precise_rows == emb.precise_rows == 20
+    assert isinstance(head, TiedRowsHead) and head.base.qweight.data_ptr() == emb.qweight.data_ptr()
+    assert head.row_ids.data_ptr() == emb.row_ids.data_ptr()  # stored once
+    ids = emb.row_ids
+    assert bool((ids[1:] > ids[:-1]).all())
+    # the most used calibration tokens, ties by id: 5, 7, then 100..117
+    assert ids.tolist() == [5, 7] + list(range(100, 118))
+    # the rows are Q8_0 of the float rows: within half an int8 step of the float table
+    q, scales = quantize_int8_groups(table[ids], 32)
+    assert torch.equal(emb.precise_row_values(), dequantize_int8_groups(q, scales, 32))
+    # lookups of precise ids give the int8 rows, other ids the int4 rows
+    other = next(i for i in range(CONFIG["vocab_size"]) if i not in set(ids.tolist()))
+    looked = emb(torch.tensor([[int(ids[3]), other]]))[0]
+    assert torch.equal(looked[0], emb.precise_row_values()[3])
+    assert torch.equal(looked[1], emb.dequantized_weight()[other])
+    # logits: the int4 head's, with the precise rows' recomputed from the int8 rows
+    x = torch.randn(5, 128, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out, base = head(x), head.base(x)
+    assert torch.allclose(out[:, ids], x @ emb.precise_row_values().t(), atol=1e-5)
+    keep = torch.ones(CONFIG["vocab_size"], dtype=torch.bool)
+    keep[ids] = False
+    assert torch.equal(out[:, keep], base[:, keep])
+    # the rows are counted in the stored bytes: K * (8 bytes id + D int8 + D / 32 fp16 scales)
+    assert emb.weight_bytes() - (emb.qweight.numel() + 2 * emb.scales.numel() + 2 * emb.zeros.numel()) == \
+        20 * (8 + 128 + 2 * 128 // 32)
+
+
+def test_precise_rows_round_trip_and_refusals(tmp_path):
+    llm = _llm()
+    report = _gptq_with_rows(llm, rows=1000)  # more than the calibration text uses: every token it uses
+    assert report.precise_rows == 32
+    expected = _logits(llm)
+    path = str(tmp_path / "rows.safetensors")
+    config = save_quantized(llm, path, settings=dict(method="gptq", group_size=GROUP, kernel="dequant",
+                                                     embeddings=True, table_rows=1000))
+    assert config["embeddings"]["model.model.embed_tokens"]["precise_rows"] == report.precise_rows
+    assert config["tied_heads"] == {"model.lm_head": "model.model.embed_tokens"}
+    restored = load_quantized(_llm(seed=5), path)
+    assert torch.equal(_logits(restored), expected)
+    with pytest.raises(ValueError, match="needs embeddings='int4'"):
+        quantize_model(_llm(), dict(method="gptq", embeddings="int8", table_rows=10), calib_fn=lambda m: None)
+    untied = _llm(tie_word_embeddings=False)
+    with pytest.raises(ValueError, match="not tied"):
+        quantize_model(untied, dict(method="gptq", group_size=GROUP, embeddings=True, table_rows=10),
+                       calib_fn=lambda m: None)

@@ -64,6 +64,7 @@ class QuantReport:
             candidate group size: relative output error (``sensitivity='output'``) or
             Fisher-weighted output error (``'fisher'``) (:mod:`.allocation`).
         group_budget: the budget in stored bits per weight (``None``: group sizes from the settings).
+        precise_rows: with ``table_rows``: the table rows kept in int8 as well.
     """
 
     method: str
@@ -79,6 +80,7 @@ class QuantReport:
     seconds: float = 0.0
     calib_runs: int = 0
     awq: dict = field(default_factory=dict)
+    precise_rows: int = 0
     groups: dict = field(default_factory=dict)
     sensitivity: dict = field(default_factory=dict)
     group_budget: float | None = None
@@ -279,6 +281,11 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
     if not is_gptq and calib_fn is not None:
         raise ValueError(f"quantize_model(method={method!r}): calib_fn is only used by method='gptq'; drop it")
     fisher = is_gptq and settings.group_budget is not None and settings.sensitivity == "fisher"
+    if is_gptq and settings.table_rows:
+        lm = _embedding_owner(module)
+        if lm is None or not is_tied(lm.get_input_embeddings(), lm.get_output_embeddings()):
+            raise ValueError(f"quantize_model(table_rows={settings.table_rows}): the precise rows serve the table and "
+                             "its tied LM head; this model's head is not tied to its input embedding (drop table_rows)")
     if fisher and loss_fn is None:
         raise ValueError("quantize_model(group_budget=..., sensitivity='fisher') needs loss_fn(module), which runs "
                          "the calibration forwards with autograd and calls backward() on each loss")
@@ -490,17 +497,34 @@ def _quantize_embeddings(module: nn.Module, settings: QuantSettings, report: Qua
     head_codes = None
     if table_bits == 8:
         calib_fn = None  # an int8 table is rounded to nearest (0.4 % of its range per step)
+    rows_wanted = getattr(settings, "table_rows", 0) if table_bits == 4 else 0
+    counts = torch.zeros(emb.num_embeddings, dtype=torch.int64)
+
+    def count_ids(_emb, args):  # the token ids the calibration text embeds (prompt, questions, answers)
+        ids = args[0].reshape(-1).to("cpu", torch.int64)
+        counts.index_add_(0, ids, torch.ones_like(ids))
+
     if calib_fn is not None and type(head) is nn.Linear:
         head_name = names[id(head)]
-        hessian = _calibrate(module, [head_name], calib_fn)[head_name].hessian
+        handle = emb.register_forward_pre_hook(count_ids) if rows_wanted else None
+        try:
+            hessian = _calibrate(module, [head_name], calib_fn)[head_name].hessian
+        finally:
+            if handle is not None:
+                handle.remove()
         report.calib_runs += 1
         head_codes = gptq_quantize(head.weight, hessian, 4, group_size, damping=settings.damping,
                                    act_order=settings.act_order, clip_search=clip_search, zero_point=zero_point)
     if table_bits == 8:
         qemb = QuantEmbedding8.from_embedding(emb, group_size)
     elif tied and head_codes is not None:
+        seen = counts.nonzero().reshape(-1)
+        keep = seen[counts[seen].argsort(descending=True, stable=True)][:rows_wanted] if rows_wanted else seen[:0]
         qemb = QuantEmbedding4.from_codes(*head_codes, group_size, emb.weight.dtype, method="gptq",
-                                          zero_point=zero_point)
+                                          zero_point=zero_point, precise_rows=int(keep.numel()))
+        if keep.numel():
+            qemb.set_precise_rows(keep.to(emb.weight.device), emb.weight.detach()[keep.to(emb.weight.device)])
+        report.precise_rows = int(keep.numel())
     else:
         qemb = QuantEmbedding4.from_embedding(emb, group_size, clip_search, zero_point)
     report.linear_bytes_before += _tensor_bytes(emb.weight)

@@ -19,7 +19,7 @@ from torch import nn
 
 from .apply import cast_lora_
 from .int8_dynamic import is_int8_dynamic_linear
-from .quant_embedding import QuantEmbedding4
+from .quant_embedding import QuantEmbedding4, TiedRowsHead
 from .quant_embedding8 import QuantEmbedding8, TiedInt8Head
 from .quant_linear import QuantLinear4
 from .rotation import rotate_residual_
@@ -53,13 +53,20 @@ def save_quantized(module: nn.Module, path: str, settings: QuantSettings | dict 
     tables = (QuantEmbedding4, QuantEmbedding8)
     embeddings = {name: dict(method=m.method, group_size=m.group_size, num_embeddings=m.num_embeddings,
                              embedding_dim=m.embedding_dim, dtype=str(m.dtype).removeprefix("torch."),
-                             zero_point=getattr(m, "zero_point", "int"), bits=8 if isinstance(m, QuantEmbedding8) else 4)
+                             zero_point=getattr(m, "zero_point", "int"), bits=8 if isinstance(m, QuantEmbedding8) else 4,
+                             precise_rows=getattr(m, "precise_rows", 0))
                   for name, m in module.named_modules() if isinstance(m, tables)}
     table_of = {m.qweight.data_ptr(): name for name, m in module.named_modules() if isinstance(m, tables)}
     layers, tied_heads = {}, {}
+    wrapped = {f"{name}.base" for name, m in module.named_modules() if isinstance(m, TiedRowsHead)}
     for name, m in module.named_modules():
         if isinstance(m, TiedInt8Head):
             tied_heads[name] = table_of[m.qweight.data_ptr()]
+            continue
+        if isinstance(m, TiedRowsHead):  # rebuilt by the table's tied_head(), its int4 base inside
+            tied_heads[name] = table_of[m.base.qweight.data_ptr()]
+            continue
+        if name in wrapped:
             continue
         if isinstance(m, QuantLinear4):
             if m.qweight.data_ptr() in table_of:  # LM head tied to a quantised embedding
@@ -163,7 +170,8 @@ def load_quantized(module_skeleton: nn.Module, path: str, kernel: str | None = N
                                   getattr(torch, spec["dtype"]), spec["method"])
         else:
             new = QuantEmbedding4(spec["num_embeddings"], spec["embedding_dim"], spec["group_size"],
-                                  getattr(torch, spec["dtype"]), spec["method"], spec.get("zero_point", "int"))
+                                  getattr(torch, spec["dtype"]), spec["method"], spec.get("zero_point", "int"),
+                                  spec.get("precise_rows", 0))
         _set_submodule(module_skeleton, name, new.to(device))
     for name, table in config.get("tied_heads", {}).items():
         _submodule(module_skeleton, name, path)
