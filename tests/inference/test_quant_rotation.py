@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from bevlm.inference.quantization import load_quantized, quant_settings, quantize_model, save_quantized
-from bevlm.inference.quantization.rotation import hadamard_matrix, is_rotated, rotate_residual_, rotation_matrix
+from bevlm.inference.quantization.rotation import (hadamard_factors, hadamard_matrix, is_rotated, kron_matmul,
+                                                   rotate_residual_, rotation_matrix)
 from bevlm.models.llm import HFCausalLM
 from bevlm.models.pruning import fastv_scores
 from bevlm.testing import TINY_ARCH_CONFIGS, TINY_LLAMA_CONFIG
@@ -52,6 +53,24 @@ def test_hadamard_matrix_is_hadamard(n):
     assert h is not None and h.shape == (n, n)
     assert bool((h.abs() == 1).all())
     assert torch.equal(h @ h.T, n * torch.eye(n, dtype=h.dtype))
+
+
+@pytest.mark.parametrize("n", [12, 48, 576, 2048])
+def test_kron_matmul_is_the_dense_product(n):
+    factors = hadamard_factors(n)
+    assert max(f.shape[0] for f in factors) <= 64 or n == 896
+    h = hadamard_matrix(n)
+    x = torch.randn(3, 5, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(kron_matmul(x, factors), x @ h)
+    assert torch.allclose(kron_matmul(x, factors, transpose=True), x @ h.T)
+
+
+def test_hadamard_rotation_keeps_only_factors_resident():
+    llm = _llm(dict(TINY_LLAMA_CONFIG, hidden_size=48, num_attention_heads=4, num_key_value_heads=2))
+    rotate_residual_(llm, "hadamard")
+    buffers = {n: b for n, b in llm.lm.model.layers[0].named_buffers() if n.startswith("bevlm_rotation")}
+    assert sorted(buffers) == ["bevlm_rotation_f0", "bevlm_rotation_f1", "bevlm_rotation_signs"]
+    assert sum(b.numel() for b in buffers.values()) == 12 * 12 + 4 * 4 + 48  # not 48 * 48
 
 
 @pytest.mark.parametrize("n", [3, 6, 7, 10])
@@ -99,8 +118,8 @@ def test_rotated_model_deep_copies_and_casts():
     twin = copy.deepcopy(llm)
     assert is_rotated(twin)
     layer0, norm = twin.lm.model.layers[0], twin.lm.model.norm
-    assert layer0.bevlm_rotation is norm.bevlm_rotation  # one shared tensor, the copy's own
-    assert layer0.bevlm_rotation is not llm.lm.model.layers[0].bevlm_rotation
+    assert layer0.bevlm_rotation_signs is norm.bevlm_rotation_signs  # one shared tensor, the copy's own
+    assert layer0.bevlm_rotation_signs is not llm.lm.model.layers[0].bevlm_rotation_signs
     assert "bevlm_rotation" not in "".join(twin.state_dict())
     assert torch.allclose(_logits(twin), ref, atol=2e-5, rtol=1e-4)
     twin.lm.to(torch.bfloat16)

@@ -17,10 +17,11 @@ Tseng et al. 2024), and the model computes exactly the same function when
   back where it ends (a pre-hook on the final norm: ``h <- h Q^T``), so the embedding table,
   a tied LM head and every hidden state read after the final norm are unchanged.
 
-The two extra ``D x D`` products per token are tiny beside the decoder. Nothing about the
-rotation is stored with quantised weights but the settings (``rotation``, ``rotation_seed``):
-``Q`` is rebuilt from them, exactly (``'hadamard'``: signs times a Hadamard matrix, entries
-``+-1 / sqrt(D)``) or from a seeded Gaussian (``'orthogonal'``).
+The two extra rotations per token are tiny beside the decoder (a Hadamard rotation is applied
+through its Kronecker factors: for 576 = 12 x 12 x 4, 28 multiply-adds per element, 3.5 KB of
+buffers). Nothing about the rotation is stored with quantised weights but the settings
+(``rotation``, ``rotation_seed``): ``Q`` is rebuilt from them, exactly (``'hadamard'``: random signs
+times a Hadamard matrix, entries ``+-1 / sqrt(D)``) or from a seeded Gaussian (``'orthogonal'``).
 
 Supported: decoders whose layers hold ``input_layernorm`` / ``post_attention_layernorm``
 RMSNorms with a multiplicative weight feeding the attention and MLP (Llama / SmolLM2, Mistral,
@@ -33,7 +34,8 @@ from torch import Tensor, nn
 
 from bevlm.models.llm.architectures import decoder_parts
 
-__all__ = ["ROTATIONS", "hadamard_matrix", "rotation_matrix", "rotate_residual_", "is_rotated"]
+__all__ = ["ROTATIONS", "hadamard_factors", "hadamard_matrix", "is_rotated", "kron_matmul", "rotate_residual_",
+           "rotation_matrix"]
 
 #: Rotation kinds: ``'hadamard'`` (random signs x a Hadamard matrix; exact, the QuaRot choice) and
 #: ``'orthogonal'`` (QR of a seeded Gaussian matrix; any width).
@@ -69,28 +71,69 @@ def _paley_orders(limit: int) -> list[int]:
     return [q + 1 for q in range(3, limit) if q % 4 == 3 and _is_prime(q)]
 
 
-def hadamard_matrix(n: int) -> Tensor | None:
-    """A Hadamard matrix of order ``n`` (entries +-1, ``H H^T = n I``), float64, or ``None``.
+#: Largest Sylvester factor of :func:`hadamard_factors` (a power-of-2 order is split into factors <= this).
+_MAX_SYLVESTER = 64
 
-    Built as Kronecker products of Sylvester matrices (powers of 2) and Paley matrices (orders
-    ``q + 1`` for primes ``q = 3 mod 4``: 4, 8, 12, 20, 24, 32, 44, 48, 60, ...); e.g. 576 (SmolLM2-135M)
-    = 12 x 48, 960 (SmolLM2-360M) = 60 x 16, 2048 = 2^11. Orders outside these products give ``None``.
+
+def _sylvester(n: int) -> Tensor:
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
+def hadamard_factors(n: int) -> list[Tensor] | None:
+    """Small Hadamard matrices whose Kronecker product is a Hadamard matrix of order ``n``, or ``None``.
+
+    Sylvester matrices (powers of 2, split into factors of at most 64) and Paley matrices (orders
+    ``q + 1`` for primes ``q = 3 mod 4``: 12, 20, 24, 44, 48, 60, ...); e.g. 576 (SmolLM2-135M) =
+    12 x 12 x 4, 960 (SmolLM2-360M) = 60 x 16, 896 (Qwen2.5-0.5B) = 224 x 4, 2048 = 64 x 32. Applying
+    the factors one axis at a time (:func:`kron_matmul`) costs ``n * sum(orders)`` multiply-adds
+    instead of ``n^2`` and keeps a few KB instead of the ``n x n`` matrix.
     """
     if n < 1:
         return None
-    if n & (n - 1) == 0:  # Sylvester
-        h = torch.ones(1, 1, dtype=torch.float64)
-        while h.shape[0] < n:
-            h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
-        return h
+    if n & (n - 1) == 0:
+        factors = []
+        while n > 1:
+            m = min(n, _MAX_SYLVESTER)
+            factors.append(_sylvester(m))
+            n //= m
+        return factors or [_sylvester(1)]
     for m in _paley_orders(n):
         if m > n:
             break
         if n % m == 0 and m & (m - 1):  # a non-power-of-2 Paley factor
-            rest = hadamard_matrix(n // m)
+            rest = hadamard_factors(n // m)
             if rest is not None:
-                return torch.kron(_paley(m), rest)
+                return [_paley(m)] + [f for f in rest if f.shape[0] > 1]
     return None
+
+
+def hadamard_matrix(n: int) -> Tensor | None:
+    """A Hadamard matrix of order ``n`` (entries +-1, ``H H^T = n I``), float64, or ``None``: the
+    Kronecker product of :func:`hadamard_factors`."""
+    factors = hadamard_factors(n)
+    if factors is None:
+        return None
+    h = factors[0]
+    for f in factors[1:]:
+        h = torch.kron(h, f)
+    return h
+
+
+def kron_matmul(x: Tensor, factors: list[Tensor], transpose: bool = False) -> Tensor:
+    """``x @ kron(F_1, ..., F_k)`` (or ``x @ kron(...)^T``) for ``x`` ``[..., n]``, ``n`` the product
+    of the factors' orders, one axis at a time."""
+    dims = [int(f.shape[0]) for f in factors]
+    lead = x.shape[:-1]
+    y = x.reshape(*lead, *dims)
+    k = len(dims)
+    for i, f in enumerate(factors):
+        f = f.to(x.dtype)
+        axis = len(lead) + i
+        y = torch.movedim(torch.movedim(y, axis, -1) @ (f.T if transpose else f), -1, axis)
+    return y.reshape(x.shape)
 
 
 def rotation_matrix(n: int, kind: str = "hadamard", seed: int = 0) -> Tensor:
@@ -108,17 +151,21 @@ def rotation_matrix(n: int, kind: str = "hadamard", seed: int = 0) -> Tensor:
     """
     if kind not in ROTATIONS:
         raise ValueError(f"rotation={kind!r} is not one of {ROTATIONS}")
-    gen = torch.Generator().manual_seed(int(seed))
     if kind == "hadamard":
         h = hadamard_matrix(n)
         if h is None:
             raise ValueError(f"rotation='hadamard': no Hadamard matrix of order {n} is built here (orders 2^k "
                              "times Paley orders such as 12, 20, 24, 44, 48, 60); use rotation='orthogonal'")
-        signs = torch.randint(0, 2, (n,), generator=gen).to(torch.float64) * 2 - 1
-        return signs[:, None] * h / n ** 0.5
+        return _hadamard_signs(n, seed)[:, None] * h / n ** 0.5
+    gen = torch.Generator().manual_seed(int(seed))
     a = torch.randn(n, n, generator=gen, dtype=torch.float64)
     q, r = torch.linalg.qr(a)
     return q * torch.sign(torch.diagonal(r))[None, :]
+
+
+def _hadamard_signs(n: int, seed: int) -> Tensor:
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randint(0, 2, (n,), generator=gen).to(torch.float64) * 2 - 1
 
 
 def _causal_lm(module: nn.Module) -> nn.Module:
@@ -163,7 +210,9 @@ def rotate_residual_(module: nn.Module, kind: str = "hadamard", seed: int = 0) -
 
     Returns:
         ``Q`` (float64, ``[D, D]``); decoder layer 0 and the final norm keep it (in the model dtype)
-        as the shared non-persistent buffer ``bevlm_rotation`` read by their pre-hooks.
+        as shared non-persistent buffers read by their pre-hooks: ``bevlm_rotation`` (orthogonal) or
+        ``bevlm_rotation_signs`` + ``bevlm_rotation_f0, f1, ...`` (Hadamard: signs and Kronecker
+        factors, a few KB).
 
     Raises:
         ValueError: an unsupported family, Linears that are not plain (LoRA not merged, already
@@ -199,27 +248,45 @@ def rotate_residual_(module: nn.Module, kind: str = "hadamard", seed: int = 0) -
         write(attn.o_proj)
         write(mlp.down_proj)
 
-    # Q rides on the two hooked modules as one shared non-persistent buffer (not in the state dict; a
-    # deep copy of the model keeps the sharing and its hooks read the copy's own buffer)
-    rot = q.to(parts.layers[0].input_layernorm.weight.dtype)
-    parts.layers[0].register_buffer(_BUFFER, rot, persistent=False)
-    parts.final_norm.register_buffer(_BUFFER, rot, persistent=False)
+    # Q rides on the two hooked modules as shared non-persistent buffers (not in the state dict; a deep
+    # copy keeps the sharing and its hooks read the copy's own): a Hadamard rotation as its signs and
+    # Kronecker factors (576: 1.6 KB), an orthogonal one as the dense matrix
+    dtype = parts.layers[0].input_layernorm.weight.dtype
+    if kind == "hadamard":
+        buffers = {f"{_BUFFER}_signs": (_hadamard_signs(width, seed) / width ** 0.5).to(dtype)}
+        buffers.update({f"{_BUFFER}_f{i}": f.to(dtype) for i, f in enumerate(hadamard_factors(width))})
+    else:
+        buffers = {_BUFFER: q.to(dtype)}
+    for owner in (parts.layers[0], parts.final_norm):
+        for name, tensor in buffers.items():
+            owner.register_buffer(name, tensor, persistent=False)
     parts.layers[0].register_forward_pre_hook(_rotate_in, with_kwargs=True)
     parts.final_norm.register_forward_pre_hook(_rotate_out)
     setattr(decoder, _HOOK_ATTR, {"kind": kind, "seed": int(seed)})
     return q
 
 
+def _apply(owner: nn.Module, h: Tensor, inverse: bool) -> Tensor:
+    """``h Q`` (or ``h Q^T``) with the rotation buffers of ``owner``."""
+    dense = getattr(owner, _BUFFER, None)
+    if dense is not None:
+        dense = dense.to(h.dtype)
+        return h @ (dense.T if inverse else dense)
+    signs = getattr(owner, f"{_BUFFER}_signs").to(h.dtype)  # already divided by sqrt(n)
+    factors = [getattr(owner, f"{_BUFFER}_f{i}") for i in range(len(owner._buffers))
+               if f"{_BUFFER}_f{i}" in owner._buffers]
+    if inverse:  # h Q^T = (h H^T) * s
+        return kron_matmul(h, factors, transpose=True) * signs
+    return kron_matmul(h * signs, factors)  # h Q = (h * s) H
+
+
 def _rotate_in(layer: nn.Module, args: tuple, kwargs: dict):
     """Forward pre-hook of decoder layer 0: the residual stream enters rotated (``h Q``)."""
     if args:
-        h = args[0]
-        return (h @ getattr(layer, _BUFFER).to(h.dtype),) + tuple(args[1:]), kwargs
-    h = kwargs["hidden_states"]
-    return args, dict(kwargs, hidden_states=h @ getattr(layer, _BUFFER).to(h.dtype))
+        return (_apply(layer, args[0], inverse=False),) + tuple(args[1:]), kwargs
+    return args, dict(kwargs, hidden_states=_apply(layer, kwargs["hidden_states"], inverse=False))
 
 
 def _rotate_out(norm: nn.Module, args: tuple):
     """Forward pre-hook of the final norm: the stream leaves rotated back (``h Q^T``)."""
-    h = args[0]
-    return (h @ getattr(norm, _BUFFER).to(h.dtype).T,) + tuple(args[1:])
+    return (_apply(norm, args[0], inverse=True),) + tuple(args[1:])
