@@ -117,7 +117,8 @@ class QuantReport:
             f"(fp16: {self.linear_bytes_fp16 / mb:.2f} MB)",
             f"  linears after        : {self.linear_bytes_after / mb:9.2f} MB ({self.ratio_vs_fp16:.3f}x fp16)",
             f"  whole module         : {self.module_bytes_before / mb:9.2f} MB -> {self.module_bytes_after / mb:.2f} MB",
-            f"  time                 : {self.seconds:9.2f} s ({self.calib_runs} calibration runs)"] + lines)
+            f"  time                 : {self.seconds:9.2f} s ({self.calib_runs} calibration runs)"] + lines
+            + ([f"  table rows in int8   : {self.precise_rows}"] if self.precise_rows else []))
 
 
 def _tensor_bytes(t: torch.Tensor) -> int:
