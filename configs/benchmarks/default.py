@@ -104,6 +104,11 @@ variants = dict(
                                                  kernel="cached", embeddings=True, embed_group_size=64, awq_grid=10,
                                                  group_sizes={"gate_proj": 64, "up_proj": 64}, rotation="hadamard",
                                                  rotation_seed=1)),
+    # + each MLP's inner width rotated too (online Hadamard before down_proj, QuaRot's R4; 1536 = 12 x 64 x 2)
+    int4_merged_mixed_awq_rot_mlp=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
+                                                  kernel="cached", embeddings=True, embed_group_size=64, awq_grid=10,
+                                                  group_sizes={"gate_proj": 64, "up_proj": 64}, rotation="hadamard",
+                                                  rotation_mlp=True)),
     # + up to 1000 table rows (the tokens the calibration text uses most) also kept in int8, their lookups
     # and logits from those rows (0.6 MB: 0.298x of fp16 in all)
     int4_merged_mixed_awq_rot_rows=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
@@ -146,7 +151,8 @@ for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_
               "int4_merged_mixed_awq_act", "int4_merged_mixed_act", "int4_merged_mixed_awq_int8table",
               "int4_merged_mixed_awq_floattable", "int4_merged_budget_awq",
               "int4_merged_fisher_awq", "int4_merged_mixed_awq_rot", "int4_merged_mixed_awq_floattable_rot",
-              "int4_merged_mixed_awq_rot_rows", "int4_merged_mixed_awq_rot_s1"):
+              "int4_merged_mixed_awq_rot_rows", "int4_merged_mixed_awq_rot_s1",
+              "int4_merged_mixed_awq_rot_mlp"):
     variants[_name + "_lossless"] = dict(variants[_name], **variants["lossless"])
 # the lossless stack with shorter chained drafts (a verify forward of 8 rows x 17 tokens is
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)

@@ -93,8 +93,9 @@ def test_rotation_matrix_refusals():
         rotation_matrix(8, "givens")
 
 
-@pytest.mark.parametrize("arch,kind", [("llama", "hadamard"), ("llama", "orthogonal"), ("qwen2", "hadamard")])
-def test_rotated_model_computes_the_same(arch, kind):
+@pytest.mark.parametrize("arch,kind,mlp", [("llama", "hadamard", False), ("llama", "orthogonal", False),
+                                           ("qwen2", "hadamard", False), ("llama", "hadamard", True)])
+def test_rotated_model_computes_the_same(arch, kind, mlp):
     config = TINY_LLAMA_CONFIG if arch == "llama" else TINY_ARCH_CONFIGS[arch]
     llm = _llm(config)
     ids = _ids(config["vocab_size"])
@@ -102,7 +103,7 @@ def test_rotated_model_computes_the_same(arch, kind):
     prefix = _prefix(llm)
     ref_answer = llm.generate_ids(llm.prefill(prefix), QUESTION, max_new_tokens=12)
     table = llm.lm.get_input_embeddings().weight.detach().clone()
-    rotate_residual_(llm, kind, seed=5)
+    rotate_residual_(llm, kind, seed=5, mlp=mlp)
     assert is_rotated(llm)
     assert torch.allclose(_logits(llm, ids), ref, atol=2e-5, rtol=1e-4)
     assert llm.generate_ids(llm.prefill(prefix), QUESTION, max_new_tokens=12) == ref_answer
@@ -148,6 +149,20 @@ def _outlier_llm() -> HFCausalLM:
     return llm
 
 
+def test_mlp_rotation_keeps_the_linear_selected_under_its_name():
+    from bevlm.inference.quantization import QuantLinear4
+    from bevlm.inference.quantization.rotation import RotatedInput
+
+    llm = _outlier_llm()
+    report = quantize_model(llm, dict(method="rtn", group_size=32, rotation="hadamard", rotation_mlp=True,
+                                      group_sizes={"down_proj": 64}))
+    down = llm.lm.model.layers[1].mlp.down_proj
+    assert isinstance(down, RotatedInput) and isinstance(down.down_proj, QuantLinear4)
+    assert down.down_proj.group_size == 64
+    assert "model.model.layers.1.mlp.down_proj.down_proj" in report.layers
+    assert len(report.layers) == 7 * TINY_LLAMA_CONFIG["num_hidden_layers"]
+
+
 def test_rotation_lowers_rtn_error_with_outlier_channels():
     ref = _logits(_outlier_llm())
     errors = {}
@@ -158,9 +173,11 @@ def test_rotation_lowers_rtn_error_with_outlier_channels():
     assert errors["hadamard"] < 0.5 * errors[None], errors
 
 
-def test_rotated_quantised_model_saves_and_loads(tmp_path):
+@pytest.mark.parametrize("mlp", [False, True])
+def test_rotated_quantised_model_saves_and_loads(tmp_path, mlp):
     llm = _outlier_llm()
-    settings = dict(method="rtn", group_size=32, rotation="hadamard", rotation_seed=2, embeddings=True)
+    settings = dict(method="rtn", group_size=32, rotation="hadamard", rotation_seed=2, embeddings=True,
+                    rotation_mlp=mlp)
     quantize_model(llm, settings)
     expected = _logits(llm)
     path = str(tmp_path / "rot.safetensors")
@@ -174,6 +191,8 @@ def test_rotated_quantised_model_saves_and_loads(tmp_path):
 def test_rotation_refusals():
     with pytest.raises(ValueError, match="keep_lora"):
         quant_settings(dict(method="gptq", rotation="hadamard", keep_lora=True))
+    with pytest.raises(ValueError, match="rotation_mlp=True applies a Hadamard"):
+        quant_settings(dict(method="rtn", rotation="orthogonal", rotation_mlp=True))
     with pytest.raises(ValueError, match="rotation='diagonal' is not one of"):
         quant_settings(dict(method="rtn", rotation="diagonal"))
     llm = _llm()

@@ -293,7 +293,12 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
     if loss_fn is not None and not fisher:
         raise ValueError("quantize_model: loss_fn is only used with group_budget and sensitivity='fisher'; drop it")
     start = time.perf_counter()
+    bytes_before = module_bytes(module)
     names = select_linears(module, settings.include, settings.exclude, settings.keep_lora)
+    if not is_int8 and settings.rotation is not None:  # the same function, outlier channels spread
+        _check_group_sizes(module, names, settings)  # bad settings fail before the model is changed
+        rotate_residual_(module, settings.rotation, settings.rotation_seed, mlp=settings.rotation_mlp)
+        names = select_linears(module, settings.include, settings.exclude, settings.keep_lora)
     if not is_int8:  # fail before any (minutes-long) GPTQ work, not at the first layer that does not fit
         _check_group_sizes(module, names, settings)
     if settings.keep_lora:
@@ -301,9 +306,7 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
     report = QuantReport(method=method, bits=8 if is_int8 else settings.bits,
                          group_size=0 if is_int8 else settings.group_size,
                          kernel="-" if is_int8 else settings.kernel, layers=list(names))
-    report.module_bytes_before = module_bytes(module)
-    if not is_int8 and settings.rotation is not None:  # the same function, outlier channels spread
-        rotate_residual_(module, settings.rotation, settings.rotation_seed)
+    report.module_bytes_before = bytes_before
     for name in names:
         stored, fp16 = _linear_bytes(module.get_submodule(name))
         report.linear_bytes_before += stored

@@ -201,12 +201,16 @@ def _check_supported(lm: nn.Module) -> None:
 
 
 @torch.no_grad()
-def rotate_residual_(module: nn.Module, kind: str = "hadamard", seed: int = 0) -> Tensor:
+def rotate_residual_(module: nn.Module, kind: str = "hadamard", seed: int = 0, mlp: bool = False) -> Tensor:
     """Rotate the residual stream of a float decoder in place; the model's outputs stay the same.
 
     Args:
         module: an ``HFCausalLM`` (LoRA merged: plain ``nn.Linear`` layers) or its ``*ForCausalLM``.
         kind, seed: see :func:`rotation_matrix`.
+        mlp: also rotate each MLP's inner width (QuaRot's online Hadamard before ``down_proj``):
+            ``down_proj`` becomes a :class:`RotatedInput` holding the Linear (same name, one level
+            down: ``mlp.down_proj.down_proj``) with ``W <- W Q_mlp`` and its input multiplied by
+            ``Q_mlp`` on the fly (a Hadamard of the intermediate size, applied through its factors).
 
     Returns:
         ``Q`` (float64, ``[D, D]``); decoder layer 0 and the final norm keep it (in the model dtype)
@@ -237,6 +241,21 @@ def rotate_residual_(module: nn.Module, kind: str = "hadamard", seed: int = 0) -
         if linear.bias is not None:
             linear.bias.data = (linear.bias.double() @ q).to(linear.bias.dtype)
 
+    inner = None
+    if mlp:
+        width_mlp = int(lm.config.intermediate_size)
+        inner = hadamard_factors(width_mlp)
+        if inner is None:
+            raise ValueError(f"rotate_residual_(mlp=True): no Hadamard matrix of order {width_mlp} (the MLP width) "
+                             "is built here; use mlp=False")
+        inner_signs = _hadamard_signs(width_mlp, seed + 1) / width_mlp ** 0.5
+        q_mlp = rotation_matrix(width_mlp, "hadamard", seed + 1)
+    for layer in parts.layers:
+        attn, mlp_module = layer.self_attn, layer.mlp
+        if inner is not None:
+            down = mlp_module.down_proj
+            down.weight.data = (down.weight.double() @ q_mlp).to(down.weight.dtype)
+            mlp_module.down_proj = RotatedInput(down, inner_signs, inner)
     for layer in parts.layers:
         attn, mlp = layer.self_attn, layer.mlp
         for norm, owner, readers in ((layer.input_layernorm, attn, _ATTN_READERS),
@@ -246,7 +265,7 @@ def rotate_residual_(module: nn.Module, kind: str = "hadamard", seed: int = 0) -
                 read(getattr(owner, name), gain)
             norm.weight.data.fill_(1.0)
         write(attn.o_proj)
-        write(mlp.down_proj)
+        write(mlp.down_proj.down_proj if isinstance(mlp.down_proj, RotatedInput) else mlp.down_proj)
 
     # Q rides on the two hooked modules as shared non-persistent buffers (not in the state dict; a deep
     # copy keeps the sharing and its hooks read the copy's own): a Hadamard rotation as its signs and
@@ -262,8 +281,33 @@ def rotate_residual_(module: nn.Module, kind: str = "hadamard", seed: int = 0) -
             owner.register_buffer(name, tensor, persistent=False)
     parts.layers[0].register_forward_pre_hook(_rotate_in, with_kwargs=True)
     parts.final_norm.register_forward_pre_hook(_rotate_out)
-    setattr(decoder, _HOOK_ATTR, {"kind": kind, "seed": int(seed)})
+    setattr(decoder, _HOOK_ATTR, {"kind": kind, "seed": int(seed), "mlp": bool(mlp)})
     return q
+
+
+class RotatedInput(nn.Module):
+    """A Linear whose input is first rotated by ``diag(signs) H`` (``H`` the Kronecker product of
+    ``factors``; ``signs`` already divided by ``sqrt(n)``): ``down_proj(x Q)``. The Linear keeps its
+    name one level down, so quantisation selects and groups it as before."""
+
+    def __init__(self, linear: nn.Module, signs: Tensor, factors: list[Tensor]) -> None:
+        super().__init__()
+        self.down_proj = linear
+        dtype = signs.dtype if not isinstance(getattr(linear, "weight", None), Tensor) else linear.weight.dtype
+        self.register_buffer(f"{_BUFFER}_signs", signs.to(dtype), persistent=False)
+        for i, f in enumerate(factors):
+            self.register_buffer(f"{_BUFFER}_f{i}", f.to(dtype), persistent=False)
+
+    @property
+    def in_features(self) -> int:
+        return self.down_proj.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.down_proj.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(_apply(self, x, inverse=False))
 
 
 def _apply(owner: nn.Module, h: Tensor, inverse: bool) -> Tensor:

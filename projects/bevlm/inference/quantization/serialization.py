@@ -156,7 +156,7 @@ def load_quantized(module_skeleton: nn.Module, path: str, kernel: str | None = N
     if settings is not None and settings.keep_lora:
         cast_lora_(module_skeleton, settings.lora_dtype)
     if getattr(settings, "rotation", None) is not None:  # the saved codes are of the rotated weights
-        rotate_residual_(module_skeleton, settings.rotation, settings.rotation_seed)
+        rotate_residual_(module_skeleton, settings.rotation, settings.rotation_seed, mlp=settings.rotation_mlp)
     for name, spec in config.get("embeddings", {}).items():
         old = _submodule(module_skeleton, name, path)
         if not isinstance(old, (nn.Embedding, QuantEmbedding4, QuantEmbedding8)) or (

@@ -116,6 +116,9 @@ class RTNSettings:
             ``'orthogonal'``; Llama / Mistral / Qwen2 / Qwen3 only, LoRA merged (not with
             ``keep_lora``). Only the settings are stored: loading rebuilds the same rotation.
         rotation_seed: seed of the rotation's signs (``'hadamard'``) or Gaussian matrix.
+        rotation_mlp: with ``rotation='hadamard'``, also rotate each MLP's inner width (an online
+            Hadamard transform before ``down_proj``, QuaRot's R4; the Linear is then named
+            ``...mlp.down_proj.down_proj``).
     """
 
     method: ClassVar[str] = "rtn"
@@ -134,6 +137,7 @@ class RTNSettings:
     lora_dtype: str | None = "bfloat16"
     rotation: str | None = None
     rotation_seed: int = 0
+    rotation_mlp: bool = False
 
     def __post_init__(self) -> None:
         m = self.method
@@ -169,6 +173,11 @@ class RTNSettings:
             _fail(m, f"rotation={self.rotation!r} is not one of None, {', '.join(map(repr, ROTATIONS))}")
         if not _is_int(self.rotation_seed) or self.rotation_seed < 0:
             _fail(m, f"rotation_seed={self.rotation_seed!r} must be an integer >= 0")
+        if not isinstance(self.rotation_mlp, bool):
+            _fail(m, f"rotation_mlp={self.rotation_mlp!r} must be True or False")
+        if self.rotation_mlp and self.rotation != "hadamard":
+            _fail(m, f"rotation_mlp=True applies a Hadamard transform online; it needs rotation='hadamard' "
+                     f"(got rotation={self.rotation!r})")
         if self.rotation is not None and self.keep_lora:
             _fail(m, f"rotation={self.rotation!r} rotates the merged weights; the kept LoRA adapters would read the "
                      "unrotated stream: use keep_lora=False (LoRA merged) or rotation=None")
