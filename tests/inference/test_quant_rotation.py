@@ -161,6 +161,8 @@ def test_mlp_rotation_keeps_the_linear_selected_under_its_name():
     assert down.down_proj.group_size == 64
     assert "model.model.layers.1.mlp.down_proj.down_proj" in report.layers
     assert len(report.layers) == 7 * TINY_LLAMA_CONFIG["num_hidden_layers"]
+    other = llm.lm.model.layers[0].mlp.down_proj  # the layers share one set of rotation buffers
+    assert other.bevlm_rotation_signs is down.bevlm_rotation_signs
 
 
 def test_rotation_lowers_rtn_error_with_outlier_channels():

@@ -248,7 +248,9 @@ def rotate_residual_(module: nn.Module, kind: str = "hadamard", seed: int = 0, m
         if inner is None:
             raise ValueError(f"rotate_residual_(mlp=True): no Hadamard matrix of order {width_mlp} (the MLP width) "
                              "is built here; use mlp=False")
-        inner_signs = _hadamard_signs(width_mlp, seed + 1) / width_mlp ** 0.5
+        dtype_mlp = parts.layers[0].mlp.down_proj.weight.dtype  # one set of buffers shared by every layer
+        inner_signs = (_hadamard_signs(width_mlp, seed + 1) / width_mlp ** 0.5).to(dtype_mlp)
+        inner = [f.to(dtype_mlp) for f in inner]
         q_mlp = rotation_matrix(width_mlp, "hadamard", seed + 1)
     for layer in parts.layers:
         attn, mlp_module = layer.self_attn, layer.mlp
