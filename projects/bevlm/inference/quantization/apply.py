@@ -295,12 +295,11 @@ def quantize_model(module: nn.Module, settings: QuantSettings | dict,
     start = time.perf_counter()
     bytes_before = module_bytes(module)
     names = select_linears(module, settings.include, settings.exclude, settings.keep_lora)
-    if not is_int8 and settings.rotation is not None:  # the same function, outlier channels spread
-        _check_group_sizes(module, names, settings)  # bad settings fail before the model is changed
-        rotate_residual_(module, settings.rotation, settings.rotation_seed, mlp=settings.rotation_mlp)
-        names = select_linears(module, settings.include, settings.exclude, settings.keep_lora)
-    if not is_int8:  # fail before any (minutes-long) GPTQ work, not at the first layer that does not fit
+    if not is_int8:  # fail before the model is changed and before any (minutes-long) GPTQ work
         _check_group_sizes(module, names, settings)
+        if settings.rotation is not None:  # the same function, outlier channels spread; an MLP rotation
+            rotate_residual_(module, settings.rotation, settings.rotation_seed, mlp=settings.rotation_mlp)
+            names = select_linears(module, settings.include, settings.exclude, settings.keep_lora)  # renames down_proj
     if settings.keep_lora:
         cast_lora_(module, settings.lora_dtype)
     report = QuantReport(method=method, bits=8 if is_int8 else settings.bits,
