@@ -1,6 +1,7 @@
 """Compare test runs to a reference with a paired bootstrap: which differences are more than luck.
 
 ``python tools/compare.py REF_RUN_DIR RUN_DIR [RUN_DIR ...] [--resamples N] [--seed S] [--out table.md]``
+``python tools/compare.py REF_RUN_DIR DRAW_DIR DRAW_DIR [...] --pooled NAME``
 
 Each RUN_DIR is a ``tools/test.py --out-dir`` (``drivelm.output.json``, ``drivelm.test_eval.json``,
 ``per_frame.json``) or a work dir whose ``test/`` holds them. All runs must have been scored on the
@@ -10,10 +11,18 @@ L2 / collision; efficiency) is recomputed on the same resamples of the frames as
 (scenes drawn with replacement, then frames within each drawn scene); the table gives the
 difference to the reference with its percentile interval and marks with ``*`` the differences
 whose interval excludes zero (see :mod:`bevlm.evaluation.bootstrap`).
+
+With ``--pooled NAME`` the runs are draws of one variant against one reference (the same model
+quantised with other rotation seeds or calibration frames, or trainings with other seeds scored
+against one reference): after each draw's own table comes one for their mean, its interval over
+the test frames (every resample applied to every draw), with each draw's difference and the
+standard deviation over the draws beside it: the spread the frame interval does not cover.
 """
 import argparse
 import os.path as osp
 import sys
+
+import numpy as np
 
 
 def parse_args(argv=None):
@@ -24,6 +33,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="resampling seed (default 0)")
     p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence of the interval (default 0.05)")
     p.add_argument("--metrics", nargs="+", help="only these metrics (names as in metrics.json)")
+    p.add_argument("--pooled", metavar="NAME", help="the runs are draws of one variant: also tabulate "
+                                                     "their mean difference to the reference under NAME")
     p.add_argument("--out", help="also write the tables to this Markdown file (and the numbers to "
                                  "the same name with .json)")
     return p.parse_args(argv)
@@ -31,6 +42,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.pooled and len(args.runs) < 2:
+        print("compare: --pooled needs at least two run folders (the draws); Fix: list every draw's "
+              "folder after the reference", file=sys.stderr)
+        return 2
     from bevlm.evaluation.bootstrap import PairedBootstrap, format_comparison
     from bevlm.evaluation.drivelm_files import atomic_write_json
     from bevlm.evaluation.drivelm_testset import DriveLMEvalError
@@ -45,6 +60,14 @@ def main(argv=None) -> int:
         res = pb.compare(0, i, resamples=args.resamples, seed=args.seed, alpha=args.alpha)
         results[run] = res
         lines += format_comparison(res, "ref", osp.basename(osp.normpath(run)) or run, args.metrics) + [""]
+    if args.pooled:
+        res = pb.compare_pooled([(0, i) for i in range(1, len(args.runs) + 1)], resamples=args.resamples,
+                                seed=args.seed, alpha=args.alpha)
+        draws = {name: [results[run]["metrics"][name]["diff"] if name in results[run]["metrics"] else None
+                        for run in args.runs] for name in res["metrics"]}
+        res["draw_diffs"] = draws
+        results[f"pooled:{args.pooled}"] = res
+        lines += format_pooled(res, "ref", args.pooled, args.metrics) + [""]
     header = [f"Reference (ref): {args.ref}", ""]
     text = "\n".join(header + lines)
     print(text)
@@ -53,6 +76,22 @@ def main(argv=None) -> int:
             f.write(text)
         atomic_write_json({"ref": args.ref, "results": results}, osp.splitext(args.out)[0] + ".json")
     return 0
+
+
+def format_pooled(result: dict, ref_name: str, name: str, metrics: list[str] | None = None) -> list[str]:
+    """The pooled table: ``format_comparison``'s columns plus each draw's difference and their std."""
+    from bevlm.evaluation.bootstrap import format_comparison, format_number
+
+    names = [m for m in (metrics or list(result["metrics"])) if m in result["metrics"]]
+    lines = format_comparison(result, ref_name, f"{name} (mean of {len(result['pairs'])} draws)", names)
+    out = lines[:2] + [lines[2] + " per draw | std over draws |", lines[3] + "---|---|"]
+    for metric, line in zip(names, lines[4:]):
+        diffs = result["draw_diffs"].get(metric, [])
+        ok = [d for d in diffs if d is not None]
+        std = format_number(float(np.std(ok, ddof=1))) if len(ok) >= 2 else "-"
+        per_draw = ", ".join("-" if d is None else format_number(d, True) for d in diffs)
+        out.append(f"{line} {per_draw} | {std} |")
+    return out
 
 
 if __name__ == "__main__":

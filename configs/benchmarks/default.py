@@ -109,6 +109,15 @@ variants = dict(
                                                   kernel="cached", embeddings=True, embed_group_size=64, awq_grid=10,
                                                   group_sizes={"gate_proj": 64, "up_proj": 64}, rotation="hadamard",
                                                   rotation_mlp=True)),
+    # its other draws: rotation seeds 1 and 2 (other random signs of the same Hadamard matrices)
+    int4_merged_mixed_awq_rot_mlp_s1=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
+                                                     kernel="cached", embeddings=True, embed_group_size=64,
+                                                     awq_grid=10, group_sizes={"gate_proj": 64, "up_proj": 64},
+                                                     rotation="hadamard", rotation_mlp=True, rotation_seed=1)),
+    int4_merged_mixed_awq_rot_mlp_s2=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
+                                                     kernel="cached", embeddings=True, embed_group_size=64,
+                                                     awq_grid=10, group_sizes={"gate_proj": 64, "up_proj": 64},
+                                                     rotation="hadamard", rotation_mlp=True, rotation_seed=2)),
     # + up to 1000 table rows (the tokens the calibration text uses most) also kept in int8, their lookups
     # and logits from those rows (0.6 MB: 0.298x of fp16 in all)
     int4_merged_mixed_awq_rot_rows=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
@@ -152,7 +161,8 @@ for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_
               "int4_merged_mixed_awq_floattable", "int4_merged_budget_awq",
               "int4_merged_fisher_awq", "int4_merged_mixed_awq_rot", "int4_merged_mixed_awq_floattable_rot",
               "int4_merged_mixed_awq_rot_rows", "int4_merged_mixed_awq_rot_s1",
-              "int4_merged_mixed_awq_rot_mlp"):
+              "int4_merged_mixed_awq_rot_mlp", "int4_merged_mixed_awq_rot_mlp_s1",
+              "int4_merged_mixed_awq_rot_mlp_s2"):
     variants[_name + "_lossless"] = dict(variants[_name], **variants["lossless"])
 # the lossless stack with shorter chained drafts (a verify forward of 8 rows x 17 tokens is
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)

@@ -167,3 +167,26 @@ def test_ratio_intervals_and_the_benchmark_speedup_columns(tmp_path, test2):
     assert b["speedup"] == pytest.approx(2.0) and b["speedup_lo"] == pytest.approx(2.0) == b["speedup_hi"]
     assert b["rel_score"] == pytest.approx(1.0) and b["rel_score_lo"] == pytest.approx(1.0)
     assert summary["intervals"]["scenes"] == 3 and summary["rows"]["a"]["speedup_lo"] == pytest.approx(1.0)
+
+
+def test_compare_tool_pools_draws_of_one_variant(tmp_path, test2, capsys):
+    """``--pooled``: the mean of the draws' differences (every resample applied to each draw), each
+    draw's difference and their standard deviation, hand-computed from two planning shifts."""
+    for name, shift in (("ref", (0.0, 0.1)), ("d0", (0.0, 0.1)), ("d1", (0.3, 0.5))):
+        (tmp_path / name).mkdir()
+        _write_run(tmp_path / name, test2, shift)
+    tool = _compare_tool()
+    out = tmp_path / "pooled.md"
+    assert tool.main([str(tmp_path / "ref"), str(tmp_path / "d0"), str(tmp_path / "d1"), "--pooled", "rot",
+                      "--resamples", "100", "--metrics", "planning/L2_avg_stp3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    pooled = text.split("rot (mean of 2 draws) vs ref")[1]
+    d = np.sqrt(0.34) - 0.1
+    row = next(line for line in pooled.splitlines() if line.startswith("| planning/L2_avg_stp3 |"))
+    assert f"| {d / 2:+.4g} | [{d / 2:+.4g}, {d / 2:+.4g}] | * worse | +0, {d:+.4g} | {d / np.sqrt(2):.4g} |" in row
+    numbers = json.loads((tmp_path / "pooled.json").read_text())["results"]["pooled:rot"]
+    assert numbers["pairs"] == [[0, 1], [0, 2]]
+    assert numbers["draw_diffs"]["planning/L2_avg_stp3"] == pytest.approx([0.0, d])
+    # one draw is not a pool: refused before any file is read
+    assert tool.main([str(tmp_path / "ref"), str(tmp_path / "d0"), "--pooled", "rot"]) == 2
+    assert "at least two run folders" in capsys.readouterr().err

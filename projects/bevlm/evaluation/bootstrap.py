@@ -566,7 +566,7 @@ def paired_bootstrap(run_a, run_b, resamples: int = 1000, seed: int = 0, alpha: 
     return PairedBootstrap([run_a, run_b]).compare(0, 1, resamples=resamples, seed=seed, alpha=alpha)
 
 
-def _fmt(value, signed: bool = False) -> str:
+def format_number(value, signed: bool = False) -> str:
     if value is None:
         return "-"
     text = f"{value:+.4g}" if signed else f"{value:.4g}"
@@ -593,6 +593,7 @@ def format_comparison(result: dict, ref_name: str, run_name: str, metrics: list[
         if m["significant"]:
             better = (m["diff"] < 0) if name in LOWER_IS_BETTER else (m["diff"] > 0)
             mark = "* better" if better else "* worse"
-        ci = "-" if m["lo"] is None else f"[{_fmt(m['lo'], True)}, {_fmt(m['hi'], True)}]"
-        lines.append(f"| {name} | {_fmt(m['a'])} | {_fmt(m['b'])} | {_fmt(m['diff'], True)} | {ci} | {mark} |")
+        fmt = format_number
+        ci = "-" if m["lo"] is None else f"[{fmt(m['lo'], True)}, {fmt(m['hi'], True)}]"
+        lines.append(f"| {name} | {fmt(m['a'])} | {fmt(m['b'])} | {fmt(m['diff'], True)} | {ci} | {mark} |")
     return lines
