@@ -204,7 +204,7 @@ for _name, _draft in (("fp32", "float32"), ("bf16", "bfloat16"), ("int8", "int8"
 # it exists and wins its micro-benchmark, else per-call dequantisation). Same numbers as
 # `int4_merged_g32` up to the kernel's rounding; compare resident bytes, peak RSS and speed.
 for _k in ("dequant", "auto"):
-    for _name in ("int4_merged_g32", "int4_merged_mixed_awq", "int4_rtn"):
+    for _name in ("int4_merged_g32", "int4_merged_mixed_awq", "int4_rtn", "int4_merged_mixed_awq_rot_mlp"):
         variants[f"{_name}_{_k}"] = dict(quant=dict(variants[_name]["quant"], kernel=_k))
 # Prompt lookup over the detections line the prefix holds as embeddings (PrefixCache.lookup_ids) and, in
 # batched decoding, over the other questions' answers decoded so far (both on by default, lossless): the

@@ -190,6 +190,27 @@ def test_rotated_quantised_model_saves_and_loads(tmp_path, mlp):
     assert torch.allclose(_logits(skeleton), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", ["dequant", "auto"])
+def test_rotated_int4_without_float_copies_computes_as_the_cached_kernel(kernel):
+    """The MLP-rotated int4 model through the kernels that keep no float copy of a layer ('dequant':
+    a shared workspace; 'auto': torch's packed int4 matmul where it wins): the same logits as the
+    cached kernel, and resident weights of the Linears the packed codes (no fp32 buffer beside them)."""
+    from bevlm.inference.quantization import QuantLinear4
+
+    settings = dict(method="rtn", group_size=32, rotation="hadamard", rotation_mlp=True)
+    cached, lean = _outlier_llm(), _outlier_llm()
+    quantize_model(cached, dict(settings, kernel="cached"))
+    quantize_model(lean, dict(settings, kernel=kernel))
+    assert torch.allclose(_logits(lean), _logits(cached), atol=1e-3, rtol=1e-3)
+    layers = [m for m in lean.modules() if isinstance(m, QuantLinear4)]
+    assert layers and len(layers) == 7 * TINY_LLAMA_CONFIG["num_hidden_layers"]
+    for m in layers:  # codes, scales and any run-time copy (the native kernel's repacked codes) under two
+        # bytes per weight: less than an fp16 copy alone (the cached kernel's fp32 copy is 4)
+        assert m.runtime_bytes() < 2 * m.in_features * m.out_features, (m, m.runtime_bytes())
+    cached_layer = next(m for m in cached.modules() if isinstance(m, QuantLinear4))
+    assert cached_layer.runtime_bytes() > 4 * cached_layer.in_features * cached_layer.out_features  # the check bites
+
+
 def test_rotation_refusals():
     with pytest.raises(ValueError, match="keep_lora"):
         quant_settings(dict(method="gptq", rotation="hadamard", keep_lora=True))
