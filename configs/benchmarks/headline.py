@@ -14,6 +14,8 @@ selection = [
     "lossless",                        # prompt cache + batched speculative decoding
     "lossless_bf16",                   # the same with the LLM in bf16 (not lossless)
     "combined_batched",                # lossless + half the visual tokens by occupancy
-    "int4_merged_mixed_awq_lossless",  # int4 of the trained, merged weights (cached kernel), lossless stack
-    "int4_merged_mixed_awq_auto",      # the same codes without resident float copies, batch 1
+    # int4 of the trained, merged weights (AWQ + GPTQ after rotating the residual stream and each MLP's
+    # inner width; cached kernel) with the lossless stack, and the same codes without resident float copies
+    "int4_merged_mixed_awq_rot_mlp_lossless",
+    "int4_merged_mixed_awq_rot_mlp_auto",
 ]
