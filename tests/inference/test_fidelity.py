@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from bevlm.inference.fidelity import compare_logits, run_fidelity
+from bevlm.inference.fidelity import compare_logits, markdown_table, run_fidelity
 from bevlm.registry import MODELS
 from tests.conftest import REPO
 
@@ -29,6 +29,23 @@ def test_compare_logits_by_hand():
     p, q = ref.log_softmax(-1), new.log_softmax(-1)
     assert abs(r["kl"] - float((p.exp() * (p - q)).sum() / 2)) < 1e-6
     assert compare_logits(ref, ref, torch.tensor([0, 1]))["kl"] == 0.0
+
+
+def test_compare_logits_by_the_float_models_margin():
+    """Margins of the reference rows: 2.0, 0.5, 3.0, 0.2 nats (logit gaps; softmax keeps them):
+    rows 1 and 3 are unsure at 1 nat. The variant changes the top-1 token of rows 1 and 2."""
+    ref = torch.tensor([[2.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 0.2]])
+    new = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [0.0, 0.0, 0.2]])
+    r = compare_logits(ref, new, torch.tensor([0, 0, 1, 2]))
+    assert r["low_margin_share"] == 0.5 and r["top1_agreement"] == 0.5
+    assert r["top1_agreement_low_margin"] == 0.5 and r["top1_agreement_high_margin"] == 0.5
+    assert r["flips_at_low_margin"] == 0.5
+    r = compare_logits(ref, new, torch.tensor([0, 0, 1, 2]), margin_nats=0.4)  # only row 3 unsure
+    assert r["low_margin_share"] == 0.25 and r["top1_agreement_low_margin"] == 1.0 and r["flips_at_low_margin"] == 0.0
+    same = compare_logits(ref, ref, torch.tensor([0, 0, 1, 2]))
+    assert same["top1_agreement_low_margin"] == 1.0 and same["flips_at_low_margin"] is None  # nothing changed
+    table = markdown_table({"baseline": same, "v": r})
+    assert "| baseline | 1.0000 | 0.0000 | 1.0000 | 4 | 0.5000 | 1.0000 / 1.0000 | - |" in table
 
 
 def test_lossless_switches_are_exact_and_int4_is_close(tiny_world):

@@ -9,7 +9,14 @@ float model's, on the same prefix:
 - ``top1_agreement``: share of answer tokens where both predict the same next token;
 - ``kl``: mean KL(float || variant) of the next-token distributions (nats);
 - ``ref_accuracy``: share where the variant's top-1 token is the reference token (the float
-  model's own value is the ``baseline`` row).
+  model's own value is the ``baseline`` row);
+- by the float model's own certainty, its margin (log-probability of its top-1 token minus that
+  of its second) below / at or above :data:`MARGIN_NATS`: ``low_margin_share`` (share of the
+  tokens where the float model is unsure), ``top1_agreement_low_margin`` /
+  ``top1_agreement_high_margin``, and ``flips_at_low_margin``, the share of the variant's changed
+  top-1 tokens that fall where the float model was unsure. A decoded answer follows its top-1
+  tokens, so the few unsure positions (the end of a list, a number's next digit) are where a
+  quantised model's answers part from the float model's.
 
 Only variants that keep the model's prefix (quantisation, switches of decoding) are meaningful
 here; pruning variants change the prefix and are refused.
@@ -38,11 +45,22 @@ def answer_logits(model, frames) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(logits), torch.cat(targets)
 
 
-def compare_logits(ref: torch.Tensor, new: torch.Tensor, targets: torch.Tensor) -> dict:
-    """The fidelity figures of ``new`` logits against ``ref`` (both ``[N, V]``)."""
+#: Margin (nats) of the float model's top-1 over its second token below which a position counts as unsure.
+MARGIN_NATS = 1.0
+
+
+def compare_logits(ref: torch.Tensor, new: torch.Tensor, targets: torch.Tensor,
+                   margin_nats: float = MARGIN_NATS) -> dict:
+    """The fidelity figures of ``new`` logits against ``ref`` (both ``[N, V]``); see the module doc."""
     kl = F.kl_div(new.log_softmax(-1), ref.log_softmax(-1), log_target=True, reduction="batchmean")
-    return dict(top1_agreement=float((new.argmax(-1) == ref.argmax(-1)).float().mean()), kl=float(kl),
-                ref_accuracy=float((new.argmax(-1) == targets).float().mean()), tokens=int(targets.numel()))
+    same = new.argmax(-1) == ref.argmax(-1)
+    top2 = ref.log_softmax(-1).topk(2, dim=-1).values  # [N, 2]
+    low = (top2[:, 0] - top2[:, 1]) < margin_nats
+    share = lambda mask: float(mask.float().mean()) if mask.numel() else None  # noqa: E731  (None: no such token)
+    return dict(top1_agreement=share(same), kl=float(kl), ref_accuracy=share(new.argmax(-1) == targets),
+                tokens=int(targets.numel()), low_margin_share=share(low),
+                top1_agreement_low_margin=share(same[low]), top1_agreement_high_margin=share(same[~low]),
+                flips_at_low_margin=share(low[~same]))
 
 
 def run_fidelity(cfg, base, variants: dict[str, dict], frame_stride: int = 8, max_questions: int = 32,
@@ -69,12 +87,18 @@ def run_fidelity(cfg, base, variants: dict[str, dict], frame_stride: int = 8, ma
     for name, spec in variants.items():
         model = build_variant(base, spec, calib, log=log, train_qa=train_qa)
         results[name] = compare_logits(ref, answer_logits(model, frames)[0], targets)
-        log(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in results[name].items()))
+        log(f"  {name}: " + ", ".join(f"{k} {'-' if v is None else format(v, '.4g')}"
+                                      for k, v in results[name].items()))
     return results
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| variant | top-1 agreement | KL (nats) | reference accuracy | answer tokens |", "|---|---|---|---|---|"]
-    lines += [f"| {n} | {r['top1_agreement']:.4f} | {r['kl']:.4f} | {r['ref_accuracy']:.4f} | {r['tokens']} |"
+    lines = [f"| variant | top-1 agreement | KL (nats) | reference accuracy | answer tokens | float model unsure "
+             f"(margin < {MARGIN_NATS:g} nat) | agreement there / elsewhere | changed top-1 where unsure |",
+             "|---|---|---|---|---|---|---|---|"]
+    f = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+    lines += [f"| {n} | {f(r['top1_agreement'])} | {r['kl']:.4f} | {f(r['ref_accuracy'])} | {r['tokens']} | "
+              f"{f(r.get('low_margin_share'))} | {f(r.get('top1_agreement_low_margin'))} / "
+              f"{f(r.get('top1_agreement_high_margin'))} | {f(r.get('flips_at_low_margin'))} |"
               for n, r in results.items()]
     return "\n".join(lines)
