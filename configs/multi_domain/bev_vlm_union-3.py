@@ -5,8 +5,10 @@
 # Same schedule as the two-domain runs (100 iterations of batch 2: about 33 steps per domain).
 _base_ = ["./bev_vlm_union.py"]
 _pipeline = {{_base_.train_pipeline}}
+# each domain's training set is the default's (configs/bev_vlm.py: QA chunks, test-format repeats,
+# free-form multiple-choice answers; checked key by key in tests/configs/test_configs.py)
 _train = dict(type="BEVDriveDataset", ann_file="infos/bevlm_infos_train.pkl", pipeline=_pipeline,
-              queue_length=2, qa_mode="chunks", qa_per_sample=8, test_format_repeats=4)
+              queue_length=2, qa_mode="chunks", qa_per_sample=8, test_format_repeats=4, mc_seed=None)
 train_dataloader = dict(dataset=dict(
     _delete_=True, type="ConcatDataset",
     ignore_keys=["data_root", "num_qa_frames", "domain"],

@@ -7,8 +7,10 @@
 #                 test_dataloader.dataset.domain=<day|night>
 _base_ = ["../bev_vlm.py"]
 _pipeline = {{_base_.train_pipeline}}
+# each domain's training set is the default's (configs/bev_vlm.py: QA chunks, test-format repeats,
+# free-form multiple-choice answers; checked key by key in tests/configs/test_configs.py)
 _train = dict(type="BEVDriveDataset", ann_file="infos/bevlm_infos_train.pkl", pipeline=_pipeline,
-              queue_length=2, qa_mode="chunks", qa_per_sample=8, test_format_repeats=4)
+              queue_length=2, qa_mode="chunks", qa_per_sample=8, test_format_repeats=4, mc_seed=None)
 train_dataloader = dict(dataset=dict(
     _delete_=True, type="ConcatDataset",
     # the info files differ in where they live and what domain they are; nothing else

@@ -114,6 +114,13 @@ def test_multi_domain_configs_map_every_trained_domain(cfg_path):
     parts = cfg.train_dataloader.dataset.datasets
     domains = [p["domain"] for p in parts]
     assert len(set(domains)) == len(domains) and len({p["data_root"] for p in parts}) == len(parts)
+    # each domain trains on the default's training set (its own data root and domain aside), so a change of
+    # the default (e.g. free-form multiple-choice answers) reaches the multi-domain runs or fails here
+    default = Config.fromfile(os.path.join(REPO, "configs", "bev_vlm.py")).train_dataloader.dataset.to_dict()
+    for part in parts:
+        member = dict(part)
+        assert {k: v for k, v in member.items() if k not in ("data_root", "domain")} == \
+            {k: v for k, v in default.items() if k != "data_root"}, (cfg_path, part["domain"])
     adapters = cfg.model.get("domain_adapters") or {}
     if adapters:
         assert set(adapters) == set(domains) and set(adapters.values()) == set(cfg.model.llm.adapter_names)
