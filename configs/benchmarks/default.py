@@ -109,15 +109,6 @@ variants = dict(
                                                   kernel="cached", embeddings=True, embed_group_size=64, awq_grid=10,
                                                   group_sizes={"gate_proj": 64, "up_proj": 64}, rotation="hadamard",
                                                   rotation_mlp=True)),
-    # its other draws: rotation seeds 1 and 2 (other random signs of the same Hadamard matrices)
-    int4_merged_mixed_awq_rot_mlp_s1=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
-                                                     kernel="cached", embeddings=True, embed_group_size=64,
-                                                     awq_grid=10, group_sizes={"gate_proj": 64, "up_proj": 64},
-                                                     rotation="hadamard", rotation_mlp=True, rotation_seed=1)),
-    int4_merged_mixed_awq_rot_mlp_s2=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
-                                                     kernel="cached", embeddings=True, embed_group_size=64,
-                                                     awq_grid=10, group_sizes={"gate_proj": 64, "up_proj": 64},
-                                                     rotation="hadamard", rotation_mlp=True, rotation_seed=2)),
     # + up to 1000 table rows (the tokens the calibration text uses most) also kept in int8, their lookups
     # and logits from those rows (0.6 MB: 0.298x of fp16 in all)
     int4_merged_mixed_awq_rot_rows=dict(quant=dict(method="gptq", bits=4, group_size=32, zero_point="offset",
@@ -153,6 +144,10 @@ variants = dict(
     combined_batched_keep33=dict(share_prompt_cache=True, pruning=dict(bev_keep_ratio=1 / 3),
                                  speculative=dict(_chain, batched=True)),
 )
+# the MLP-rotated variant's other draws: rotation seeds 1 and 2 (other random signs of the same Hadamard matrices)
+for _seed in (1, 2):
+    variants[f"int4_merged_mixed_awq_rot_mlp_s{_seed}"] = dict(
+        quant=dict(variants["int4_merged_mixed_awq_rot_mlp"]["quant"], rotation_seed=_seed))
 # the int4 variants decoded with the lossless stack: each answers exactly as its own greedy
 # decoding, so the accuracy of the quantised model is measured about 3.5x faster
 for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_grid", "int4_grid_gptq",

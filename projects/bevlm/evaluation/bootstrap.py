@@ -585,6 +585,7 @@ def format_comparison(result: dict, ref_name: str, run_name: str, metrics: list[
              f"{result['questions']} questions; {result['resamples']} paired two-stage cluster bootstrap "
              f"resamples, seed {result['seed']})", "",
              f"| metric | {ref_name} | {run_name} | difference | {level} % CI | |", "|---|---|---|---|---|---|"]
+    fmt = format_number
     for name in metrics or list(result["metrics"]):
         m = result["metrics"].get(name)
         if m is None:
@@ -593,7 +594,6 @@ def format_comparison(result: dict, ref_name: str, run_name: str, metrics: list[
         if m["significant"]:
             better = (m["diff"] < 0) if name in LOWER_IS_BETTER else (m["diff"] > 0)
             mark = "* better" if better else "* worse"
-        fmt = format_number
         ci = "-" if m["lo"] is None else f"[{fmt(m['lo'], True)}, {fmt(m['hi'], True)}]"
         lines.append(f"| {name} | {fmt(m['a'])} | {fmt(m['b'])} | {fmt(m['diff'], True)} | {ci} | {mark} |")
     return lines
