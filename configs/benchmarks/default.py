@@ -212,3 +212,11 @@ for _name, _spec in (("lossless", variants["lossless"]["speculative"]), ("lossle
     variants[_name + "_no_prefix"] = dict(share_prompt_cache=True, speculative=dict(_spec, **_no_line))
     variants[_name + "_no_others"] = dict(share_prompt_cache=True, speculative=dict(_spec, **_no_others))
     variants[_name + "_plain"] = dict(share_prompt_cache=True, speculative=dict(_spec, **_no_line, **_no_others))
+# the lossless stack with an end guard: an important-objects answer may not end before it gives the
+# objects' IDs (a stop token is passed over for the best other token until the answer holds "<c";
+# not lossless against plain greedy: it changes the answers it guards, in the float model and in int4
+# alike; docs/efficient_inference.md)
+_guard = dict(answer_must_contain=dict(important_objects="<c"))
+for _name in ("lossless", "int4_merged_mixed_awq_rot_mlp_lossless", "int4_merged_mixed_awq_rot_mlp_s1_lossless",
+              "int4_merged_mixed_awq_rot_mlp_s2_lossless"):
+    variants[_name + "_guard"] = dict(variants[_name], **_guard)

@@ -150,3 +150,19 @@ def classify_question(question: str, stage: str) -> str:
         if pattern.fullmatch(text):
             return name
     return "other"
+
+
+def question_family(question: str) -> str:
+    """Family of a question whose stage is not known: the first stage (in :data:`STAGES` order)
+    with a matching template, or ``'other'``.
+
+    >>> question_family("What are the important objects in the current scene? Those objects will be considered.")
+    'important_objects'
+    >>> question_family("Q: Is it raining?")
+    'other'
+    """
+    for stage in STAGES:
+        family = classify_question(question, stage)
+        if family != "other":
+            return family
+    return "other"

@@ -24,7 +24,7 @@ import torch
 
 from bevlm.models.llm.batched_generation import prefill_queries
 from bevlm.models.llm.cache_api import cache_kwargs, output_cache
-from bevlm.models.llm.generation import PrefixCache, lm_device
+from bevlm.models.llm.generation import PrefixCache, bind, choose_token, guarded_choices, lm_device
 
 
 @torch.no_grad()
@@ -63,7 +63,9 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
     steps: list[list] = []          # [rows, width, cache length, seconds] per verify forward (for the trace)
     active = list(range(n))                   # original row index of each batch row
     done = [budgets[r] <= 0 for r in range(n)]
-    new_tokens = {r: [int(t)] for r, t in zip(active, logits.argmax(-1).tolist())}
+    end_checks = [llm.end_check(q) for q in questions]  # the plain decoder's guard, same checks
+    new_tokens = {r: [choose_token(logits[k], stop_ids, bind(end_checks[r], out_ids[r]))]
+                  for k, r in enumerate(active)}
     while True:
         # 1. take each row's verified tokens, in order, until a stop, the rule or the budget
         for r in active:
@@ -120,6 +122,8 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
         # 3. accept the longest matching draft prefix; mask the rest of the row's entries
         for k, (r, x, source) in enumerate(zip(active, rows, sources)):
             drafts = x[1:]
+            if end_checks[r] is not None:
+                greedy[k] = guarded_choices(out.logits[k], greedy[k], stop_ids, end_checks[r], out_ids[r], drafts)
             accepted = 0
             while accepted < len(drafts) and drafts[accepted] == greedy[k][accepted]:
                 accepted += 1

@@ -26,7 +26,7 @@ import torch
 
 from bevlm.models.llm import HFCausalLM, PrefixCache
 from bevlm.models.llm.cache_api import cache_kwargs
-from bevlm.models.llm.generation import fork_cache, lm_device
+from bevlm.models.llm.generation import bind, choose_token, fork_cache, guarded_choices, lm_device
 from bevlm.registry import TASK_UTILS
 
 from .batched import speculative_batch_from_cache
@@ -311,7 +311,8 @@ class SelfSpeculativeDecoder:
         out = lm(input_ids=inputs, position_ids=positions, **cache_kwargs(lm, past), use_cache=True, logits_to_keep=1)
         self.stats.full_forwards += 1
         pos += len(query)
-        new_tokens = [int(out.logits[0, -1].argmax())]
+        end_check = self.llm.end_check(question)  # the plain decoder's guard, same checks
+        new_tokens = [choose_token(out.logits[0, -1], stop_ids, bind(end_check, generated))]
         while True:
             for token in new_tokens:  # full-model greedy choices, in order
                 if token in stop_ids:
@@ -338,6 +339,8 @@ class SelfSpeculativeDecoder:
                      logits_to_keep=ids.shape[1])
             self.stats.full_forwards += 1
             greedy = out.logits[0].argmax(-1).tolist()  # [1 + k]: choice after pending, d1, .., dk
+            if end_check is not None:  # the choice after d_j where the answer so far is generated + d1..dj
+                greedy = guarded_choices(out.logits[0], greedy, stop_ids, end_check, generated, drafts)
             accepted = 0
             while accepted < len(drafts) and drafts[accepted] == greedy[accepted]:
                 accepted += 1

@@ -18,7 +18,7 @@ from ..heads.perception_text import PerceptionText
 from ..heads.text_trajectory import TRAJ_QUESTION, format_waypoints, parse_waypoints
 from ..llm.packing import build_packed_batch
 from ..llm.query_slots import forward_train_with_queries, hidden_after_blocks
-from ..llm.stopping import build_stop_rule
+from ..llm.stopping import build_end_guard, build_stop_rule
 from ..pruning import prefill_with_setting, prune_visual_tokens
 from ..qa import (QAPolicy, answer_frame, apply_system_prompt, blocks_for_policy, build_frame_decoder,
                   OptionPrior, choose_by_likelihood, is_multiple_choice)
@@ -284,6 +284,7 @@ class BEVVLM(BaseModel):
                              "skip-set search or an answer datastore is resolved by an inference variant "
                              "(bevlm.inference.variants, tools/test.py --variant)") from err
         self.llm.stop_rule = build_stop_rule(cfg.repetition_stop)
+        self.llm.end_guard = build_end_guard(cfg.answer_must_contain)
         self.llm.share_text_prefix = cfg.share_prompt_cache
         self.llm.prefill_group_tokens = cfg.prefill_group_tokens
         self.frame_decoder = decoder

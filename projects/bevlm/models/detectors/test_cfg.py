@@ -8,6 +8,7 @@ as ``test_cfg`` of mmdet3d detectors::
         family_max_new_tokens=dict(priority=96),      # ... unless overridden per family
         traj_max_new_tokens=80,                       # budget of the text trajectory
         repetition_stop=dict(max_period=8, min_repeats=3, min_span=12),  # or None: off
+        answer_must_contain=dict(important_objects="<c"),  # or None: off
         batch_questions=True,                         # a frame's questions as one batch
         prefill_group_tokens=32,                      # batch: queries prefilled in length groups
         share_prompt_cache=False,                     # prompt-text KV prefilled once per model
@@ -47,6 +48,11 @@ class TestConfig:
             ``dict(max_period, min_repeats, min_span)`` of
             :class:`bevlm.models.llm.stopping.RepetitionStop` (an answer that ends in a block
             repeated back to back stops there, one copy kept); None decodes to the budget.
+        answer_must_contain: ``{family: text}``: an answer to a question of that family may not
+            end (a stop token is passed over for the best other token) before it contains ``text``,
+            e.g. ``dict(important_objects="<c")`` keeps the important-objects answer from ending
+            before the sentence with the objects' IDs (:class:`bevlm.models.llm.stopping.EndGuard`);
+            the answer still ends at its budget and under the loop rule. None: plain greedy.
         batch_questions: decode all questions of a frame as one batch over the shared prefix
             cache (same greedy answers, much faster on bandwidth-bound CPUs).
         prefill_group_tokens: with ``batch_questions``, the questions are prefilled in groups of
@@ -89,6 +95,7 @@ class TestConfig:
     family_max_new_tokens: dict = field(default_factory=dict)
     traj_max_new_tokens: int = 80
     repetition_stop: dict | None = None
+    answer_must_contain: dict | None = None
     batch_questions: bool = True
     prefill_group_tokens: float | None = GROUP_OVERHEAD_TOKENS
     share_prompt_cache: bool = False
@@ -115,7 +122,7 @@ class TestConfig:
         if not isinstance(self.family_max_new_tokens, dict):
             raise TypeError(f"test_cfg.family_max_new_tokens must be a dict {{family: budget}}, got "
                             f"{type(self.family_max_new_tokens).__name__}")
-        for name in ("repetition_stop", "speculative"):
+        for name in ("repetition_stop", "answer_must_contain", "speculative"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, dict):
                 raise TypeError(f"test_cfg.{name} must be a dict or None, got {type(value).__name__}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -83,14 +84,55 @@ def prefill(lm: nn.Module, inputs_embeds: torch.Tensor) -> tuple[Any, torch.Tens
     return output_cache(out), out.last_hidden_state
 
 
-def _next_token(logits: torch.Tensor) -> int:
-    """Greedy choice from ``[1, 1, V]`` logits."""
-    return int(logits[0, -1].argmax())
+def choose_token(logits: torch.Tensor, stop_ids: frozenset[int], may_end: Callable[[], bool] | None = None) -> int:
+    """Greedy choice from ``[V]`` logits, where a stop token is allowed only if ``may_end()`` says so.
+
+    ``may_end`` (an :class:`~bevlm.models.llm.stopping.EndGuard` check bound to the answer so far) is
+    called only when the argmax is a stop token; if it returns False the best other token is taken.
+    None: plain argmax.
+    """
+    token = int(logits.argmax())
+    if token in stop_ids and may_end is not None and not may_end():
+        masked = logits.clone()
+        masked[list(stop_ids)] = float("-inf")
+        token = int(masked.argmax())
+    return token
+
+
+def bind(end_check: Callable[[list[int]], bool] | None, ids: list[int]) -> Callable[[], bool] | None:
+    """``end_check`` applied to ``ids`` when called (None stays None): the lazy ``may_end`` of
+    :func:`choose_token`."""
+    return None if end_check is None else (lambda: end_check(ids))
+
+
+def guarded_choices(logits: torch.Tensor, greedy: list[int], stop_ids: frozenset[int],
+                    end_check: Callable[[list[int]], bool], answer: list[int], drafts: list[int]) -> list[int]:
+    """The greedy choices of one speculative verify forward under an end guard.
+
+    Args:
+        logits: ``[W, V]``: row 0 is the choice after the pending token, row ``j`` the choice after
+            draft ``j`` (rows past ``len(drafts)`` are padding, left as they are).
+        greedy: the argmax of each row.
+        stop_ids: ids that end an answer.
+        end_check: ``may_end(ids)`` of the answer's guard.
+        answer: the answer so far, the pending token included.
+        drafts: the drafts fed after the pending token.
+
+    Returns:
+        ``greedy`` with each stop choice that the guard forbids (for the answer ``answer + drafts[:j]``)
+        replaced by :func:`choose_token`'s choice, as plain decoding would take it.
+    """
+    out = list(greedy)
+    for j in range(min(len(greedy), len(drafts) + 1)):
+        if out[j] in stop_ids:
+            out[j] = choose_token(logits[j], stop_ids, bind(end_check, answer + drafts[:j]))
+    return out
 
 
 @torch.no_grad()
 def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], max_new_tokens: int,
-                      stop_ids: frozenset[int], stop_rule: RepetitionStop | None = None) -> list[int]:
+                      stop_ids: frozenset[int], stop_rule: RepetitionStop | None = None,
+                      end_check: Callable[[list[int]], bool] | None = None) -> list[int]:
     """Greedy decoding that continues from a prefix cache.
 
     Args:
@@ -100,6 +142,8 @@ def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], m
         max_new_tokens: at most this many tokens are returned.
         stop_ids: ids that end the answer (not returned).
         stop_rule: optional loop stop rule, checked after every token.
+        end_check: optional ``may_end(ids)`` of an :class:`~bevlm.models.llm.stopping.EndGuard`:
+            a stop token is taken only where it returns True for the answer so far.
 
     Returns:
         generated token ids, without the stop token.
@@ -114,7 +158,7 @@ def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], m
         out = lm(input_ids=inputs, position_ids=positions, **cache_kwargs(lm, past), use_cache=True,
                  logits_to_keep=1)
         past, pos = output_cache(out), pos + inputs.shape[1]
-        token = _next_token(out.logits)
+        token = choose_token(out.logits[0, -1], stop_ids, bind(end_check, generated))
         if token in stop_ids:
             break
         generated.append(token)
@@ -126,7 +170,8 @@ def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], m
 
 @torch.no_grad()
 def greedy_no_cache(lm: nn.Module, prefix_embeds: torch.Tensor, query_ids: list[int], max_new_tokens: int,
-                    stop_ids: frozenset[int], stop_rule: RepetitionStop | None = None) -> list[int]:
+                    stop_ids: frozenset[int], stop_rule: RepetitionStop | None = None,
+                    end_check: Callable[[list[int]], bool] | None = None) -> list[int]:
     """Reference greedy decoding: the whole sequence is recomputed every step.
 
     Args:
@@ -136,6 +181,8 @@ def greedy_no_cache(lm: nn.Module, prefix_embeds: torch.Tensor, query_ids: list[
         max_new_tokens: at most this many tokens are returned.
         stop_ids: ids that end the answer (not returned).
         stop_rule: optional loop stop rule, checked after every token.
+        end_check: optional ``may_end(ids)`` of an :class:`~bevlm.models.llm.stopping.EndGuard`:
+            a stop token is taken only where it returns True for the answer so far.
 
     Returns:
         generated token ids, without the stop token.
@@ -147,7 +194,7 @@ def greedy_no_cache(lm: nn.Module, prefix_embeds: torch.Tensor, query_ids: list[
         ids = torch.tensor([query_ids + generated], dtype=torch.long, device=device)  # [1, Lq + n]
         inputs_embeds = torch.cat([prefix_embeds, embed(ids)], dim=1)  # [1, T + Lq + n, D]
         out = lm(inputs_embeds=inputs_embeds, use_cache=False, logits_to_keep=1)
-        token = _next_token(out.logits)
+        token = choose_token(out.logits[0, -1], stop_ids, bind(end_check, generated))
         if token in stop_ids:
             break
         generated.append(token)

@@ -22,7 +22,7 @@ from .generation import PrefixCache, fork_cache, greedy_from_cache, greedy_no_ca
 from .loading import load_pretrained, resolve_dtype
 from .packing import IGNORE_INDEX, additive_mask, build_packed_batch
 from .prompt import block_ids, chat_layout, prompt_tokens
-from .stopping import RepetitionStop
+from .stopping import EndGuard, RepetitionStop
 
 _ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 _TINY_BUILDERS = ("build_tiny_llama", "build_tiny_causal_lm")
@@ -144,6 +144,8 @@ class HFCausalLM(BaseModule):
                           else tokenizer.eos_token_id)
         # Loop stop rule applied by every greedy decoder (set by the detector from its config).
         self.stop_rule: RepetitionStop | None = None
+        # Answers of guarded question families may not end before a required text (set likewise).
+        self.end_guard: EndGuard | None = None
         # Prefill the prompt text before the prefix embeddings once per model instead of once
         # per frame (see :meth:`text_cache`); set by the detector from its config.
         self.share_text_prefix = False
@@ -364,6 +366,12 @@ class HFCausalLM(BaseModule):
     def _query_ids(self, question: str) -> list[int]:
         return block_ids(self.tokenizer, self.prompt, question, None)[0]
 
+    def end_check(self, question: str):
+        """``may_end(ids)`` of :attr:`end_guard` for the answer to ``question`` (None: unguarded)."""
+        if self.end_guard is None:
+            return None
+        return self.end_guard.check(question, self.decode_ids)
+
     def decode_ids(self, ids: list[int]) -> str:
         """Answer text of generated ids (special tokens dropped, stripped)."""
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
@@ -372,7 +380,7 @@ class HFCausalLM(BaseModule):
     def generate_ids(self, cache: PrefixCache, question: str, max_new_tokens: int = 48) -> list[int]:
         """Greedy answer token ids from a prefix cache (stop token excluded)."""
         return greedy_from_cache(self.lm, cache, self._query_ids(question), max_new_tokens, self.prompt.stop_ids,
-                                 self.stop_rule)
+                                 self.stop_rule, self.end_check(question))
 
     @torch.no_grad()
     def answer(self, cache: PrefixCache, question: str, max_new_tokens: int = 48) -> str:
@@ -398,7 +406,8 @@ class HFCausalLM(BaseModule):
         """
         return greedy_batch_from_cache(self.lm, cache, [self._query_ids(q) for q in questions],
                                        max_new_tokens, self.prompt.stop_ids, self.pad_id, self.stop_rule,
-                                       overhead=self.prefill_overhead)
+                                       overhead=self.prefill_overhead,
+                                       end_checks=[self.end_check(q) for q in questions])
 
     @property
     def prefill_overhead(self) -> float:
@@ -423,7 +432,7 @@ class HFCausalLM(BaseModule):
     def generate_ids_no_cache(self, prefix_embeds: Tensor, question: str, max_new_tokens: int = 48) -> list[int]:
         """Reference greedy ids that recompute the whole sequence every step."""
         return greedy_no_cache(self.lm, self._prefix_inputs(prefix_embeds), self._query_ids(question),
-                               max_new_tokens, self.prompt.stop_ids, self.stop_rule)
+                               max_new_tokens, self.prompt.stop_ids, self.stop_rule, self.end_check(question))
 
     @torch.no_grad()
     def answer_no_cache(self, prefix_embeds: Tensor, question: str, max_new_tokens: int = 48) -> str:
