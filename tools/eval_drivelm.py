@@ -3,6 +3,8 @@
     python tools/eval_drivelm.py --pred output.json --test test_eval.json [--json out.json]
     python tools/eval_drivelm.py --gt v1_1_train_sample.json --seed 0 --write-test test_eval.json
     python tools/eval_drivelm.py ... --judge-url https://api.openai.com/v1 [--judge-model gpt-3.5-turbo]
+    python tools/eval_drivelm.py --pred A.json --test test_eval.json --family-from B.json important_objects \
+        [--only-without "<c"]   # A's score with B's answers to one question family (a diagnostic)
 
 Every non-GPT term equals the official ``challenge/evaluation.py``; the GPT terms are computed
 only with ``--judge-url`` (otherwise reported absent, and ``final`` is not printed as a number).
@@ -13,7 +15,7 @@ import argparse
 import sys
 
 from bevlm.evaluation import (OpenAIJudge, atomic_write_json, build_test_eval, evaluate, iter_official_ids,
-                              load_predictions, load_test_eval, write_test_eval)
+                              load_predictions, load_test_eval, splice_family, write_test_eval)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,6 +29,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--judge-url", help="OpenAI-compatible endpoint for the GPT terms")
     p.add_argument("--judge-model", default="gpt-3.5-turbo")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="env var holding the judge key")
+    p.add_argument("--family-from", nargs=2, metavar=("PRED", "FAMILY"),
+                   help="score --pred with its answers to one question family taken from PRED (same test file): "
+                        "how much of a difference between two runs that family carries")
+    p.add_argument("--only-without", metavar="TEXT",
+                   help="with --family-from: replace only the answers that do not contain TEXT (e.g. '<c')")
     p.add_argument("--strict", action="store_true",
                    help="refuse prediction ids that are not in the test set (default: warn and ignore them)")
     args = p.parse_args(argv)
@@ -34,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("give exactly one of --test (test_eval.json) or --gt (DriveLM v1.1 GT file)")
     if not args.pred and not args.write_test:
         p.error("--pred is required (unless only --write-test is wanted)")
+    if args.only_without is not None and not args.family_from:
+        p.error("--only-without needs --family-from")
     return args
 
 
@@ -96,6 +105,11 @@ def main(argv=None) -> int:
             print(f"error: {message}", file=sys.stderr)
             return 2
         print(f"warning: {message}", file=sys.stderr)
+    if args.family_from:
+        other_path, family = args.family_from
+        pred, replaced = splice_family(pred, load_predictions(other_path), test, family, args.only_without,
+                                       source=other_path)
+        print(f"{replaced} {family} answer(s) taken from {other_path}")
     report = evaluate(pred, test, gpt_judge=judge, source=args.pred)
     print(format_report(report))
     if args.json:

@@ -130,3 +130,46 @@ def test_eval_tool_warns_on_unknown_prediction_ids_and_strict_refuses(tmp_path, 
     assert "not_a_scene_0_0" in captured.err and "GPT-free final" in captured.out
     assert eval_drivelm.main(["--pred", str(pred), "--test", test_path, "--strict"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_family_splice_takes_one_family_from_another_run(tmp_path, capsys, sample_path):
+    """--family-from: the important-objects answers of an oracle run put into a run that left them
+    blank give exactly the oracle's score when every other answer is the oracle's too."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        import eval_drivelm
+    finally:
+        sys.path.pop(0)
+    from bevlm.evaluation import DriveLMEvalError, iter_official_ids, load_test_eval, splice_family
+    from bevlm.structures.qa_families import question_family
+
+    test_path = str(tmp_path / "test_eval.json")
+    assert eval_drivelm.main(["--gt", sample_path, "--write-test", test_path]) == 0
+    test = load_test_eval(test_path)
+    items = list(iter_official_ids(test))
+    oracle = {qid: qa["A"] for qid, qa in items}
+    important = [qid for qid, qa in items if question_family(qa["Q"]) == "important_objects"]
+    assert important, "the sample asks no important-objects question: the test checks nothing"
+    blank = {qid: ("" if qid in important else a) for qid, a in oracle.items()}
+    spliced, n = splice_family(blank, oracle, test, "important_objects")
+    assert spliced == oracle and n == len(important)
+    # only the answers without the text are replaced: an answer holding it is kept
+    keep = important[0]
+    marked = dict(blank, **{keep: "<c9,CAM_FRONT,1.0,2.0>"})
+    spliced, n = splice_family(marked, oracle, test, "important_objects", only_without="<c")
+    assert n == len(important) - 1 and spliced[keep] == "<c9,CAM_FRONT,1.0,2.0>"
+    with pytest.raises(DriveLMEvalError, match="no answer for"):
+        splice_family(blank, {}, test, "important_objects", source="b.json")
+    with pytest.raises(DriveLMEvalError, match="no question of family"):
+        splice_family(blank, oracle, test, "sign_meaning_of_nothing")
+    for name, rows in (("blank", blank), ("oracle", oracle)):
+        (tmp_path / f"{name}.json").write_text(json.dumps([{"id": k, "question": "", "answer": v} for k, v in rows.items()]))
+    capsys.readouterr()
+    args = ["--test", test_path, "--json"]
+    assert eval_drivelm.main(["--pred", str(tmp_path / "oracle.json")] + args + [str(tmp_path / "o.json")]) == 0
+    assert eval_drivelm.main(["--pred", str(tmp_path / "blank.json")] + args + [str(tmp_path / "b.json")]) == 0
+    assert eval_drivelm.main(["--pred", str(tmp_path / "blank.json"), "--family-from", str(tmp_path / "oracle.json"),
+                              "important_objects"] + args + [str(tmp_path / "s.json")]) == 0
+    assert f"{len(important)} important_objects answer(s) taken from" in capsys.readouterr().out
+    score = {k: json.loads((tmp_path / f"{k}.json").read_text())["gpt_free_final"] for k in "obs"}
+    assert score["s"] == pytest.approx(score["o"], abs=1e-12) and score["b"] < score["o"]

@@ -99,6 +99,44 @@ def load_predictions(path: str) -> dict[str, str]:
     return pred
 
 
+def splice_family(pred: dict[str, str], other: dict[str, str], test: dict, family: str,
+                  only_without: str | None = None, source: str = "other predictions") -> tuple[dict[str, str], int]:
+    """``pred`` with its answers to one question family taken from ``other`` (a diagnostic: how much
+    of a score difference between two runs that family's answers carry, the rest left as they are).
+
+    Args:
+        pred: ``{id: answer}`` of the run to change (:func:`load_predictions`).
+        other: ``{id: answer}`` of the run that gives the family's answers.
+        test: the ``test_eval.json`` dict both were scored on (its questions give the families,
+            :func:`bevlm.structures.qa_families.question_family`).
+        family: the question family, e.g. ``'important_objects'``.
+        only_without: replace only the answers of ``pred`` that do not contain this text (None: all).
+        source: name of ``other`` in error messages.
+
+    Returns:
+        ``(new predictions, number of answers replaced)``.
+
+    Raises:
+        DriveLMEvalError: the test set has no question of ``family``, or ``other`` lacks one of them.
+    """
+    from bevlm.structures.qa_families import question_family
+
+    ids = [qid for qid, qa in iter_official_ids(test) if question_family(qa["Q"]) == family]
+    if not ids:
+        raise DriveLMEvalError(f"splice_family: the test set holds no question of family {family!r}. Fix: name a "
+                               f"family of bevlm.structures.qa_families.FAMILIES that the test set asks")
+    missing = [qid for qid in ids if qid not in other]
+    if missing:
+        raise DriveLMEvalError(f"{source}: no answer for {len(missing)} {family} question(s), e.g. {missing[0]}. "
+                               f"Fix: give predictions on the same test file")
+    out, replaced = dict(pred), 0
+    for qid in ids:
+        if only_without is None or only_without not in pred.get(qid, ""):
+            out[qid] = other[qid]
+            replaced += 1
+    return out, replaced
+
+
 #: Name of the per-frame records file in a test output folder.
 PER_FRAME_FILE = "per_frame.json"
 
