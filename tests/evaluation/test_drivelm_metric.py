@@ -15,6 +15,16 @@ STAGES = ("perception", "prediction", "planning", "behavior")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+
+def _eval_tool():
+    """The ``tools/eval_drivelm.py`` module (tools are scripts, not a package)."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    try:
+        import eval_drivelm
+    finally:
+        sys.path.pop(0)
+    return eval_drivelm
+
 def _two_frames(sample):
     scene, sdata = next(iter(sample.items()))
     return [(scene, token, frame) for token, frame in list(sdata["key_frames"].items())[:2]]
@@ -63,11 +73,7 @@ def test_oracle_end_to_end_and_tool(sample, tmp_path):
         rows = json.load(f)
     assert len(rows) == out["drivelm/tag0_kept"] + out["drivelm/tag1_kept"] + 4
 
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        import eval_drivelm
-    finally:
-        sys.path.pop(0)
+    eval_drivelm = _eval_tool()
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert eval_drivelm.main(["--pred", f"{prefix}.output.json", "--test", f"{prefix}.test_eval.json",
@@ -110,11 +116,7 @@ def test_per_question_samples_of_one_frame_are_merged(sample):
 
 
 def test_eval_tool_warns_on_unknown_prediction_ids_and_strict_refuses(tmp_path, capsys, sample_path):
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        import eval_drivelm
-    finally:
-        sys.path.pop(0)
+    eval_drivelm = _eval_tool()
     test_path = str(tmp_path / "test_eval.json")
     assert eval_drivelm.main(["--gt", sample_path, "--write-test", test_path]) == 0
     from bevlm.evaluation import iter_official_ids, load_test_eval
@@ -135,11 +137,7 @@ def test_eval_tool_warns_on_unknown_prediction_ids_and_strict_refuses(tmp_path, 
 def test_family_splice_takes_one_family_from_another_run(tmp_path, capsys, sample_path):
     """--family-from: the important-objects answers of an oracle run put into a run that left them
     blank give exactly the oracle's score when every other answer is the oracle's too."""
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        import eval_drivelm
-    finally:
-        sys.path.pop(0)
+    eval_drivelm = _eval_tool()
     from bevlm.evaluation import DriveLMEvalError, iter_official_ids, load_test_eval, splice_family
     from bevlm.structures.qa_families import question_family
 
