@@ -15,7 +15,6 @@ STAGES = ("perception", "prediction", "planning", "behavior")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-
 def _eval_tool():
     """The ``tools/eval_drivelm.py`` module (tools are scripts, not a package)."""
     sys.path.insert(0, os.path.join(REPO, "tools"))
@@ -24,6 +23,7 @@ def _eval_tool():
     finally:
         sys.path.pop(0)
     return eval_drivelm
+
 
 def _two_frames(sample):
     scene, sdata = next(iter(sample.items()))
