@@ -25,6 +25,9 @@ def main():
     p.add_argument("--bench", default="configs/benchmarks/default.py", help="file defining `variants`")
     p.add_argument("--max-draft", type=int, nargs="*", default=[4, 8, 12],
                    help="also replay with drafts cut to these lengths")
+    p.add_argument("--candidates", type=int, nargs="*", default=[],
+                   help="also replay with up to K candidate drafts per row from prompt lookup's other matches, "
+                        "each an extra verify row (lookup_alternatives)")
     p.add_argument("--out", help="write OUT.md and OUT.json")
     args = p.parse_args()
     if not os.path.isfile(args.trace):
@@ -42,7 +45,7 @@ def main():
 
     from bevlm.engine.benchmark import load_model
     from bevlm.inference.speculative.replay import (check_trace, compare_policies, current_policy, fit_step_cost,
-                                                    max_draft, truncate_to_accepted)
+                                                    lookup_alternatives, max_draft, truncate_to_accepted)
     from bevlm.inference.variants import build_variant, check_variant, prior_inputs, variant_inputs
 
     variants = Config.fromfile(args.bench).variants.to_dict()
@@ -65,6 +68,7 @@ def main():
     cost = fit_step_cost(trace)
     policies = {"recorded policy": current_policy, "truncate_to_accepted (oracle)": truncate_to_accepted}
     policies.update({f"max_draft({m})": max_draft(m) for m in args.max_draft})
+    policies.update({f"lookup_alternatives({k})": lookup_alternatives(k) for k in args.candidates})
     rows = compare_policies(trace, decoder, policies, cost)
     steps = [s for r in trace for s in r["steps"]]
     by_rows = {}

@@ -6,8 +6,10 @@ import torch
 
 from bevlm.inference.speculative import NgramDatastore, SelfSpeculativeDecoder
 from bevlm.inference.speculative.ngram import question_key
+from bevlm.inference.speculative.ngram import lookup_continuations, ngram_propose
 from bevlm.inference.speculative.replay import (StepCost, check_trace, compare_policies, current_policy,
-                                                fit_step_cost, max_draft, replay_frame, truncate_to_accepted)
+                                                fit_step_cost, lookup_alternatives, max_draft, replay_frame,
+                                                truncate_to_accepted)
 from bevlm.models.llm.batched_generation import query_groups
 from tests.inference.test_speculative_decoding import EOS_BIAS, MAX_NEW, QUESTIONS, llm_and_cache  # noqa: F401
 
@@ -98,3 +100,33 @@ def test_step_cost_fit_recovers_known_coefficients_and_compares_policies(biased)
     assert rows[1]["speedup_vs_first"] >= 1.0 and rows[2]["steps"] >= rows[0]["steps"]
     with pytest.raises(ValueError, match="at least 4"):
         fit_step_cost([dict(steps=[[1, 1, 10, 0.1]])])
+
+
+def test_lookup_continuations_hand_case():
+    #        0  1  2  3  4  5  6  7  8  9 10 11   suffix [1, 2] matched at 7, 4 and 0 (latest first)
+    seq = [1, 2, 3, 4, 1, 2, 5, 1, 2, 3, 9, 1, 2]
+    assert lookup_continuations(seq, 2, 1, 3, 5) == [[3, 9, 1], [5, 1, 2], [3, 4, 1]]
+    assert lookup_continuations(seq, 2, 1, 3, 5)[0] == ngram_propose(seq, 2, 1, 3)
+    assert lookup_continuations(seq, 2, 1, 1, 5) == [[3], [5]]  # [3] again is a prefix already taken
+    assert lookup_continuations(seq, 2, 1, 3, 0) == [] and lookup_continuations([7], 2, 1, 3, 2) == []
+
+
+def test_candidate_drafts_replay(biased):
+    """One candidate is the decoder's own policy; more candidates keep the decoder's draft first,
+    verify each as a row of its own, and take no more steps on these frames."""
+    llm, cache = biased
+    dec = _decoder(llm, cache)
+    dec.trace = []
+    dec.generate_ids_batch(cache, QS, MAX_NEW)
+    cur = replay_frame(dec.trace[0], dec, current_policy)
+    one = replay_frame(dec.trace[0], dec, lookup_alternatives(1))
+    assert (one.steps, one.drafted, one.accepted) == (cur.steps, cur.drafted, cur.accepted)
+    history, answer = list(dec.trace[0]["queries"][0]) * 2, []
+    cands, _ = lookup_alternatives(3)(dec, history, MAX_NEW, answer, None, None)
+    assert cands[0] == dec.model_free_draft(history, MAX_NEW, answer, None)[0]
+    assert len(cands) == len({tuple(c) for c in cands}) <= 3
+    three = replay_frame(dec.trace[0], dec, lookup_alternatives(3))
+    assert three.accepted >= cur.accepted and len(three.steps) <= len(cur.steps)
+    assert sum(r for r, _, _ in three.steps) > sum(r for r, _, _ in cur.steps)  # alternatives were verified
+    with pytest.raises(ValueError, match="k=0"):
+        lookup_alternatives(0)

@@ -55,6 +55,32 @@ def ngram_propose(tokens: list[int], max_ngram: int, min_ngram: int, max_tokens:
     return []
 
 
+def lookup_continuations(tokens: list[int], max_ngram: int, min_ngram: int, max_tokens: int, k: int) -> list[list[int]]:
+    """Up to ``k`` different continuations of earlier matches of the suffix n-gram, in
+    :func:`ngram_propose`'s order (longest n-gram first, latest match first); the first one is
+    :func:`ngram_propose`'s draft. A continuation that is a prefix of one already taken is skipped.
+
+    Args:
+        tokens, max_ngram, min_ngram, max_tokens: as in :func:`ngram_propose`.
+        k: most continuations returned.
+    """
+    if not 1 <= min_ngram <= max_ngram:
+        raise ValueError(f"lookup_continuations: need 1 <= min_ngram ({min_ngram}) <= max_ngram ({max_ngram})")
+    total, out = len(tokens), []
+    if max_tokens <= 0 or k <= 0:
+        return out
+    for n in range(min(max_ngram, total - 1), min_ngram - 1, -1):
+        suffix = tokens[total - n:]
+        for start in range(total - n - 1, -1, -1):
+            if tokens[start:start + n] == suffix:
+                cont = tokens[start + n:start + n + max_tokens]
+                if cont and not any(o[:len(cont)] == cont for o in out):
+                    out.append(cont)
+                    if len(out) == k:
+                        return out
+    return out
+
+
 class NgramDatastore:
     """Retrieval drafts from a corpus of answers (an n-gram table, no model).
 

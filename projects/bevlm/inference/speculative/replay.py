@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from .ngram import lookup_continuations
+
 Policy = Callable[..., tuple[list[int], str]]
 
 
@@ -42,6 +44,39 @@ def max_draft(m: int) -> Policy:
     def policy(decoder, history, limit, answer, key, truth):
         return decoder.model_free_draft(history, min(limit, m), answer, key)
     policy.__name__ = f"max_draft({m})"
+    return policy
+
+
+def lookup_alternatives(k: int) -> Policy:
+    """Up to ``k`` candidate drafts per row, each verified as a row of its own in the same forward:
+    the decoder's own draft, then drafts that start from other earlier matches of the suffix n-gram
+    (:func:`.ngram.lookup_continuations`) and go on as the decoder's drafting would. The row keeps
+    the candidate the verifier accepts furthest. Replay only: it prices tree-like drafting from
+    prompt lookup before anyone builds it (the decoders draft one candidate per row)."""
+    if k < 1:
+        raise ValueError(f"lookup_alternatives: k={k} must be >= 1")
+
+    def policy(decoder, history, limit, answer, key, truth):
+        first = decoder.model_free_draft(history, limit, answer, key)[0]
+        cands = [first] if first else []
+        lim = min(limit, decoder.max_draft_len) if decoder.chain_drafts else limit
+        if k == 1 or not decoder.use_ngram:
+            return cands, "candidates"
+        for cont in lookup_continuations(history, decoder.ngram_n, decoder.ngram_min_n,
+                                         min(lim, decoder.ngram_draft_len), k + 2):
+            if len(cands) >= k:
+                break
+            if first[:len(cont)] == cont:
+                continue
+            rest = (decoder.model_free_draft(history + cont, lim - len(cont), answer + cont, key)[0]
+                    if lim > len(cont) else [])
+            full = (cont + rest)[:lim]
+            if full not in cands:
+                cands.append(full)
+        return cands, "candidates"
+
+    policy.candidates = True
+    policy.__name__ = f"lookup_alternatives({k})"
     return policy
 
 
@@ -69,6 +104,7 @@ def replay_frame(record: dict, decoder, policy: Policy = current_policy) -> Repl
     (``decoder.llm.prompt.stop_ids``), as in the decoder that recorded the trace.
     """
     stop_ids = set(decoder.llm.prompt.stop_ids)
+    multi = getattr(policy, "candidates", False)  # the policy returns a list of candidate drafts
     queries, keys, budgets = record["queries"], record["keys"], record["budgets"]
     answers, ended = record["answers"], record["ended"]
     cut_from = {int(r): x for r, x in record.get("cut_from", {}).items()}
@@ -106,13 +142,14 @@ def replay_frame(record: dict, decoder, policy: Policy = current_policy) -> Repl
             others = [t for o in range(n) if o != r for t in out[o]] if decoder.lookup_other_answers else []
             history = record["context"] + others + queries[r] + out[r]
             drafts = policy(decoder, history, limit, out[r], keys[r], truth[r][produced[r]:])[0] if limit > 0 else []
-            rows.append(list(drafts))
-        width = 1 + max(len(x) for x in rows)
+            # one candidate per verify row: a plain policy's draft, or a candidates policy's list
+            rows.append([list(x) for x in drafts] if multi else [list(drafts)])
+        width = 1 + max((len(x) for c in rows for x in c), default=0)
         cache_len += width
-        steps.append((len(active), width, cache_len))
-        for r, drafts in zip(active, rows):
-            a = _agree(drafts, truth[r][produced[r]:], stop_ids)
-            drafted, accepted = drafted + len(drafts), accepted + a
+        steps.append((sum(max(1, len(c)) for c in rows), width, cache_len))
+        for r, cands in zip(active, rows):
+            a = max((_agree(x, truth[r][produced[r]:], stop_ids) for x in cands), default=0)
+            drafted, accepted = drafted + sum(len(x) for x in cands), accepted + a
             take(r, a + 1)
     return ReplayResult(steps, drafted, accepted)
 
