@@ -220,3 +220,8 @@ _guard = dict(answer_must_contain=dict(important_objects="<c"))
 for _name in ("lossless", "int4_merged_mixed_awq_rot_mlp_lossless", "int4_merged_mixed_awq_rot_mlp_s1_lossless",
               "int4_merged_mixed_awq_rot_mlp_s2_lossless"):
     variants[_name + "_guard"] = dict(variants[_name], **_guard)
+    # ... and it may not loop to its budget without the IDs either: while the answer lacks "<c", a token
+    # that would complete a block of up to 24 tokens written three times back to back is passed over (the
+    # mini world's training answers never name one object description three times in a row)
+    variants[_name + "_guard_loops"] = dict(variants[_name], **_guard,
+                                            answer_guard_loops=dict(max_period=24, min_repeats=3, min_span=12))

@@ -4,7 +4,7 @@ import torch
 
 from bevlm.inference.speculative import SelfSpeculativeDecoder
 from bevlm.models.llm.generation import choose_token, guarded_choices
-from bevlm.models.llm.stopping import EndGuard, RepetitionStop, build_end_guard
+from bevlm.models.llm.stopping import AnswerGuard, EndGuard, RepetitionStop, build_end_guard
 from bevlm.structures.qa_families import question_family
 from tests.llm_helpers import tiny_llm_with_head_bias
 
@@ -15,22 +15,47 @@ QUESTIONS = [GUARDED, "Predict the behavior of the ego vehicle.", "Is it raining
 BUDGET = 24
 
 
+def _letters(ids):
+    return "".join("abcdefghijklmnopqrstuvwxyz"[i] for i in ids)
+
+
 def test_choose_token_hand_cases():
-    logits = torch.tensor([0.0, 5.0, 3.0, 4.0])  # argmax 1 (a stop id), then 3, then 2
+    logits = torch.tensor([0.0, 5.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0])  # argmax 1 (a stop id), then 3, then 2
     stop = frozenset({1})
+    text_h = AnswerGuard("h", _letters)  # "h" is token 7
     assert choose_token(logits, stop) == 1                        # no guard: plain argmax
-    assert choose_token(logits, stop, lambda: True) == 1          # the guard allows ending
-    assert choose_token(logits, stop, lambda: False) == 3         # best other token
-    assert choose_token(logits, frozenset({1, 3}), lambda: False) == 2
-    called = []
-    assert choose_token(torch.tensor([9.0, 0.0]), stop, lambda: called.append(1)) == 0
-    assert not called, "the guard is consulted only when the argmax is a stop token"
-    assert torch.equal(logits, torch.tensor([0.0, 5.0, 3.0, 4.0])), "the logits are not modified"
-    # verify rows: the answer at row j is answer + drafts[:j]; "<c" here is token 7
+    assert choose_token(logits, stop, text_h, [7]) == 1           # the answer holds the text: it may end
+    assert choose_token(logits, stop, text_h, [5]) == 3           # best other token
+    assert choose_token(logits, frozenset({1, 3}), text_h, [5]) == 2
+    decoded = []
+    spy = AnswerGuard("h", lambda ids: decoded.append(1) or _letters(ids))
+    assert choose_token(torch.tensor([9.0, 0.0]), stop, spy, [0]) == 0
+    assert not decoded, "the answer is decoded only when the argmax is a stop token (or completes a loop)"
+    assert torch.equal(logits, torch.tensor([0.0, 5.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0])), "logits not modified"
+    # verify rows: the answer at row j is answer + drafts[:j]
     rows = torch.tensor([[0.0, 9.0, 1.0, 2.0], [0.0, 9.0, 3.0, 2.0], [0.0, 9.0, 1.0, 2.0]])
-    check = lambda ids: 7 in ids  # noqa: E731
-    assert guarded_choices(rows, [1, 1, 1], stop, check, [5], [6, 7]) == [3, 2, 1]
-    assert guarded_choices(rows, [1, 1, 1], stop, check, [7], [6, 6]) == [1, 1, 1]
+    assert guarded_choices(rows, [1, 1, 1], stop, text_h, [5], [6, 7]) == [3, 2, 1]
+    assert guarded_choices(rows, [1, 1, 1], stop, text_h, [7], [6, 6]) == [1, 1, 1]
+
+
+def test_loop_guard_hand_cases():
+    """With ``loops``, a token that completes a loop is forbidden while the answer lacks the text."""
+    loops = RepetitionStop(max_period=3, min_repeats=3, min_span=3)
+    guard = AnswerGuard("h", _letters, loops)
+    stop = frozenset({1})
+    logits = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 0.0, 0.0])  # argmax 5, then 4, then 3
+    assert choose_token(logits, stop, guard, [4, 5, 4]) == 5          # [4, 5] twice: not a loop yet
+    assert choose_token(logits, stop, guard, [4, 5, 4, 5, 4]) == 4    # 5 would make three copies of [4, 5]
+    assert choose_token(logits, stop, guard, [7, 4, 5, 4, 5, 4]) == 5  # the text is there: plain greedy
+    assert choose_token(logits, stop, AnswerGuard("h", _letters), [4, 5, 4, 5, 4]) == 5  # no loop shape
+    # the next best token can complete a loop too: 5 would make [5] x 3, then 4 [5, 5, 4] x 3; 3 is taken
+    assert choose_token(logits, stop, guard, [5, 5, 4, 5, 5, 4, 5, 5]) == 3
+    # a stop token below the forbidden one: still forbidden, the text is missing
+    assert choose_token(torch.tensor([0.0, 4.5, 0.0, 0.0, 0.0, 5.0]), stop, guard, [5, 5]) == 0
+    # once the text is there the guard forbids nothing: the loop is left to the stop rule
+    assert choose_token(torch.tensor([0.0, 4.5, 0.0, 0.0, 0.0, 5.0, 0.0, 0.0]), stop, guard, [7, 5, 5]) == 5
+    rows = torch.tensor([[0.0, 0.0, 0.0, 0.0, 4.0, 5.0, 0.0, 0.0]] * 3)
+    assert guarded_choices(rows, [5, 5, 5], stop, guard, [4, 5, 4], [5, 4]) == [5, 5, 4]  # row 2: [4, 5] x 3
 
 
 def test_guard_config():
@@ -40,6 +65,14 @@ def test_guard_config():
     assert guard.required_text(GUARDED) == "<c" and guard.check("Is it raining?", str) is None
     may_end = guard.check(GUARDED, lambda ids: "".join(ids))
     assert not may_end(["There is a car."]) and may_end(["There is a car. ", "<c1,CAM_FRONT,1.0,2.0>"])
+    looped = build_end_guard(dict(important_objects="<c"), dict(max_period=24, min_repeats=3, min_span=12))
+    assert looped.loops == RepetitionStop(24, 3, 12) and looped.check(GUARDED, str).loops == looped.loops
+    with pytest.raises(ValueError, match="answer_guard_loops"):
+        build_end_guard(None, dict(max_period=24))
+    with pytest.raises(ValueError, match="answer_guard_loops"):
+        build_end_guard(dict(important_objects="<c"), dict(max_period=0))
+    with pytest.raises(ValueError, match="answer_guard_loops"):
+        build_end_guard(dict(important_objects="<c"), dict(period=3))
     with pytest.raises(ValueError, match="unknown question families"):
         build_end_guard(dict(important_object="<c"))
     with pytest.raises(ValueError, match="answer_must_contain"):
@@ -48,9 +81,10 @@ def test_guard_config():
         build_end_guard(["important_objects"])
 
 
-def _reference(llm, prefix, question, budget, required, rule=None):
-    """Greedy decoding written out: the whole sequence recomputed every step, a stop token passed
-    over (for the best other token) while the answer's text lacks ``required``."""
+def _reference(llm, prefix, question, budget, required, rule=None, loops=None):
+    """Greedy decoding written out: the whole sequence recomputed every step, a stop token (and with
+    ``loops`` a token that completes such a loop) passed over for the best other token while the
+    answer's text lacks ``required``."""
     embed = llm.lm.get_input_embeddings()
     query = llm._query_ids(question)
     stops = sorted(llm.prompt.stop_ids)
@@ -60,8 +94,9 @@ def _reference(llm, prefix, question, budget, required, rule=None):
         row = llm.lm(inputs_embeds=x, use_cache=False).logits[0, -1]
         order = row.argsort(descending=True).tolist()
         tok = order[0]
-        if tok in stops and required is not None and required not in llm.decode_ids(ids):
-            tok = next(t for t in order if t not in stops)
+        if required is not None and required not in llm.decode_ids(ids):
+            tok = next(t for t in order if t not in stops
+                       and (loops is None or loops.truncate_to(ids + [t]) is None))
         if tok in stops:
             break
         ids.append(tok)
@@ -86,24 +121,46 @@ def early_stopping_llm():
     return llm, prefix, cache
 
 
+LOOPS = RepetitionStop(max_period=6, min_repeats=2, min_span=2)
+
+
+@pytest.fixture(scope="module")
+def looping_llm():
+    """A tiny Llama with three tokens pushed up (EOS left alone): its answers repeat blocks of them,
+    so the loop guard decides tokens that are not stop tokens."""
+    llm = tiny_llm_with_head_bias(num_hidden_layers=2)
+    torch.manual_seed(3)
+    prefix = torch.randn(1, 5, llm.hidden_size)
+    with torch.no_grad():
+        llm.lm.lm_head.bias[[40, 41, 42]] += 1.5
+    return llm, prefix, llm.prefill(prefix)
+
+
 @pytest.mark.parametrize("rule", [None, RepetitionStop(max_period=4, min_repeats=2, min_span=2)])
 @pytest.mark.parametrize("written", [False, True])
-def test_every_decoder_applies_the_guard(early_stopping_llm, rule, written):
-    llm, prefix, cache = early_stopping_llm
+@pytest.mark.parametrize("loops", [None, LOOPS])
+def test_every_decoder_applies_the_guard(request, rule, written, loops):
+    llm, prefix, cache = request.getfixturevalue("early_stopping_llm" if loops is None else "looping_llm")
     # "<c": a required text the tiny model never writes, so the guarded answers can only end at the
     # budget or the loop rule; written: the text of a token the guarded answer writes midway, so the
     # guard is lifted there (inside a verified draft for the speculative decoders)
     required = "<c"
     if written:
-        long = _reference(llm, prefix, GUARDED, BUDGET, required, rule)
+        long = _reference(llm, prefix, GUARDED, BUDGET, required, rule, loops)
         required = next(t for t in (llm.decode_ids([i]) for i in long[3:]) if t and t not in llm.decode_ids(long[:3]))
     free = [_reference(llm, prefix, q, BUDGET, None, rule) for q in QUESTIONS]
-    expected = [_reference(llm, prefix, q, BUDGET, required if q.startswith(GUARDED) else None, rule)
+    expected = [_reference(llm, prefix, q, BUDGET, required if q.startswith(GUARDED) else None, rule, loops)
                 for q in QUESTIONS]
     assert free[1] == expected[1] and free[2] == expected[2]
-    assert len(expected[0]) > len(free[0]) and len(expected[3]) > len(free[3]), "the guard changed nothing"
+    if loops is None:
+        assert len(expected[0]) > len(free[0]) and len(expected[3]) > len(free[3]), "the guard changed nothing"
+    elif not written:  # the loop shape changes the guarded answers, and no loop is left
+        plain = [_reference(llm, prefix, q, BUDGET, required, rule) for q in (QUESTIONS[0], QUESTIONS[3])]
+        assert plain != [expected[0], expected[3]], "the loop guard changed nothing"
+        assert all(loops.truncate_to(e[:n]) is None for e in (expected[0], expected[3]) for n in range(len(e) + 1))
     try:
-        llm.stop_rule, llm.end_guard = rule, build_end_guard(dict(important_objects=required))
+        llm.stop_rule = rule
+        llm.end_guard = build_end_guard(dict(important_objects=required), None if loops is None else vars(loops))
         with torch.no_grad():
             assert [llm.generate_ids(cache, q, BUDGET) for q in QUESTIONS] == expected
             assert [llm.generate_ids_no_cache(prefix, q, BUDGET) for q in QUESTIONS] == expected

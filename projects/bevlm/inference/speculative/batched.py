@@ -24,7 +24,7 @@ import torch
 
 from bevlm.models.llm.batched_generation import prefill_queries
 from bevlm.models.llm.cache_api import cache_kwargs, output_cache
-from bevlm.models.llm.generation import PrefixCache, bind, choose_token, guarded_choices, lm_device
+from bevlm.models.llm.generation import PrefixCache, choose_token, guarded_choices, lm_device
 
 
 @torch.no_grad()
@@ -64,7 +64,7 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
     active = list(range(n))                   # original row index of each batch row
     done = [budgets[r] <= 0 for r in range(n)]
     end_checks = [llm.end_check(q) for q in questions]  # the plain decoder's guard, same checks
-    new_tokens = {r: [choose_token(logits[k], stop_ids, bind(end_checks[r], out_ids[r]))]
+    new_tokens = {r: [choose_token(logits[k], stop_ids, end_checks[r], out_ids[r])]
                   for k, r in enumerate(active)}
     while True:
         # 1. take each row's verified tokens, in order, until a stop, the rule or the budget

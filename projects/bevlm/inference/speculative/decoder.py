@@ -26,7 +26,7 @@ import torch
 
 from bevlm.models.llm import HFCausalLM, PrefixCache
 from bevlm.models.llm.cache_api import cache_kwargs
-from bevlm.models.llm.generation import bind, choose_token, fork_cache, guarded_choices, lm_device
+from bevlm.models.llm.generation import choose_token, fork_cache, guarded_choices, lm_device
 from bevlm.registry import TASK_UTILS
 
 from .batched import speculative_batch_from_cache
@@ -312,7 +312,7 @@ class SelfSpeculativeDecoder:
         self.stats.full_forwards += 1
         pos += len(query)
         end_check = self.llm.end_check(question)  # the plain decoder's guard, same checks
-        new_tokens = [choose_token(out.logits[0, -1], stop_ids, bind(end_check, generated))]
+        new_tokens = [choose_token(out.logits[0, -1], stop_ids, end_check, generated)]
         while True:
             for token in new_tokens:  # full-model greedy choices, in order
                 if token in stop_ids:

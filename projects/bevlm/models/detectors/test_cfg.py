@@ -9,6 +9,7 @@ as ``test_cfg`` of mmdet3d detectors::
         traj_max_new_tokens=80,                       # budget of the text trajectory
         repetition_stop=dict(max_period=8, min_repeats=3, min_span=12),  # or None: off
         answer_must_contain=dict(important_objects="<c"),  # or None: off
+        answer_guard_loops=dict(max_period=24, min_repeats=3, min_span=12),  # or None: off
         batch_questions=True,                         # a frame's questions as one batch
         prefill_group_tokens=32,                      # batch: queries prefilled in length groups
         share_prompt_cache=False,                     # prompt-text KV prefilled once per model
@@ -53,6 +54,10 @@ class TestConfig:
             e.g. ``dict(important_objects="<c")`` keeps the important-objects answer from ending
             before the sentence with the objects' IDs (:class:`bevlm.models.llm.stopping.EndGuard`);
             the answer still ends at its budget and under the loop rule. None: plain greedy.
+        answer_guard_loops: with ``answer_must_contain``, the loop shape (``RepetitionStop``
+            arguments) that a guarded answer lacking its text may not complete (the completing token
+            is passed over for the best other one), so it cannot loop to its budget without the IDs
+            either; None: the guard forbids stop tokens only.
         batch_questions: decode all questions of a frame as one batch over the shared prefix
             cache (same greedy answers, much faster on bandwidth-bound CPUs).
         prefill_group_tokens: with ``batch_questions``, the questions are prefilled in groups of
@@ -96,6 +101,7 @@ class TestConfig:
     traj_max_new_tokens: int = 80
     repetition_stop: dict | None = None
     answer_must_contain: dict | None = None
+    answer_guard_loops: dict | None = None
     batch_questions: bool = True
     prefill_group_tokens: float | None = GROUP_OVERHEAD_TOKENS
     share_prompt_cache: bool = False
@@ -122,7 +128,7 @@ class TestConfig:
         if not isinstance(self.family_max_new_tokens, dict):
             raise TypeError(f"test_cfg.family_max_new_tokens must be a dict {{family: budget}}, got "
                             f"{type(self.family_max_new_tokens).__name__}")
-        for name in ("repetition_stop", "answer_must_contain", "speculative"):
+        for name in ("repetition_stop", "answer_must_contain", "answer_guard_loops", "speculative"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, dict):
                 raise TypeError(f"test_cfg.{name} must be a dict or None, got {type(value).__name__}")

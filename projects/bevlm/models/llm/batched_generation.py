@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .cache_api import cache_kwargs, output_cache
-from .generation import PrefixCache, bind, choose_token, lm_device
+from .generation import PrefixCache, choose_token, lm_device
 from .stopping import RepetitionStop
 
 
@@ -186,8 +186,8 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
         pad_id: id used for the padding slots (masked, never attended).
         stop_rule: optional loop stop rule, checked per row after every token.
         overhead: the query prefill's per-forward cost in tokens (:func:`prefill_queries`).
-        end_checks: optional ``may_end(ids)`` per query (None entries: unguarded), as ``end_check``
-            of :func:`~bevlm.models.llm.generation.greedy_from_cache`.
+        end_checks: optional :class:`~bevlm.models.llm.stopping.AnswerGuard` per query (None entries:
+            unguarded), as ``end_check`` of :func:`~bevlm.models.llm.generation.greedy_from_cache`.
 
     Returns:
         generated ids per query, stop token excluded (same as decoding each alone).
@@ -208,8 +208,8 @@ def greedy_batch_from_cache(lm: nn.Module, cache: PrefixCache, queries: list[lis
         keep = []
         for k, r in enumerate(active):
             tok = int(tokens[k])
-            if tok in stop_ids and end_checks is not None and end_checks[r] is not None:
-                tok = choose_token(logits[k], stop_ids, bind(end_checks[r], out_ids[r]))
+            if end_checks is not None and end_checks[r] is not None:
+                tok = choose_token(logits[k], stop_ids, end_checks[r], out_ids[r], token=tok)
                 tokens[k] = tok
             if tok in stop_ids:
                 continue

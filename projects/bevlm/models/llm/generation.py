@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from .cache_api import cache_kwargs, output_cache
-from .stopping import RepetitionStop
+from .stopping import AnswerGuard, RepetitionStop
 
 
 @dataclass
@@ -84,29 +83,35 @@ def prefill(lm: nn.Module, inputs_embeds: torch.Tensor) -> tuple[Any, torch.Tens
     return output_cache(out), out.last_hidden_state
 
 
-def choose_token(logits: torch.Tensor, stop_ids: frozenset[int], may_end: Callable[[], bool] | None = None) -> int:
-    """Greedy choice from ``[V]`` logits, where a stop token is allowed only if ``may_end()`` says so.
+def choose_token(logits: torch.Tensor, stop_ids: frozenset[int], guard: AnswerGuard | None = None,
+                 ids: list[int] | None = None, token: int | None = None) -> int:
+    """Greedy choice from ``[V]`` logits under an answer's end guard.
 
-    ``may_end`` (an :class:`~bevlm.models.llm.stopping.EndGuard` check bound to the answer so far) is
-    called only when the argmax is a stop token; if it returns False the best other token is taken.
-    None: plain argmax.
+    Args:
+        logits: ``[V]`` next-token logits (not modified).
+        stop_ids: ids that end an answer.
+        guard: the answer's :class:`~bevlm.models.llm.stopping.AnswerGuard` (None: plain argmax).
+        ids: the answer so far (needed with a guard).
+        token: the argmax of ``logits`` when the caller has it already.
+
+    Returns:
+        the argmax, or where the guard forbids it the best token it allows (all stop tokens are
+        passed over together; a forbidden non-stop token alone).
     """
-    token = int(logits.argmax())
-    if token in stop_ids and may_end is not None and not may_end():
-        masked = logits.clone()
-        masked[list(stop_ids)] = float("-inf")
+    token = int(logits.argmax()) if token is None else token
+    if guard is None or not guard.forbids(ids, token, stop_ids):
+        return token
+    masked = logits.clone()
+    while guard.forbids(ids, token, stop_ids):
+        if masked[token] == float("-inf"):  # nothing left that the guard allows
+            break
+        masked[list(stop_ids) if token in stop_ids else token] = float("-inf")
         token = int(masked.argmax())
     return token
 
 
-def bind(end_check: Callable[[list[int]], bool] | None, ids: list[int]) -> Callable[[], bool] | None:
-    """``end_check`` applied to ``ids`` when called (None stays None): the lazy ``may_end`` of
-    :func:`choose_token`."""
-    return None if end_check is None else (lambda: end_check(ids))
-
-
 def guarded_choices(logits: torch.Tensor, greedy: list[int], stop_ids: frozenset[int],
-                    end_check: Callable[[list[int]], bool], answer: list[int], drafts: list[int]) -> list[int]:
+                    guard: AnswerGuard, answer: list[int], drafts: list[int]) -> list[int]:
     """The greedy choices of one speculative verify forward under an end guard.
 
     Args:
@@ -114,25 +119,24 @@ def guarded_choices(logits: torch.Tensor, greedy: list[int], stop_ids: frozenset
             draft ``j`` (rows past ``len(drafts)`` are padding, left as they are).
         greedy: the argmax of each row.
         stop_ids: ids that end an answer.
-        end_check: ``may_end(ids)`` of the answer's guard.
+        guard: the answer's :class:`~bevlm.models.llm.stopping.AnswerGuard`.
         answer: the answer so far, the pending token included.
         drafts: the drafts fed after the pending token.
 
     Returns:
-        ``greedy`` with each stop choice that the guard forbids (for the answer ``answer + drafts[:j]``)
+        ``greedy`` with each choice that the guard forbids (for the answer ``answer + drafts[:j]``)
         replaced by :func:`choose_token`'s choice, as plain decoding would take it.
     """
     out = list(greedy)
     for j in range(min(len(greedy), len(drafts) + 1)):
-        if out[j] in stop_ids:
-            out[j] = choose_token(logits[j], stop_ids, bind(end_check, answer + drafts[:j]))
+        out[j] = choose_token(logits[j], stop_ids, guard, answer + drafts[:j], token=out[j])
     return out
 
 
 @torch.no_grad()
 def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], max_new_tokens: int,
                       stop_ids: frozenset[int], stop_rule: RepetitionStop | None = None,
-                      end_check: Callable[[list[int]], bool] | None = None) -> list[int]:
+                      end_check: AnswerGuard | None = None) -> list[int]:
     """Greedy decoding that continues from a prefix cache.
 
     Args:
@@ -142,8 +146,8 @@ def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], m
         max_new_tokens: at most this many tokens are returned.
         stop_ids: ids that end the answer (not returned).
         stop_rule: optional loop stop rule, checked after every token.
-        end_check: optional ``may_end(ids)`` of an :class:`~bevlm.models.llm.stopping.EndGuard`:
-            a stop token is taken only where it returns True for the answer so far.
+        end_check: optional :class:`~bevlm.models.llm.stopping.AnswerGuard` of the answer: a token
+            it forbids for the answer so far (a stop token before the required text) is passed over.
 
     Returns:
         generated token ids, without the stop token.
@@ -158,7 +162,7 @@ def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], m
         out = lm(input_ids=inputs, position_ids=positions, **cache_kwargs(lm, past), use_cache=True,
                  logits_to_keep=1)
         past, pos = output_cache(out), pos + inputs.shape[1]
-        token = choose_token(out.logits[0, -1], stop_ids, bind(end_check, generated))
+        token = choose_token(out.logits[0, -1], stop_ids, end_check, generated)
         if token in stop_ids:
             break
         generated.append(token)
@@ -171,7 +175,7 @@ def greedy_from_cache(lm: nn.Module, cache: PrefixCache, query_ids: list[int], m
 @torch.no_grad()
 def greedy_no_cache(lm: nn.Module, prefix_embeds: torch.Tensor, query_ids: list[int], max_new_tokens: int,
                     stop_ids: frozenset[int], stop_rule: RepetitionStop | None = None,
-                    end_check: Callable[[list[int]], bool] | None = None) -> list[int]:
+                    end_check: AnswerGuard | None = None) -> list[int]:
     """Reference greedy decoding: the whole sequence is recomputed every step.
 
     Args:
@@ -181,8 +185,8 @@ def greedy_no_cache(lm: nn.Module, prefix_embeds: torch.Tensor, query_ids: list[
         max_new_tokens: at most this many tokens are returned.
         stop_ids: ids that end the answer (not returned).
         stop_rule: optional loop stop rule, checked after every token.
-        end_check: optional ``may_end(ids)`` of an :class:`~bevlm.models.llm.stopping.EndGuard`:
-            a stop token is taken only where it returns True for the answer so far.
+        end_check: optional :class:`~bevlm.models.llm.stopping.AnswerGuard` of the answer: a token
+            it forbids for the answer so far (a stop token before the required text) is passed over.
 
     Returns:
         generated token ids, without the stop token.
@@ -194,7 +198,7 @@ def greedy_no_cache(lm: nn.Module, prefix_embeds: torch.Tensor, query_ids: list[
         ids = torch.tensor([query_ids + generated], dtype=torch.long, device=device)  # [1, Lq + n]
         inputs_embeds = torch.cat([prefix_embeds, embed(ids)], dim=1)  # [1, T + Lq + n, D]
         out = lm(inputs_embeds=inputs_embeds, use_cache=False, logits_to_keep=1)
-        token = choose_token(out.logits[0, -1], stop_ids, bind(end_check, generated))
+        token = choose_token(out.logits[0, -1], stop_ids, end_check, generated)
         if token in stop_ids:
             break
         generated.append(token)

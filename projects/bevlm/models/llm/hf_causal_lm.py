@@ -367,7 +367,8 @@ class HFCausalLM(BaseModule):
         return block_ids(self.tokenizer, self.prompt, question, None)[0]
 
     def end_check(self, question: str):
-        """``may_end(ids)`` of :attr:`end_guard` for the answer to ``question`` (None: unguarded)."""
+        """The :class:`~bevlm.models.llm.stopping.AnswerGuard` of :attr:`end_guard` for the answer to
+        ``question`` (None: unguarded)."""
         if self.end_guard is None:
             return None
         return self.end_guard.check(question, self.decode_ids)

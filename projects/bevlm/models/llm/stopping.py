@@ -10,7 +10,8 @@ decoder that applies it after each token (plain, batched, no-cache, speculative)
 ids: greedy equality between them is kept.
 
 :class:`EndGuard` works the other way: it keeps an answer of a listed question family from ending
-before it contains a required text (the IDs of the important-objects answer).
+before it contains a required text (the IDs of the important-objects answer), optionally also from
+looping to its budget without it; :class:`AnswerGuard` is its rule for one answer.
 """
 from __future__ import annotations
 
@@ -75,6 +76,36 @@ def build_stop_rule(cfg: dict | None) -> RepetitionStop | None:
 
 
 @dataclass(frozen=True)
+class AnswerGuard:
+    """The end guard of one answer: which next tokens it forbids, given the answer so far.
+
+    Called as ``guard(ids)`` it says whether the answer ``ids`` may end (it holds ``text``).
+
+    Args:
+        text: the text the answer must hold before it may end.
+        decode: ids -> text (the tokenizer's decode).
+        loops: optional loop shape (a :class:`RepetitionStop`) that the answer may not complete while
+            it lacks ``text``; None: only stop tokens are forbidden.
+    """
+
+    text: str
+    decode: Callable[[list[int]], str]
+    loops: RepetitionStop | None = None
+
+    def __call__(self, ids: list[int]) -> bool:
+        return self.text in self.decode(ids)
+
+    def forbids(self, ids: list[int], token: int, stop_ids: frozenset[int]) -> bool:
+        """Whether ``token`` may not follow the answer ``ids``: a stop token, or (with ``loops``) a
+        token that completes a loop, while the answer lacks the text (decoded only when needed)."""
+        if token in stop_ids:
+            return not self(ids)
+        if self.loops is None or self.loops.truncate_to(ids + [token]) is None:
+            return False
+        return not self(ids)
+
+
+@dataclass(frozen=True)
 class EndGuard:
     """An answer to a question of a listed family may not end before it contains a given text.
 
@@ -86,15 +117,26 @@ class EndGuard:
     and the answer so far lacks ``"<c"``; everywhere else it is plain greedy decoding. The answer
     still ends at its token budget and under the loop stop rule.
 
+    A model can also drop the IDs by looping: "a gray van to the front of the ego vehicle, a gray
+    van to the front of the ego vehicle, ..." to the budget (a block longer than the loop stop
+    rule's, which would end the answer there anyway, still without IDs). With ``loops`` (the shape
+    of a loop, as :class:`RepetitionStop`'s arguments, e.g. blocks of up to 24 tokens written three
+    times back to back) a guarded answer that lacks the text may not complete such a loop either:
+    the token that would complete it is passed over for the best other one, so the answer moves on
+    after the second copy and its third copy's last token. DriveLM's important-objects answers never
+    name one description three times in a row (the mini world's training answers: at most twice).
+
     The guard is a function of the question and the generated ids only, applied before the stop
     check of every decoder (plain, batched, no-cache, speculative), so they all return the same ids.
 
     Args:
         required: ``{family: text}``; families of :mod:`bevlm.structures.qa_families`, matched on a
             round's question text (a round of several questions matches no family).
+        loops: None, or the loop shape a guarded answer may not complete before it holds its text.
     """
 
     required: tuple[tuple[str, str], ...]
+    loops: RepetitionStop | None = None
 
     def __post_init__(self) -> None:
         for family, text in self.required:
@@ -107,8 +149,8 @@ class EndGuard:
         family = question_family(question)
         return dict(self.required).get(family)
 
-    def check(self, question: str, decode: Callable[[list[int]], str]) -> Callable[[list[int]], bool] | None:
-        """``may_end(ids)`` for the answer to ``question`` (None when the question is not guarded).
+    def check(self, question: str, decode: Callable[[list[int]], str]) -> AnswerGuard | None:
+        """The :class:`AnswerGuard` of the answer to ``question`` (None when the question is not guarded).
 
         Args:
             question: the round's question text.
@@ -117,12 +159,17 @@ class EndGuard:
         text = self.required_text(question)
         if text is None:
             return None
-        return lambda ids: text in decode(ids)
+        return AnswerGuard(text, decode, self.loops)
 
 
-def build_end_guard(cfg: dict | None) -> EndGuard | None:
-    """An :class:`EndGuard` from ``test_cfg.answer_must_contain`` (``{family: text}``; None: off)."""
+def build_end_guard(cfg: dict | None, loops: dict | None = None) -> EndGuard | None:
+    """An :class:`EndGuard` from ``test_cfg.answer_must_contain`` (``{family: text}``; None: off) and
+    ``test_cfg.answer_guard_loops`` (:class:`RepetitionStop` arguments; None: stop tokens only)."""
     if cfg is None:
+        if loops is not None:
+            raise ValueError("model.test_cfg.answer_guard_loops is set but answer_must_contain is None: the loop "
+                             "guard acts only in guarded answers; set answer_must_contain=dict(important_objects='<c') "
+                             "or answer_guard_loops=None")
         return None
     if not isinstance(cfg, dict):
         raise TypeError(f"model.test_cfg.answer_must_contain must be a dict {{family: text}} or None, got "
@@ -132,4 +179,13 @@ def build_end_guard(cfg: dict | None) -> EndGuard | None:
     if unknown:
         raise ValueError(f"model.test_cfg.answer_must_contain: unknown question families {unknown}; use families "
                          f"of bevlm.structures.qa_families.FAMILIES, e.g. 'important_objects'")
-    return EndGuard(tuple(sorted(cfg.items())))
+    if loops is not None:
+        if not isinstance(loops, dict):
+            raise TypeError(f"model.test_cfg.answer_guard_loops must be a dict of RepetitionStop arguments "
+                            f"(max_period, min_repeats, min_span) or None, got {type(loops).__name__}")
+        try:
+            loops = RepetitionStop(**loops)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model.test_cfg.answer_guard_loops={loops}: {err}; give max_period, min_repeats and "
+                             "min_span, e.g. dict(max_period=24, min_repeats=3, min_span=12)") from err
+    return EndGuard(tuple(sorted(cfg.items())), loops)
