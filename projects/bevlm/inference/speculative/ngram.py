@@ -41,36 +41,27 @@ def ngram_propose(tokens: list[int], max_ngram: int, min_ngram: int, max_tokens:
     Returns:
         proposed ids (possibly empty: no match).
     """
-    if not 1 <= min_ngram <= max_ngram:
-        raise ValueError(f"ngram_propose: need 1 <= min_ngram ({min_ngram}) <= max_ngram ({max_ngram})")
-    total = len(tokens)
-    if max_tokens <= 0:
-        return []
-    for n in range(min(max_ngram, total - 1), min_ngram - 1, -1):
-        suffix = tokens[total - n:]
-        # A match starting at `start` (start + n < total) has a continuation; latest first.
-        for start in range(total - n - 1, -1, -1):
-            if tokens[start:start + n] == suffix:
-                return tokens[start + n:start + n + max_tokens]
-    return []
+    found = lookup_continuations(tokens, max_ngram, min_ngram, max_tokens, k=1)
+    return found[0] if found else []
 
 
 def lookup_continuations(tokens: list[int], max_ngram: int, min_ngram: int, max_tokens: int, k: int) -> list[list[int]]:
     """Up to ``k`` different continuations of earlier matches of the suffix n-gram, in
     :func:`ngram_propose`'s order (longest n-gram first, latest match first); the first one is
-    :func:`ngram_propose`'s draft. A continuation that is a prefix of one already taken is skipped.
+    :func:`ngram_propose`'s draft (which is this with ``k=1``). A continuation that is a prefix of one already taken is skipped.
 
     Args:
         tokens, max_ngram, min_ngram, max_tokens: as in :func:`ngram_propose`.
         k: most continuations returned.
     """
     if not 1 <= min_ngram <= max_ngram:
-        raise ValueError(f"lookup_continuations: need 1 <= min_ngram ({min_ngram}) <= max_ngram ({max_ngram})")
+        raise ValueError(f"n-gram lookup: need 1 <= min_ngram ({min_ngram}) <= max_ngram ({max_ngram})")
     total, out = len(tokens), []
     if max_tokens <= 0 or k <= 0:
         return out
     for n in range(min(max_ngram, total - 1), min_ngram - 1, -1):
         suffix = tokens[total - n:]
+        # A match starting at `start` (start + n < total) has a continuation; latest first.
         for start in range(total - n - 1, -1, -1):
             if tokens[start:start + n] == suffix:
                 cont = tokens[start + n:start + n + max_tokens]
