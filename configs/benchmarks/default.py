@@ -225,3 +225,8 @@ for _name in ("lossless", "int4_merged_mixed_awq_rot_mlp_lossless", "int4_merged
     # mini world's training answers never name one object description three times in a row)
     variants[_name + "_guard_loops"] = dict(variants[_name], **_guard,
                                             answer_guard_loops=dict(max_period=24, min_repeats=3, min_span=12))
+    # ... nor wander between a few descriptions to its budget: no 12-token phrase more than twice anywhere in
+    # the answer (the mini world's important-objects answers, 1440 in train and val of three domains, never
+    # hold one more than twice)
+    variants[_name + "_guard_recur"] = dict(variants[_name + "_guard_loops"],
+                                            answer_guard_recurrence=dict(ngram=12, max_count=2))

@@ -1,10 +1,12 @@
 """End guard: hand-checked choices, and every decoder applies it identically."""
+from collections import Counter
+
 import pytest
 import torch
 
 from bevlm.inference.speculative import SelfSpeculativeDecoder
 from bevlm.models.llm.generation import choose_token, guarded_choices
-from bevlm.models.llm.stopping import AnswerGuard, EndGuard, RepetitionStop, build_end_guard
+from bevlm.models.llm.stopping import AnswerGuard, EndGuard, Recurrence, RepetitionStop, build_end_guard
 from bevlm.structures.qa_families import question_family
 from tests.llm_helpers import tiny_llm_with_head_bias
 
@@ -58,6 +60,30 @@ def test_loop_guard_hand_cases():
     assert guarded_choices(rows, [5, 5, 5], stop, guard, [4, 5, 4], [5, 4]) == [5, 5, 4]  # row 2: [4, 5] x 3
 
 
+def test_recurrence_hand_cases():
+    """A phrase's third copy anywhere in the answer is found; two copies, or copies of shorter
+    phrases, are not."""
+    rec = Recurrence(ngram=3, max_count=2)
+    wander = [1, 2, 3, 9, 1, 2, 3, 8, 1, 2]             # [1, 2, 3] twice, apart
+    assert not rec.completes(wander) and rec.completes(wander + [3])
+    assert not rec.completes(wander + [4])
+    assert not rec.completes([1, 2, 7, 1, 2, 8, 1, 2])  # [1, 2] three times: shorter than the phrase
+    assert rec.completes([5, 5, 5, 5, 5])               # overlapping copies count: [5, 5, 5] at 0, 1, 2
+    assert not rec.completes([5, 5, 5, 5])
+    assert not Recurrence(ngram=3, max_count=3).completes(wander + [3])
+    assert Recurrence(ngram=1, max_count=1).completes([4, 6, 4]) and not rec.completes([])
+    # only the answer's last phrase is judged (checked after every token, earlier ones were judged then)
+    assert not rec.completes([1, 2, 3, 1, 2, 3, 1, 2, 3, 7])
+    guard = AnswerGuard("h", _letters, recurrence=rec)
+    stop = frozenset({1})
+    logits = torch.tensor([0.0, 1.0, 2.0, 5.0, 4.0, 0.0, 0.0, 0.0])  # argmax 3, then 4
+    assert choose_token(logits, stop, guard, wander) == 4               # 3 would write [1, 2, 3] a third time
+    assert choose_token(logits, stop, guard, [7] + wander) == 3         # the text is there: plain greedy
+    assert choose_token(logits, stop, AnswerGuard("h", _letters), wander) == 3
+    with pytest.raises(ValueError, match="answer_guard_recurrence"):
+        Recurrence(ngram=0)
+
+
 def test_guard_config():
     assert question_family(GUARDED) == "important_objects" and question_family("Is it raining?") == "other"
     guard = build_end_guard(dict(important_objects="<c"))
@@ -73,6 +99,14 @@ def test_guard_config():
         build_end_guard(dict(important_objects="<c"), dict(max_period=0))
     with pytest.raises(ValueError, match="answer_guard_loops"):
         build_end_guard(dict(important_objects="<c"), dict(period=3))
+    recurring = build_end_guard(dict(important_objects="<c"), None, dict(ngram=12, max_count=2))
+    assert recurring.check(GUARDED, str).recurrence == Recurrence(12, 2) and recurring.loops is None
+    with pytest.raises(ValueError, match="answer_guard_recurrence"):
+        build_end_guard(None, None, dict(ngram=12))
+    with pytest.raises(ValueError, match="answer_guard_recurrence"):
+        build_end_guard(dict(important_objects="<c"), None, dict(ngram=12, count=2))
+    with pytest.raises(TypeError, match="answer_guard_recurrence"):
+        build_end_guard(dict(important_objects="<c"), None, [12, 2])
     with pytest.raises(ValueError, match="unknown question families"):
         build_end_guard(dict(important_object="<c"))
     with pytest.raises(ValueError, match="answer_must_contain"):
@@ -81,10 +115,17 @@ def test_guard_config():
         build_end_guard(["important_objects"])
 
 
-def _reference(llm, prefix, question, budget, required, rule=None, loops=None):
+def _recurs(ids, recurrence):
+    """Whether the last phrase of ``ids`` occurs more often than allowed (counted over all phrases)."""
+    n = recurrence.ngram
+    phrases = Counter(tuple(ids[i:i + n]) for i in range(len(ids) - n + 1))
+    return len(ids) >= n and phrases[tuple(ids[-n:])] > recurrence.max_count
+
+
+def _reference(llm, prefix, question, budget, required, rule=None, loops=None, recurrence=None):
     """Greedy decoding written out: the whole sequence recomputed every step, a stop token (and with
-    ``loops`` a token that completes such a loop) passed over for the best other token while the
-    answer's text lacks ``required``."""
+    ``loops`` a token that completes such a loop, with ``recurrence`` one that writes a phrase once
+    too often) passed over for the best other token while the answer's text lacks ``required``."""
     embed = llm.lm.get_input_embeddings()
     query = llm._query_ids(question)
     stops = sorted(llm.prompt.stop_ids)
@@ -96,7 +137,8 @@ def _reference(llm, prefix, question, budget, required, rule=None, loops=None):
         tok = order[0]
         if required is not None and required not in llm.decode_ids(ids):
             tok = next(t for t in order if t not in stops
-                       and (loops is None or loops.truncate_to(ids + [t]) is None))
+                       and (loops is None or loops.truncate_to(ids + [t]) is None)
+                       and (recurrence is None or not _recurs(ids + [t], recurrence)))
         if tok in stops:
             break
         ids.append(tok)
@@ -122,6 +164,7 @@ def early_stopping_llm():
 
 
 LOOPS = RepetitionStop(max_period=6, min_repeats=2, min_span=2)
+RECUR = Recurrence(ngram=2, max_count=1)
 
 
 @pytest.fixture(scope="module")
@@ -136,31 +179,37 @@ def looping_llm():
     return llm, prefix, llm.prefill(prefix)
 
 
-@pytest.mark.parametrize("rule", [None, RepetitionStop(max_period=4, min_repeats=2, min_span=2)])
+@pytest.mark.parametrize("rule", [None, RepetitionStop(max_period=4, min_repeats=3, min_span=3)])
 @pytest.mark.parametrize("written", [False, True])
-@pytest.mark.parametrize("loops", [None, LOOPS])
-def test_every_decoder_applies_the_guard(request, rule, written, loops):
-    llm, prefix, cache = request.getfixturevalue("early_stopping_llm" if loops is None else "looping_llm")
+@pytest.mark.parametrize("loops, recurrence", [(None, None), (LOOPS, None), (None, RECUR), (LOOPS, RECUR)])
+def test_every_decoder_applies_the_guard(request, rule, written, loops, recurrence):
+    plain_guard = loops is None and recurrence is None
+    llm, prefix, cache = request.getfixturevalue("early_stopping_llm" if plain_guard else "looping_llm")
     # "<c": a required text the tiny model never writes, so the guarded answers can only end at the
     # budget or the loop rule; written: the text of a token the guarded answer writes midway, so the
     # guard is lifted there (inside a verified draft for the speculative decoders)
     required = "<c"
     if written:
-        long = _reference(llm, prefix, GUARDED, BUDGET, required, rule, loops)
+        long = _reference(llm, prefix, GUARDED, BUDGET, required, rule, loops, recurrence)
         required = next(t for t in (llm.decode_ids([i]) for i in long[3:]) if t and t not in llm.decode_ids(long[:3]))
     free = [_reference(llm, prefix, q, BUDGET, None, rule) for q in QUESTIONS]
-    expected = [_reference(llm, prefix, q, BUDGET, required if q.startswith(GUARDED) else None, rule, loops)
-                for q in QUESTIONS]
+    expected = [_reference(llm, prefix, q, BUDGET, required if q.startswith(GUARDED) else None, rule, loops,
+                           recurrence) for q in QUESTIONS]
     assert free[1] == expected[1] and free[2] == expected[2]
-    if loops is None:
+    if plain_guard:
         assert len(expected[0]) > len(free[0]) and len(expected[3]) > len(free[3]), "the guard changed nothing"
-    elif not written:  # the loop shape changes the guarded answers, and no loop is left
-        plain = [_reference(llm, prefix, q, BUDGET, required, rule) for q in (QUESTIONS[0], QUESTIONS[3])]
-        assert plain != [expected[0], expected[3]], "the loop guard changed nothing"
-        assert all(loops.truncate_to(e[:n]) is None for e in (expected[0], expected[3]) for n in range(len(e) + 1))
+    elif not written:  # the loop shapes change the guarded answers, and none is left
+        for dropped, partial in (("loops", (None, recurrence)), ("recurrence", (loops, None))):
+            if partial != (loops, recurrence):  # each shape set changes the answers against the guard without it
+                weaker = [_reference(llm, prefix, q, BUDGET, required, rule, *partial) for q in (QUESTIONS[0], QUESTIONS[3])]
+                assert weaker != [expected[0], expected[3]], f"the guard's {dropped} changed nothing"
+        guarded = (expected[0], expected[3])
+        assert loops is None or all(loops.truncate_to(e[:n]) is None for e in guarded for n in range(len(e) + 1))
+        assert recurrence is None or all(not _recurs(e[:n], recurrence) for e in guarded for n in range(len(e) + 1))
     try:
         llm.stop_rule = rule
-        llm.end_guard = build_end_guard(dict(important_objects=required), None if loops is None else vars(loops))
+        llm.end_guard = build_end_guard(dict(important_objects=required), None if loops is None else vars(loops),
+                                        None if recurrence is None else vars(recurrence))
         with torch.no_grad():
             assert [llm.generate_ids(cache, q, BUDGET) for q in QUESTIONS] == expected
             assert [llm.generate_ids_no_cache(prefix, q, BUDGET) for q in QUESTIONS] == expected

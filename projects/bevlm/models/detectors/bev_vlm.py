@@ -284,7 +284,8 @@ class BEVVLM(BaseModel):
                              "skip-set search or an answer datastore is resolved by an inference variant "
                              "(bevlm.inference.variants, tools/test.py --variant)") from err
         self.llm.stop_rule = build_stop_rule(cfg.repetition_stop)
-        self.llm.end_guard = build_end_guard(cfg.answer_must_contain, cfg.answer_guard_loops)
+        self.llm.end_guard = build_end_guard(cfg.answer_must_contain, cfg.answer_guard_loops,
+                                             cfg.answer_guard_recurrence)
         self.llm.share_text_prefix = cfg.share_prompt_cache
         self.llm.prefill_group_tokens = cfg.prefill_group_tokens
         self.frame_decoder = decoder

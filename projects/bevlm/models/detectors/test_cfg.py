@@ -10,6 +10,7 @@ as ``test_cfg`` of mmdet3d detectors::
         repetition_stop=dict(max_period=8, min_repeats=3, min_span=12),  # or None: off
         answer_must_contain=dict(important_objects="<c"),  # or None: off
         answer_guard_loops=dict(max_period=24, min_repeats=3, min_span=12),  # or None: off
+        answer_guard_recurrence=dict(ngram=12, max_count=2),  # or None: off
         batch_questions=True,                         # a frame's questions as one batch
         prefill_group_tokens=32,                      # batch: queries prefilled in length groups
         share_prompt_cache=False,                     # prompt-text KV prefilled once per model
@@ -57,7 +58,11 @@ class TestConfig:
         answer_guard_loops: with ``answer_must_contain``, the loop shape (``RepetitionStop``
             arguments) that a guarded answer lacking its text may not complete (the completing token
             is passed over for the best other one), so it cannot loop to its budget without the IDs
-            either; None: the guard forbids stop tokens only.
+            either; None: not checked.
+        answer_guard_recurrence: with ``answer_must_contain``, ``dict(ngram, max_count)``
+            (:class:`bevlm.models.llm.stopping.Recurrence`): a guarded answer lacking its text may
+            not write any ``ngram``-token phrase more than ``max_count`` times, wherever the copies
+            are (loops that wander between a few phrases); None: not checked.
         batch_questions: decode all questions of a frame as one batch over the shared prefix
             cache (same greedy answers, much faster on bandwidth-bound CPUs).
         prefill_group_tokens: with ``batch_questions``, the questions are prefilled in groups of
@@ -102,6 +107,7 @@ class TestConfig:
     repetition_stop: dict | None = None
     answer_must_contain: dict | None = None
     answer_guard_loops: dict | None = None
+    answer_guard_recurrence: dict | None = None
     batch_questions: bool = True
     prefill_group_tokens: float | None = GROUP_OVERHEAD_TOKENS
     share_prompt_cache: bool = False
@@ -128,7 +134,8 @@ class TestConfig:
         if not isinstance(self.family_max_new_tokens, dict):
             raise TypeError(f"test_cfg.family_max_new_tokens must be a dict {{family: budget}}, got "
                             f"{type(self.family_max_new_tokens).__name__}")
-        for name in ("repetition_stop", "answer_must_contain", "answer_guard_loops", "speculative"):
+        for name in ("repetition_stop", "answer_must_contain", "answer_guard_loops", "answer_guard_recurrence",
+                     "speculative"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, dict):
                 raise TypeError(f"test_cfg.{name} must be a dict or None, got {type(value).__name__}")
