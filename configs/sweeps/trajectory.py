@@ -5,7 +5,8 @@
 # all (no-ego); the head placed after the perception and prediction answers (traj-after-qa); decoded text
 # waypoints with and without the ego token (traj-text, traj-text_no-ego); the kinematic prior with
 # randomly initialised offset layers (kinematic-prior), and that with the head at ten times the learning
-# rate (kinematic-prior_traj-lr10).
+# rate (kinematic-prior_traj-lr10); no ego status with the trajectory loss at a tenth of its weight
+# (no-ego_traj-w0.1: does the trajectory gradient on the shared weights cause the no-ego QA drop?).
 sweep = dict(
     name="trajectory",
     configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_no-kinematic-prior.py",
@@ -13,7 +14,8 @@ sweep = dict(
              "configs/ablations/bev_vlm_no-ego.py", "configs/ablations/bev_vlm_traj-after-qa.py",
              "configs/ablations/bev_vlm_traj-text.py", "configs/ablations/bev_vlm_traj-text_no-ego.py",
              "configs/ablations/bev_vlm_kinematic-prior.py",
-             "configs/ablations/bev_vlm_kinematic-prior_traj-lr10.py"],
+             "configs/ablations/bev_vlm_kinematic-prior_traj-lr10.py",
+             "configs/ablations/bev_vlm_no-ego_traj-w0.1.py"],
     steps=["train", "test"],
     # the default split (every 3rd val frame scored, all streamed: 48 frames in 9 scenes), 3 trainings per config; the
     # summary pairs each run with the first one (seed-pooled cluster bootstrap, 95 %)
