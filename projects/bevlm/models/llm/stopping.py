@@ -219,6 +219,20 @@ class EndGuard:
         return AnswerGuard(text, decode, self.loops, self.recurrence)
 
 
+def _guard_shape(value: dict | None, cls: type, key: str, needs: str, example: str):
+    """``cls(**value)`` for the config key ``model.test_cfg.<key>`` (None stays None), or an error
+    naming the key and the arguments it takes."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"model.test_cfg.{key} must be a dict of {cls.__name__} arguments ({needs}) or None, got "
+                        f"{type(value).__name__}")
+    try:
+        return cls(**value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"model.test_cfg.{key}={value}: {err}; give {needs}, e.g. {example}") from err
+
+
 def build_end_guard(cfg: dict | None, loops: dict | None = None,
                     recurrence: dict | None = None) -> EndGuard | None:
     """An :class:`EndGuard` from ``test_cfg.answer_must_contain`` (``{family: text}``; None: off),
@@ -239,22 +253,8 @@ def build_end_guard(cfg: dict | None, loops: dict | None = None,
     if unknown:
         raise ValueError(f"model.test_cfg.answer_must_contain: unknown question families {unknown}; use families "
                          f"of bevlm.structures.qa_families.FAMILIES, e.g. 'important_objects'")
-    if loops is not None:
-        if not isinstance(loops, dict):
-            raise TypeError(f"model.test_cfg.answer_guard_loops must be a dict of RepetitionStop arguments "
-                            f"(max_period, min_repeats, min_span) or None, got {type(loops).__name__}")
-        try:
-            loops = RepetitionStop(**loops)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"model.test_cfg.answer_guard_loops={loops}: {err}; give max_period, min_repeats and "
-                             "min_span, e.g. dict(max_period=24, min_repeats=3, min_span=12)") from err
-    if recurrence is not None:
-        if not isinstance(recurrence, dict):
-            raise TypeError(f"model.test_cfg.answer_guard_recurrence must be a dict of Recurrence arguments "
-                            f"(ngram, max_count) or None, got {type(recurrence).__name__}")
-        try:
-            recurrence = Recurrence(**recurrence)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"model.test_cfg.answer_guard_recurrence={recurrence}: {err}; give ngram and max_count, "
-                             "e.g. dict(ngram=12, max_count=2)") from err
+    loops = _guard_shape(loops, RepetitionStop, "answer_guard_loops", "max_period, min_repeats and min_span",
+                         "dict(max_period=24, min_repeats=3, min_span=12)")
+    recurrence = _guard_shape(recurrence, Recurrence, "answer_guard_recurrence", "ngram and max_count",
+                              "dict(ngram=12, max_count=2)")
     return EndGuard(tuple(sorted(cfg.items())), loops, recurrence)
