@@ -21,8 +21,6 @@ initialisation, as in training).
 """
 import argparse
 import copy
-import json
-import os
 import os.path as osp
 import tempfile
 
@@ -148,9 +146,8 @@ def main(argv=None) -> int:
         print(f"{group:18s}" + "".join(f"{row['norm'].get(k, 0.0):20.4g}" for k in losses)
               + f"{'' if cos is None else f'{cos:+.3f}':>26s}")
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        from bevlm.utils import atomic_write_json
+        atomic_write_json(result, args.out, indent=1)
     return 0
 
 

@@ -22,7 +22,6 @@ reported, not refused, so that a probe can read an incomplete checkpoint on purp
 import argparse
 import copy
 import json
-import os
 import os.path as osp
 import tempfile
 
@@ -137,9 +136,8 @@ def main(argv=None) -> int:
             result["trajectory_only"][name] = trajectory_only_l2(model, runner.test_dataloader, stream)
     print(json.dumps(result, indent=1))
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        from bevlm.utils import atomic_write_json
+        atomic_write_json(result, args.out, indent=1)
     return 0
 
 
