@@ -230,3 +230,11 @@ for _name in ("lossless", "int4_merged_mixed_awq_rot_mlp_lossless", "int4_merged
     # hold one more than twice)
     variants[_name + "_guard_recur"] = dict(variants[_name + "_guard_loops"],
                                             answer_guard_recurrence=dict(ngram=12, max_count=2))
+# Trained draft heads (speculative.draft_heads: Medusa-style heads on the verifier's last hidden state,
+# fitted to the checkpoint's own answers by tools/train_draft_heads.py; lossless, they only draft): where
+# lookup and the datastore propose nothing, the heads guess the next tokens after the one just chosen.
+# Needs the heads file first:
+#   python tools/train_draft_heads.py configs/bev_vlm.py work_dirs/bev_vlm/iter_100.pth
+_heads = dict(draft_heads="work_dirs/draft_heads/bev_vlm.safetensors", head_draft_len=3)
+variants["lossless_heads"] = dict(share_prompt_cache=True, speculative=dict(variants["lossless"]["speculative"], **_heads))
+variants["lossless_lookup_only_heads"] = dict(share_prompt_cache=True, speculative=dict(_lookup_chain, **_heads))

@@ -299,8 +299,8 @@ def _ratio(a: float, b: float) -> float:
 
 
 #: Draft sources of the self-speculative decoder (``SpecStats`` counter prefixes): prompt lookup, the
-#: training-answer datastore, layer skipping, the low-precision copy of the weights.
-DRAFT_SOURCES = ("ngram", "store", "skip", "quant")
+#: training-answer datastore, layer skipping, the low-precision copy of the weights, the trained draft heads.
+DRAFT_SOURCES = ("ngram", "store", "skip", "quant", "heads")
 
 
 def draft_source_columns(spec: dict | None) -> dict:

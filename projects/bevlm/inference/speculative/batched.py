@@ -10,6 +10,11 @@ of every later step by the attention mask; each row's position ids continue from
 accepted length. A row therefore attends exactly to its own verified tokens at their own
 positions: the output equals plain greedy decoding of each question alone.
 
+With ``decoder.draft_heads`` (trained heads, :mod:`.draft_heads`), a row whose model-free drafts
+come up empty drafts the heads' guesses instead: the input of the LM head in each verify forward
+(the last-layer hidden states of the fed positions) is tapped, and the state at the row's last
+accepted position guesses the tokens after its pending one.
+
 With ``decoder.trace`` a list, each call appends one frame record: the drafts' inputs (``context``,
 ``queries``, ``keys``, ``budgets``), the ``answers`` and how each ``ended`` (``stop``, ``rule``,
 ``budget``; ``cut_from``: a rule-ended row's ids before the cut), and per verify forward
@@ -19,12 +24,15 @@ drafting policies.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import torch
 
 from bevlm.models.llm.batched_generation import prefill_queries
 from bevlm.models.llm.cache_api import cache_kwargs, output_cache
 from bevlm.models.llm.generation import PrefixCache, choose_token, guarded_choices, lm_device
+
+from .draft_heads import HiddenTap
 
 
 @torch.no_grad()
@@ -66,74 +74,82 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
     end_checks = [llm.end_check(q) for q in questions]  # the plain decoder's guard, same checks
     new_tokens = {r: [choose_token(logits[k], stop_ids, end_checks[r], out_ids[r])]
                   for k, r in enumerate(active)}
-    while True:
-        # 1. take each row's verified tokens, in order, until a stop, the rule or the budget
-        for r in active:
-            if done[r]:
-                continue
-            for tok in new_tokens[r]:
-                if tok in stop_ids:
-                    done[r], ended[r] = True, "stop"
-                    break
-                out_ids[r].append(tok)
-                if stop_rule is not None and (cut := stop_rule.truncate_to(out_ids[r])) is not None:
-                    cut_from[r] = list(out_ids[r])
-                    del out_ids[r][cut:]
-                    done[r], ended[r] = True, "rule"
-                    break
-                if len(out_ids[r]) >= budgets[r]:
-                    done[r], ended[r] = True, "budget"
-                    break
-        keep = [k for k, r in enumerate(active) if not done[r]]
-        if not keep:
-            break
-        if len(keep) < len(active):  # finished rows leave the batch and its cache
-            sel = torch.tensor(keep, device=device)
-            past.batch_select_indices(sel)
-            mask = mask[sel]
-            active = [active[k] for k in keep]
-        # 2. drafts: pending token + model-free proposal per row
-        rows, sources = [], []
-        for r in active:
-            limit = budgets[r] - len(out_ids[r]) - 1
-            # the other rows' answers so far (c-tags and phrasings repeat across a frame's answers), then
-            # the row's own question and answer: prompt lookup prefers the most recent match
-            others = [t for o in range(n) if o != r for t in out_ids[o]] if decoder.lookup_other_answers else []
-            history = shared_context + others + queries[r] + out_ids[r]
-            drafts, source = decoder.model_free_draft(history, limit, out_ids[r], keys[r]) if limit > 0 else ([], "none")
-            rows.append([out_ids[r][-1]] + drafts)
-            sources.append(source)
-        width = max(len(x) for x in rows)
-        feed = torch.full((len(active), width), llm.pad_id, dtype=torch.long, device=device)  # [A, W]
-        step_mask = torch.zeros((len(active), width), dtype=torch.long, device=device)
-        for k, x in enumerate(rows):
-            feed[k, :len(x)] = torch.tensor(x, device=device)
-            step_mask[k, :len(x)] = 1
-        positions = torch.tensor([next_pos[r] for r in active], device=device)[:, None] + torch.arange(
-            width, device=device)[None]                                                   # [A, W]
-        mask = torch.cat([mask, step_mask], dim=1)
-        start = time.perf_counter()
-        out = lm(input_ids=feed, attention_mask=mask, position_ids=positions, **cache_kwargs(lm, past),
-                 use_cache=True, logits_to_keep=width)
-        stats.full_forwards += 1
-        past = output_cache(out)
-        greedy = out.logits.argmax(-1).tolist()  # [A, W]: the choice after each fed token
-        steps.append([len(active), width, mask.shape[1], time.perf_counter() - start])
-        # 3. accept the longest matching draft prefix; mask the rest of the row's entries
-        for k, (r, x, source) in enumerate(zip(active, rows, sources)):
-            drafts = x[1:]
-            if end_checks[r] is not None:
-                greedy[k] = guarded_choices(out.logits[k], greedy[k], stop_ids, end_checks[r], out_ids[r], drafts)
-            accepted = 0
-            while accepted < len(drafts) and drafts[accepted] == greedy[k][accepted]:
-                accepted += 1
-            decoder.count_drafts(source, len(drafts), accepted)
-            mask[k, mask.shape[1] - width + 1 + accepted:] = 0
-            next_pos[r] += 1 + accepted
-            new_tokens[r] = greedy[k][:accepted + 1]
+    heads = decoder.draft_heads
+    guesses: dict[int, list[int]] = {}  # the heads' guesses after each row's pending token
+    with (HiddenTap(lm) if heads is not None else nullcontext()) as tap:
+        while True:
+            # 1. take each row's verified tokens, in order, until a stop, the rule or the budget
+            for r in active:
+                if done[r]:
+                    continue
+                for tok in new_tokens[r]:
+                    if tok in stop_ids:
+                        done[r], ended[r] = True, "stop"
+                        break
+                    out_ids[r].append(tok)
+                    if stop_rule is not None and (cut := stop_rule.truncate_to(out_ids[r])) is not None:
+                        cut_from[r] = list(out_ids[r])
+                        del out_ids[r][cut:]
+                        done[r], ended[r] = True, "rule"
+                        break
+                    if len(out_ids[r]) >= budgets[r]:
+                        done[r], ended[r] = True, "budget"
+                        break
+            keep = [k for k, r in enumerate(active) if not done[r]]
+            if not keep:
+                break
+            if len(keep) < len(active):  # finished rows leave the batch and its cache
+                sel = torch.tensor(keep, device=device)
+                past.batch_select_indices(sel)
+                mask = mask[sel]
+                active = [active[k] for k in keep]
+            # 2. drafts: pending token + model-free proposal per row
+            rows, sources = [], []
+            for r in active:
+                limit = budgets[r] - len(out_ids[r]) - 1
+                # the other rows' answers so far (c-tags and phrasings repeat across a frame's answers), then
+                # the row's own question and answer: prompt lookup prefers the most recent match
+                others = [t for o in range(n) if o != r for t in out_ids[o]] if decoder.lookup_other_answers else []
+                history = shared_context + others + queries[r] + out_ids[r]
+                drafts, source = decoder.model_free_draft(history, limit, out_ids[r], keys[r]) if limit > 0 else ([], "none")
+                if not drafts and limit > 0 and guesses.get(r):
+                    drafts, source = decoder.head_draft(guesses[r], history, limit, out_ids[r], keys[r]), "heads"
+                rows.append([out_ids[r][-1]] + drafts)
+                sources.append(source)
+            width = max(len(x) for x in rows)
+            feed = torch.full((len(active), width), llm.pad_id, dtype=torch.long, device=device)  # [A, W]
+            step_mask = torch.zeros((len(active), width), dtype=torch.long, device=device)
+            for k, x in enumerate(rows):
+                feed[k, :len(x)] = torch.tensor(x, device=device)
+                step_mask[k, :len(x)] = 1
+            positions = torch.tensor([next_pos[r] for r in active], device=device)[:, None] + torch.arange(
+                width, device=device)[None]                                                   # [A, W]
+            mask = torch.cat([mask, step_mask], dim=1)
+            start = time.perf_counter()
+            out = lm(input_ids=feed, attention_mask=mask, position_ids=positions, **cache_kwargs(lm, past),
+                     use_cache=True, logits_to_keep=width)
+            stats.full_forwards += 1
+            past = output_cache(out)
+            greedy = out.logits.argmax(-1).tolist()  # [A, W]: the choice after each fed token
+            steps.append([len(active), width, mask.shape[1], time.perf_counter() - start])
+            # 3. accept the longest matching draft prefix; mask the rest of the row's entries
+            for k, (r, x, source) in enumerate(zip(active, rows, sources)):
+                drafts = x[1:]
+                if end_checks[r] is not None:
+                    greedy[k] = guarded_choices(out.logits[k], greedy[k], stop_ids, end_checks[r], out_ids[r], drafts)
+                accepted = 0
+                while accepted < len(drafts) and drafts[accepted] == greedy[k][accepted]:
+                    accepted += 1
+                decoder.count_drafts(source, len(drafts), accepted)
+                mask[k, mask.shape[1] - width + 1 + accepted:] = 0
+                next_pos[r] += 1 + accepted
+                new_tokens[r] = greedy[k][:accepted + 1]
+                if heads is not None:  # the state that chose the new pending token guesses what follows it
+                    guesses[r] = decoder.head_guess(tap.hidden[k, -width + accepted])
     stats.generated += sum(len(x) for x in out_ids)
     if decoder.trace is not None:
         decoder.trace.append(dict(context=shared_context, queries=queries, keys=keys, budgets=budgets,
                                   answers=[list(x) for x in out_ids], ended=ended,
-                                  cut_from={str(r): x for r, x in cut_from.items()}, steps=steps))
+                                  cut_from={str(r): x for r, x in cut_from.items()}, steps=steps,
+                                  draft_heads=heads is not None))
     return out_ids

@@ -11,7 +11,9 @@ model itself, with no training (and no extra weights but the optional low-precis
   REST, He et al., 2023, arXiv 2311.08252), e.g. the training split's answers;
 - otherwise a draft model: the model with some decoder layers skipped (:mod:`.layer_skip`,
   Draft & Verify, Zhang et al., 2023, arXiv 2309.08168), or a bf16 / int8 / int4 copy of the same
-  weights with its own KV cache (:mod:`.quant_draft`, ``quant_draft``).
+  weights with its own KV cache (:mod:`.quant_draft`, ``quant_draft``);
+- or, in batched decoding, trained draft heads on the verifier's own last hidden state
+  (:mod:`.draft_heads`, Medusa-style; the one source that needs training).
 
 Every emitted token is the full model's argmax given the exact greedy history,
 so the output equals plain greedy decoding (``HFCausalLM.generate_ids``) token
@@ -30,6 +32,7 @@ from bevlm.models.llm.generation import choose_token, fork_cache, guarded_choice
 from bevlm.registry import TASK_UTILS
 
 from .batched import speculative_batch_from_cache
+from .draft_heads import DraftHeads, load_draft_heads
 from .layer_skip import LayerSkipModel, crop_cache
 from .ngram import NgramDatastore, ngram_propose, question_key
 from .quant_draft import DraftSession, QuantDrafter, QuantDraftSetting
@@ -50,6 +53,8 @@ class SpecStats:
         quant_drafted / quant_accepted: the part proposed by the low-precision draft model.
         quant_forwards: forwards of the low-precision draft model (a catch-up forward of the
             verified tokens it lacks, then one per further drafted token).
+        heads_drafted / heads_accepted: the part started by the trained draft heads (lookup may
+            continue such a draft; its tokens count here).
         draft_resident_bytes: bytes the low-precision draft holds beyond the verifier's tensors
             (:func:`.quant_draft.draft_resident_bytes`; 0 without one); a state, kept by
             :meth:`SelfSpeculativeDecoder.reset_stats`.
@@ -69,6 +74,8 @@ class SpecStats:
     quant_drafted: int = 0
     quant_accepted: int = 0
     quant_forwards: int = 0
+    heads_drafted: int = 0
+    heads_accepted: int = 0
     draft_resident_bytes: int = 0
 
     @property
@@ -128,6 +135,12 @@ class SelfSpeculativeDecoder:
             after everything more recent (question, earlier answers, the answer so far).
         lookup_other_answers: with ``batched``, let prompt lookup also copy from the other questions'
             answers decoded so far in the same batch (one by one, the earlier answers always are).
+        draft_heads: trained draft heads (:class:`.draft_heads.DraftHeads` or the path of a file of
+            :func:`.draft_heads.save_draft_heads`), batched decoding only: where lookup and the
+            datastore propose nothing after a verify step, the heads' guesses from the hidden state of
+            the row's last verified token are the draft (continued by lookup with ``chain_drafts``).
+        head_draft_len: most tokens taken from the heads per draft (at most their number).
+        head_min_prob: a head's guess is drafted only while its probability is at least this.
 
     Raises:
         ValueError: bad lengths or skip indices (see :class:`LayerSkipModel`); ``quant_draft`` with
@@ -150,7 +163,10 @@ class SelfSpeculativeDecoder:
                  batched: bool = False,
                  quant_draft: QuantDraftSetting | dict | str | None = None,
                  lookup_prefix_text: bool = True,
-                 lookup_other_answers: bool = True) -> None:
+                 lookup_other_answers: bool = True,
+                 draft_heads: DraftHeads | str | None = None,
+                 head_draft_len: int = 3,
+                 head_min_prob: float = 0.0) -> None:
         if draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: draft_len={draft_len} must be >= 1")
         if not 1 <= ngram_min_n <= ngram_n:
@@ -183,6 +199,22 @@ class SelfSpeculativeDecoder:
                 raise ValueError(f"SelfSpeculativeDecoder: quant_draft and skip_layers={list(skip_layers)} both "
                                  "ask for a draft model; set use_layer_skip=False or skip_layers=[]")
             self.quant_drafter = QuantDrafter(llm, QuantDraftSetting.parse(quant_draft))
+        self.draft_heads: DraftHeads | None = None
+        if draft_heads is not None:
+            if not self.batched:
+                raise ValueError("SelfSpeculativeDecoder: draft_heads draft in batched decoding only; set batched=True")
+            if isinstance(draft_heads, str):
+                config = llm.lm.config
+                draft_heads = load_draft_heads(draft_heads, hidden_size=config.hidden_size,
+                                               vocab_size=config.vocab_size)
+            if not isinstance(draft_heads, DraftHeads):
+                raise ValueError(f"SelfSpeculativeDecoder: draft_heads is {type(draft_heads).__name__}; give a "
+                                 "DraftHeads or the path of a file of save_draft_heads")
+            if head_draft_len < 1:
+                raise ValueError(f"SelfSpeculativeDecoder: head_draft_len={head_draft_len} must be >= 1")
+            self.draft_heads = draft_heads.to(lm_device(llm.lm))
+        self.head_draft_len = int(head_draft_len)
+        self.head_min_prob = float(head_min_prob)
         self.stats = SpecStats()
         #: set to a list to record each batched frame's drafting inputs, answers and verify steps
         #: (:func:`.batched.speculative_batch_from_cache`; replayed under other drafting policies by
@@ -235,6 +267,22 @@ class SelfSpeculativeDecoder:
         if self.chain_drafts:
             return self._chain(history, limit, answer, key)
         return self._lookup(history, limit, answer, key)
+
+    def head_guess(self, hidden: torch.Tensor) -> list[int]:
+        """The draft heads' guesses after the token that ``hidden`` (``[D]``, last layer) chose."""
+        return self.draft_heads.propose(hidden, min(self.head_draft_len, self.draft_heads.num_heads),
+                                        self.head_min_prob, self.llm.prompt.stop_ids)
+
+    def head_draft(self, guess: list[int], history: list[int], limit: int, answer: list[int],
+                   key: str | None) -> list[int]:
+        """A draft that starts with the heads' ``guess`` and, with ``chain_drafts``, goes on with
+        model-free proposals looked up on the answer extended by it (at most ``limit`` tokens)."""
+        stop_ids = self.llm.prompt.stop_ids
+        limit = min(limit, self.max_draft_len)
+        drafts = list(guess[:limit])
+        if self.chain_drafts and drafts and drafts[-1] not in stop_ids and len(drafts) < limit:
+            drafts += self.model_free_draft(history + drafts, limit - len(drafts), answer + drafts, key)[0]
+        return drafts
 
     @torch.no_grad()
     def generate_ids_batch(self, cache: PrefixCache, questions: list[str],
@@ -362,6 +410,9 @@ class SelfSpeculativeDecoder:
         elif source == "store":
             self.stats.store_drafted += drafted
             self.stats.store_accepted += accepted
+        elif source == "heads":
+            self.stats.heads_drafted += drafted
+            self.stats.heads_accepted += accepted
         elif source == "quant":
             self.stats.quant_drafted += drafted
             self.stats.quant_accepted += accepted

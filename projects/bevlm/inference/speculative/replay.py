@@ -158,6 +158,10 @@ def check_trace(trace: list[dict], decoder) -> list[str]:
     """Frames whose replay under the decoder's own policy differs from the recorded steps (empty: faithful)."""
     bad = []
     for i, record in enumerate(trace):
+        if record.get("draft_heads"):
+            bad.append(f"frame {i}: drafted by trained heads, whose guesses come from the model's hidden states; "
+                       "a model-free replay cannot reproduce them (record the trace without draft_heads)")
+            continue
         got = [(a, w) for a, w, _ in replay_frame(record, decoder).steps]
         want = [(int(s[0]), int(s[1])) for s in record["steps"]]
         if got != want:
