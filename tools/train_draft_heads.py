@@ -73,11 +73,13 @@ def main(argv=None):
     per_set = max(1, -(-args.frames // len(sets)))
     batches = [pseudo_collate([ds[i]]) for ds in sets for i in evenly_spaced(len(ds), per_set)]
     start = time.perf_counter()
-    data = head_training_data(model, batches, args.heads)
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    log(f"draft heads: {len(batches)} training frames of {args.config}")
+    data = head_training_data(model, batches, args.heads, log=log)
     collect_s = time.perf_counter() - start
     heads, report = train_draft_heads(data, lambda v: output_rows(model.llm.lm, v), args.heads, epochs=args.epochs,
                                       lr=args.lr, batch_size=args.batch_size, val_share=args.val_share,
-                                      seed=args.seed)
+                                      seed=args.seed, log=log)
     info = dict(config=args.config, checkpoint=args.checkpoint, frames=len(batches), epochs=args.epochs, lr=args.lr,
                 seed=args.seed, collect_s=round(collect_s, 1),
                 fit_s=round(time.perf_counter() - start - collect_s, 1), **report)
