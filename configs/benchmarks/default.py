@@ -232,9 +232,16 @@ for _name in ("lossless", "int4_merged_mixed_awq_rot_mlp_lossless", "int4_merged
                                             answer_guard_recurrence=dict(ngram=12, max_count=2))
 # Trained draft heads (speculative.draft_heads: Medusa-style heads on the verifier's last hidden state,
 # fitted to the checkpoint's own answers by tools/train_draft_heads.py; lossless, they only draft): where
-# lookup and the datastore propose nothing, the heads guess the next tokens after the one just chosen.
+# lookup and the datastore propose nothing (`head_policy='fallback'`), or also where their draft departs
+# from the heads' guesses ('override'), the heads guess the next tokens after the one just chosen.
+# The datastore nearly always proposes something, so beside it the heads draft with 'override' only.
 # Needs the heads file first:
 #   python tools/train_draft_heads.py configs/bev_vlm.py work_dirs/bev_vlm/iter_100.pth
 _heads = dict(draft_heads="work_dirs/draft_heads/bev_vlm.safetensors", head_draft_len=3)
-variants["lossless_heads"] = dict(share_prompt_cache=True, speculative=dict(variants["lossless"]["speculative"], **_heads))
+variants["lossless_heads_fallback"] = dict(share_prompt_cache=True,
+                                           speculative=dict(variants["lossless"]["speculative"], **_heads))
+variants["lossless_heads"] = dict(share_prompt_cache=True, speculative=dict(
+    variants["lossless"]["speculative"], **_heads, head_policy="override"))
+variants["lossless_heads_p50"] = dict(share_prompt_cache=True, speculative=dict(
+    variants["lossless"]["speculative"], **_heads, head_policy="override", head_min_prob=0.5))
 variants["lossless_lookup_only_heads"] = dict(share_prompt_cache=True, speculative=dict(_lookup_chain, **_heads))

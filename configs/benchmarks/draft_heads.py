@@ -8,7 +8,9 @@ _base_ = ["./default.py"]
 selection = [
     "baseline",                          # batch-1 greedy, fp32, one question at a time
     "lossless",                          # prompt cache + batched drafts: lookup (line, other answers) + datastore
-    "lossless_heads",                    # ... + the heads where lookup and the datastore have nothing
+    "lossless_heads",                    # ... + the heads where lookup and the datastore have nothing or
+                                         #     depart from the heads' guesses (head_policy='override')
+    "lossless_heads_p50",                # ... the same, guesses drafted while their probability >= 0.5
     "lossless_lookup_only",              # no training answers: lookup over questions, line, other answers
-    "lossless_lookup_only_heads",        # ... + the heads
+    "lossless_lookup_only_heads",        # ... + the heads where lookup has nothing (head_policy='fallback')
 ]

@@ -114,10 +114,37 @@ def test_batched_decoding_with_heads_is_greedy_exact_and_needs_fewer_forwards(fi
         for p in noisy.parameters():
             p.normal_(0, 0.5)
     for chain in (False, True):
+        for policy in ("fallback", "override"):
+            dec = SelfSpeculativeDecoder(llm, [], use_ngram=True, ngram_min_n=1, use_layer_skip=False, batched=True,
+                                         chain_drafts=chain, draft_heads=noisy, head_draft_len=2, head_policy=policy)
+            assert dec.generate_ids_batch(cache, QUESTIONS, MAX_NEW) == refs
+            assert dec.stats.heads_drafted > dec.stats.heads_accepted
+
+
+def test_override_policy_drafts_with_the_heads_beside_lookup(fitted):
+    """With lookup on, 'fallback' leaves the heads the steps lookup has nothing for; 'override' also
+    takes the steps where lookup's draft departs from the heads' guesses; both stay greedy-exact."""
+    llm, cache, refs, heads, _ = fitted
+    stats = {}
+    for policy in ("fallback", "override"):
         dec = SelfSpeculativeDecoder(llm, [], use_ngram=True, ngram_min_n=1, use_layer_skip=False, batched=True,
-                                     chain_drafts=chain, draft_heads=noisy, head_draft_len=2)
+                                     chain_drafts=True, draft_heads=heads, head_draft_len=K, head_policy=policy)
         assert dec.generate_ids_batch(cache, QUESTIONS, MAX_NEW) == refs
-        assert dec.stats.heads_drafted > dec.stats.heads_accepted
+        stats[policy] = dec.stats
+    assert stats["override"].heads_drafted > stats["fallback"].heads_drafted
+    assert stats["override"].full_forwards <= stats["fallback"].full_forwards
+
+
+def test_prefers_heads_hand_cases(fitted):
+    llm, _, _, heads, _ = fitted
+    fallback = SelfSpeculativeDecoder(llm, [], batched=True, draft_heads=heads)
+    override = SelfSpeculativeDecoder(llm, [], batched=True, draft_heads=heads, head_policy="override")
+    assert fallback.prefers_heads([], [5]) and not fallback.prefers_heads([1], [5]) and not fallback.prefers_heads([], [])
+    assert override.prefers_heads([], [5]) and override.prefers_heads([1, 2], [5])       # none / disagree at once
+    assert override.prefers_heads([5, 2], [5, 6, 7]) and override.prefers_heads([5], [5, 6])  # later / shorter
+    assert not override.prefers_heads([5, 6, 7, 8], [5, 6]) and not override.prefers_heads([1], [])
+    with pytest.raises(ValueError, match="head_policy"):
+        SelfSpeculativeDecoder(llm, [], batched=True, draft_heads=heads, head_policy="always")
 
 
 def test_trace_with_heads_is_refused_by_the_replay(fitted):

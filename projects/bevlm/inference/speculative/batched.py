@@ -11,7 +11,8 @@ accepted length. A row therefore attends exactly to its own verified tokens at t
 positions: the output equals plain greedy decoding of each question alone.
 
 With ``decoder.draft_heads`` (trained heads, :mod:`.draft_heads`), a row whose model-free drafts
-come up empty drafts the heads' guesses instead: the input of the LM head in each verify forward
+come up empty (or, with ``head_policy='override'``, disagree with the heads) drafts the heads'
+guesses instead: the input of the LM head in each verify forward
 (the last-layer hidden states of the fed positions) is tapped, and the state at the row's last
 accepted position guesses the tokens after its pending one.
 
@@ -112,7 +113,7 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
                 others = [t for o in range(n) if o != r for t in out_ids[o]] if decoder.lookup_other_answers else []
                 history = shared_context + others + queries[r] + out_ids[r]
                 drafts, source = decoder.model_free_draft(history, limit, out_ids[r], keys[r]) if limit > 0 else ([], "none")
-                if not drafts and limit > 0 and guesses.get(r):
+                if limit > 0 and guesses.get(r) and decoder.prefers_heads(drafts, guesses[r]):
                     drafts, source = decoder.head_draft(guesses[r], history, limit, out_ids[r], keys[r]), "heads"
                 rows.append([out_ids[r][-1]] + drafts)
                 sources.append(source)

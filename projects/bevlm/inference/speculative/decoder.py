@@ -141,6 +141,9 @@ class SelfSpeculativeDecoder:
             the row's last verified token are the draft (continued by lookup with ``chain_drafts``).
         head_draft_len: most tokens taken from the heads per draft (at most their number).
         head_min_prob: a head's guess is drafted only while its probability is at least this.
+        head_policy: when the heads draft: ``'fallback'`` only where lookup and the datastore propose
+            nothing; ``'override'`` also where their draft disagrees with the heads' guesses (the
+            datastore nearly always proposes something, so without it the heads seldom draft).
 
     Raises:
         ValueError: bad lengths or skip indices (see :class:`LayerSkipModel`); ``quant_draft`` with
@@ -166,7 +169,8 @@ class SelfSpeculativeDecoder:
                  lookup_other_answers: bool = True,
                  draft_heads: DraftHeads | str | None = None,
                  head_draft_len: int = 3,
-                 head_min_prob: float = 0.0) -> None:
+                 head_min_prob: float = 0.0,
+                 head_policy: str = "fallback") -> None:
         if draft_len < 1:
             raise ValueError(f"SelfSpeculativeDecoder: draft_len={draft_len} must be >= 1")
         if not 1 <= ngram_min_n <= ngram_n:
@@ -213,8 +217,11 @@ class SelfSpeculativeDecoder:
             if head_draft_len < 1:
                 raise ValueError(f"SelfSpeculativeDecoder: head_draft_len={head_draft_len} must be >= 1")
             self.draft_heads = draft_heads.to(lm_device(llm.lm))
+        if head_policy not in ("fallback", "override"):
+            raise ValueError(f"SelfSpeculativeDecoder: head_policy={head_policy!r}; use 'fallback' or 'override'")
         self.head_draft_len = int(head_draft_len)
         self.head_min_prob = float(head_min_prob)
+        self.head_policy = head_policy
         self.stats = SpecStats()
         #: set to a list to record each batched frame's drafting inputs, answers and verify steps
         #: (:func:`.batched.speculative_batch_from_cache`; replayed under other drafting policies by
@@ -272,6 +279,17 @@ class SelfSpeculativeDecoder:
         """The draft heads' guesses after the token that ``hidden`` (``[D]``, last layer) chose."""
         return self.draft_heads.propose(hidden, min(self.head_draft_len, self.draft_heads.num_heads),
                                         self.head_min_prob, self.llm.prompt.stop_ids)
+
+    def prefers_heads(self, drafts: list[int], guess: list[int]) -> bool:
+        """Whether the heads' ``guess`` replaces the model-free ``drafts``: where there are none, and
+        with ``head_policy='override'`` where the two differ within the guess (a model-free draft that
+        holds the whole guess is kept: it is at least as long)."""
+        if not drafts or self.head_policy == "fallback":
+            return bool(guess) and not drafts
+        agree = 0
+        while agree < min(len(drafts), len(guess)) and drafts[agree] == guess[agree]:
+            agree += 1
+        return agree < len(guess)
 
     def head_draft(self, guess: list[int], history: list[int], limit: int, answer: list[int],
                    key: str | None) -> list[int]:
