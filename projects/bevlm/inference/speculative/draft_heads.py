@@ -30,6 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bevlm.models.llm.packing import IGNORE_INDEX
+from bevlm.models.qa.policy import blocks_for_policy
+from bevlm.utils import atomic_write
+
 FORMAT = "bevlm_draft_heads/1"
 _META_KEY = "bevlm_draft_heads"
 
@@ -141,9 +145,6 @@ def head_training_data(model: nn.Module, batches: list[dict], num_heads: int, lo
     Returns:
         :class:`HeadData` of every position that predicts an answer token.
     """
-    from bevlm.models.llm.packing import IGNORE_INDEX
-    from bevlm.models.qa.policy import blocks_for_policy
-
     llm = model.llm
     head = llm.lm.get_output_embeddings()
     hiddens, targets, frames = [], [], []
@@ -259,19 +260,12 @@ def _top1(heads: DraftHeads, hidden: Tensor, targets: Tensor, local: Tensor) -> 
 
 def save_draft_heads(heads: DraftHeads, path: str, info: dict | None = None) -> None:
     """Write ``heads`` to a safetensors file atomically (``info``: JSON-able provenance)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     meta = dict(format=FORMAT, hidden_size=heads.hidden_size, num_heads=heads.num_heads, info=dict(info or {}))
     tensors = {k: v.detach().contiguous().cpu() for k, v in heads.state_dict().items()}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta), "format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    data = save(tensors, metadata={_META_KEY: json.dumps(meta), "format": "pt"})
+    atomic_write(path, lambda f: f.write(data), binary=True)
 
 
 def load_draft_heads(path: str, hidden_size: int | None = None, vocab_size: int | None = None) -> DraftHeads:
