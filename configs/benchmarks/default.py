@@ -144,8 +144,8 @@ variants = dict(
     combined_batched_keep33=dict(share_prompt_cache=True, pruning=dict(bev_keep_ratio=1 / 3),
                                  speculative=dict(_chain, batched=True)),
 )
-# the MLP-rotated variant's other draws: rotation seeds 1 and 2 (other random signs of the same Hadamard matrices)
-for _seed in (1, 2):
+# the MLP-rotated variant's other draws: rotation seeds 1 to 4 (other random signs of the same Hadamard matrices)
+for _seed in (1, 2, 3, 4):
     variants[f"int4_merged_mixed_awq_rot_mlp_s{_seed}"] = dict(
         quant=dict(variants["int4_merged_mixed_awq_rot_mlp"]["quant"], rotation_seed=_seed))
 # the int4 variants decoded with the lossless stack: each answers exactly as its own greedy
@@ -157,7 +157,7 @@ for _name in ("int4_rtn", "int4_rtn_clip", "int4_gptq", "int4_gptq_clip", "int4_
               "int4_merged_fisher_awq", "int4_merged_mixed_awq_rot", "int4_merged_mixed_awq_floattable_rot",
               "int4_merged_mixed_awq_rot_rows", "int4_merged_mixed_awq_rot_s1",
               "int4_merged_mixed_awq_rot_mlp", "int4_merged_mixed_awq_rot_mlp_s1",
-              "int4_merged_mixed_awq_rot_mlp_s2"):
+              "int4_merged_mixed_awq_rot_mlp_s2", "int4_merged_mixed_awq_rot_mlp_s3", "int4_merged_mixed_awq_rot_mlp_s4"):
     variants[_name + "_lossless"] = dict(variants[_name], **variants["lossless"])
 # the lossless stack with shorter chained drafts (a verify forward of 8 rows x 17 tokens is
 # compute-bound on 2 cores: fewer drafted tokens per row may pay)
@@ -218,7 +218,8 @@ for _name, _spec in (("lossless", variants["lossless"]["speculative"]), ("lossle
 # alike; docs/efficient_inference.md)
 _guard = dict(answer_must_contain=dict(important_objects="<c"))
 for _name in ("lossless", "int4_merged_mixed_awq_rot_mlp_lossless", "int4_merged_mixed_awq_rot_mlp_s1_lossless",
-              "int4_merged_mixed_awq_rot_mlp_s2_lossless"):
+              "int4_merged_mixed_awq_rot_mlp_s2_lossless", "int4_merged_mixed_awq_rot_mlp_s3_lossless",
+              "int4_merged_mixed_awq_rot_mlp_s4_lossless"):
     variants[_name + "_guard"] = dict(variants[_name], **_guard)
     # ... and it may not loop to its budget without the IDs either: while the answer lacks "<c", a token
     # that would complete a block of up to 24 tokens written three times back to back is passed over (the
