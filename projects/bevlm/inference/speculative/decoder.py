@@ -147,7 +147,9 @@ class SelfSpeculativeDecoder:
 
     Raises:
         ValueError: bad lengths or skip indices (see :class:`LayerSkipModel`); ``quant_draft`` with
-            ``batched`` or with a layer-skip set (one draft model at a time); a bad ``quant_draft``.
+            ``batched`` or with a layer-skip set (one draft model at a time); a bad ``quant_draft``;
+            ``draft_heads`` without ``batched``, a bad ``head_draft_len`` or ``head_policy``, or a
+            heads file that does not fit the LLM (FileNotFoundError where it is missing).
     """
 
     def __init__(self,
