@@ -76,7 +76,7 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
     new_tokens = {r: [choose_token(logits[k], stop_ids, end_checks[r], out_ids[r])]
                   for k, r in enumerate(active)}
     heads = decoder.draft_heads
-    guesses: dict[int, list[int]] = {}  # the heads' guesses after each row's pending token
+    states: dict[int, torch.Tensor] = {}  # per row: the hidden state that chose its pending token
     with (HiddenTap(lm) if heads is not None else nullcontext()) as tap:
         while True:
             # 1. take each row's verified tokens, in order, until a stop, the rule or the budget
@@ -113,8 +113,10 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
                 others = [t for o in range(n) if o != r for t in out_ids[o]] if decoder.lookup_other_answers else []
                 history = shared_context + others + queries[r] + out_ids[r]
                 drafts, source = decoder.model_free_draft(history, limit, out_ids[r], keys[r]) if limit > 0 else ([], "none")
-                if limit > 0 and guesses.get(r) and decoder.prefers_heads(drafts, guesses[r]):
-                    drafts, source = decoder.head_draft(guesses[r], history, limit, out_ids[r], keys[r]), "heads"
+                if limit > 0 and r in states and (not drafts or decoder.head_policy == "override"):
+                    guess = decoder.head_guess(states[r])  # only where the heads may draft
+                    if decoder.prefers_heads(drafts, guess):
+                        drafts, source = decoder.head_draft(guess, history, limit, out_ids[r], keys[r]), "heads"
                 rows.append([out_ids[r][-1]] + drafts)
                 sources.append(source)
             width = max(len(x) for x in rows)
@@ -146,7 +148,7 @@ def speculative_batch_from_cache(decoder, cache: PrefixCache, questions: list[st
                 next_pos[r] += 1 + accepted
                 new_tokens[r] = greedy[k][:accepted + 1]
                 if heads is not None:  # the state that chose the new pending token guesses what follows it
-                    guesses[r] = decoder.head_guess(tap.hidden[k, -width + accepted])
+                    states[r] = tap.hidden[k, -width + accepted]
     stats.generated += sum(len(x) for x in out_ids)
     if decoder.trace is not None:
         decoder.trace.append(dict(context=shared_context, queries=queries, keys=keys, budgets=budgets,

@@ -178,14 +178,17 @@ def head_training_data(model: nn.Module, batches: list[dict], num_heads: int, lo
 
 
 def output_rows(lm: nn.Module, vocab: Tensor) -> Tensor:
-    """``[V, D]`` rows of ``lm``'s output head for ``vocab`` (float32), whatever the head's type."""
-    head = lm.get_output_embeddings()
-    weight = getattr(head, "weight", None)
-    if isinstance(weight, Tensor) and weight.is_floating_point() and weight.dim() == 2:
-        return weight.detach()[vocab].float().clone()
-    eye = torch.eye(head.in_features if hasattr(head, "in_features") else lm.config.hidden_size)
-    with torch.no_grad():
-        return head(eye).float()[:, vocab].T.contiguous()  # a quantised head, probed column by column
+    """``[V, D]`` rows of ``lm``'s float output head for ``vocab`` (float32 copies).
+
+    Raises:
+        ValueError: the output head holds no float ``[vocab, D]`` weight (e.g. a quantised head:
+            train the heads on the float checkpoint).
+    """
+    weight = getattr(lm.get_output_embeddings(), "weight", None)
+    if not (isinstance(weight, Tensor) and weight.is_floating_point() and weight.dim() == 2):
+        raise ValueError("output_rows: the LLM's output head has no float weight; train draft heads on the float "
+                         "checkpoint (before quantisation)")
+    return weight.detach()[vocab].float().clone()
 
 
 def train_draft_heads(data: HeadData, out_rows_fn, num_heads: int, epochs: int = 4, lr: float = 1e-3,
@@ -216,7 +219,7 @@ def train_draft_heads(data: HeadData, out_rows_fn, num_heads: int, epochs: int =
     is_val = torch.isin(data.frame, val_frames)
     vocab = torch.unique(targets[~is_val][targets[~is_val] >= 0])
     heads = DraftHeads(data.hidden.shape[1], vocab, num_heads, out_rows_fn(vocab))
-    index = torch.full((int(max(int(targets.max()), int(vocab.max())) + 1),), -1, dtype=torch.long)
+    index = torch.full((int(targets.max()) + 1,), -1, dtype=torch.long)  # token id -> its row in vocab
     index[vocab] = torch.arange(len(vocab))
     local = torch.where(targets >= 0, index[targets.clamp(min=0)], torch.full_like(targets, -1))  # -1: not in vocab
     train_idx = torch.nonzero(~is_val).flatten()
