@@ -1,0 +1,14 @@
+# Is stage 1 bound by its training scenes? The default stage 1 (27 training scenes) against the same
+# detector trained on five times the scenes (configs/ablations/bev_det_pretrain_more-scenes.py: + the
+# 108 scenes of a second generated world), both 1000 iterations, 3 seeds each, scored by the nuScenes
+# detection metric on the default world's 144 val frames (9 scenes). Needs data/mini_world_extra:
+#   python tools/create_data.py world --out data/mini_world_extra --scenes 108 --seed 5 --domain day
+#   python tools/sweep.py configs/sweeps/stage1_scenes.py --seeds 0 1 2 --records docs/results/runs
+sweep = dict(
+    name="stage1_scenes",
+    configs=["configs/bev_det_pretrain.py", "configs/ablations/bev_det_pretrain_more-scenes.py"],
+    steps=["train", "test"],
+    seeds=[0, 1, 2],
+    columns=["nuscenes/NDS", "nuscenes/mAP", "nuscenes/mATE", "nuscenes/mASE", "nuscenes/mAOE", "nuscenes/mAVE",
+             "nuscenes/mAAE", "nuscenes/AP_car", "nuscenes/AP_truck", "nuscenes/AP_bus", "nuscenes/AP_pedestrian"],
+)
