@@ -242,16 +242,18 @@ def stale_test_results(sweep: dict, run: dict, work: str) -> str | None:
 # (bevlm.utils.machine_info). With a records folder (``tools/sweep.py --results-dir DIR`` -> DIR/runs),
 # each finished run is also copied there as a *record*: that file, ``config.json`` (the training
 # keys of its config, flattened, plain JSON) and its test folders' small files (metrics, the official
-# DriveLM output / test files, per-frame records: tens of kilobytes). Records are meant to be
-# committed: they are the files behind a table, and the sweep restores a run from its record (or a
-# reused run from the other sweep's record) instead of training it again, when the config matches
-# key by key and the test command is the same. A run that reuses another sweep's run gets no record of
-# its own when that run's record holds its results (one record serves both). Nothing in a record is
-# executed.
+# DriveLM output / test files, per-frame records: tens of kilobytes; a detector's matches, about
+# 100 kB). Records are meant to be committed: they are the files behind a table, and the sweep
+# restores a run from its record (or a reused run from the other sweep's record) instead of training
+# it again, when the config matches key by key and the test command is the same. A run that reuses
+# another sweep's run gets no record of its own when that run's record holds its results (one record
+# serves both). Nothing in a record is executed.
 RUN_FILE = "sweep_run.json"
 RECORD_CONFIG = "config.json"
 RECORD_FILES = ("metrics.json", "drivelm.output.json", "drivelm.test_eval.json", "per_frame.json",
-                "efficiency.json", "answer_budget.json")
+                "efficiency.json", "answer_budget.json",
+                # a detector's per-prediction matches (about 100 kB): tools/compare_det.py's bootstrap input
+                "det_matches.npz")
 
 
 def sweep_test_command(sweep: dict, run: dict) -> dict:
@@ -658,6 +660,7 @@ def _bootstrap_vs_reference(sweep: dict, dirs_of: dict, run_ids: list[str], colu
     for name in test_sets:
         prefix = f"{name}:" if name else ""
         wanted = [c[len(prefix):] for c in columns if c.startswith(prefix) and (name or ":" not in c)]
+        _det_bootstrap_vs_reference(out, dirs_of, name, prefix, wanted, run_ids, resamples, seed)
         keys, folders = [], []
         for (run_id, s), dirs in dirs_of.items():
             try:
@@ -692,6 +695,34 @@ def _bootstrap_vs_reference(sweep: dict, dirs_of: dict, run_ids: list[str], colu
     out["not_compared"] = {r: reasons.get(r, "no comparable metric") for r in run_ids[1:]
                            if r not in out["diffs"] and any(k[0] == r for k in dirs_of)}
     return out
+
+
+def _det_bootstrap_vs_reference(out: dict, dirs_of: dict, name: str, prefix: str, wanted: list[str],
+                                run_ids: list[str], resamples: int, seed: int) -> None:
+    """Detector runs (test folders with ``det_matches.npz``): the nuScenes detection scores of each
+    run against the reference, seeds paired and pooled (:func:`bevlm.evaluation.det_bootstrap.
+    paired_det_bootstrap`), into ``out["diffs"]`` under the columns ``nuscenes/<score>``."""
+    from bevlm.evaluation.det_bootstrap import MATCHES_FILE, DetectionMatches, paired_det_bootstrap
+
+    ref = run_ids[0]
+    det = {k: dirs[name] for k, dirs in dirs_of.items() if os.path.isfile(os.path.join(dirs[name], MATCHES_FILE))}
+    ref_seeds = {s for (r, s) in det if r == ref}
+    for run_id in run_ids[1:]:
+        seeds = sorted((s for (r, s) in det if r == run_id and s in ref_seeds), key=str)
+        if not seeds:
+            continue
+        refs = [DetectionMatches.load(det[(ref, s)]) for s in seeds]
+        runs = [DetectionMatches.load(det[(run_id, s)]) for s in seeds]
+        res = paired_det_bootstrap(refs, runs, resamples, seed, names=([det[(ref, s)] for s in seeds],
+                                                                       [det[(run_id, s)] for s in seeds]))
+        for metric in wanted:
+            key = metric.split("/", 1)[1] if metric.startswith("nuscenes/") else None
+            if key in res:
+                r = res[key]
+                out["diffs"].setdefault(run_id, {})[prefix + metric] = {
+                    "a": r["ref"], "b": r["run"], "diff": r["diff"], "lo": r["low"], "hi": r["high"],
+                    "significant": r["significant"], "valid": True, "seeds": len(seeds),
+                    "frames": len(refs[0].tokens), "scenes": len(set(refs[0].scenes.tolist()))}
 
 
 def machine_label(m: dict | None) -> str:

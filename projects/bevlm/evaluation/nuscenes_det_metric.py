@@ -215,8 +215,9 @@ class NuScenesDetMetric(BaseMetric):
         class_names: classes of mAP / NDS (None: all 10 of the config).
         label_names: class name of each predicted label (None: the dataset's
             ``metainfo['classes']``, else the info converter's ``CLASSES``).
-        outfile_prefix: folder of ``results_nusc.json`` and ``metrics_summary.json``
-            (None: a temporary folder, removed afterwards).
+        outfile_prefix: folder of ``results_nusc.json``, ``metrics_summary.json`` and
+            ``det_matches.npz`` (each prediction's matches, for the paired bootstrap of
+            :mod:`.det_bootstrap`; None: a temporary folder, removed afterwards).
         collect_device, prefix: see ``mmengine.evaluator.BaseMetric``.
     """
 
@@ -280,6 +281,10 @@ class NuScenesDetMetric(BaseMetric):
             atomic_write_json({"meta": RESULTS_META, "results": nusc_results}, path)
             summary = evaluate_nusc_results(nusc, path, list(nusc_results), self.config,
                                             out_dir if self.outfile_prefix else None)
+            if self.outfile_prefix:  # per-prediction matches: the input of tools/compare_det.py's bootstrap
+                from .det_bootstrap import MATCHES_FILE, matches_of_results
+                matches_of_results(nusc, path, list(nusc_results), self.config).save(
+                    os.path.join(out_dir, MATCHES_FILE))
         metrics = {"NDS": summary["nd_score"], "mAP": summary["mean_ap"]}
         metrics.update({short: summary["tp_errors"][k] for k, short in TP_NAMES.items()})
         metrics.update({f"AP_{c}": float(ap) for c, ap in summary["mean_dist_aps"].items()})
