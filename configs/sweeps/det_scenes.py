@@ -1,0 +1,20 @@
+# Does a better stage-1 detector make a better BEV-VLM? The default stage 2 from the default stage 1
+# against the same stage 2 from the detector trained on five times the scenes
+# (configs/ablations/bev_vlm_det-more-scenes.py; the detectors: configs/sweeps/stage1_scenes.py).
+# Tested on the default split (48 scored frames in 9 val scenes, 384 questions, every val frame
+# streamed) with the lossless variant; seeds paired, scenes then frames resampled. The default's seeds
+# are the recipe sweep's runs (reused, checked key by key).
+#   python tools/sweep.py configs/sweeps/det_scenes.py --seeds 0 1 2 --records docs/results/runs
+sweep = dict(
+    name="det_scenes",
+    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_det-more-scenes.py"],
+    steps=["train", "test"],
+    seeds=[0, 1, 2],
+    resamples=2000,
+    test_args=["--variant", "lossless"],
+    reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm"},
+    # the moving-status answers are where a detector's velocity could show (docs/research/motion.md)
+    columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/family/moving_status", "drivelm/family/behavior",
+             "drivelm/language_score", "drivelm/CIDEr", "drivelm/match_f1", "drivelm/full_accuracy",
+             "planning/L2_avg_stp3", "planning/collision_avg_stp3"],
+)
