@@ -8,23 +8,10 @@ import pytest
 
 from bevlm.evaluation.det_bootstrap import (MATCHES_FILE, DetectionMatches, paired_det_bootstrap,
                                             score_matches)
-from bevlm.evaluation.nuscenes_det_metric import NuScenesDetMetric
-from bevlm.utils import load_plain_pickle
+from tests.evaluation.test_nuscenes_det_metric import RANGE, _classes_in_range, _score
+from tests.evaluation.test_nuscenes_det_metric import val_infos  # noqa: F401 (fixture)
 
-LABELS = ("car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
-          "pedestrian", "traffic_cone", "traffic_light")
-RANGE = 32.0
-
-
-@pytest.fixture(scope="module")
-def val_infos(tiny_world):
-    return load_plain_pickle(os.path.join(tiny_world, "infos", "bevlm_infos_val.pkl"))
-
-
-def _classes(infos):
-    names = {LABELS[i["bbox_label_3d"]] for f in infos["data_list"] for i in f["instances"]
-             if i["num_lidar_pts"] > 0 and math.hypot(*i["bbox_3d"][:2]) < RANGE - 0.5}
-    return sorted(names - {"traffic_light"})
+_classes = _classes_in_range
 
 
 def _noisy_samples(infos, seed):
@@ -52,14 +39,6 @@ def _noisy_samples(infos, seed):
             bboxes_3d=np.array(rows).reshape(-1, 9), scores_3d=rng.uniform(0.05, 1.0, len(rows)),
             labels_3d=np.array(labels, dtype=np.int64))))
     return samples
-
-
-def _score(world, infos, samples, out_dir=None):
-    metric = NuScenesDetMetric(data_root=world, version="v1.0-mini", class_range=RANGE,
-                               class_names=_classes(infos), outfile_prefix=out_dir)
-    metric.dataset_meta = dict(classes=LABELS)
-    metric.process(None, samples)
-    return metric.compute_metrics(metric.results)
 
 
 @pytest.fixture(scope="module")
