@@ -143,8 +143,9 @@ def match_detections(gt_boxes, pred_boxes, config, sample_tokens: Sequence[str],
     if config.dist_th_tp not in dist_ths:
         raise ValueError(f"match_detections: dist_th_tp {config.dist_th_tp} is not one of dist_ths {dist_ths}")
     gt_count = np.zeros((len(classes), len(tokens)), dtype=np.int64)
+    with_gt = set(gt_boxes.sample_tokens)
     for t in tokens:
-        for box in (gt_boxes[t] if t in gt_boxes.sample_tokens else []):
+        for box in (gt_boxes[t] if t in with_gt else []):
             if box.detection_name in classes:
                 gt_count[classes.index(box.detection_name), frame_of[t]] += 1
     det_class, det_frame, det_conf, det_match, errors = [], [], [], [], []
