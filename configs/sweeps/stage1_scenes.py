@@ -6,7 +6,9 @@
 #   python tools/sweep.py configs/sweeps/stage1_scenes.py --seeds 0 1 2 --records docs/results/runs
 sweep = dict(
     name="stage1_scenes",
-    configs=["configs/bev_det_pretrain.py", "configs/ablations/bev_det_pretrain_more-scenes.py"],
+    configs=["configs/bev_det_pretrain.py", "configs/ablations/bev_det_pretrain_more-scenes.py",
+             # the same at 3000 iterations (seed 0 so far)
+             "configs/ablations/bev_det_pretrain_more-scenes_3k.py"],
     steps=["train", "test"],
     seeds=[0, 1, 2],
     columns=["nuscenes/NDS", "nuscenes/mAP", "nuscenes/mATE", "nuscenes/mASE", "nuscenes/mAOE", "nuscenes/mAVE",
