@@ -11,6 +11,9 @@ sweep = dict(
              "configs/ablations/bev_det_pretrain_more-scenes_3k.py"],
     steps=["train", "test"],
     seeds=[0, 1, 2],
+    # NDS / mAP / TP errors of each run against the default stage 1, seeds paired: a two-stage cluster
+    # bootstrap over the 9 val scenes and their frames (bevlm.evaluation.det_bootstrap)
+    resamples=2000,
     columns=["nuscenes/NDS", "nuscenes/mAP", "nuscenes/mATE", "nuscenes/mASE", "nuscenes/mAOE", "nuscenes/mAVE",
              "nuscenes/mAAE", "nuscenes/AP_car", "nuscenes/AP_truck", "nuscenes/AP_bus", "nuscenes/AP_pedestrian"],
 )
