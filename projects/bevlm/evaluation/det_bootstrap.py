@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-MATCHES_FILE = "det_matches.npz"
+from .nuscenes_det_metric import MATCHES_FILE, _detection_eval_class
 #: The devkit's TP error names, in the order of :attr:`DetectionMatches.errors`.
 TP_METRICS = ("trans_err", "vel_err", "scale_err", "orient_err", "attr_err")
 #: Summary names (as ``NuScenesDetMetric`` reports them) of the TP errors.
@@ -265,15 +265,19 @@ def score_matches(m: DetectionMatches, weights: np.ndarray | None = None) -> dic
     return out
 
 
-def matches_of_results(nusc, result_path: str, sample_tokens: Sequence[str], config) -> DetectionMatches:
-    """:class:`DetectionMatches` of an official results file, loaded and filtered exactly as
-    :func:`.nuscenes_det_metric.evaluate_nusc_results` scores it."""
-    from .nuscenes_det_metric import _detection_eval_class
-
-    ev = _detection_eval_class()(nusc, config, result_path, sample_tokens)
+def matches_of_eval(ev, nusc, sample_tokens: Sequence[str], config) -> DetectionMatches:
+    """:class:`DetectionMatches` of the boxes a ``DetectionEval`` of
+    :func:`.nuscenes_det_metric.evaluate_nusc_results` holds (loaded and filtered as it scores them)."""
     tokens = list(dict.fromkeys(sample_tokens))
     scene_of = {t: nusc.get("sample", t)["scene_token"] for t in tokens}
     return match_detections(ev.gt_boxes, ev.pred_boxes, config, tokens, scene_of)
+
+
+def matches_of_results(nusc, result_path: str, sample_tokens: Sequence[str], config) -> DetectionMatches:
+    """:class:`DetectionMatches` of an official results file, loaded and filtered exactly as
+    :func:`.nuscenes_det_metric.evaluate_nusc_results` scores it."""
+    return matches_of_eval(_detection_eval_class()(nusc, config, result_path, sample_tokens), nusc,
+                           sample_tokens, config)
 
 
 def check_same_frames(runs: Sequence[DetectionMatches], names: Sequence[str]) -> None:

@@ -28,6 +28,9 @@ from ..registry import METRICS
 from ..structures import scored_samples
 from bevlm.utils import atomic_write_json
 
+#: Each prediction's matches, beside ``metrics_summary.json`` (:mod:`.det_bootstrap`).
+MATCHES_FILE = "det_matches.npz"
+
 #: mmdet3d ``NuScenesDataset.DefaultAttribute``.
 DEFAULT_ATTRIBUTE = {
     "car": "vehicle.parked", "pedestrian": "pedestrian.moving", "trailer": "vehicle.parked",
@@ -175,7 +178,7 @@ def _detection_eval_class():
 
 
 def evaluate_nusc_results(nusc, result_path: str, sample_tokens: Sequence[str], config,
-                          output_dir: str | None = None) -> dict:
+                          output_dir: str | None = None, matches_path: str | None = None) -> dict:
     """Run the devkit's detection evaluation on ``sample_tokens`` (GT of exactly those samples).
 
     Args:
@@ -184,6 +187,8 @@ def evaluate_nusc_results(nusc, result_path: str, sample_tokens: Sequence[str], 
         sample_tokens: the evaluated samples.
         config: a ``DetectionConfig`` (:func:`build_detection_config`).
         output_dir: where ``metrics_summary.json`` goes (None: not written).
+        matches_path: where each prediction's matches go (:mod:`.det_bootstrap`, from the boxes this
+            evaluation loaded; None: not written).
 
     Returns:
         the devkit's ``DetectionMetrics.serialize()`` dict (``mean_ap``, ``nd_score``, ``tp_errors``,
@@ -195,8 +200,12 @@ def evaluate_nusc_results(nusc, result_path: str, sample_tokens: Sequence[str], 
     if missing:
         raise KeyError(f"{result_path}: no results for {len(missing)} evaluated samples (first: {missing[0]}); "
                        "the results format needs every sample, with an empty list where nothing was detected")
-    metrics, _ = _detection_eval_class()(nusc, config, result_path, sample_tokens, output_dir).evaluate()
+    ev = _detection_eval_class()(nusc, config, result_path, sample_tokens, output_dir)
+    metrics, _ = ev.evaluate()
     summary = metrics.serialize()
+    if matches_path:
+        from .det_bootstrap import matches_of_eval
+        matches_of_eval(ev, nusc, sample_tokens, config).save(matches_path)
     if output_dir:
         atomic_write_json(summary, os.path.join(output_dir, "metrics_summary.json"))
     return summary
@@ -279,12 +288,10 @@ class NuScenesDetMetric(BaseMetric):
             os.makedirs(out_dir, exist_ok=True)
             path = os.path.join(out_dir, "results_nusc.json")
             atomic_write_json({"meta": RESULTS_META, "results": nusc_results}, path)
+            # with a folder, also each prediction's matches: the input of tools/compare_det.py's bootstrap
             summary = evaluate_nusc_results(nusc, path, list(nusc_results), self.config,
-                                            out_dir if self.outfile_prefix else None)
-            if self.outfile_prefix:  # per-prediction matches: the input of tools/compare_det.py's bootstrap
-                from .det_bootstrap import MATCHES_FILE, matches_of_results
-                matches_of_results(nusc, path, list(nusc_results), self.config).save(
-                    os.path.join(out_dir, MATCHES_FILE))
+                                            out_dir if self.outfile_prefix else None,
+                                            os.path.join(out_dir, MATCHES_FILE) if self.outfile_prefix else None)
         metrics = {"NDS": summary["nd_score"], "mAP": summary["mean_ap"]}
         metrics.update({short: summary["tp_errors"][k] for k, short in TP_NAMES.items()})
         metrics.update({f"AP_{c}": float(ap) for c, ap in summary["mean_dist_aps"].items()})
