@@ -1,6 +1,7 @@
 # Does a better stage-1 detector make a better BEV-VLM? The default stage 2 from the default stage 1
 # against the same stage 2 from the detector trained on five times the scenes
-# (configs/ablations/bev_vlm_det-more-scenes.py; the detectors: configs/sweeps/stage1_scenes.py).
+# (configs/ablations/bev_vlm_det-more-scenes.py: 135 scenes, 3000 iterations; the detectors:
+# configs/sweeps/stage1_scenes.py).
 # Tested on the default split (48 scored frames in 9 val scenes, 384 questions, every val frame
 # streamed) with the lossless variant; seeds paired, scenes then frames resampled. The default's seeds
 # are the recipe sweep's runs (reused, checked key by key).
