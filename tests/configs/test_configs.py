@@ -98,6 +98,9 @@ def test_benchmark_and_sweep_files_parse():
     from bevlm.inference.variants import VARIANT_KEYS
     bench = Config.fromfile(os.path.join(REPO, "configs", "benchmarks", "default.py"))
     assert bench.variants and all(set(v) <= set(VARIANT_KEYS) for v in bench.variants.values())
+    for path in glob.glob(os.path.join(REPO, "configs", "benchmarks", "*.py")):  # every selection names variants
+        chosen = Config.fromfile(path).get("selection") or []
+        assert set(chosen) <= set(bench.variants), (path, sorted(set(chosen) - set(bench.variants)))
     for path in glob.glob(os.path.join(REPO, "configs", "sweeps", "*.py")):
         sweep = Config.fromfile(path).sweep
         assert all(os.path.isfile(os.path.join(REPO, c)) for c in sweep.configs), path
