@@ -8,7 +8,9 @@
 #   python tools/sweep.py configs/sweeps/det_scenes.py --seeds 0 1 2 --records docs/results/runs
 sweep = dict(
     name="det_scenes",
-    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_det-more-scenes.py"],
+    configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_det-more-scenes.py",
+             # the better detector and 300 iterations together (not run yet)
+             "configs/ablations/bev_vlm_300it_det-more-scenes.py"],
     steps=["train", "test"],
     seeds=[0, 1, 2],
     resamples=2000,
