@@ -2,6 +2,7 @@
 
 ``python tools/compare.py REF_RUN_DIR RUN_DIR [RUN_DIR ...] [--resamples N] [--seed S] [--out table.md]``
 ``python tools/compare.py REF_RUN_DIR DRAW_DIR DRAW_DIR [...] --pooled NAME``
+``python tools/compare.py --paired REF_0 RUN_0 REF_1 RUN_1 [...] [--pooled NAME]``
 
 Each RUN_DIR is a ``tools/test.py --out-dir`` (``drivelm.output.json``, ``drivelm.test_eval.json``,
 ``per_frame.json``) or a work dir whose ``test/`` holds them. All runs must have been scored on the
@@ -17,6 +18,10 @@ quantised with other rotation seeds or calibration frames, or trainings with oth
 against one reference): after each draw's own table comes one for their mean, its interval over
 the test frames (every resample applied to every draw), with each draw's difference and the
 standard deviation over the draws beside it: the spread the frame interval does not cover.
+
+With ``--paired`` the folders are read as (reference, run) pairs, e.g. a baseline and a variant
+trained with the same seed, one pair per seed: each run is compared with its own reference, and
+``--pooled`` gives the mean of the pairs' differences (as ``tools/sweep.py`` pairs seeds).
 """
 import argparse
 import os.path as osp
@@ -33,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="resampling seed (default 0)")
     p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence of the interval (default 0.05)")
     p.add_argument("--metrics", nargs="+", help="only these metrics (names as in metrics.json)")
+    p.add_argument("--paired", action="store_true", help="the folders are (reference, run) pairs: "
+                                                          "REF_0 RUN_0 REF_1 RUN_1 ...")
     p.add_argument("--pooled", metavar="NAME", help="the runs are draws of one variant: also tabulate "
                                                      "their mean difference to the reference under NAME")
     p.add_argument("--out", help="also write the tables to this Markdown file (and the numbers to "
@@ -42,39 +49,53 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.pooled and len(args.runs) < 2:
+    folders = [args.ref, *args.runs]
+    if args.paired:
+        if len(folders) % 2:
+            print(f"compare: --paired needs (reference, run) pairs, got {len(folders)} folders; Fix: list "
+                  f"REF_0 RUN_0 REF_1 RUN_1 ...", file=sys.stderr)
+            return 2
+        pairs = [(i, i + 1) for i in range(0, len(folders), 2)]
+    else:
+        pairs = [(0, i) for i in range(1, len(folders))]
+    if args.pooled and len(pairs) < 2:
         print("compare: --pooled needs at least two run folders (the draws); Fix: list every draw's "
-              "folder after the reference", file=sys.stderr)
+              "folder after the reference (with --paired: two pairs or more)", file=sys.stderr)
         return 2
     from bevlm.evaluation.bootstrap import PairedBootstrap, format_comparison
     from bevlm.evaluation.drivelm_files import atomic_write_json
     from bevlm.evaluation.drivelm_testset import DriveLMEvalError
 
     try:
-        pb = PairedBootstrap([args.ref, *args.runs])
+        pb = PairedBootstrap(folders)
     except (DriveLMEvalError, FileNotFoundError) as e:
         print(f"compare: {e}", file=sys.stderr)
         return 2
     lines, results = [], {}
-    for i, run in enumerate(args.runs, 1):
-        res = pb.compare(0, i, resamples=args.resamples, seed=args.seed, alpha=args.alpha)
-        results[run] = res
-        lines += format_comparison(res, "ref", osp.basename(osp.normpath(run)) or run, args.metrics) + [""]
+    runs = [folders[j] for _, j in pairs]
+    for i, j in pairs:
+        res = pb.compare(i, j, resamples=args.resamples, seed=args.seed, alpha=args.alpha)
+        results[folders[j]] = res
+        ref_name = "ref" if not args.paired else f"ref {folders[i]}"
+        lines += format_comparison(res, ref_name, osp.basename(osp.normpath(folders[j])) or folders[j],
+                                   args.metrics) + [""]
     if args.pooled:
-        res = pb.compare_pooled([(0, i) for i in range(1, len(args.runs) + 1)], resamples=args.resamples,
-                                seed=args.seed, alpha=args.alpha)
+        res = pb.compare_pooled(pairs, resamples=args.resamples, seed=args.seed, alpha=args.alpha)
         draws = {name: [results[run]["metrics"][name]["diff"] if name in results[run]["metrics"] else None
-                        for run in args.runs] for name in res["metrics"]}
+                        for run in runs] for name in res["metrics"]}
         res["draw_diffs"] = draws
         results[f"pooled:{args.pooled}"] = res
         lines += format_pooled(res, "ref", args.pooled, args.metrics) + [""]
-    header = [f"Reference (ref): {args.ref}", ""]
+    header = ([f"Pairs (reference, run): {[(folders[i], folders[j]) for i, j in pairs]}", ""] if args.paired
+              else [f"Reference (ref): {args.ref}", ""])
     text = "\n".join(header + lines)
     print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text)
-        atomic_write_json({"ref": args.ref, "results": results}, osp.splitext(args.out)[0] + ".json")
+        atomic_write_json({"ref": args.ref if not args.paired else None,
+                           "pairs": [[folders[i], folders[j]] for i, j in pairs], "results": results},
+                          osp.splitext(args.out)[0] + ".json")
     return 0
 
 

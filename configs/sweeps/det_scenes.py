@@ -17,7 +17,9 @@ sweep = dict(
     test_args=["--variant", "lossless"],
     reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm"},
     # the moving-status answers are where a detector's velocity could show (docs/research/motion.md)
-    columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/family/moving_status", "drivelm/family/behavior",
-             "drivelm/language_score", "drivelm/CIDEr", "drivelm/match_f1", "drivelm/full_accuracy",
-             "planning/L2_avg_stp3", "planning/collision_avg_stp3"],
+    # accuracy_ungated: tag-0 accuracy over every tag-0 question (the official accuracy's questions
+    # depend on which objects the first answer matched: a better detector changes them)
+    columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/accuracy_ungated", "drivelm/family/moving_status",
+             "drivelm/family/behavior", "drivelm/language_score", "drivelm/CIDEr", "drivelm/match_f1",
+             "drivelm/full_accuracy", "planning/L2_avg_stp3", "planning/collision_avg_stp3"],
 )

@@ -12,7 +12,8 @@ sweep = dict(
     resamples=2000,
     test_args=["--variant", "lossless"],
     reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm"},
-    columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/family/behavior", "drivelm/language_score",
-             "drivelm/CIDEr", "drivelm/match_f1", "drivelm/full_accuracy", "planning/L2_avg_stp3",
-             "planning/collision_avg_stp3", "efficiency/frame_s"],
+    # accuracy_ungated: tag-0 accuracy over every tag-0 question, whatever the graph gating keeps
+    columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/accuracy_ungated", "drivelm/family/behavior",
+             "drivelm/language_score", "drivelm/CIDEr", "drivelm/match_f1", "drivelm/full_accuracy",
+             "planning/L2_avg_stp3", "planning/collision_avg_stp3", "efficiency/frame_s"],
 )

@@ -82,7 +82,8 @@ def test_mean_std_over_seeds():
 def test_seeded_sweep_runs_each_seed_and_summarises_with_a_pooled_bootstrap(tmp_path, fake_python):
     fake, calls = fake_python
     sweep = dict(name="seeded", configs=["configs/a.py", "configs/b.py"], steps=["train", "test"], seeds=[0, 1, 2],
-                 resamples=400, columns=["drivelm/accuracy", "drivelm/Bleu_1", "efficiency/frame_s"])
+                 resamples=400, columns=["drivelm/accuracy", "drivelm/Bleu_1", "efficiency/frame_s",
+                                         "drivelm/accuracy_ungated"])
     rows = run_sweep(sweep, root=str(tmp_path / "sweeps"), python=str(fake), results_dir=str(tmp_path / "docs"))
     assert [(r["run"], r["seed"]) for r in rows] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2)]
     lines = calls.read_text().splitlines()
@@ -101,6 +102,10 @@ def test_seeded_sweep_runs_each_seed_and_summarises_with_a_pooled_bootstrap(tmp_
     assert a["drivelm/accuracy"] == {"mean": 0.5, "std": 0.0, "n": 3}
     assert a["efficiency/frame_s"] == {"mean": 2.0, "std": 1.0, "n": 3}
     assert b["drivelm/accuracy"] == {"mean": 1.0, "std": 0.0, "n": 3}
+    # columns the runs' metrics.json lacks (written before the metric existed) are recomputed from
+    # their answer files: the one tag-0 question per frame is never gated, so = the accuracy
+    assert a["drivelm/accuracy_ungated"] == {"mean": 0.5, "std": 0.0, "n": 3}
+    assert b["drivelm/accuracy_ungated"]["mean"] == 1.0 and b["drivelm/Bleu_1"]["mean"] == pytest.approx(1.0)
     d = summary["bootstrap"]["diffs"]["b"]["drivelm/accuracy"]
     # seeds 0 and 2 get frames 0, 2, 4 right, seed 1 frames 1, 3, 5: on any resample the seed mean of
     # A's accuracy lies in [1/3, 2/3], so the pooled difference does too (and excludes 0)
@@ -112,10 +117,10 @@ def test_seeded_sweep_runs_each_seed_and_summarises_with_a_pooled_bootstrap(tmp_
 
     md = (out / "summary.md").read_text()
     assert md == (tmp_path / "docs" / "seeded.md").read_text()
-    assert "| run | seeds | drivelm/accuracy | drivelm/Bleu_1 | efficiency/frame_s |" in md
+    assert "| run | seeds | drivelm/accuracy | drivelm/Bleu_1 | efficiency/frame_s | drivelm/accuracy_ungated |" in md
     assert "| a (reference) | 3 | 0.5 ± 0 | " in md and " | 2 ± 1 |" in md
     # frame_s has no per-frame records here (no per_frame.json): its difference is not resampled
-    assert f"| b | 3 | +0.5 [{d['lo']:+.4g}, {d['hi']:+.4g}] * | +0 [+0, +0] | - |" in md
+    assert f"| b | 3 | +0.5 [{d['lo']:+.4g}, {d['hi']:+.4g}] * | +0 [+0, +0] | - | +0.5 [" in md
     with open(tmp_path / "docs" / "seeded.csv") as f:
         table = list(csv.DictReader(f))
     row = next(r for r in table if r["run"] == "b" and r["metric"] == "drivelm/accuracy")

@@ -40,11 +40,12 @@ def answers_a(test3):
 def test_full_set_equals_the_official_metric(test3, answers_a):
     report = evaluate(answers_a, test3)
     full = PairedBootstrap([RunRecords("a", test3, answers_a)]).full_scores(0)
-    for key in ("accuracy", "match_f1", "language_score", "gpt_free_final"):
+    for key in ("accuracy", "accuracy_ungated", "match_f1", "language_score", "gpt_free_final"):
         assert full[f"drivelm/{key}"] == pytest.approx(report[key], rel=1e-12, abs=1e-15), key
     for key, value in report["language"].items():
         assert full[f"drivelm/{key}"] == pytest.approx(value, rel=1e-12, abs=1e-15), key
     assert report["language"]["CIDEr"] > 0 and 0 < report["accuracy"] < 1  # non-trivial case
+    assert any(not it["kept"] and 0 in it["tag"] for it in report["items"])  # gating bites here
     exact = [answers_a[qid].strip() == qa["A"].strip() for qid, qa in iter_official_ids(test3)]
     assert full["drivelm/test_exact_match"] == pytest.approx(sum(exact) / len(exact))
 

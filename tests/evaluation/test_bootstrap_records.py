@@ -190,3 +190,31 @@ def test_compare_tool_pools_draws_of_one_variant(tmp_path, test2, capsys):
     # one draw is not a pool: refused before any file is read
     assert tool.main([str(tmp_path / "ref"), str(tmp_path / "d0"), "--pooled", "rot"]) == 2
     assert "at least two run folders" in capsys.readouterr().err
+
+
+def test_compare_tool_pairs_each_run_with_its_own_reference(tmp_path, test2, capsys):
+    """``--paired``: (reference, run) pairs, e.g. one per training seed. Pair 0 is shifted by the same
+    plan as its reference (difference 0), pair 1's run is worse than its own reference by a known
+    L2; against a single shared reference the pooled difference would differ."""
+    shifts = {"a0": (0.0, 0.1), "b0": (0.0, 0.1), "a1": (0.3, 0.5), "b1": (0.6, 0.8)}
+    for name, shift in shifts.items():
+        (tmp_path / name).mkdir()
+        _write_run(tmp_path / name, test2, shift)
+    tool = _compare_tool()
+    out = tmp_path / "paired.md"
+    args = [str(tmp_path / n) for n in ("a0", "b0", "a1", "b1")]
+    assert tool.main(["--paired", *args, "--pooled", "seeds", "--resamples", "100",
+                      "--metrics", "planning/L2_avg_stp3", "--out", str(out)]) == 0
+    d1 = np.sqrt(0.6 ** 2 + 0.8 ** 2) - np.sqrt(0.3 ** 2 + 0.5 ** 2)
+    numbers = json.loads((tmp_path / "paired.json").read_text())
+    assert numbers["pairs"] == [[args[0], args[1]], [args[2], args[3]]]
+    res = numbers["results"]
+    assert res[args[1]]["metrics"]["planning/L2_avg_stp3"]["diff"] == pytest.approx(0.0)
+    assert res[args[3]]["metrics"]["planning/L2_avg_stp3"]["diff"] == pytest.approx(d1)
+    pooled = res["pooled:seeds"]
+    assert pooled["pairs"] == [[0, 1], [2, 3]]
+    assert pooled["metrics"]["planning/L2_avg_stp3"]["diff"] == pytest.approx(d1 / 2)
+    assert pooled["draw_diffs"]["planning/L2_avg_stp3"] == pytest.approx([0.0, d1])
+    # an odd number of folders is not a list of pairs: refused before any file is read
+    assert tool.main(["--paired", *args[:3]]) == 2
+    assert "(reference, run) pairs" in capsys.readouterr().err

@@ -88,6 +88,8 @@ def test_gating_skips_unmatched_objects_and_counts_them():
     assert out["counts"] == {"tag0": {"kept": 3, "skipped": 1}, "tag1": {"kept": 0, "skipped": 1},
                              "tag2": {"kept": 0, "skipped": 0}, "tag3": {"kept": 1, "skipped": 0}}
     assert out["accuracy"] == pytest.approx(2 / 3, abs=1e-15)
+    # the gated-out 'No.' is right: over all four tag-0 questions, 3 of 4
+    assert out["accuracy_ungated"] == pytest.approx(3 / 4, abs=1e-15)
     assert out["match_f1"] == _f1(1, 0, 1) * 100
     # zero kept tag-2 items: None + count, not ZeroDivisionError; so no GPT-free total either
     assert out["language"] is None and out["gpt_free_final"] is None

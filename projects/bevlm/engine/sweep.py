@@ -568,7 +568,9 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
         row = {"run": run["id"], **({"seed": run["seed"]} if "seed" in run else {})}
         for name, d in test_dirs.items():
             with open(os.path.join(d, "metrics.json")) as f:
-                row.update({(f"{name}:{k}" if name else k): v for k, v in json.load(f).items()})
+                metrics = json.load(f)
+            metrics.update(_recomputed_columns(sweep, name, metrics, d))
+            row.update({(f"{name}:{k}" if name else k): v for k, v in metrics.items()})
         rows.append(row)
         dirs_of[(run["id"], run.get("seed"))] = test_dirs
         if os.path.isfile(os.path.join(work, RUN_FILE)):
@@ -578,6 +580,21 @@ def run_sweep(sweep: dict, root: str = "work_dirs/sweeps", python: str = sys.exe
         write_tables(sweep, rows, out_root)
         write_summary(sweep, rows, dirs_of, out_root, [r["id"] for r in runs], results_dir, machines)
     return rows
+
+
+def _recomputed_columns(sweep: dict, test_set: str, metrics: dict, test_dir: str) -> dict:
+    """DriveLM columns of the sweep that a run's ``metrics.json`` predates (a metric added after the
+    run was tested, e.g. ``drivelm/accuracy_ungated``), recomputed from the run's answer files with the
+    bootstrap's scorer, whose full-set scores equal the metric's (tested)."""
+    from bevlm.evaluation.bootstrap import DRIVELM_METRICS, PairedBootstrap
+
+    prefix = f"{test_set}:" if test_set else ""
+    wanted = [c[len(prefix):] for c in sweep.get("columns") or [] if c.startswith(prefix)]
+    missing = [k for k in wanted if k not in metrics and k in DRIVELM_METRICS]
+    if not missing:
+        return {}
+    full = PairedBootstrap([test_dir]).full_scores(0)
+    return {k: full[k] for k in missing}
 
 
 def write_tables(sweep: dict, rows: list[dict], out_root: str) -> None:

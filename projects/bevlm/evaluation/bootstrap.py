@@ -50,7 +50,7 @@ from .efficiency_metric import FRAME_PHASES
 from .planning_metric import planning_summary
 
 #: DriveLM metrics recomputed on each resample (names as in ``metrics.json``).
-DRIVELM_METRICS = ("drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/language_score",
+DRIVELM_METRICS = ("drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/accuracy_ungated", "drivelm/language_score",
                    *(f"drivelm/{k}" for k in LANGUAGE_KEYS), "drivelm/match_f1", "drivelm/test_exact_match")
 #: Planning metrics (from ``per_frame.json``).
 PLANNING_METRICS = ("planning/L2_avg_stp3", "planning/L2_1s_stp3", "planning/L2_2s_stp3", "planning/L2_3s_stp3",
@@ -313,6 +313,7 @@ class _RunFeatures:
     def __init__(self, run: RunRecords, frames: _Frames, tokens: dict[str, str], vocab: list[dict]) -> None:
         n = len(frames.keys)
         self.acc = np.zeros((n, 2))      # correct, kept tag-0
+        self.acc_all = np.zeros((n, 2))  # correct, every tag-0 (graph gating ignored)
         self.f1 = np.zeros((n, 2))       # sum F1 x 100, kept tag-3
         self.exact = np.zeros((n, 2))    # stripped exact match, questions
         hyps, refs, frame_of = [], [], []
@@ -328,6 +329,8 @@ class _RunFeatures:
                     else:
                         kept = question_in_graph(qa["Q"], graph)
                     self.exact[f] += (float(answer.strip() == gt.strip()), 1.0)
+                    if 0 in tag:
+                        self.acc_all[f] += (1.0 if answer == gt else 0.0, 1.0)
                     if not kept:
                         continue
                     if 0 in tag:
@@ -367,7 +370,8 @@ class _RunFeatures:
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(tot[:, 1] > 0, tot[:, 0] / tot[:, 1], np.nan)
 
-        out = {"drivelm/accuracy": ratio(self.acc), "drivelm/match_f1": ratio(self.f1),
+        out = {"drivelm/accuracy": ratio(self.acc), "drivelm/accuracy_ungated": ratio(self.acc_all),
+               "drivelm/match_f1": ratio(self.f1),
                "drivelm/test_exact_match": ratio(self.exact)}
         lang = self.language.scores(w)
         for key in LANGUAGE_KEYS:

@@ -3,6 +3,8 @@
 Port of ``challenge/evaluation.py`` (OpenDriveLab/DriveLM, docs/drivelm_spec.md section 4.1):
 
 * ``accuracy``: mean of raw string equality ``answer == GT`` over tag-0 QA ("A" != "A.");
+  (``accuracy_ungated``, not an official figure: the same over every tag-0 QA, skipped or not, so
+  that two models are compared on the same questions whatever their first answers matched);
 * ``language``: BLEU-1..4, ROUGE_L, CIDEr of pycocoevalcap after the Stanford PTB tokenizer, in
   ONE corpus-level call over all kept tag-2 QA (as ``language_evaluation.CocoEvaluator``);
 * ``match``: (mean c-tag point F1 x 100 + mean GPT score) / 2 over tag-3 QA;
@@ -238,7 +240,8 @@ def evaluate(pred: dict[str, str], test_eval: dict, gpt_judge: Callable[[str, st
         source: name of the predictions in error messages.
 
     Returns:
-        dict with ``accuracy``, ``language`` (sub-scores dict), ``language_score`` (L),
+        dict with ``accuracy``, ``accuracy_ungated`` (tag-0 accuracy over every tag-0 QA, gating
+        ignored; not part of any official score), ``language`` (sub-scores dict), ``language_score`` (L),
         ``match_f1`` (mean F1 x 100), ``match_gpt``, ``match``, ``chatgpt``, ``counts``
         (``{"tag0": {"kept", "skipped"}, ...}``), ``gpt_free_final``, ``missing_gpt_weight``,
         ``final`` (None without judge), ``absent`` (names of absent terms) and ``items``
@@ -247,6 +250,7 @@ def evaluate(pred: dict[str, str], test_eval: dict, gpt_judge: Callable[[str, st
     check_prediction_ids(pred, test_eval, source)
     counts = {f"tag{t}": {"kept": 0, "skipped": 0} for t in TAGS}
     acc, lang_ans, lang_gt, gpt_pairs, match_pairs, items = [], [], [], [], [], []
+    acc_ungated: list[float] = []
     graph: set = set()
     for qid, qa in iter_official_ids(test_eval):
         if "tag" not in qa:
@@ -266,6 +270,8 @@ def evaluate(pred: dict[str, str], test_eval: dict, gpt_judge: Callable[[str, st
                 counts[f"tag{t}"]["kept" if kept else "skipped"] += 1
         items.append({"id": qid, "tag": list(tag), "kept": kept, "question": qa["Q"], "gt": gt,
                       "answer": answer})
+        if 0 in tag:
+            acc_ungated.append(1.0 if answer == gt else 0.0)
         if not kept:
             continue
         if 0 in tag:
@@ -278,7 +284,7 @@ def evaluate(pred: dict[str, str], test_eval: dict, gpt_judge: Callable[[str, st
         if 3 in tag:
             match_pairs.append((answer, gt))
 
-    out = {"accuracy": _mean(acc)}
+    out = {"accuracy": _mean(acc), "accuracy_ungated": _mean(acc_ungated)}
     out["language"] = language_scores(lang_ans, lang_gt) if lang_ans else None
     out["language_score"] = language_score(out["language"]) if lang_ans else None
     out["match_f1"] = _mean([match_result(a, g).f1 * 100 for a, g in match_pairs])
