@@ -40,12 +40,16 @@ def answers_a(test3):
 def test_full_set_equals_the_official_metric(test3, answers_a):
     report = evaluate(answers_a, test3)
     full = PairedBootstrap([RunRecords("a", test3, answers_a)]).full_scores(0)
-    for key in ("accuracy", "accuracy_ungated", "match_f1", "language_score", "gpt_free_final"):
+    for key in ("accuracy", "accuracy_ungated", "match_f1", "language_score", "gpt_free_final", "gpt_free_ungated"):
         assert full[f"drivelm/{key}"] == pytest.approx(report[key], rel=1e-12, abs=1e-15), key
     for key, value in report["language"].items():
         assert full[f"drivelm/{key}"] == pytest.approx(value, rel=1e-12, abs=1e-15), key
     assert report["language"]["CIDEr"] > 0 and 0 < report["accuracy"] < 1  # non-trivial case
     assert any(not it["kept"] and 0 in it["tag"] for it in report["items"])  # gating bites here
+    # the gating-free sum: the official formula with the tag-0 accuracy over every tag-0 question
+    assert report["gpt_free_ungated"] == pytest.approx(0.2 * report["language_score"] + 0.2 * report["accuracy_ungated"]
+                                                       + 0.1 * report["match_f1"] / 100., rel=1e-12)
+    assert report["accuracy_ungated"] != report["accuracy"]
     exact = [answers_a[qid].strip() == qa["A"].strip() for qid, qa in iter_official_ids(test3)]
     assert full["drivelm/test_exact_match"] == pytest.approx(sum(exact) / len(exact))
 

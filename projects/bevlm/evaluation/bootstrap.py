@@ -50,7 +50,8 @@ from .efficiency_metric import FRAME_PHASES
 from .planning_metric import planning_summary
 
 #: DriveLM metrics recomputed on each resample (names as in ``metrics.json``).
-DRIVELM_METRICS = ("drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/accuracy_ungated", "drivelm/language_score",
+DRIVELM_METRICS = ("drivelm/gpt_free_final", "drivelm/gpt_free_ungated", "drivelm/accuracy", "drivelm/accuracy_ungated",
+                   "drivelm/language_score",
                    *(f"drivelm/{k}" for k in LANGUAGE_KEYS), "drivelm/match_f1", "drivelm/test_exact_match")
 #: Planning metrics (from ``per_frame.json``).
 PLANNING_METRICS = ("planning/L2_avg_stp3", "planning/L2_1s_stp3", "planning/L2_2s_stp3", "planning/L2_3s_stp3",
@@ -382,6 +383,8 @@ class _RunFeatures:
         out["drivelm/language_score"] = score
         out["drivelm/gpt_free_final"] = (0.2 * out["drivelm/language_score"] + 0.2 * out["drivelm/accuracy"]
                                          + 0.2 * (out["drivelm/match_f1"] / 2.0 / 100.))
+        out["drivelm/gpt_free_ungated"] = (0.2 * out["drivelm/language_score"] + 0.2 * out["drivelm/accuracy_ungated"]
+                                           + 0.2 * (out["drivelm/match_f1"] / 2.0 / 100.))
         if self.planning is not None:
             summary = planning_summary(self.planning["l2"], self.planning["collision"],
                                        self.planning["mask"] * self.planning_frames[:, None], w)

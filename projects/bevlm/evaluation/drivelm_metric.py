@@ -114,7 +114,8 @@ class DriveLMMetric(BaseMetric):
         Returns:
             Flat dict: ``accuracy``, ``accuracy_ungated``, ``accuracy_normalised``, ``Bleu_1..4``,
             ``ROUGE_L``, ``CIDEr``, ``language_score``, ``match_f1``, ``chatgpt``/``match``/``final``
-            (None without a judge), ``gpt_free_final``, ``missing_gpt_weight``, ``tag{t}_kept``/``tag{t}_skipped``,
+            (None without a judge), ``gpt_free_final``, ``gpt_free_ungated`` (with ``accuracy_ungated``;
+            not official), ``missing_gpt_weight``, ``tag{t}_kept``/``tag{t}_skipped``,
             ``full_accuracy``, ``full_answered``, ``full_total`` and ``family/<name>`` accuracies.
         """
         test: dict = OrderedDict()
@@ -157,7 +158,7 @@ class DriveLMMetric(BaseMetric):
         }
         for key, value in (report["language"] or {}).items():
             metrics[key] = value
-        for key in ("language_score", "match_f1", "chatgpt", "match", "gpt_free_final",
+        for key in ("language_score", "match_f1", "chatgpt", "match", "gpt_free_final", "gpt_free_ungated",
                     "missing_gpt_weight", "final"):
             metrics[key] = report[key]
         for tag, c in report["counts"].items():

@@ -4,7 +4,9 @@ Port of ``challenge/evaluation.py`` (OpenDriveLab/DriveLM, docs/drivelm_spec.md 
 
 * ``accuracy``: mean of raw string equality ``answer == GT`` over tag-0 QA ("A" != "A.");
   (``accuracy_ungated``, not an official figure: the same over every tag-0 QA, skipped or not, so
-  that two models are compared on the same questions whatever their first answers matched);
+  that two models are compared on the same questions whatever their first answers matched;
+  ``gpt_free_ungated`` is ``gpt_free_final`` with it in place of ``accuracy``; the language and
+  match terms keep the official kept sets);
 * ``language``: BLEU-1..4, ROUGE_L, CIDEr of pycocoevalcap after the Stanford PTB tokenizer, in
   ONE corpus-level call over all kept tag-2 QA (as ``language_evaluation.CocoEvaluator``);
 * ``match``: (mean c-tag point F1 x 100 + mean GPT score) / 2 over tag-3 QA;
@@ -243,7 +245,8 @@ def evaluate(pred: dict[str, str], test_eval: dict, gpt_judge: Callable[[str, st
         dict with ``accuracy``, ``accuracy_ungated`` (tag-0 accuracy over every tag-0 QA, gating
         ignored; not part of any official score), ``language`` (sub-scores dict), ``language_score`` (L),
         ``match_f1`` (mean F1 x 100), ``match_gpt``, ``match``, ``chatgpt``, ``counts``
-        (``{"tag0": {"kept", "skipped"}, ...}``), ``gpt_free_final``, ``missing_gpt_weight``,
+        (``{"tag0": {"kept", "skipped"}, ...}``), ``gpt_free_final``, ``gpt_free_ungated`` (the same
+        with ``accuracy_ungated``; not official), ``missing_gpt_weight``,
         ``final`` (None without judge), ``absent`` (names of absent terms) and ``items``
         (per QA: id, tag, kept, question, gt, answer).
     """
@@ -300,6 +303,9 @@ def evaluate(pred: dict[str, str], test_eval: dict, gpt_judge: Callable[[str, st
     absent = [name for name, value in needed.items() if value is None]
     out["gpt_free_final"] = None if absent else (
         0.2 * out["language_score"] + 0.2 * out["accuracy"] + 0.2 * (out["match_f1"] / 2.0 / 100.))
+    # not an official figure: the same sum with the tag-0 accuracy over every tag-0 QA (gating ignored)
+    out["gpt_free_ungated"] = None if absent or out["accuracy_ungated"] is None else (
+        0.2 * out["language_score"] + 0.2 * out["accuracy_ungated"] + 0.2 * (out["match_f1"] / 2.0 / 100.))
     if gpt_judge is None:
         out["missing_gpt_weight"] = GPT_WEIGHT
         absent += ["chatgpt", "match_gpt"]
