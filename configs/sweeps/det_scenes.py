@@ -19,7 +19,8 @@ sweep = dict(
     # the moving-status answers are where a detector's velocity could show (docs/research/motion.md)
     # accuracy_ungated: tag-0 accuracy over every tag-0 question (the official accuracy's questions
     # depend on which objects the first answer matched: a better detector changes them)
-    columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/accuracy_ungated", "drivelm/family/moving_status",
+    # gpt_free_ungated: the GPT-free sum with accuracy_ungated (not official)
+    columns=["drivelm/gpt_free_final", "drivelm/gpt_free_ungated", "drivelm/accuracy", "drivelm/accuracy_ungated", "drivelm/family/moving_status",
              "drivelm/family/behavior", "drivelm/language_score", "drivelm/CIDEr", "drivelm/match_f1",
              "drivelm/full_accuracy", "planning/L2_avg_stp3", "planning/collision_avg_stp3"],
 )

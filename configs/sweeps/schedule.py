@@ -13,7 +13,8 @@ sweep = dict(
     test_args=["--variant", "lossless"],
     reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm"},
     # accuracy_ungated: tag-0 accuracy over every tag-0 question, whatever the graph gating keeps
-    columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/accuracy_ungated", "drivelm/family/behavior",
+    # gpt_free_ungated: the GPT-free sum with accuracy_ungated (not official)
+    columns=["drivelm/gpt_free_final", "drivelm/gpt_free_ungated", "drivelm/accuracy", "drivelm/accuracy_ungated", "drivelm/family/behavior",
              "drivelm/language_score", "drivelm/CIDEr", "drivelm/match_f1", "drivelm/full_accuracy",
              "planning/L2_avg_stp3", "planning/collision_avg_stp3", "efficiency/frame_s"],
 )
