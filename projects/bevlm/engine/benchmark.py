@@ -205,6 +205,7 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
     log(f"benchmark: {len(variants)} variants x {len(dataset)} frames (qa_select={qa_select})")
     answers = {name: [] for name in variants}  # per variant: every (frame, question) answer
     trajs = {name: [] for name in variants}
+    t_frames = time.perf_counter()
     for k in range(len(dataset)):
         item = dataset[k]
         for name, model in models.items():
@@ -214,7 +215,9 @@ def run_benchmark(cfg, checkpoint: str, variants: dict[str, dict], out_dir: str,
             evaluators[name].process(data_samples=outputs, data_batch=batch)
             answers[name] += [outputs[0].pred_answers[i] for i in sorted(outputs[0].pred_answers)]
             trajs[name].append(outputs[0].pred_traj)
-        log(f"  frame {k + 1}/{len(dataset)}")
+        spent = time.perf_counter() - t_frames  # progress with the time left at the mean pace so far
+        log(f"  frame {k + 1}/{len(dataset)} ({spent / 60:.1f} min, about "
+            f"{spent / (k + 1) * (len(dataset) - k - 1) / 60:.0f} min left)")
     bandwidth = measure_read_bandwidth()
     results = {}
     for name in variants:
