@@ -1,10 +1,10 @@
 # The headline comparison on the default test split's 48 scored frames (every 3rd val frame of the 9
 # val scenes, 384 questions) instead of 4: the variants that carry a figure of the efficient-inference
 # page, side by side in one process against the batch-1 fp32 greedy baseline, with paired bootstrap
-# intervals over the scenes and their frames. Measured on 2 cores of an AMD EPYC (2026-12-06, alone
-# on the cores): the memory probes of the 7 variants 15 min (one process each), the two int4 builds
-# 6 min each, then about 130 s a frame: about 2 h 10 min in all. Too long for a 3-hour session beside
-# anything else; a GPU machine, or --memory-frames 0 and a free afternoon.
+# intervals over the scenes and their frames. Run on 2 cores of an AMD EPYC (2026-12-06, alone on
+# the cores): the memory probes of the 7 variants 15 min (one process each), the two int4 builds
+# 6.7 min each, then 100-150 s a frame: 2 h 12 min in all (results: docs/results/benchmark_full_split/,
+# docs/efficient_inference.md). --memory-frames 0 saves the 15 minutes.
 #   python tools/benchmark.py configs/bev_vlm.py work_dirs/bev_vlm/iter_100.pth \
 #       --bench configs/benchmarks/full_split.py --stride 3 --memory-frames 1 --resamples 2000 \
 #       --out-dir work_dirs/benchmark_full_split
