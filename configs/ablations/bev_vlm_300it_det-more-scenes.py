@@ -1,7 +1,7 @@
 # Both things the default is bound by, together: stage 2 trained for 300 iterations
-# (configs/ablations/bev_vlm_300it.py: GPT-free +0.034 *, tag-0 accuracy +0.12 * over two seeds) and
+# (configs/ablations/bev_vlm_300it.py: GPT-free +0.027 *, language +0.022 * over three seeds) and
 # started from the better stage-1 detector (configs/ablations/bev_vlm_det-more-scenes.py: 135 scenes,
-# 3000 iterations, NDS 0.290; match F1 +9.9 * in seed 0). The recipe for a user with about an hour of
+# 3000 iterations, NDS 0.290; GPT-free +0.022 *, match F1 +9.8 * over three seeds). The recipe for a user with about an hour of
 # CPU per seed beyond the main job (the detector: 17 minutes, once; this stage 2: about 40 minutes).
 # Run the detector first:
 #   python tools/sweep.py configs/sweeps/stage1_scenes.py --seeds 0 --only bev_det_pretrain_more-scenes_3k
