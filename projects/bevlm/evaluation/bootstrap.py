@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .drivelm_files import PER_FRAME_FILE, load_per_frame, load_predictions, load_test_eval
-from .drivelm_official import LANGUAGE_KEYS, match_result, question_in_graph
+from .drivelm_official import LANGUAGE_KEYS, gpt_free_sum, match_result, question_in_graph
 from .drivelm_testset import DriveLMEvalError, iter_official_ids
 from .efficiency_metric import FRAME_PHASES
 from .planning_metric import planning_summary
@@ -381,10 +381,9 @@ class _RunFeatures:
         for idx, key in enumerate(LANGUAGE_KEYS):
             score = score + (lang[key] / 4. / 3. if idx < 4 else lang[key] / 3. if idx == 4 else lang[key] / 10. / 3.)
         out["drivelm/language_score"] = score
-        out["drivelm/gpt_free_final"] = (0.2 * out["drivelm/language_score"] + 0.2 * out["drivelm/accuracy"]
-                                         + 0.2 * (out["drivelm/match_f1"] / 2.0 / 100.))
-        out["drivelm/gpt_free_ungated"] = (0.2 * out["drivelm/language_score"] + 0.2 * out["drivelm/accuracy_ungated"]
-                                           + 0.2 * (out["drivelm/match_f1"] / 2.0 / 100.))
+        for key, acc in (("gpt_free_final", "accuracy"), ("gpt_free_ungated", "accuracy_ungated")):
+            out[f"drivelm/{key}"] = gpt_free_sum(out["drivelm/language_score"], out[f"drivelm/{acc}"],
+                                                 out["drivelm/match_f1"])
         if self.planning is not None:
             summary = planning_summary(self.planning["l2"], self.planning["collision"],
                                        self.planning["mask"] * self.planning_frames[:, None], w)

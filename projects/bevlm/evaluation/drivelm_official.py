@@ -229,6 +229,12 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def gpt_free_sum(language_score, accuracy, match_f1):
+    """The official final score's non-GPT terms: ``0.2 L + 0.2 accuracy + 0.2 (F1 / 2) / 100`` (floats or
+    arrays; the match term's GPT half is absent)."""
+    return 0.2 * language_score + 0.2 * accuracy + 0.2 * (match_f1 / 2.0 / 100.)
+
+
 def evaluate(pred: dict[str, str], test_eval: dict, gpt_judge: Callable[[str, str], float] | None = None,
              judge_workers: int = 8, source: str = "predictions") -> dict:
     """Score predictions against a ``test_eval.json`` dict exactly as ``evaluation.py``.
@@ -301,11 +307,10 @@ def evaluate(pred: dict[str, str], test_eval: dict, gpt_judge: Callable[[str, st
     out["counts"] = counts
     needed = {"accuracy": out["accuracy"], "language": out["language_score"], "match_f1": out["match_f1"]}
     absent = [name for name, value in needed.items() if value is None]
-    out["gpt_free_final"] = None if absent else (
-        0.2 * out["language_score"] + 0.2 * out["accuracy"] + 0.2 * (out["match_f1"] / 2.0 / 100.))
+    out["gpt_free_final"] = None if absent else gpt_free_sum(out["language_score"], out["accuracy"], out["match_f1"])
     # not an official figure: the same sum with the tag-0 accuracy over every tag-0 QA (gating ignored)
-    out["gpt_free_ungated"] = None if absent or out["accuracy_ungated"] is None else (
-        0.2 * out["language_score"] + 0.2 * out["accuracy_ungated"] + 0.2 * (out["match_f1"] / 2.0 / 100.))
+    out["gpt_free_ungated"] = None if absent or out["accuracy_ungated"] is None else gpt_free_sum(
+        out["language_score"], out["accuracy_ungated"], out["match_f1"])
     if gpt_judge is None:
         out["missing_gpt_weight"] = GPT_WEIGHT
         absent += ["chatgpt", "match_gpt"]
