@@ -1,13 +1,15 @@
 """Kinematic planning references on a config's test split, and test runs compared with them.
 
-``python tools/planning_baselines.py CONFIG [RUN_DIR ...] [--modes constant_velocity ctra ego_mlp]
+``python tools/planning_baselines.py CONFIG [RUN_DIR ...] [--modes constant_velocity ctra ego_mlp ego_mlp_cmd]
 [--resamples 2000] [--out result.json]``
 
 Plans each scored test frame from its ego status alone and scores the plan with the planning metric
 (ST-P3 / UniAD L2 and collision) on the frames ``tools/test.py CONFIG`` scores: extrapolated by a
 kinematic model (constant velocity; constant turn rate and acceleration) or by ``ego_mlp``, a small
 MLP from the ego status to offsets over the CTRA plan, fitted on the config's training frames
-(its number of steps chosen on held-out training scenes; seconds on a CPU). Each RUN_DIR (a ``tools/test.py`` output folder, a work dir with
+(its number of steps chosen on held-out training scenes; seconds on a CPU), and ``ego_mlp_cmd``, that MLP
+given the driving command too (turn left / right / straight, derived from the future as nuScenes planners
+are given it). Each RUN_DIR (a ``tools/test.py`` output folder, a work dir with
 ``test/``, or a sweep run record) is compared frame by frame from its ``per_frame.json``: run -
 reference with a paired two-stage cluster bootstrap interval (scenes, then frames); ``*`` marks an
 interval that excludes 0. No model and no checkpoint are needed.
@@ -23,7 +25,7 @@ def parse_args(argv=None):
     p.add_argument("config")
     p.add_argument("runs", nargs="*", help="test output folders to compare with the references")
     p.add_argument("--modes", nargs="+", default=["constant_velocity", "ctra", "ego_mlp"],
-                   choices=["constant_velocity", "ctra", "ego_mlp"])
+                   choices=["constant_velocity", "ctra", "ego_mlp", "ego_mlp_cmd"])
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
@@ -81,12 +83,13 @@ def main(argv=None) -> int:
     result = {"config": args.config, "frames": len(samples), "references": {}}
     for mode in args.modes:
         planner, fit = None, None
-        if mode == "ego_mlp":
+        if mode in ("ego_mlp", "ego_mlp_cmd"):
             train = _train_frames(cfg)
-            planner = fit_ego_mlp(train, steps=int(samples[0].gt_traj.shape[0]), seed=args.seed)
+            planner = fit_ego_mlp(train, steps=int(samples[0].gt_traj.shape[0]), seed=args.seed,
+                                  command=mode == "ego_mlp_cmd")
             fit = {"train_frames": len(train), "epochs": planner.epochs, "holdout_l2_avg_stp3": planner.holdout_l2}
-            print(f"ego_mlp: fitted on {len(train)} training frames, {planner.epochs} steps (held-out scenes: "
-                  f"L2 {planner.holdout_l2['ego_mlp']:.3f} m vs CTRA {planner.holdout_l2['ctra']:.3f} m)")
+            print(f"{mode}: fitted on {len(train)} training frames, {planner.epochs} steps (held-out scenes: "
+                  f"L2 {planner.holdout_l2[mode]:.3f} m vs CTRA {planner.holdout_l2['ctra']:.3f} m)")
         records = planning_reference(samples, mode, planner)
         entry = {"metrics": summarize_records(records), "runs": {}, **({"fit": fit} if fit else {})}
         print(f"{mode}: L2 avg (ST-P3) {entry['metrics']['L2_avg_stp3']:.3f} m, "

@@ -10,7 +10,10 @@ sweep = dict(
     name="det_scenes",
     configs=["configs/bev_vlm.py", "configs/ablations/bev_vlm_det-more-scenes.py",
              # the better detector and 300 iterations together (three seeds: GPT-free 0.296 ± 0.006)
-             "configs/ablations/bev_vlm_300it_det-more-scenes.py"],
+             "configs/ablations/bev_vlm_300it_det-more-scenes.py",
+             # that with the driving command given to the trajectory head (planning protocol of
+             # ST-P3 / UniAD / VAD; the QA cannot read it)
+             "configs/ablations/bev_vlm_300it_det-more-scenes_command.py"],
     steps=["train", "test"],
     seeds=[0, 1, 2],
     resamples=2000,

@@ -108,5 +108,41 @@ def test_ego_mlp_is_reproducible_and_needs_training_scenes():
     assert a.epochs == b.epochs
     with pytest.raises(ValueError, match="2 or more scenes"):
         fit_ego_mlp(_frames(1, 10, kinematic_plan))
-    with pytest.raises(ValueError, match="fitted planner"):
+    with pytest.raises(ValueError, match="planner fitted for it"):
         planning_reference([], "ego_mlp")
+    with pytest.raises(ValueError, match="command=True"):
+        planning_reference([], "ego_mlp_cmd", a)  # fitted without the command
+    with pytest.raises(ValueError, match="not one of"):
+        planning_reference([], "oracle")
+
+
+def test_ego_mlp_cmd_learns_the_turns_the_ego_status_cannot_know():
+    """Futures that bend 4 m left, 4 m right or not at all, at random: the ego status cannot tell which,
+    the command can. The planner given the command is far closer than the one without it, on other
+    scenes, and the commands of the references come from the samples' ego_command."""
+    from bevlm.evaluation.planning_baselines import _stp3_l2, fit_ego_mlp
+    from bevlm.structures import driving_command
+
+    t = 0.5 * np.arange(1, 7)
+
+    def frames(n_scenes, seed):
+        rng = np.random.default_rng(seed)
+        out = _frames(n_scenes, 30, kinematic_plan, seed=seed)
+        for f in out:
+            f["ego_fut_traj"] = f["ego_fut_traj"] + np.stack([0 * t, rng.choice([-4.0, 0.0, 4.0]) * (t / 3) ** 2], 1)
+        return out
+
+    train, test = frames(9, 0), frames(4, 1)
+    plain = fit_ego_mlp(train, max_epochs=600)
+    cmd = fit_ego_mlp(train, max_epochs=600, command=True)
+    assert cmd.uses_command and not plain.uses_command
+    ego = np.stack([f["ego_status"] for f in test])
+    gt = np.stack([f["ego_fut_traj"] for f in test])
+    command = np.array([driving_command(f["ego_fut_traj"], f["ego_fut_mask"]) for f in test])
+    assert set(command) == {0, 1, 2}
+    mask = np.ones((len(test), 6), bool)
+    l2_plain, l2_cmd = _stp3_l2(plain(ego), gt, mask), _stp3_l2(cmd(ego, command), gt, mask)
+    assert l2_plain > 0.5 and l2_cmd < 0.3 * l2_plain
+    assert cmd.holdout_l2["ego_mlp_cmd"] < 0.5 * plain.holdout_l2["ego_mlp"]
+    with pytest.raises(ValueError, match="pass command"):
+        cmd(ego)

@@ -172,3 +172,84 @@ def test_zero_init_offsets_survive_the_model_build():
     model = MODELS.build(cfg)
     model.init_weights()
     assert model.traj_head.mlp[-1].weight.abs().sum() == 0 and model.traj_head.mlp[-1].bias.abs().sum() == 0
+
+
+def test_one_plan_per_driving_command_and_the_frame_s_command_picks_it():
+    from bevlm.structures import kinematic_waypoints
+
+    head = _head(ego_prior_dims=5, kinematic_prior="ctra", num_commands=3)
+    hidden = torch.randn(3, K, D)
+    ego = torch.tensor([[5.0, 0.0, 0.5, 0.0, 0.2], [3.0, 0.3, -1.0, 0.0, -0.1], [8.0, 0.0, 0.0, 0.0, 0.0]])
+    base = kinematic_waypoints(ego.double(), H, 0.5, "ctra").float()
+    # every command's plan, from the two offset paths' outputs split into C x H x 2
+    modes = (head.mlp(hidden.flatten(1)) + head.ego_prior(ego)).view(3, 3, H, 2).cumsum(2) + base[:, None]
+    command = torch.tensor([2, 0, 1])
+    out = head(hidden, ego, command)
+    torch.testing.assert_close(out, modes[torch.arange(3), command])
+    for c in range(3):  # a batch of one command: that command's plans
+        torch.testing.assert_close(head(hidden, ego, torch.full((3,), c)), modes[:, c])
+    assert not torch.allclose(modes[:, 0], modes[:, 1])  # the plans differ
+    # only the chosen plan is trained: the output rows of the other commands get no gradient
+    head.zero_grad()
+    head.loss(head(hidden, ego, torch.zeros(3, dtype=torch.long)), torch.zeros(3, H, 2))["loss_traj"].backward()
+    grad = head.mlp[-1].weight.grad.view(3, H * 2, -1)
+    assert grad[0].abs().sum() > 0 and grad[1:].abs().sum() == 0
+    with pytest.raises(ValueError, match=r"needs command \[3\].*ego_command"):
+        head(hidden, ego)
+    with pytest.raises(ValueError, match="in \\[0, 3\\)"):
+        head(hidden, ego, torch.tensor([0, 3, 1]))
+    with pytest.raises(ValueError, match="integer"):
+        head(hidden, ego, torch.zeros(3))
+    with pytest.raises(ValueError, match="num_commands=-1"):
+        _head(num_commands=-1)
+
+
+def test_zero_init_command_head_starts_at_the_prior_for_every_command():
+    from bevlm.structures import kinematic_waypoints
+
+    head = _head(ego_prior_dims=5, kinematic_prior="ctra", num_commands=3, zero_init_offsets=True)
+    hidden = torch.randn(2, K, D)
+    ego = torch.tensor([[5.0, 0.0, 0.5, 0.0, 0.2], [3.0, 0.3, -1.0, 0.0, -0.1]])
+    base = kinematic_waypoints(ego.double(), H, 0.5, "ctra").float()
+    for c in range(3):
+        assert torch.equal(head(hidden, ego, torch.full((2,), c)), base)
+
+
+def test_the_model_feeds_the_command_to_the_head_only(tiny_world):
+    """A tiny BEV-VLM whose head plans per command: training and prediction read each frame's
+    ego_command, the LLM prefix does not change with it, and a sample without one is a clear error."""
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+
+    from bevlm.registry import DATASETS
+    from tests.conftest import REPO
+
+    init_default_scope("bevlm")
+    cfg = Config.fromfile(f"{REPO}/configs/bev_vlm_tiny.py")
+    mcfg = cfg.model.to_dict()
+    mcfg["traj_head"] = dict(mcfg["traj_head"], num_commands=3)
+    torch.manual_seed(0)
+    model = MODELS.build(mcfg)
+    ds = DATASETS.build(dict(type="BEVDriveDataset", ann_file=f"{tiny_world}/infos/bevlm_infos_train.pkl",
+                             data_root=f"{tiny_world}/", pipeline=cfg.pipeline, queue_length=1, qa_mode="frame"))
+    data = model.data_preprocessor(pseudo_collate([ds[0], ds[1]]), True)
+    losses = model(**data, mode="loss")
+    assert torch.isfinite(losses["loss_traj"]) and losses["loss_traj"] > 0
+    model.eval()
+    plans = []
+    for c in range(3):
+        data = model.data_preprocessor(pseudo_collate([ds[0]]), False)
+        data["data_samples"][0].ego_command = torch.tensor(c)
+        with torch.no_grad():
+            out = model(**data, mode="predict")[0]
+        plans.append(out.pred_traj)
+        if c == 0:
+            answers = dict(out.pred_answers)
+        else:  # the answers cannot read the command
+            assert dict(out.pred_answers) == answers
+    assert not torch.allclose(plans[0], plans[1])
+    data = model.data_preprocessor(pseudo_collate([ds[0]]), False)
+    del data["data_samples"][0].ego_command
+    with pytest.raises(ValueError, match="no ego_command"):
+        model(**data, mode="predict")

@@ -12,7 +12,10 @@ frame, x forward, y left, SI units, as the info files store it):
   Zhai et al. 2023, "Rethinking the open-loop evaluation of end-to-end autonomous driving in
   nuScenes"): a small MLP from the 5 ego values to per-step offsets added to the CTRA plan, fitted
   on the training split's frames in seconds (:func:`fit_ego_mlp`). What a vision model's planner
-  adds beyond it is what it gets from seeing.
+  adds beyond it is what it gets from seeing;
+- ``ego_mlp_cmd``: the same MLP given the driving command too (turn left / turn right / go
+  straight as a one-hot, :func:`bevlm.structures.driving_command`: the route input of the
+  ST-P3 / UniAD / VAD protocol), the reference of a planner built with commands.
 
 :func:`planning_reference` scores them with :class:`PlanningMetric` on a dataset's frames and
 :func:`compare_planning` pairs a test run's per-frame planning records with them (two-stage cluster
@@ -24,15 +27,16 @@ import numpy as np
 import torch
 
 from ..structures import KINEMATIC_MODES as MODES
-from ..structures import kinematic_waypoints
+from ..structures import COMMANDS, driving_command, kinematic_waypoints
 from .bootstrap import cluster_resample
 from .planning_metric import PlanningMetric, planning_summary
 
 __all__ = ["MODES", "REFERENCES", "kinematic_plan", "EgoMLPPlanner", "fit_ego_mlp", "planning_reference",
            "summarize_records", "compare_planning"]
 
-#: The references :func:`planning_reference` knows: the kinematic models and the ego-status MLP.
-REFERENCES = tuple(MODES) + ("ego_mlp",)
+#: The references :func:`planning_reference` knows: the kinematic models and the ego-status MLPs
+#: (without and with the driving command).
+REFERENCES = tuple(MODES) + ("ego_mlp", "ego_mlp_cmd")
 
 
 def kinematic_plan(ego_status, steps: int = 6, dt: float = 0.5, mode: str = "ctra",
@@ -43,8 +47,15 @@ def kinematic_plan(ego_status, steps: int = 6, dt: float = 0.5, mode: str = "ctr
     return kinematic_waypoints(ego, steps, dt, mode, substeps).numpy()
 
 
+def _with_command(ego: np.ndarray, command) -> np.ndarray:
+    """``[N, 5 + len(COMMANDS)]``: the ego states with their commands one-hot."""
+    onehot = np.eye(len(COMMANDS))[np.asarray(command, int).reshape(-1)]
+    return np.concatenate([ego, onehot], 1)
+
+
 class EgoMLPPlanner:
-    """The fitted ego-status planner: ``plan(ego_status) = ctra(ego_status) + mlp(normalised ego_status)``.
+    """The fitted ego-status planner: ``plan(ego_status) = ctra(ego_status) + mlp(normalised ego_status)``
+    (``uses_command``: the MLP's input also holds the driving command, one-hot).
 
     Attributes:
         epochs: the full-batch AdamW steps of the fit (chosen on held-out training scenes).
@@ -52,15 +63,21 @@ class EgoMLPPlanner:
     """
 
     def __init__(self, net, mean: np.ndarray, std: np.ndarray, steps: int, dt: float, epochs: int,
-                 holdout_l2: dict):
+                 holdout_l2: dict, uses_command: bool = False):
         self.net, self.mean, self.std, self.steps, self.dt = net, mean, std, steps, dt
-        self.epochs, self.holdout_l2 = epochs, holdout_l2
+        self.epochs, self.holdout_l2, self.uses_command = epochs, holdout_l2, uses_command
 
-    def __call__(self, ego_status) -> np.ndarray:
-        """``[steps, 2]`` plan of one frame (``[N, steps, 2]`` for ``[N, 5]`` ego states)."""
+    def __call__(self, ego_status, command=None) -> np.ndarray:
+        """``[steps, 2]`` plan of one frame (``[N, steps, 2]`` for ``[N, 5]`` ego states); ``command``
+        (index or ``[N]`` indices into :data:`bevlm.structures.COMMANDS`) is needed when
+        ``uses_command``."""
         ego = np.asarray(ego_status, np.float64)
         batch = ego.reshape(-1, ego.shape[-1])
         base = np.stack([kinematic_plan(e, self.steps, self.dt, "ctra") for e in batch])
+        if self.uses_command:
+            if command is None:
+                raise ValueError("EgoMLPPlanner: this planner was fitted with the driving command; pass command")
+            batch = _with_command(batch, command)
         with torch.no_grad():
             x = torch.as_tensor((batch - self.mean) / self.std, dtype=torch.float32)
             offset = self.net(x).view(len(batch), self.steps, 2).double().numpy()
@@ -76,7 +93,7 @@ def _stp3_l2(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
 
 def fit_ego_mlp(frames, steps: int = 6, dt: float = 0.5, hidden: int = 64, lr: float = 3e-3,
                 weight_decay: float = 1e-2, max_epochs: int = 2000, every: int = 25, holdout: int = 3,
-                seed: int = 0) -> EgoMLPPlanner:
+                seed: int = 0, command: bool = False) -> EgoMLPPlanner:
     """Fit the ego-status planner on training frames.
 
     Every ``holdout``-th training scene (sorted tokens) is held out to choose the number of
@@ -87,6 +104,8 @@ def fit_ego_mlp(frames, steps: int = 6, dt: float = 0.5, hidden: int = 64, lr: f
     Args:
         frames: dicts with ``ego_status`` [5], ``ego_fut_traj`` [steps, 2], ``ego_fut_mask`` [steps]
             and ``scene_token`` (the info files' keys).
+        command: also give the MLP each frame's driving command (derived from its future, as the
+            data pipeline derives it).
 
     Raises:
         ValueError: fewer than 2 training scenes, or no frame with a known future.
@@ -101,6 +120,8 @@ def fit_ego_mlp(frames, steps: int = 6, dt: float = 0.5, hidden: int = 64, lr: f
                          f"{int(mask.sum())} known future steps; it needs 2 or more scenes with known futures. "
                          "Fix: point the config's train_dataloader.dataset at the training split")
     base = np.stack([kinematic_plan(e, steps, dt, "ctra") for e in ego])
+    if command:
+        ego = _with_command(ego, [driving_command(f["ego_fut_traj"], f["ego_fut_mask"]) for f in frames])
     held = {s for k, s in enumerate(scenes) if k % holdout == holdout - 1}
     is_held = np.array([f["scene_token"] in held for f in frames])
 
@@ -120,31 +141,41 @@ def fit_ego_mlp(frames, steps: int = 6, dt: float = 0.5, hidden: int = 64, lr: f
             loss.backward()
             opt.step()
             if probe is not None and epoch % every == 0:
-                planner = EgoMLPPlanner(net, mean, std, steps, dt, epoch, {})
-                curve.append((_stp3_l2(planner(ego[probe]), gt[probe], mask[probe]), epoch))
+                with torch.no_grad():
+                    x_probe = torch.as_tensor((ego[probe] - mean) / std, dtype=torch.float32)
+                    plan = base[probe] + net(x_probe).view(len(x_probe), steps, 2).double().numpy()
+                curve.append((_stp3_l2(plan, gt[probe], mask[probe]), epoch))
         return net, mean, std, curve
 
     _, _, _, curve = train(~is_held, max_epochs, probe=is_held)
     best_l2, best_epochs = min(curve)
     net, mean, std, _ = train(np.ones(len(frames), bool), best_epochs)
-    holdout_l2 = {"ctra": _stp3_l2(base[is_held], gt[is_held], mask[is_held]), "ego_mlp": best_l2,
+    holdout_l2 = {"ctra": _stp3_l2(base[is_held], gt[is_held], mask[is_held]),
+                  "ego_mlp_cmd" if command else "ego_mlp": best_l2,
                   "scenes": len(held), "frames": int(is_held.sum())}
-    return EgoMLPPlanner(net, mean, std, steps, dt, best_epochs, holdout_l2)
+    return EgoMLPPlanner(net, mean, std, steps, dt, best_epochs, holdout_l2, uses_command=command)
 
 
 def planning_reference(samples, mode: str, planner=None) -> list[dict]:
     """Per-frame records of :class:`PlanningMetric` (token, scene_token, l2, collision, mask) of the
     reference plan of each sample (``ego_status``, ``gt_traj``, ``gt_traj_mask``, agent boxes):
-    a kinematic model (``mode`` in :data:`MODES`) or, for ``mode='ego_mlp'``, ``planner`` (a
-    fitted :class:`EgoMLPPlanner`)."""
-    if mode == "ego_mlp" and planner is None:
-        raise ValueError("planning_reference(mode='ego_mlp') needs the fitted planner (fit_ego_mlp on the "
-                         "training frames)")
+    a kinematic model (``mode`` in :data:`MODES`) or, for ``mode='ego_mlp'`` / ``'ego_mlp_cmd'``,
+    ``planner`` (a fitted :class:`EgoMLPPlanner`; with the command: the samples' ``ego_command``)."""
+    if mode not in REFERENCES:
+        raise ValueError(f"planning_reference: mode {mode!r} is not one of {REFERENCES}")
+    learned = mode in ("ego_mlp", "ego_mlp_cmd")
+    if learned and (planner is None or planner.uses_command != (mode == "ego_mlp_cmd")):
+        raise ValueError(f"planning_reference(mode={mode!r}) needs the planner fitted for it (fit_ego_mlp on the "
+                         f"training frames{', command=True' if mode == 'ego_mlp_cmd' else ''})")
     metric = PlanningMetric()
     for sample in samples:
         steps = int(sample.gt_traj.shape[0])
         ego = sample.ego_status.numpy()
-        plan = planner(ego)[:steps] if mode == "ego_mlp" else kinematic_plan(ego, steps=steps, mode=mode)
+        if learned:
+            command = int(sample.ego_command) if planner.uses_command else None
+            plan = planner(ego, command)[:steps]
+        else:
+            plan = kinematic_plan(ego, steps=steps, mode=mode)
         sample.pred_traj = np.asarray(plan, np.float32)
         metric.process(None, [sample])
     return metric.results

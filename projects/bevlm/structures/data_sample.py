@@ -52,6 +52,10 @@ class DriveDataSample(BaseDataElement):
         gt_traj: ``[6, 2]`` future ego waypoints (x, y) in the current ego
             frame at 0.5 s steps; gt_traj_mask: ``[6]`` bool.
         ego_status: ``[D]`` ego state (speed, acceleration, yaw rate, ...).
+        ego_command: ``[]`` long, the driving command (index into
+            :data:`bevlm.structures.COMMANDS`; turn left / turn right / go straight), derived from
+            the future waypoints as nuScenes planners are given it; only planners configured for it
+            read it (``TrajectoryTokenHead(num_commands=3)``), never the LLM.
         gt_boxes: ``[M, 9]`` boxes (x, y, z, l, w, h, yaw, vx, vy) in the
             current ego frame; gt_labels: ``[M]`` class indices;
             gt_fut_boxes (optional): future box centres for collision checks.

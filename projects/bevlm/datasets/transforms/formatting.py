@@ -6,7 +6,7 @@ import torch
 from mmcv.transforms import BaseTransform
 
 from bevlm.registry import TRANSFORMS
-from bevlm.structures import CAMERA_NAMES, DriveDataSample, EgoMotion
+from bevlm.structures import CAMERA_NAMES, DriveDataSample, EgoMotion, driving_command
 
 
 def _motion(info: dict) -> EgoMotion:
@@ -59,6 +59,10 @@ class PackDriveInputs(BaseTransform):
         sample.gt_traj = torch.tensor(cur["ego_fut_traj"], dtype=torch.float32)        # [6, 2]
         sample.gt_traj_mask = torch.tensor(cur["ego_fut_mask"], dtype=torch.float32) > 0  # [6]
         sample.ego_status = torch.tensor(cur["ego_status"], dtype=torch.float32)          # [5]
+        # the navigation command of nuScenes open-loop planning (from the future, as ST-P3 / UniAD /
+        # VAD derive it); read only by a trajectory head built with num_commands
+        sample.ego_command = torch.tensor(driving_command(cur["ego_fut_traj"], cur["ego_fut_mask"]),
+                                          dtype=torch.long)                               # []
         inst = cur.get("instances", [])
         boxes = np.array([i["bbox_3d"] + list(i["velocity"]) for i in inst], dtype=np.float32).reshape(-1, 9)
         sample.gt_boxes = torch.from_numpy(boxes)                                         # [M, 9]

@@ -486,7 +486,7 @@ class BEVVLM(BaseModel):
         if self.traj_head is not None and self.traj_source == "head":
             k = self.traj_head.num_tokens
             traj = self.traj_head(out["hidden_prefix"][:, -k:] if context is None else out["hidden_queries"],
-                                  self._traj_ego(data_samples))
+                                  self._traj_ego(data_samples), self._traj_command(data_samples))
             gt = torch.stack([s.gt_traj for s in data_samples]).to(traj)
             mask = torch.stack([s.gt_traj_mask for s in data_samples]).to(traj.device)
             losses.update(self.traj_head.loss(traj, gt, mask))
@@ -666,7 +666,8 @@ class BEVVLM(BaseModel):
         blocks = context_blocks(sample.qa, self.qa_policy, answers)
         hidden, tokens = hidden_after_blocks(self.llm, cache, blocks, self.traj_head.query_embeds(1))
         head_dtype = next(self.traj_head.parameters()).dtype  # the LLM may run in another dtype
-        sample.pred_traj = self.traj_head(hidden.to(head_dtype), self._traj_ego([sample]))[0].float().cpu()
+        sample.pred_traj = self.traj_head(hidden.to(head_dtype), self._traj_ego([sample]),
+                                          self._traj_command([sample]))[0].float().cpu()
         return tokens
 
     def _traj_ego(self, data_samples: list) -> torch.Tensor | None:
@@ -675,6 +676,18 @@ class BEVVLM(BaseModel):
             return None
         return torch.stack([s.ego_status for s in data_samples]).to(next(self.traj_head.parameters()))
 
+    def _traj_command(self, data_samples: list) -> torch.Tensor | None:
+        """``[B]`` driving commands for a head that plans per command (None for one without)."""
+        if self.traj_head is None or not getattr(self.traj_head, "num_commands", 0):
+            return None
+        missing = [i for i, s in enumerate(data_samples) if "ego_command" not in s]
+        if missing:
+            raise ValueError(f"BEVVLM: the trajectory head plans per driving command (traj_head.num_commands="
+                             f"{self.traj_head.num_commands}) but data samples {missing} have no ego_command. Fix: "
+                             "pack the items with PackDriveInputs (it derives the command from ego_fut_traj), or "
+                             "build the model without traj_head.num_commands")
+        return torch.stack([s.ego_command for s in data_samples]).long().to(next(self.traj_head.parameters()).device)
+
     def _predict_traj(self, sample, cache) -> int:
         """Set ``sample.pred_traj`` from the head or the decoded text; returns decoded tokens."""
         if self.traj_source == "head":
@@ -682,7 +695,8 @@ class BEVVLM(BaseModel):
                 k = self.traj_head.num_tokens
                 head_dtype = next(self.traj_head.parameters()).dtype  # the LLM may run in another dtype
                 sample.pred_traj = self.traj_head(cache.hidden_prefix[:, -k:].to(head_dtype),
-                                                  self._traj_ego([sample]))[0].float().cpu()
+                                                  self._traj_ego([sample]),
+                                                  self._traj_command([sample]))[0].float().cpu()
             return 0
         ids = self.llm.generate_ids(cache, TRAJ_QUESTION, self.test_cfg.traj_max_new_tokens)
         horizon = int(sample.gt_traj.shape[0]) if "gt_traj" in sample else 6

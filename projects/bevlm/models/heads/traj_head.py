@@ -21,6 +21,12 @@ where the scene departs from it (turn onsets, braking for agents). ``zero_init_o
 learned offsets at exactly zero (the last layer of each offset path zero-initialised, as residual
 branches often are), so an untrained head predicts the kinematic prior itself rather than the prior
 plus random offsets.
+
+With ``num_commands = C > 0`` the head plans once per driving command (turn left / turn right / go
+straight, :data:`bevlm.structures.COMMANDS`) and returns the plan of each frame's command, as VAD's
+planner does: both offset paths output ``C`` sets of offsets and :meth:`forward` picks one by
+``command [B]``. Only the chosen plan gets a gradient. The command reaches the trajectory and
+nothing else (not the LLM's prefix), so the QA answers cannot read it.
 """
 from __future__ import annotations
 
@@ -52,22 +58,28 @@ class TrajectoryTokenHead(BaseModule):
         zero_init_offsets: zero-initialise the last layer of the readout MLP and of the ego path,
             so the untrained head's offsets are exactly zero (with a kinematic prior: it starts
             as that reference planner).
+        num_commands: 0 (no command), or the number C of driving commands: one plan per command,
+            :meth:`forward` then needs ``command [B]`` (indices in ``[0, C)``).
         init_cfg: mmengine init config (optional).
     """
 
     def __init__(self, hidden_size: int, num_tokens: int = 6, horizon: int = 6, hidden_dims: int = 256,
                  loss_weight: float = 1.0, ego_prior_dims: int = 0, kinematic_prior: str | None = None,
-                 step_s: float = 0.5, zero_init_offsets: bool = False, init_cfg: dict | None = None) -> None:
+                 step_s: float = 0.5, zero_init_offsets: bool = False, num_commands: int = 0,
+                 init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if kinematic_prior is not None and kinematic_prior not in KINEMATIC_MODES:
             raise ValueError(f"TrajectoryTokenHead: kinematic_prior={kinematic_prior!r} is not None or one of "
                              f"{KINEMATIC_MODES}")
         self.kinematic_prior = kinematic_prior
         self.step_s = float(step_s)
-        if hidden_size <= 0 or num_tokens <= 0 or horizon <= 0 or hidden_dims <= 0 or ego_prior_dims < 0:
+        if hidden_size <= 0 or num_tokens <= 0 or horizon <= 0 or hidden_dims <= 0 or ego_prior_dims < 0 \
+                or num_commands < 0:
             raise ValueError(f"TrajectoryTokenHead: hidden_size={hidden_size}, num_tokens={num_tokens}, "
                              f"horizon={horizon}, hidden_dims={hidden_dims} must all be positive and "
-                             f"ego_prior_dims={ego_prior_dims} >= 0")
+                             f"ego_prior_dims={ego_prior_dims}, num_commands={num_commands} >= 0")
+        self.num_commands = int(num_commands)
+        modes = max(self.num_commands, 1)  # plans per frame
         self.hidden_size = hidden_size
         self.num_tokens = num_tokens
         self.horizon = horizon
@@ -80,14 +92,14 @@ class TrajectoryTokenHead(BaseModule):
             nn.GELU(),
             nn.Linear(hidden_dims, hidden_dims),
             nn.GELU(),
-            nn.Linear(hidden_dims, horizon * 2),
+            nn.Linear(hidden_dims, modes * horizon * 2),
         )
         self.ego_prior_dims = ego_prior_dims
         # ego status -> per-step offsets, added to the readout's (None: the LLM path alone)
         self.ego_prior = nn.Sequential(
             nn.Linear(ego_prior_dims, hidden_dims),
             nn.GELU(),
-            nn.Linear(hidden_dims, horizon * 2),
+            nn.Linear(hidden_dims, modes * horizon * 2),
         ) if ego_prior_dims else None
         self.zero_init_offsets = bool(zero_init_offsets)
         if self.zero_init_offsets:
@@ -107,13 +119,15 @@ class TrajectoryTokenHead(BaseModule):
         """
         return self.queries.unsqueeze(0).expand(batch_size, -1, -1)  # [B, K, D]
 
-    def forward(self, hidden: Tensor, ego_status: Tensor | None = None) -> Tensor:
+    def forward(self, hidden: Tensor, ego_status: Tensor | None = None, command: Tensor | None = None) -> Tensor:
         """Waypoints from the hidden states of the K query tokens (and the ego status).
 
         Args:
             hidden: ``[B, K, D]`` last-layer LLM states at the query positions.
             ego_status: ``[B, E]`` ego state, needed with ``ego_prior_dims = E`` or a kinematic prior
                 (ignored without either).
+            command: ``[B]`` driving-command indices, needed with ``num_commands > 0`` (ignored
+                without).
 
         Returns:
             ``[B, H, 2]`` waypoints (x forward, y left, metres) in the current
@@ -122,14 +136,27 @@ class TrajectoryTokenHead(BaseModule):
         if hidden.dim() != 3 or hidden.shape[1:] != (self.num_tokens, self.hidden_size):
             raise ValueError(f"TrajectoryTokenHead: hidden must be [B, {self.num_tokens}, {self.hidden_size}], "
                              f"got {tuple(hidden.shape)}")
+        batch = hidden.shape[0]
+        if self.num_commands:
+            if command is None or command.shape != (batch,) or command.dtype.is_floating_point \
+                    or bool(((command < 0) | (command >= self.num_commands)).any()):
+                raise ValueError(f"TrajectoryTokenHead(num_commands={self.num_commands}) needs command [{batch}] "
+                                 f"of integer indices in [0, {self.num_commands}), got "
+                                 f"{None if command is None else (tuple(command.shape), command.dtype)}. Fix: "
+                                 "the data samples need ego_command (PackDriveInputs sets it)")
         flat = hidden.flatten(1).to(self.queries.dtype)  # [B, K*D]
-        offsets = self.mlp(flat).view(-1, self.horizon, 2)  # [B, H, 2]
+        offsets = self.mlp(flat)  # [B, C*H*2]
         if self.ego_prior is not None:
-            if ego_status is None or ego_status.shape != (hidden.shape[0], self.ego_prior_dims):
+            if ego_status is None or ego_status.shape != (batch, self.ego_prior_dims):
                 raise ValueError(f"TrajectoryTokenHead(ego_prior_dims={self.ego_prior_dims}) needs ego_status "
-                                 f"[{hidden.shape[0]}, {self.ego_prior_dims}], got "
+                                 f"[{batch}, {self.ego_prior_dims}], got "
                                  f"{None if ego_status is None else tuple(ego_status.shape)}")
-            offsets = offsets + self.ego_prior(ego_status.to(self.queries.dtype)).view(-1, self.horizon, 2)
+            offsets = offsets + self.ego_prior(ego_status.to(self.queries.dtype))
+        offsets = offsets.view(batch, -1, self.horizon, 2)  # [B, C, H, 2]
+        if self.num_commands:
+            offsets = offsets[torch.arange(batch, device=offsets.device), command.to(offsets.device)]
+        else:
+            offsets = offsets[:, 0]  # [B, H, 2]
         traj = offsets.cumsum(dim=1)
         if self.kinematic_prior is not None:
             if ego_status is None or ego_status.dim() != 2 or ego_status.shape[0] != hidden.shape[0] \
