@@ -13,7 +13,9 @@ sweep = dict(
              "configs/ablations/bev_vlm_300it_det-more-scenes.py",
              # that with the driving command given to the trajectory head (planning protocol of
              # ST-P3 / UniAD / VAD; the QA cannot read it)
-             "configs/ablations/bev_vlm_300it_det-more-scenes_command.py"],
+             "configs/ablations/bev_vlm_300it_det-more-scenes_command.py",
+             # the combined recipe from the detector trained with a 2-frame queue (NDS 0.305)
+             "configs/ablations/bev_vlm_300it_det-more-scenes-queue-2.py"],
     steps=["train", "test"],
     seeds=[0, 1, 2],
     resamples=2000,
