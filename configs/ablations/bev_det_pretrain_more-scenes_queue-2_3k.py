@@ -5,7 +5,8 @@
 # configs/ablations/bev_det_pretrain_queue-2_3k.py (which took NDS 0.168 -> 0.211 on 27 scenes, mAVE
 # 2.63 -> 2.10). Velocity is one of NDS's five TP errors and the moving-status answers need it.
 # The previous frame runs without gradients; an iteration costs about 1.5x the single-frame one
-# (about 25 minutes on 2 cores). Tested as trained: every val key frame with its previous frame.
+# (about 35 minutes on 2 cores). Tested as trained: every val key frame with its previous frame.
+# Seed 0: NDS 0.305, mAP 0.272, mAVE 2.11 (docs/research/perception_first.md).
 #   python tools/sweep.py configs/sweeps/stage1_scenes.py --seeds 0 --only bev_det_pretrain_more-scenes_queue-2_3k
 _base_ = ["./bev_det_pretrain_more-scenes_3k.py"]
 
