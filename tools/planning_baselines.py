@@ -9,7 +9,9 @@ kinematic model (constant velocity; constant turn rate and acceleration) or by `
 MLP from the ego status to offsets over the CTRA plan, fitted on the config's training frames
 (its number of steps chosen on held-out training scenes; seconds on a CPU), and ``ego_mlp_cmd``, that MLP
 given the driving command too (turn left / right / straight, derived from the future as nuScenes planners
-are given it). Each RUN_DIR (a ``tools/test.py`` output folder, a work dir with
+are given it), and ``recorded_future``, the ego's recorded future itself (L2 0; its collision rate is
+the floor of the collision metric). ``--rescore`` scores the runs' recorded trajectories again with the
+current metric instead of reading their per-frame values. Each RUN_DIR (a ``tools/test.py`` output folder, a work dir with
 ``test/``, or a sweep run record) is compared frame by frame from its ``per_frame.json``: run -
 reference with a paired two-stage cluster bootstrap interval (scenes, then frames); ``*`` marks an
 interval that excludes 0. No model and no checkpoint are needed.
@@ -25,7 +27,10 @@ def parse_args(argv=None):
     p.add_argument("config")
     p.add_argument("runs", nargs="*", help="test output folders to compare with the references")
     p.add_argument("--modes", nargs="+", default=["constant_velocity", "ctra", "ego_mlp"],
-                   choices=["constant_velocity", "ctra", "ego_mlp", "ego_mlp_cmd"])
+                   choices=["constant_velocity", "ctra", "ego_mlp", "ego_mlp_cmd", "recorded_future"])
+    p.add_argument("--rescore", action="store_true",
+                   help="score each run's recorded trajectories again with the current planning metric "
+                        "(for runs recorded before a metric change) instead of reading its per-frame values")
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
@@ -80,6 +85,14 @@ def main(argv=None) -> int:
     dataset = DATASETS.build(ds_cfg)
     samples = scored_samples(dataset[i]["data_samples"] for i in range(len(dataset)))
     runs = {run: _per_frame(run) for run in args.runs}
+    if args.rescore:
+        from bevlm.evaluation.planning_baselines import rescore_run
+
+        runs = {run: rescore_run(samples, planning) for run, planning in runs.items()}
+        for run, planning in runs.items():
+            m = summarize_records([dict(r, mask=r["gt_traj_mask"]) for r in planning.values()])
+            print(f"{run} (rescored): L2 avg (ST-P3) {m['L2_avg_stp3']:.3f} m, collision avg "
+                  f"{100 * m['collision_avg_stp3']:.2f} %")
     result = {"config": args.config, "frames": len(samples), "references": {}}
     for mode in args.modes:
         planner, fit = None, None

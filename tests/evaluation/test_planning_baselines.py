@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from bevlm.evaluation.planning_baselines import compare_planning, kinematic_plan, summarize_records
+from bevlm.evaluation.planning_baselines import compare_planning, kinematic_plan, planning_reference, summarize_records
 
 
 def test_constant_velocity_is_a_straight_line():
@@ -146,3 +146,36 @@ def test_ego_mlp_cmd_learns_the_turns_the_ego_status_cannot_know():
     assert cmd.holdout_l2["ego_mlp_cmd"] < 0.5 * plain.holdout_l2["ego_mlp"]
     with pytest.raises(ValueError, match="pass command"):
         cmd(ego)
+
+
+def test_recorded_future_and_rescoring_a_recorded_run():
+    """The recorded future scores L2 0 and shows the collision floor; a run recorded with other
+    per-frame values is scored again from its trajectories by the current metric."""
+    import torch
+
+    from bevlm.datasets.converters.nuscenes_infos import CLASSES
+    from bevlm.evaluation.planning_baselines import rescore_run
+    from bevlm.structures import DriveDataSample
+
+    straight = np.stack([2.0 * np.arange(1, 7), np.zeros(6)], 1)
+    samples = []
+    for k, label in enumerate([CLASSES.index("car"), CLASSES.index("traffic_light")]):
+        s = DriveDataSample()
+        s.set_metainfo({"token": f"t{k}", "scene_token": "s"})
+        s.gt_traj, s.gt_traj_mask = torch.tensor(straight, dtype=torch.float32), torch.ones(6, dtype=torch.bool)
+        s.ego_status = torch.tensor([4.0, 0, 0, 0, 0])
+        boxes = np.full((1, 6, 5), np.nan, np.float32)
+        boxes[0, 2] = [6.0, 0.0, 0.4, 0.45, 0.0]   # on the path at 1.5 s
+        s.gt_agent_fut_boxes, s.gt_labels = torch.from_numpy(boxes), torch.tensor([label])
+        samples.append(s)
+    records = planning_reference(samples, "recorded_future")
+    assert [r["l2"].max() for r in records] == [0.0, 0.0]
+    assert [r["collision"].tolist() for r in records] == [[0, 0, 1, 0, 0, 0], [0] * 6]  # a car hits, a signal not
+    # a recorded run: its per-frame values say "collision everywhere"; rescoring reads only pred_traj
+    run = {f"t{k}": {"scene_token": "s", "pred_traj": straight.tolist(), "gt_traj": straight.tolist(),
+                     "gt_traj_mask": [True] * 6, "l2": [9.0] * 6, "collision": [1.0] * 6} for k in range(2)}
+    new = rescore_run(samples, run)
+    assert new["t0"]["collision"] == [0, 0, 1, 0, 0, 0] and new["t1"]["collision"] == [0] * 6
+    assert new["t0"]["l2"] == [0.0] * 6 and run["t0"]["l2"] == [9.0] * 6   # the record is not modified
+    with pytest.raises(ValueError, match="t1 is missing from the run"):
+        rescore_run(samples, {"t0": run["t0"]})

@@ -32,11 +32,12 @@ from .bootstrap import cluster_resample
 from .planning_metric import PlanningMetric, planning_summary
 
 __all__ = ["MODES", "REFERENCES", "kinematic_plan", "EgoMLPPlanner", "fit_ego_mlp", "planning_reference",
-           "summarize_records", "compare_planning"]
+           "rescore_run", "summarize_records", "compare_planning"]
 
-#: The references :func:`planning_reference` knows: the kinematic models and the ego-status MLPs
-#: (without and with the driving command).
-REFERENCES = tuple(MODES) + ("ego_mlp", "ego_mlp_cmd")
+#: The references :func:`planning_reference` knows: the kinematic models, the ego-status MLPs
+#: (without and with the driving command) and the recorded future itself (L2 0; its collision rate
+#: is the floor of the collision metric on those frames).
+REFERENCES = tuple(MODES) + ("ego_mlp", "ego_mlp_cmd", "recorded_future")
 
 
 def kinematic_plan(ego_status, steps: int = 6, dt: float = 0.5, mode: str = "ctra",
@@ -174,11 +175,37 @@ def planning_reference(samples, mode: str, planner=None) -> list[dict]:
         if learned:
             command = int(sample.ego_command) if planner.uses_command else None
             plan = planner(ego, command)[:steps]
+        elif mode == "recorded_future":
+            plan = sample.gt_traj.numpy()
         else:
             plan = kinematic_plan(ego, steps=steps, mode=mode)
         sample.pred_traj = np.asarray(plan, np.float32)
         metric.process(None, [sample])
     return metric.results
+
+
+def rescore_run(samples, planning: dict) -> dict:
+    """A recorded run's ``per_frame.json`` ``planning`` section scored again by the current
+    :class:`PlanningMetric` from its predicted trajectories (``pred_traj``) on ``samples`` (the same
+    test frames with their boxes): for runs recorded before a change of the metric.
+
+    Raises:
+        ValueError: a sample's frame is missing from the run, or the run holds no ``pred_traj``.
+    """
+    metric = PlanningMetric()
+    out = {}
+    for sample in samples:
+        token = sample.metainfo["token"]
+        rec = planning.get(token)
+        if rec is None or "pred_traj" not in rec:
+            raise ValueError(f"rescore_run: frame {token} is {'missing from' if rec is None else 'without pred_traj in'} "
+                             "the run. Fix: rescore a run tested on the same split, recorded with its trajectories")
+        sample = sample.clone()
+        sample.pred_traj = np.asarray(rec["pred_traj"], np.float32)
+        metric.process(None, [sample])
+        new = metric.results[-1]
+        out[token] = dict(rec, l2=new["l2"].tolist(), collision=new["collision"].tolist())
+    return out
 
 
 def _arrays(records: list[dict]) -> tuple[np.ndarray, ...]:
