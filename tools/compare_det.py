@@ -14,6 +14,12 @@ deviation over the runs), the difference ``run - ref`` with its 95 % percentile 
 
 ``--matches-from CONFIG`` writes ``det_matches.npz`` into each DIR from its ``results_nusc.json``
 (test folders of before the metric wrote the matches), with the evaluator settings of CONFIG.
+
+``python tools/compare_det.py --zero-velocity CONFIG DIR OUT`` writes the zero-velocity reference
+of the run in DIR into OUT: the same boxes standing still (``results_nusc.json``, its
+``det_matches.npz`` and ``metrics_summary.json``), and prints its scores beside the run's. Compare
+``--ref OUT --run DIR`` to see what the velocity branch adds, with an interval (the two share
+every match, so mAP and the other TP errors differ by exactly zero).
 """
 import argparse
 import json
@@ -35,18 +41,20 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="resampling seed (default 0)")
     p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence of the interval (default 0.05)")
     p.add_argument("--out", help="also write the table to this Markdown file (and the numbers to .json)")
+    p.add_argument("--zero-velocity", nargs=3, metavar=("CONFIG", "DIR", "OUT"),
+                   help="write the zero-velocity reference of the run in DIR into the folder OUT (CONFIG: the "
+                        "detection config whose test_evaluator scored it)")
     p.add_argument("--matches-from", nargs="+", metavar=("CONFIG", "DIR"),
                    help="write det_matches.npz into each DIR from its results_nusc.json (CONFIG: the "
                         "detection config whose test_evaluator scored it)")
     return p.parse_args(argv)
 
 
-def write_matches(config_path: str, dirs: list[str]) -> None:
-    """``det_matches.npz`` of each folder's ``results_nusc.json`` under CONFIG's NuScenesDetMetric."""
+def _det_evaluation(config_path: str):
+    """``(DetectionConfig, NuScenes)`` of CONFIG's NuScenesDetMetric."""
     from mmengine.config import Config
     from nuscenes.nuscenes import NuScenes
 
-    from bevlm.evaluation.det_bootstrap import MATCHES_FILE, matches_of_results
     from bevlm.evaluation.nuscenes_det_metric import build_detection_config
 
     cfg = Config.fromfile(config_path)
@@ -58,16 +66,55 @@ def write_matches(config_path: str, dirs: list[str]) -> None:
     config = build_detection_config(ev.get("eval_config", "detection_cvpr_2019"), ev.get("class_range"),
                                     ev.get("class_names"))
     nusc = NuScenes(version=ev.get("version", "v1.0-trainval"), dataroot=ev["data_root"], verbose=False)
+    return config, nusc
+
+
+def _results_path(d: str, flag: str) -> str:
+    path = os.path.join(_folder(d), "results_nusc.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path}: not found; {flag} needs the run's results_nusc.json "
+                         "(tools/test.py writes it into the test folder)")
+    return path
+
+
+def write_matches(config_path: str, dirs: list[str]) -> None:
+    """``det_matches.npz`` of each folder's ``results_nusc.json`` under CONFIG's NuScenesDetMetric."""
+    from bevlm.evaluation.det_bootstrap import MATCHES_FILE, matches_of_results
+
+    config, nusc = _det_evaluation(config_path)
     for d in dirs:
-        d = _folder(d)
-        path = os.path.join(d, "results_nusc.json")
-        if not os.path.isfile(path):
-            raise SystemExit(f"{path}: not found; --matches-from needs the run's results_nusc.json "
-                             "(tools/test.py writes it into the test folder)")
+        path = _results_path(d, "--matches-from")
+        d = os.path.dirname(path)
         with open(path, encoding="utf-8") as f:
             tokens = list(json.load(f)["results"])
         matches_of_results(nusc, path, tokens, config).save(os.path.join(d, MATCHES_FILE))
         print(f"{os.path.join(d, MATCHES_FILE)}: {len(tokens)} frames", flush=True)
+
+
+def write_zero_velocity(config_path: str, run_dir: str, out_dir: str) -> dict:
+    """The zero-velocity reference of a run (:func:`~bevlm.evaluation.nuscenes_det_metric.zero_velocity_results`)
+    scored by CONFIG's evaluator into ``out_dir``; returns ``{"run": scores, "zero_velocity": scores}``."""
+    from bevlm.evaluation.det_bootstrap import MATCHES_FILE, DetectionMatches, score_matches
+    from bevlm.evaluation.nuscenes_det_metric import evaluate_nusc_results, zero_velocity_results
+    from bevlm.utils import atomic_write_json
+
+    path = _results_path(run_dir, "--zero-velocity")
+    if os.path.abspath(out_dir) == os.path.abspath(os.path.dirname(path)):
+        raise SystemExit(f"--zero-velocity: OUT {out_dir} is the run's own folder; give a new folder so the "
+                         "run's results are kept")
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    config, nusc = _det_evaluation(config_path)
+    os.makedirs(out_dir, exist_ok=True)
+    out_path = os.path.join(out_dir, "results_nusc.json")
+    atomic_write_json(zero_velocity_results(results), out_path)
+    evaluate_nusc_results(nusc, out_path, list(results["results"]), config, out_dir,
+                          os.path.join(out_dir, MATCHES_FILE))
+    scores = {"zero_velocity": score_matches(DetectionMatches.load(out_dir))}
+    run_matches = os.path.join(os.path.dirname(path), MATCHES_FILE)
+    if os.path.isfile(run_matches):
+        scores["run"] = score_matches(DetectionMatches.load(os.path.dirname(path)))
+    return scores
 
 
 def format_table(res: dict, ref_name: str, run_name: str) -> list[str]:
@@ -87,6 +134,13 @@ def format_table(res: dict, ref_name: str, run_name: str) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.zero_velocity:
+        scores = write_zero_velocity(*args.zero_velocity)
+        names = [k for k in ("run", "zero_velocity") if k in scores]
+        print("| metric | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+        for k in scores["zero_velocity"]:
+            print(f"| {k} | " + " | ".join(f"{scores[n][k]:.3f}" for n in names) + " |")
+        return 0
     if args.matches_from:
         if len(args.matches_from) < 2:
             print("compare_det: --matches-from needs CONFIG and at least one DIR", file=sys.stderr)

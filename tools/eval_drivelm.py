@@ -5,6 +5,8 @@
     python tools/eval_drivelm.py ... --judge-url https://api.openai.com/v1 [--judge-model gpt-3.5-turbo]
     python tools/eval_drivelm.py --pred A.json --test test_eval.json --family-from B.json important_objects \
         [--only-without "<c"]   # A's score with B's answers to one question family (a diagnostic)
+    python tools/eval_drivelm.py --pred A.json [B.json ...] --test test_eval.json --families
+        # exact match per question family, one column per prediction file
 
 Every non-GPT term equals the official ``challenge/evaluation.py``; the GPT terms are computed
 only with ``--judge-url`` (otherwise reported absent, and ``final`` is not printed as a number).
@@ -20,7 +22,8 @@ from bevlm.evaluation import (OpenAIJudge, atomic_write_json, build_test_eval, e
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="DriveLM challenge score (offline, official non-GPT terms)")
-    p.add_argument("--pred", help="output.json (list of {id, question, answer}) or submission.json")
+    p.add_argument("--pred", nargs="+", help="output.json (list of {id, question, answer}) or submission.json "
+                                             "(several only with --families)")
     p.add_argument("--test", help="test_eval.json (QA with tags, MC questions converted)")
     p.add_argument("--gt", help="build the test set from a DriveLM v1.1 GT file instead of --test")
     p.add_argument("--seed", type=int, default=0, help="seed of the MC options when using --gt")
@@ -34,6 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "how much of a difference between two runs that family carries")
     p.add_argument("--only-without", metavar="TEXT",
                    help="with --family-from: replace only the answers that do not contain TEXT (e.g. '<c')")
+    p.add_argument("--families", action="store_true",
+                   help="print the exact match of each --pred file per question family (with how many reference "
+                        "answers hold c-tag pixel coordinates) instead of the challenge score")
     p.add_argument("--strict", action="store_true",
                    help="refuse prediction ids that are not in the test set (default: warn and ignore them)")
     args = p.parse_args(argv)
@@ -43,7 +49,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--pred is required (unless only --write-test is wanted)")
     if args.only_without is not None and not args.family_from:
         p.error("--only-without needs --family-from")
+    if args.pred and len(args.pred) > 1 and not args.families:
+        p.error("several --pred files only with --families")
     return args
+
+
+def format_families(names: list[str], tables: list[dict]) -> str:
+    """Markdown table: family, questions, reference answers with a c-tag, then each run's exact match
+    with, in brackets, how many different answers it gave to the family's questions."""
+    lines = ["| family | questions | answers with a c-tag | " + " | ".join(names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    for family, row in tables[0].items():
+        cells = [f"{t[family]['exact'] / t[family]['questions']:.3f} ({t[family]['distinct']})" if family in t
+                 else "-" for t in tables]
+        lines.append(f"| {family} | {row['questions']} | {row['with_ctag']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def unknown_prediction_ids(pred: dict, test: dict) -> list[str]:
@@ -93,6 +113,11 @@ def main(argv=None) -> int:
         test = load_test_eval(args.test)
     if not args.pred:
         return 0
+    if args.families:
+        from bevlm.evaluation import family_exact_match
+        print(format_families(args.pred, [family_exact_match(load_predictions(p), test) for p in args.pred]))
+        return 0
+    args.pred = args.pred[0]
     judge = OpenAIJudge(args.judge_url, args.judge_model, args.judge_key_env) if args.judge_url else None
     pred = load_predictions(args.pred)
     extra = unknown_prediction_ids(pred, test)

@@ -167,3 +167,61 @@ def test_sweep_summary_compares_detectors(two_runs):
                    runs={r: {"seeds": [0], "metrics": {"nuscenes/NDS": {"mean": m["NDS"], "std": None, "n": 1}}}
                          for r, m in (("det", m1), ("det_more", m2))})
     assert any(line.startswith("| det_more | 1 | ") and "[" in line for line in summary_markdown(summary))
+
+
+def test_zero_velocity_results_only_stop_the_boxes():
+    from bevlm.evaluation.nuscenes_det_metric import zero_velocity_results
+
+    box = dict(sample_token="t", translation=[1.0, 2.0, 0.5], size=[1.9, 4.5, 1.6], rotation=[1.0, 0, 0, 0],
+               velocity=[3.0, -4.0], detection_name="car", detection_score=0.7, attribute_name="vehicle.moving")
+    ped = dict(box, detection_name="pedestrian", attribute_name="pedestrian.moving")
+    results = {"meta": {"use_camera": True}, "results": {"t": [box, ped], "u": []}}
+    before = json.dumps(results, sort_keys=True)
+    out = zero_velocity_results(results)
+    assert json.dumps(results, sort_keys=True) == before  # the input is not modified
+    assert out["meta"] == results["meta"] and out["results"]["u"] == []
+    car, person = out["results"]["t"]
+    assert car["velocity"] == [0.0, 0.0] and person["velocity"] == [0.0, 0.0]
+    assert car["attribute_name"] == "vehicle.parked" and person["attribute_name"] == "pedestrian.standing"
+    assert {k: v for k, v in car.items() if k not in ("velocity", "attribute_name")} == \
+        {k: v for k, v in box.items() if k not in ("velocity", "attribute_name")}
+    with pytest.raises(ValueError, match="results_nusc.json"):
+        zero_velocity_results({"results": [box]})
+
+
+def test_zero_velocity_reference_of_exact_boxes(tiny_world, val_infos, tmp_path, capsys):
+    """Exact boxes (the GT's, velocity included) against the same boxes standing still: every match and
+    every other error is shared, and each matched box's velocity error becomes its object's speed."""
+    from bevlm.evaluation.det_bootstrap import TP_METRICS
+    from tests.evaluation.test_nuscenes_det_metric import LABELS, _gt_samples
+    from tools.compare_det import main
+
+    classes = _classes(val_infos)
+    run = tmp_path / "run"
+    _score(tiny_world, val_infos, _gt_samples(val_infos), str(run))
+    cfg = tmp_path / "det.py"
+    cfg.write_text(f"test_evaluator = dict(type='NuScenesDetMetric', data_root={tiny_world!r}, version='v1.0-mini', "
+                   f"class_range={RANGE}, class_names={classes!r})\n")
+    stored = (run / "results_nusc.json").read_text()
+    ref = tmp_path / "zero"
+    assert main(["--zero-velocity", str(cfg), str(run), str(ref)]) == 0
+    assert "| mAVE |" in capsys.readouterr().out
+    assert (run / "results_nusc.json").read_text() == stored  # the run's files are kept
+    a, z = DetectionMatches.load(str(run)), DetectionMatches.load(str(ref))
+    assert np.array_equal(a.det_match, z.det_match) and np.array_equal(a.det_conf, z.det_conf)
+    vel = list(TP_METRICS).index("vel_err")
+    tp = ~np.isnan(a.errors[vel])
+    assert tp.sum() > 0 and np.allclose(a.errors[vel][tp], 0.0, atol=1e-6)  # exact velocities
+    # the reference's velocity error of each match is the speed of its object (= the exact box's speed)
+    speeds = sorted(math.hypot(*i["velocity"]) for f in val_infos["data_list"] for i in f["instances"]
+                    if i["num_lidar_pts"] > 0 and LABELS[i["bbox_label_3d"]] in classes
+                    and math.hypot(*i["bbox_3d"][:2]) < RANGE)
+    got = np.sort(z.errors[vel][~np.isnan(z.errors[vel])])
+    assert len(got) == tp.sum() and max(speeds) > 0.5
+    assert np.allclose(got, speeds, atol=1e-4)
+    for k in ("mAP", "mATE", "mASE", "mAOE"):
+        assert score_matches(z)[k] == score_matches(a)[k]
+    assert score_matches(z)["mAVE"] > score_matches(a)["mAVE"] + 0.1
+    # OUT may not be the run's own folder
+    with pytest.raises(SystemExit, match="own folder"):
+        main(["--zero-velocity", str(cfg), str(run), str(run)])

@@ -171,3 +171,51 @@ def test_family_splice_takes_one_family_from_another_run(tmp_path, capsys, sampl
     assert f"{len(important)} important_objects answer(s) taken from" in capsys.readouterr().out
     score = {k: json.loads((tmp_path / f"{k}.json").read_text())["gpt_free_final"] for k in "obs"}
     assert score["s"] == pytest.approx(score["o"], abs=1e-12) and score["b"] < score["o"]
+
+
+def test_family_exact_match_counts_by_hand(tmp_path, capsys, sample_path):
+    """--families: per-family exact match, hand-counted on the real sample's test set: an oracle run
+    scores 1 in every family, a run that blanks one answer of each family loses exactly that one, and
+    the c-tag column counts the reference answers that hold pixel coordinates."""
+    eval_drivelm = _eval_tool()
+    from bevlm.evaluation import family_exact_match, iter_official_ids, load_test_eval
+    from bevlm.structures.qa_families import question_family
+
+    test_path = str(tmp_path / "test_eval.json")
+    assert eval_drivelm.main(["--gt", sample_path, "--write-test", test_path]) == 0
+    test = load_test_eval(test_path)
+    items = list(iter_official_ids(test))
+    oracle = {qid: "  " + qa["A"] + " " for qid, qa in items}  # stripped before the comparison
+    count, ctags, first, answers = {}, {}, {}, {}
+    for qid, qa in items:
+        f = question_family(qa["Q"])
+        count[f] = count.get(f, 0) + 1
+        answers.setdefault(f, set()).add(qa["A"].strip())
+        ctags[f] = ctags.get(f, 0) + ("<c" in qa["A"] and any(ch.isdigit() for ch in qa["A"].split("<c", 1)[1]))
+        first.setdefault(f, qid)
+    assert len(count) >= 3 and sum(ctags.values()) > 0, "the sample must ask several families, some with c-tags"
+    table = family_exact_match(oracle, test)
+    everything = set().union(*answers.values())
+    assert list(table)[-1] == "all" and table["all"] == {"questions": len(items), "exact": len(items),
+                                                         "with_ctag": sum(ctags.values()), "distinct": len(everything)}
+    for f, n in count.items():
+        assert table[f] == {"questions": n, "exact": n, "with_ctag": ctags[f], "distinct": len(answers[f])}
+    one_wrong = {qid: ("wrong" if qid in first.values() else a) for qid, a in oracle.items()}
+    table = family_exact_match(one_wrong, test)
+    assert all(table[f]["exact"] == n - 1 for f, n in count.items())
+    # one text for every question: one distinct answer per family
+    assert all(row["distinct"] == 1 for row in family_exact_match(dict.fromkeys(oracle, "Yes."), test).values())
+    # unanswered questions are left out
+    dropped = first[next(iter(count))]
+    table = family_exact_match({k: v for k, v in oracle.items() if k != dropped}, test)
+    assert table["all"]["questions"] == len(items) - 1
+    for name, rows in (("oracle", oracle), ("one_wrong", one_wrong)):
+        (tmp_path / f"{name}.json").write_text(json.dumps([{"id": k, "question": "", "answer": v} for k, v in rows.items()]))
+    capsys.readouterr()
+    assert eval_drivelm.main(["--test", test_path, "--families", "--pred", str(tmp_path / "oracle.json"),
+                              str(tmp_path / "one_wrong.json")]) == 0
+    out = capsys.readouterr().out
+    assert (f"| all | {len(items)} | {sum(ctags.values())} | 1.000 ({len(everything)}) | "
+            f"{(len(items) - len(count)) / len(items):.3f} (") in out
+    with pytest.raises(SystemExit):  # several prediction files only with --families
+        eval_drivelm.main(["--test", test_path, "--pred", str(tmp_path / "oracle.json"), str(tmp_path / "one_wrong.json")])

@@ -137,6 +137,39 @@ def splice_family(pred: dict[str, str], other: dict[str, str], test: dict, famil
     return out, replaced
 
 
+def family_exact_match(pred: dict[str, str], test: dict) -> dict[str, dict]:
+    """Exact match (after ``.strip()``) per question family over the answered test questions, with how
+    many reference answers hold a c-tag (``<cN,CAM,x,y>``: pixel coordinates to 0.1 px, which an answer
+    matches exactly only by chance, so those questions bound the reachable exact match).
+
+    Args:
+        pred: ``{id: answer}`` (:func:`load_predictions`); questions without an answer are left out.
+        test: the ``test_eval.json`` dict.
+
+    Returns:
+        ``{family: {"questions": n, "exact": hits, "with_ctag": n_ctag, "distinct": d}}`` plus
+        ``"all"``, in the order the families first appear; ``distinct`` counts the different
+        (stripped) answers given, so a family answered with one text whatever the frame shows 1.
+    """
+    from bevlm.structures.qa_families import CTAG_RE, question_family
+
+    out: dict[str, dict] = {}
+    seen: dict[str, set] = {}
+    for qid, qa in iter_official_ids(test):
+        if qid not in pred:
+            continue
+        for key in (question_family(qa["Q"]), "all"):
+            row = out.setdefault(key, {"questions": 0, "exact": 0, "with_ctag": 0, "distinct": 0})
+            row["questions"] += 1
+            row["exact"] += int(pred[qid].strip() == qa["A"].strip())
+            row["with_ctag"] += int(bool(CTAG_RE.search(qa["A"])))
+            seen.setdefault(key, set()).add(pred[qid].strip())
+            row["distinct"] = len(seen[key])
+    if "all" in out:
+        out["all"] = out.pop("all")
+    return out
+
+
 #: Name of the per-frame records file in a test output folder.
 PER_FRAME_FILE = "per_frame.json"
 

@@ -108,6 +108,32 @@ def ego_boxes_to_nusc(sample_token: str, boxes: np.ndarray, scores: np.ndarray, 
     return out
 
 
+def zero_velocity_results(results: dict) -> dict:
+    """A copy of an official results dict whose boxes all stand still: the velocity reference.
+
+    Every box keeps its place, size, rotation, class and score; its ``velocity`` becomes
+    ``[0, 0]`` and its ``attribute_name`` the class's attribute at zero speed
+    (:func:`default_attribute`). Scored on the same frames, it has the detector's mAP and tells
+    what the velocity branch adds: its mAVE is the speed of the matched objects, the error of a
+    detector that predicts no motion (``tools/compare_det.py --zero-velocity``).
+
+    Args:
+        results: ``{"meta": ..., "results": {sample_token: [box dict, ...]}}`` (the
+            ``results_nusc.json`` the metric writes). It is not modified.
+
+    Returns:
+        the new results dict (same meta, same tokens, same box order).
+    """
+    if not isinstance(results, dict) or not isinstance(results.get("results"), dict):
+        raise ValueError("zero_velocity_results: expected the official results format, a dict with a "
+                         "`results` dict of {sample_token: [boxes]}; pass the content of results_nusc.json")
+    out = {}
+    for token, boxes in results["results"].items():
+        out[token] = [{**b, "velocity": [0.0, 0.0],
+                       "attribute_name": default_attribute(b["detection_name"], (0.0, 0.0))} for b in boxes]
+    return {**results, "results": out}
+
+
 def build_detection_config(eval_config: str = "detection_cvpr_2019", class_range=None,
                            class_names: Sequence[str] | None = None):
     """The devkit's ``DetectionConfig``, with the range and the classes of the evaluated data.
