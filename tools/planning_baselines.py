@@ -11,7 +11,8 @@ MLP from the ego status to offsets over the CTRA plan, fitted on the config's tr
 given the driving command too (turn left / right / straight, derived from the future as nuScenes planners
 are given it), and ``recorded_future``, the ego's recorded future itself (L2 0; its collision rate is
 the floor of the collision metric). ``--rescore`` scores the runs' recorded trajectories again with the
-current metric instead of reading their per-frame values. Each RUN_DIR (a ``tools/test.py`` output folder, a work dir with
+current metric instead of reading their per-frame values; ``--by-command`` also gives each run's L2 and
+collision on the frames of each driving command (derived from the recorded future). Each RUN_DIR (a ``tools/test.py`` output folder, a work dir with
 ``test/``, or a sweep run record) is compared frame by frame from its ``per_frame.json``: run -
 reference with a paired two-stage cluster bootstrap interval (scenes, then frames); ``*`` marks an
 interval that excludes 0. No model and no checkpoint are needed.
@@ -31,6 +32,9 @@ def parse_args(argv=None):
     p.add_argument("--rescore", action="store_true",
                    help="score each run's recorded trajectories again with the current planning metric "
                         "(for runs recorded before a metric change) instead of reading its per-frame values")
+    p.add_argument("--by-command", action="store_true",
+                   help="also score each run on the frames of each driving command (turn left / right / go "
+                        "straight, from the recorded future)")
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
@@ -94,6 +98,15 @@ def main(argv=None) -> int:
             print(f"{run} (rescored): L2 avg (ST-P3) {m['L2_avg_stp3']:.3f} m, collision avg "
                   f"{100 * m['collision_avg_stp3']:.2f} %")
     result = {"config": args.config, "frames": len(samples), "references": {}}
+    if args.by_command:
+        from bevlm.evaluation.planning_baselines import summarize_by_command
+
+        result["by_command"] = {}
+        for run, planning in runs.items():
+            result["by_command"][run] = summarize_by_command(planning)
+            print(f"{run}: " + "; ".join(f"{c} ({m['frames']} frames) L2 {m['L2_avg_stp3']:.3f} m, collision "
+                                           f"{100 * m['collision_avg_stp3']:.2f} %"
+                                           for c, m in result["by_command"][run].items()))
     for mode in args.modes:
         planner, fit = None, None
         if mode in ("ego_mlp", "ego_mlp_cmd"):

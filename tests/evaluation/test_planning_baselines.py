@@ -179,3 +179,29 @@ def test_recorded_future_and_rescoring_a_recorded_run():
     assert new["t0"]["l2"] == [0.0] * 6 and run["t0"]["l2"] == [9.0] * 6   # the record is not modified
     with pytest.raises(ValueError, match="t1 is missing from the run"):
         rescore_run(samples, {"t0": run["t0"]})
+
+
+def test_summarize_by_command_hand_computed():
+    """Frames are grouped by the command of their recorded future; a plan 1 m beside the recorded one at
+    every step has L2 1 m, an exact plan 0."""
+    from bevlm.evaluation.planning_baselines import summarize_by_command
+
+    t = np.arange(1, 7, dtype=float)
+    straight = np.stack([2.0 * t, np.zeros(6)], 1)
+    left = np.stack([2.0 * t, 0.2 * t ** 2], 1)       # ends 7.2 m to the left: a turn
+    planning = {
+        "a": {"pred_traj": straight.tolist(), "gt_traj": straight.tolist(), "gt_traj_mask": [True] * 6,
+              "l2": [0.0] * 6, "collision": [0.0] * 6},
+        "b": {"pred_traj": (straight + [0, 1]).tolist(), "gt_traj": straight.tolist(), "gt_traj_mask": [True] * 6,
+              "l2": [1.0] * 6, "collision": [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]},
+        "c": {"pred_traj": (left + [1, 0]).tolist(), "gt_traj": left.tolist(), "gt_traj_mask": [True] * 6,
+              "l2": [1.0] * 6, "collision": [0.0] * 6},
+    }
+    out = summarize_by_command(planning)
+    assert list(out) == ["turn left", "go straight"]   # the order of COMMANDS; absent commands left out
+    assert out["go straight"]["frames"] == 2 and out["turn left"]["frames"] == 1
+    assert out["go straight"]["L2_avg_stp3"] == pytest.approx(0.5)   # (0 + 1) / 2 at every horizon
+    assert out["turn left"]["L2_avg_stp3"] == pytest.approx(1.0)
+    assert out["turn left"]["collision_avg_stp3"] == 0.0 and out["go straight"]["collision_avg_stp3"] > 0.0
+    with pytest.raises(ValueError, match="no gt_traj"):
+        summarize_by_command({"x": {"l2": [0.0] * 6, "collision": [0.0] * 6}})

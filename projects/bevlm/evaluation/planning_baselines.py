@@ -218,6 +218,32 @@ def summarize_records(records: list[dict]) -> dict[str, float]:
     return {k: float(v[0]) for k, v in out.items()}
 
 
+def summarize_by_command(planning: dict) -> dict[str, dict]:
+    """A run's planning scores on the frames of each driving command.
+
+    The command of a frame is derived from its recorded future (``gt_traj`` / ``gt_traj_mask``,
+    :func:`bevlm.structures.driving_command`), as the planners that take a command are given it, so
+    the split is the same for every run of a test split, whether the run took the command or not.
+
+    Args:
+        planning: a ``per_frame.json`` ``planning`` section (``{token: record}``).
+
+    Returns:
+        ``{command name: {"frames": n, **summarize_records(...)}}`` for the commands present, in
+        the order of :data:`~bevlm.structures.COMMANDS`.
+    """
+    groups: dict[int, list] = {}
+    for token, rec in planning.items():
+        if "gt_traj" not in rec:
+            raise ValueError(f"summarize_by_command: frame {token} has no gt_traj. Fix: use a run recorded "
+                             "with its trajectories (tools/test.py writes them into per_frame.json)")
+        mask = np.asarray(rec.get("gt_traj_mask", np.ones(len(rec["gt_traj"]))), bool)
+        groups.setdefault(driving_command(np.asarray(rec["gt_traj"], float), mask), []).append(
+            dict(rec, mask=mask.astype(float)))
+    return {COMMANDS[c]: {"frames": len(groups[c]), **summarize_records(groups[c])}
+            for c in sorted(groups)}
+
+
 def compare_planning(reference: list[dict], run: dict, resamples: int = 2000, seed: int = 0,
                      alpha: float = 0.05) -> dict:
     """``run - reference`` for every planning metric on the frames both have, with a paired two-stage
