@@ -8,6 +8,8 @@
 # (docs/research/trajectory.md); the ego-status reference given the same command is
 # tools/planning_baselines.py --modes ego_mlp_cmd. Seed 0 (2026-12-06): L2 0.361 -> 0.315 m
 # (-0.046 [-0.089, -0.009] *), level with ego_mlp_cmd (0.328 m); collisions and answers unchanged.
-#   python tools/sweep.py configs/sweeps/det_scenes.py --seeds 0 --only bev_vlm_300it_det-more-scenes_command
+# Seeds 0, 1, 2: L2 0.343 ± 0.030 m, -0.018 [-0.056, +0.016] against the recipe without the command,
+# not separated (the turn-right branch, trained on 16 frames, varies from seed to seed).
+#   python tools/sweep.py configs/sweeps/det_scenes.py --seeds 0 1 2 --only bev_vlm_300it_det-more-scenes_command
 _base_ = ["./bev_vlm_300it_det-more-scenes.py"]
 model = dict(traj_head=dict(num_commands=3))
