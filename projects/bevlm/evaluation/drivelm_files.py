@@ -164,7 +164,8 @@ def family_exact_match(pred: dict[str, str], test: dict) -> dict[str, dict]:
             row["exact"] += int(pred[qid].strip() == qa["A"].strip())
             row["with_ctag"] += int(bool(CTAG_RE.search(qa["A"])))
             seen.setdefault(key, set()).add(pred[qid].strip())
-            row["distinct"] = len(seen[key])
+    for key, row in out.items():
+        row["distinct"] = len(seen[key])
     if "all" in out:
         out["all"] = out.pop("all")
     return out
