@@ -15,6 +15,8 @@ sweep = dict(
              # ST-P3 / UniAD / VAD; the QA cannot read it; three seeds: L2 0.343 ± 0.030 m against
              # 0.361, -0.018 [-0.056, +0.016], not separated)
              "configs/ablations/bev_vlm_300it_det-more-scenes_command.py",
+             # the command as an input of one shared plan (its one-hot on the ego-status path)
+             "configs/ablations/bev_vlm_300it_det-more-scenes_command-input.py",
              # the combined recipe from the detector trained with a 2-frame queue (NDS 0.305)
              "configs/ablations/bev_vlm_300it_det-more-scenes-queue-2.py"],
     steps=["train", "test"],

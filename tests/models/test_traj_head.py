@@ -215,7 +215,49 @@ def test_zero_init_command_head_starts_at_the_prior_for_every_command():
         assert torch.equal(head(hidden, ego, torch.full((2,), c)), base)
 
 
-def test_the_model_feeds_the_command_to_the_head_only(tiny_world):
+def test_command_as_input_makes_one_plan_that_reads_the_command_one_hot():
+    from bevlm.structures import kinematic_waypoints
+
+    head = _head(ego_prior_dims=5, kinematic_prior="ctra", num_commands=3, command_input=True)
+    assert head.mlp[-1].out_features == H * 2 and head.ego_prior[0].in_features == 5 + 3
+    hidden = torch.randn(3, K, D)
+    ego = torch.tensor([[5.0, 0.0, 0.5, 0.0, 0.2], [3.0, 0.3, -1.0, 0.0, -0.1], [8.0, 0.0, 0.0, 0.0, 0.0]])
+    base = kinematic_waypoints(ego.double(), H, 0.5, "ctra").float()
+    command = torch.tensor([2, 0, 1])
+    onehot = torch.eye(3)[command]  # [[0, 0, 1], [1, 0, 0], [0, 1, 0]]
+    expected = (head.mlp(hidden.flatten(1)) + head.ego_prior(torch.cat([ego, onehot], -1))).view(3, H, 2)
+    torch.testing.assert_close(head(hidden, ego, command), expected.cumsum(1) + base)
+    plans = [head(hidden, ego, torch.full((3,), c)) for c in range(3)]
+    assert not torch.allclose(plans[0], plans[1]) and not torch.allclose(plans[1], plans[2])
+    # one set of weights for every command: a batch of one command trains the shared output layer and
+    # only that command's input column of the ego path
+    head.zero_grad()
+    head.loss(head(hidden, ego, torch.ones(3, dtype=torch.long)), torch.zeros(3, H, 2))["loss_traj"].backward()
+    assert head.mlp[-1].weight.grad.abs().sum() > 0
+    col = head.ego_prior[0].weight.grad[:, 5:]  # [hidden, C]
+    assert col[:, 1].abs().sum() > 0 and col[:, [0, 2]].abs().sum() == 0
+    with pytest.raises(ValueError, match=r"needs command \[3\]"):
+        head(hidden, ego)
+    with pytest.raises(ValueError, match="num_commands > 0 and ego_prior_dims > 0"):
+        _head(ego_prior_dims=5, command_input=True)
+    with pytest.raises(ValueError, match="num_commands > 0 and ego_prior_dims > 0"):
+        _head(num_commands=3, command_input=True)
+
+
+def test_zero_init_command_input_head_starts_at_the_prior_for_every_command():
+    from bevlm.structures import kinematic_waypoints
+
+    head = _head(ego_prior_dims=5, kinematic_prior="ctra", num_commands=3, command_input=True,
+                 zero_init_offsets=True)
+    hidden = torch.randn(2, K, D)
+    ego = torch.tensor([[5.0, 0.0, 0.5, 0.0, 0.2], [3.0, 0.3, -1.0, 0.0, -0.1]])
+    base = kinematic_waypoints(ego.double(), H, 0.5, "ctra").float()
+    for c in range(3):
+        assert torch.equal(head(hidden, ego, torch.full((2,), c)), base)
+
+
+@pytest.mark.parametrize("command_input", [False, True])
+def test_the_model_feeds_the_command_to_the_head_only(tiny_world, command_input):
     """A tiny BEV-VLM whose head plans per command: training and prediction read each frame's
     ego_command, the LLM prefix does not change with it, and a sample without one is a clear error."""
     from mmengine.config import Config
@@ -228,7 +270,7 @@ def test_the_model_feeds_the_command_to_the_head_only(tiny_world):
     init_default_scope("bevlm")
     cfg = Config.fromfile(f"{REPO}/configs/bev_vlm_tiny.py")
     mcfg = cfg.model.to_dict()
-    mcfg["traj_head"] = dict(mcfg["traj_head"], num_commands=3)
+    mcfg["traj_head"] = dict(mcfg["traj_head"], num_commands=3, command_input=command_input)
     torch.manual_seed(0)
     model = MODELS.build(mcfg)
     ds = DATASETS.build(dict(type="BEVDriveDataset", ann_file=f"{tiny_world}/infos/bevlm_infos_train.pkl",

@@ -27,6 +27,13 @@ straight, :data:`bevlm.structures.COMMANDS`) and returns the plan of each frame'
 planner does: both offset paths output ``C`` sets of offsets and :meth:`forward` picks one by
 ``command [B]``. Only the chosen plan gets a gradient. The command reaches the trajectory and
 nothing else (not the LLM's prefix), so the QA answers cannot read it.
+
+With ``command_input=True`` (and ``num_commands = C``) the head makes one plan instead, and the
+command is an input: its one-hot joins the ego status on the direct ego-status path, as the
+``ego_mlp_cmd`` reference planner (:mod:`bevlm.evaluation.planning_baselines`) takes it. Every
+frame then trains the same weights, where the per-command plans train each command's outputs only on
+that command's frames (a rare command, such as the mini world's 16 turn-right training frames, gets
+few updates).
 """
 from __future__ import annotations
 
@@ -60,13 +67,15 @@ class TrajectoryTokenHead(BaseModule):
             as that reference planner).
         num_commands: 0 (no command), or the number C of driving commands: one plan per command,
             :meth:`forward` then needs ``command [B]`` (indices in ``[0, C)``).
+        command_input: with ``num_commands``, one plan whose direct ego-status path also reads the
+            command one-hot (needs ``ego_prior_dims > 0``), instead of one plan per command.
         init_cfg: mmengine init config (optional).
     """
 
     def __init__(self, hidden_size: int, num_tokens: int = 6, horizon: int = 6, hidden_dims: int = 256,
                  loss_weight: float = 1.0, ego_prior_dims: int = 0, kinematic_prior: str | None = None,
                  step_s: float = 0.5, zero_init_offsets: bool = False, num_commands: int = 0,
-                 init_cfg: dict | None = None) -> None:
+                 command_input: bool = False, init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if kinematic_prior is not None and kinematic_prior not in KINEMATIC_MODES:
             raise ValueError(f"TrajectoryTokenHead: kinematic_prior={kinematic_prior!r} is not None or one of "
@@ -79,7 +88,13 @@ class TrajectoryTokenHead(BaseModule):
                              f"horizon={horizon}, hidden_dims={hidden_dims} must all be positive and "
                              f"ego_prior_dims={ego_prior_dims}, num_commands={num_commands} >= 0")
         self.num_commands = int(num_commands)
-        modes = max(self.num_commands, 1)  # plans per frame
+        self.command_input = bool(command_input)
+        if self.command_input and (self.num_commands == 0 or ego_prior_dims == 0):
+            raise ValueError(f"TrajectoryTokenHead: command_input=True feeds the command one-hot to the direct "
+                             f"ego-status path; it needs num_commands > 0 and ego_prior_dims > 0, got "
+                             f"num_commands={num_commands}, ego_prior_dims={ego_prior_dims}")
+        # plans per frame: one per command, or one that reads the command
+        modes = 1 if self.command_input else max(self.num_commands, 1)
         self.hidden_size = hidden_size
         self.num_tokens = num_tokens
         self.horizon = horizon
@@ -97,7 +112,7 @@ class TrajectoryTokenHead(BaseModule):
         self.ego_prior_dims = ego_prior_dims
         # ego status -> per-step offsets, added to the readout's (None: the LLM path alone)
         self.ego_prior = nn.Sequential(
-            nn.Linear(ego_prior_dims, hidden_dims),
+            nn.Linear(ego_prior_dims + (self.num_commands if self.command_input else 0), hidden_dims),
             nn.GELU(),
             nn.Linear(hidden_dims, modes * horizon * 2),
         ) if ego_prior_dims else None
@@ -151,9 +166,13 @@ class TrajectoryTokenHead(BaseModule):
                 raise ValueError(f"TrajectoryTokenHead(ego_prior_dims={self.ego_prior_dims}) needs ego_status "
                                  f"[{batch}, {self.ego_prior_dims}], got "
                                  f"{None if ego_status is None else tuple(ego_status.shape)}")
-            offsets = offsets + self.ego_prior(ego_status.to(self.queries.dtype))
-        offsets = offsets.view(batch, -1, self.horizon, 2)  # [B, C, H, 2]
-        if self.num_commands:
+            ego_in = ego_status.to(self.queries.dtype)
+            if self.command_input:  # [B, E + C]: the ego status and the command one-hot
+                onehot = nn.functional.one_hot(command.to(ego_in.device).long(), self.num_commands)
+                ego_in = torch.cat([ego_in, onehot.to(ego_in.dtype)], dim=-1)
+            offsets = offsets + self.ego_prior(ego_in)
+        offsets = offsets.view(batch, -1, self.horizon, 2)  # [B, C or 1, H, 2]
+        if self.num_commands and not self.command_input:
             offsets = offsets[torch.arange(batch, device=offsets.device), command.to(offsets.device)]
         else:
             offsets = offsets[:, 0]  # [B, H, 2]
