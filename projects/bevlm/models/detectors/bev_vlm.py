@@ -677,12 +677,12 @@ class BEVVLM(BaseModel):
         return torch.stack([s.ego_status for s in data_samples]).to(next(self.traj_head.parameters()))
 
     def _traj_command(self, data_samples: list) -> torch.Tensor | None:
-        """``[B]`` driving commands for a head that plans per command (None for one without)."""
+        """``[B]`` driving commands for a head that reads the command (None for one without)."""
         if self.traj_head is None or not getattr(self.traj_head, "num_commands", 0):
             return None
         missing = [i for i, s in enumerate(data_samples) if "ego_command" not in s]
         if missing:
-            raise ValueError(f"BEVVLM: the trajectory head plans per driving command (traj_head.num_commands="
+            raise ValueError(f"BEVVLM: the trajectory head reads the driving command (traj_head.num_commands="
                              f"{self.traj_head.num_commands}) but data samples {missing} have no ego_command. Fix: "
                              "pack the items with PackDriveInputs (it derives the command from ego_fut_traj), or "
                              "build the model without traj_head.num_commands")
