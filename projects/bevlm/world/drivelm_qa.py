@@ -375,26 +375,43 @@ def planning_scene(f: FrameFacts, rng) -> list:
         target = f"Turn {steer.split()[-1]}."
     else:
         target = "Go straight."
+    safe, danger = ego_safe_dangerous(f)
+    tags = ", ".join(k.tag for k in priority(f))
+    return [("What is the traffic signal that the ego vehicle should pay attention to?", signal),
+            ("What is the target action of the ego vehicle?", target),
+            ("In this scenario, what are safe actions to take for the ego vehicle?", safe_actions_answer(f)),
+            ("In this scenario, what are dangerous actions to take for the ego vehicle?", _actions(danger)),
+            ("What is the priority of the objects that the ego vehicle should consider?(in descending order)",
+             f"{tags}.")]
+
+
+def ego_safe_dangerous(f: FrameFacts) -> tuple[list, list]:
+    """The safe and the dangerous actions of the scene-planning answers: those of the ego's action
+    (:func:`ego_action`), plus turning to the side it steers to (safe) and the other (dangerous)."""
     act = EGO_ACTIONS[ego_action(f)]
     safe, danger = list(act["safe"]), list(act["danger"])
+    steer = ego_steer_class(f)
     if steer.endswith("left") and "not moving" != ego_speed_class(f):
         safe.append("turn left")
         danger.append("turn right")
     elif steer.endswith("right") and "not moving" != ego_speed_class(f):
         safe.append("turn right")
         danger.append("turn left")
-    tags = ", ".join(k.tag for k in priority(f))
-    return [("What is the traffic signal that the ego vehicle should pay attention to?", signal),
-            ("What is the target action of the ego vehicle?", target),
-            ("In this scenario, what are safe actions to take for the ego vehicle?", _actions(safe)),
-            ("In this scenario, what are dangerous actions to take for the ego vehicle?", _actions(danger)),
-            ("What is the priority of the objects that the ego vehicle should consider?(in descending order)",
-             f"{tags}.")]
+    return safe, danger
+
+
+def safe_actions_answer(f: FrameFacts) -> str:
+    """The answer to "what are safe actions to take for the ego vehicle?"."""
+    return _actions(ego_safe_dangerous(f)[0])
+
+
+def behavior_answer(f: FrameFacts) -> str:
+    """The answer to "Predict the behavior of the ego vehicle."."""
+    return f"The ego vehicle is {ego_steer_class(f)}. The ego vehicle is {ego_speed_class(f)}."
 
 
 def behavior(f: FrameFacts, rng) -> list:
-    return [("Predict the behavior of the ego vehicle.",
-             f"The ego vehicle is {ego_steer_class(f)}. The ego vehicle is {ego_speed_class(f)}.")]
+    return [("Predict the behavior of the ego vehicle.", behavior_answer(f))]
 
 
 @dataclass(frozen=True)
