@@ -48,7 +48,11 @@ def main():
         with open(os.path.join(test_dir, "per_frame.json")) as fh:
             planning = json.load(fh)["planning"]
         answers = load_predictions(os.path.join(test_dir, "drivelm.output.json"))
-        plan = plan_answer_agreement({t: r["pred_traj"] for t, r in planning.items()}, world_gt, test, answers)
+        try:
+            plan = plan_answer_agreement({t: r["pred_traj"] for t, r in planning.items()}, world_gt, test, answers)
+        except KeyError as err:
+            raise SystemExit(f"plan_answer_ceiling: {test_dir}: {err.args[0]} ({gt_path}). Fix: pass --world, the "
+                             "world this run was tested on") from None
         recorded = plan_answer_agreement({t: world_gt[t]["ego_future_traj"] for t in planning}, world_gt, test)
         rows[run] = {"plan": plan["totals"], "recorded_future": recorded["totals"],
                      "plan_minus_answers": plan_minus_answers(plan["frames"], resamples=args.resamples),

@@ -55,3 +55,11 @@ def test_missing_world_or_run_files_are_named(tiny_world, tmp_path):
     assert proc.returncode != 0 and "world_gt.json not found" in proc.stderr and "--world" in proc.stderr
     proc = _run([str(tmp_path), "--world", tiny_world])
     assert proc.returncode != 0 and "lacks per_frame.json" in proc.stderr
+    # a run of another world: its frames are not in this world's world_gt.json
+    test = build_test_eval(load_drivelm(f"{tiny_world}/drivelm_train.json"), seed=0)
+    other = tmp_path / "other"
+    os.makedirs(other / "w")
+    (other / "w" / "world_gt.json").write_text("{}")
+    _fake_run(other / "run", test, json.load(open(f"{tiny_world}/world_gt.json")))
+    proc = _run([str(other / "run"), "--world", str(other / "w")])
+    assert proc.returncode != 0 and "not in world_gt.json" in proc.stderr and "--world" in proc.stderr
