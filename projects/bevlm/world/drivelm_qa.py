@@ -379,7 +379,7 @@ def planning_scene(f: FrameFacts, rng) -> list:
     tags = ", ".join(k.tag for k in priority(f))
     return [("What is the traffic signal that the ego vehicle should pay attention to?", signal),
             ("What is the target action of the ego vehicle?", target),
-            ("In this scenario, what are safe actions to take for the ego vehicle?", safe_actions_answer(f)),
+            ("In this scenario, what are safe actions to take for the ego vehicle?", _actions(safe)),
             ("In this scenario, what are dangerous actions to take for the ego vehicle?", _actions(danger)),
             ("What is the priority of the objects that the ego vehicle should consider?(in descending order)",
              f"{tags}.")]
