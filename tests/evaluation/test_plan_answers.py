@@ -111,17 +111,19 @@ def test_agreement_of_the_recorded_future_and_of_a_wrong_plan(world_files):
 
 def test_answers_scored_on_the_same_questions_and_the_interval(world_files):
     from bevlm.evaluation.drivelm_testset import iter_official_ids
-    from bevlm.evaluation.plan_answers import BEHAVIOR_Q, SAFE_Q, plan_minus_answers
+    from bevlm.evaluation.plan_answers import plan_minus_answers
+    from bevlm.structures.qa_families import question_family
 
     _, test, gt = world_files
     tokens = [t for scene in test.values() for t in scene["key_frames"]]
     plans = {t: gt[t]["ego_future_traj"] for t in tokens}
     # answers that are the references everywhere but on every behaviour question (a wrong letter)
-    answers = {qid: ("Z" if qa["Q"].startswith(BEHAVIOR_Q) else qa["A"]) for qid, qa in iter_official_ids(test)}
+    answers = {qid: ("Z" if question_family(qa["Q"]) == "behavior" else qa["A"])
+               for qid, qa in iter_official_ids(test)}
     got = plan_answer_agreement(plans, gt, test, answers)
     t = got["totals"]
     assert t["behavior"]["answers"] == 0 and t["safe_actions"]["answers"] == t["safe_actions"]["questions"]
-    n_safe = sum(1 for _, qa in iter_official_ids(test) if qa["Q"] == SAFE_Q)
+    n_safe = sum(1 for _, qa in iter_official_ids(test) if question_family(qa["Q"]) == "safe_actions")
     assert t["safe_actions"]["questions"] == n_safe
     res = plan_minus_answers(got["frames"], resamples=200)
     # hand-computed: plan right (behaviour + safe) minus answers right (safe only), over all their questions

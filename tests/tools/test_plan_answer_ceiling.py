@@ -9,7 +9,7 @@ from bevlm.datasets.drivelm_io import load_drivelm
 from bevlm.evaluation import build_test_eval
 from bevlm.evaluation.drivelm_files import write_predictions, write_test_eval
 from bevlm.evaluation.drivelm_testset import iter_official_ids
-from bevlm.evaluation.plan_answers import BEHAVIOR_Q
+from bevlm.structures.qa_families import question_family
 from tests.conftest import REPO
 
 
@@ -22,7 +22,8 @@ def _run(args):
 def _fake_run(run_dir, test, gt):
     os.makedirs(run_dir / "test")
     write_test_eval(test, str(run_dir / "test" / "drivelm.test_eval.json"))
-    answers = {qid: ("Z" if qa["Q"].startswith(BEHAVIOR_Q) else qa["A"]) for qid, qa in iter_official_ids(test)}
+    answers = {qid: ("Z" if question_family(qa["Q"]) == "behavior" else qa["A"])
+               for qid, qa in iter_official_ids(test)}
     write_predictions(answers, test, str(run_dir / "test" / "drivelm.output.json"))
     tokens = [t for scene in test.values() for t in scene["key_frames"]]
     planning = {t: {"pred_traj": gt[t]["ego_future_traj"]} for t in tokens}

@@ -27,11 +27,9 @@ import re
 
 import numpy as np
 
+from bevlm.structures.qa_families import question_family
 from bevlm.world.drivelm_qa import EGO_ACTIONS, FrameFacts, behavior_answer, ego_action, safe_actions_answer
 
-BEHAVIOR_Q = "Predict the behavior of the ego vehicle."
-SAFE_Q = "In this scenario, what are safe actions to take for the ego vehicle?"
-ACTIONS_BASED_ON_PREFIX = "What actions could the ego vehicle take based on"
 _OPTION_RE = re.compile(r"([A-Z])\. (.*?)(?= [A-Z]\. |$)")
 
 
@@ -87,25 +85,26 @@ def plan_answer_agreement(trajectories: dict, world_gt: dict, test: dict, answer
     families = ("behavior", "safe_actions", "ego_action")
     totals = {k: {"questions": 0, "plan": 0, "answers": 0 if answers is not None else None} for k in families}
     frames: dict = {}
+    facts_of: dict = {}  # frame token -> FrameFacts read from its trajectory
     for qid, qa in iter_official_ids(test):
         scene, token = qid.split("_")[:2]
         if token not in trajectories:
             continue
         if token not in world_gt:
             raise KeyError(f"frame {token} of the test file is not in world_gt.json: is it the same world?")
-        row = frames.get(token)
-        if row is None:
-            row = frames[token] = {"scene": scene, "_facts": facts_from_waypoints(world_gt[token]["ego_speed"],
-                                                                                  trajectories[token])}
-        facts = row["_facts"]
+        if token not in facts_of:
+            facts_of[token] = facts_from_waypoints(world_gt[token]["ego_speed"], trajectories[token])
+            frames[token] = {"scene": scene}
+        facts, row = facts_of[token], frames[token]
         q, a = qa["Q"], qa["A"].strip()
-        if q.startswith(BEHAVIOR_Q):
+        kind = question_family(q)
+        if kind == "behavior":
             family = "behavior"
             plan_right = [k for k, v in options_of(q).items() if v == behavior_answer(facts)] == [a]
-        elif q == SAFE_Q:
+        elif kind == "safe_actions":
             family = "safe_actions"
             plan_right = safe_actions_answer(facts) == a
-        elif q.startswith(ACTIONS_BASED_ON_PREFIX) and "ego_action" not in row:
+        elif kind == "actions_based_on" and "ego_action" not in row:
             family = "ego_action"
             said = a.split("The action is to ", 1)[-1].split(". The reason", 1)[0]
             plan_right = EGO_ACTIONS[ego_action(facts)]["act"] == said
@@ -117,8 +116,6 @@ def plan_answer_agreement(trajectories: dict, world_gt: dict, test: dict, answer
         totals[family]["plan"] += int(plan_right)
         if answers is not None:
             totals[family]["answers"] += int(answer_right)
-    for row in frames.values():
-        del row["_facts"]
     return {"totals": totals, "frames": frames}
 
 
