@@ -19,7 +19,9 @@ sweep = dict(
              "configs/ablations/bev_vlm_300it_det-more-scenes_command-input.py",
              # the combined recipe from the detector trained with a 2-frame queue (NDS 0.305; seeds 0, 1:
              # GPT-free 0.304, +0.004 [-0.012, +0.019] over the combined recipe, not separated)
-             "configs/ablations/bev_vlm_300it_det-more-scenes-queue-2.py"],
+             "configs/ablations/bev_vlm_300it_det-more-scenes-queue-2.py",
+             # the combined recipe with its own plan as a line of text before the questions
+             "configs/ablations/bev_vlm_300it_det-more-scenes_plan-text.py"],
     steps=["train", "test"],
     seeds=[0, 1, 2],
     resamples=2000,

@@ -28,29 +28,10 @@ import re
 import numpy as np
 
 from bevlm.structures.qa_families import question_family
-from bevlm.world.drivelm_qa import EGO_ACTIONS, FrameFacts, behavior_answer, ego_action, safe_actions_answer
+from bevlm.world.drivelm_qa import (EGO_ACTIONS, behavior_answer, ego_action, facts_from_waypoints,  # noqa: F401
+                                    safe_actions_answer)
 
 _OPTION_RE = re.compile(r"([A-Z])\. (.*?)(?= [A-Z]\. |$)")
-
-
-def facts_from_waypoints(ego_speed: float, waypoints, step_s: float = 0.5) -> FrameFacts:
-    """:class:`FrameFacts` of the ego only (no objects), read from ``[H, 2]`` waypoints (x forward,
-    y left, metres, ``step_s`` apart, first one ``step_s`` after now) and the current speed.
-
-    Speed and heading of each step come from the segment before its waypoint (finite differences);
-    the last step's are extrapolated linearly by half a step, from the segment's midpoint to the
-    waypoint's time, where the world's rules read them.
-    """
-    wp = np.asarray(waypoints, dtype=float).reshape(-1, 2)
-    if wp.shape[0] < 2:
-        raise ValueError(f"facts_from_waypoints needs at least 2 waypoints, got {wp.shape[0]}")
-    seg = np.diff(np.concatenate([np.zeros((1, 2)), wp]), axis=0)
-    speeds = np.linalg.norm(seg, axis=1) / step_s
-    yaw = np.arctan2(seg[:, 1], seg[:, 0])
-    speeds[-1] += (speeds[-1] - speeds[-2]) / 2
-    yaw[-1] += (yaw[-1] - yaw[-2]) / 2
-    return FrameFacts(ego_speed=float(ego_speed), ego_future_traj=wp, ego_future_speeds=speeds,
-                      ego_future_yaw=yaw, governing_light=None, objects=[])
 
 
 def options_of(question: str) -> dict[str, str]:

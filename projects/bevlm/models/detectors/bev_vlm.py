@@ -15,9 +15,10 @@ from bevlm.utils import Stopwatch, count_flops
 from ..bev.multiview_encoder import encode_bev_queue, extract_multiview_feats
 from ..heads.ego_text import EgoText
 from ..heads.perception_text import PerceptionText
+from ..heads.plan_text import PlanText
 from ..heads.text_trajectory import TRAJ_QUESTION, format_waypoints, parse_waypoints
 from ..llm.packing import build_packed_batch
-from ..llm.query_slots import forward_train_with_queries, hidden_after_blocks
+from ..llm.query_slots import extend_prefix, forward_train_with_queries, hidden_after_blocks
 from ..llm.stopping import build_end_guard, build_stop_rule
 from ..pruning import prefill_with_setting, prune_visual_tokens
 from ..qa import (QAPolicy, answer_frame, apply_system_prompt, blocks_for_policy, build_frame_decoder,
@@ -41,7 +42,7 @@ class BEVVLM(BaseModel):
     Prefix fed to the LLM (after the chat template's system/user header)::
 
         [visual tokens (N_vis)] [prompt tokens (0+)] [detections as text (0+)] [ego-status token (0/1)]
-        [trajectory query tokens (K)]
+        [trajectory query tokens (K)] [the plan as text (0+)]
 
     followed by independent question/answer blocks. The trajectory head reads the last hidden
     states of the K query tokens, so waypoints come from one forward pass, without decoding.
@@ -109,6 +110,11 @@ class BEVVLM(BaseModel):
         ego_text: keyword arguments of :class:`~bevlm.models.heads.ego_text.EgoText`: the ego status
             (speed, acceleration, yaw rate and their 3-s constant-turn-rate extrapolation) written as a
             fixed-length line of text after the detections; None = none.
+        plan_text: keyword arguments of :class:`~bevlm.models.heads.plan_text.PlanText`: the trajectory
+            head's plan, described in the answers' words (behaviour, safe actions), as a fixed-length
+            line after the trajectory queries, so the questions are answered with the plan in view
+            (in training written from the head's plan of a first pass without gradient); None = none.
+            Needs ``traj_source='head'`` and ``traj_placement='prefix'``.
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
         init_cfg: mmengine initialisation config.
@@ -125,7 +131,7 @@ class BEVVLM(BaseModel):
                  traj_placement: str = "prefix",
                  domain_adapters: dict | None = None, frozen: tuple | list = (), test_cfg: dict | None = None,
                  num_prompt_tokens: int = 0, det_head: dict | None = None, perception_text: dict | None = None,
-                 ego_text: dict | None = None, data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
+                 ego_text: dict | None = None, plan_text: dict | None = None, data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
         if unknown:
             moved = sorted(set(unknown) & set(TestConfig.keys()))
             if moved:
@@ -214,6 +220,14 @@ class BEVVLM(BaseModel):
                                  f"ego_prior_dims == ego_status_dims ({ego_status_dims}); for a model without ego "
                                  "status drop ego_prior_dims")
             self.traj_head = MODELS.build(traj_head)
+        self.plan_text = None
+        if plan_text is not None:
+            if self.traj_head is None or traj_source != "head" or traj_placement != "prefix":
+                raise ValueError(f"BEVVLM: plan_text writes the trajectory head's plan after its queries in the prefix; "
+                                 f"it needs traj_head, traj_source='head' and traj_placement='prefix' (got traj_head="
+                                 f"{'set' if self.traj_head is not None else None}, traj_source={traj_source!r}, "
+                                 f"traj_placement={traj_placement!r}). Fix: drop model.plan_text or set those")
+            self.plan_text = PlanText(**plan_text)
         self.loss_lm_weight = loss_lm_weight
         self.temporal_cache = TemporalBEVCache()
         if self.domain_adapters:
@@ -426,11 +440,15 @@ class BEVVLM(BaseModel):
             tokens.append(vis * qvalid[:, step, None, None].to(vis.dtype))
         return torch.cat(tokens, dim=1), bev  # [B, T*N_vis, D], [B, Hb*Wb, C]
 
-    def build_prefix(self, vis: torch.Tensor | None, data_samples: list, bev: torch.Tensor | None = None) -> torch.Tensor:
+    def build_prefix(self, vis: torch.Tensor | None, data_samples: list, bev: torch.Tensor | None = None,
+                     with_plan: bool = True) -> torch.Tensor:
         """Prefix embeddings ``[B, P, D]`` = visual tokens, prompt tokens, the detections as text
         (``perception_text``: read off ``bev``, the current frame's unpruned BEV), the ego status as
         text (``ego_text``), ego token,
-        trajectory queries (the queries only with ``traj_placement='prefix'``)."""
+        trajectory queries (the queries only with ``traj_placement='prefix'``), the plan as text
+        (``plan_text``: the head's plan from a pass of the LLM over the prefix up to the queries, no
+        gradient; ``with_plan=False`` stops before it, as :meth:`predict` does, which appends the line
+        to the prefix cache with :func:`~bevlm.models.llm.query_slots.extend_prefix` instead)."""
         parts = []
         b = len(data_samples)
         if vis is not None:
@@ -452,7 +470,10 @@ class BEVVLM(BaseModel):
         if not parts:
             raise ValueError("empty prefix: a blind model needs use_ego_status or a traj_head in the prefix "
                              "(traj_placement='prefix')")
-        return torch.cat(parts, dim=1)
+        prefix = torch.cat(parts, dim=1)
+        if self.plan_text is not None and with_plan:
+            prefix = torch.cat([prefix, self._plan_embeds(prefix, data_samples).to(prefix.dtype)], dim=1)
+        return prefix
 
     # ------------------------------------------------------------------ modes
     def forward(self, inputs: dict, data_samples: list | None = None, mode: str = "tensor"):
@@ -485,7 +506,7 @@ class BEVVLM(BaseModel):
         losses["loss_lm"] = out["loss_lm"] * self.loss_lm_weight
         if self.traj_head is not None and self.traj_source == "head":
             k = self.traj_head.num_tokens
-            traj = self.traj_head(out["hidden_prefix"][:, -k:] if context is None else out["hidden_queries"],
+            traj = self.traj_head(self._query_states(out["hidden_prefix"]) if context is None else out["hidden_queries"],
                                   self._traj_ego(data_samples), self._traj_command(data_samples))
             gt = torch.stack([s.gt_traj for s in data_samples]).to(traj)
             mask = torch.stack([s.gt_traj_mask for s in data_samples]).to(traj.device)
@@ -496,6 +517,31 @@ class BEVVLM(BaseModel):
                 preds, [s.gt_boxes.to(bev.device) for s in data_samples],
                 [s.gt_labels.to(bev.device) for s in data_samples]))
         return losses
+
+    def _query_states(self, hidden_prefix: torch.Tensor) -> torch.Tensor:
+        """``[B, K, D]`` the trajectory queries' states among the prefix states ``[B, P, D]`` (the last K,
+        or the K before the plan line)."""
+        k, after = self.traj_head.num_tokens, self.plan_text.num_tokens if self.plan_text is not None else 0
+        end = hidden_prefix.shape[1] - after
+        return hidden_prefix[:, end - k:end]
+
+    def _plan_embeds(self, prefix: torch.Tensor, data_samples: list) -> torch.Tensor:
+        """``[B, N, D]`` the plan lines of a training step: the head's plans from the prefix states
+        (``prefix`` ends with the queries; each sample's adapter; no gradient)."""
+        k = self.traj_head.num_tokens
+        head_dtype = next(self.traj_head.parameters()).dtype
+        groups: dict = {}
+        for i, sample in enumerate(data_samples):
+            groups.setdefault(self.adapter_for(sample), []).append(i)
+        with torch.no_grad():
+            queries = prefix.new_zeros(prefix.shape[0], k, prefix.shape[2])
+            for adapter, idx in groups.items():
+                if adapter is not None:
+                    self.llm.set_adapter(adapter)
+                queries[idx] = self.llm.prefix_hidden(prefix[idx])[:, -k:].to(queries)
+            plans = self.traj_head(queries.to(head_dtype), self._traj_ego(data_samples),
+                                   self._traj_command(data_samples))
+        return self.plan_text.embed(data_samples, plans, self.llm)
 
     # ------------------------------------------------------------------ multi-LoRA
     def adapter_for(self, sample) -> str | None:
@@ -587,7 +633,7 @@ class BEVVLM(BaseModel):
                     raise ValueError("test_cfg.pruning.bev_keep_ratio ranks one frame's tokens; it does not apply "
                                      "to temporal_fusion='tokens' (use fastv_keep_ratio)")
                 vis = prune_visual_tokens(self, vis, bev, test_cfg.pruning)
-            prefix = self.build_prefix(vis, data_samples, bev)
+            prefix = self.build_prefix(vis, data_samples, bev, with_plan=False)
         n_vis = 0 if vis is None else vis.shape[1]
         if counting:
             flops["encoder"] = enc_flops["flops"] / b
@@ -614,6 +660,13 @@ class BEVVLM(BaseModel):
             if not after_qa:
                 with watch.phase("traj"):
                     traj_tokens = self._predict_traj(sample, cache)
+            if self.plan_text is not None:  # the plan as text after the prefix, before the questions
+                with watch.phase("prefill"), (count_flops(self) if counting else nullcontext({})) as plan_flops:
+                    ids = self.plan_text.ids([sample], sample.pred_traj[None], self.llm.tokenizer)[0]
+                    cache = extend_prefix(self.llm, cache, ids)
+                cache.lookup_ids = (cache.lookup_ids or []) + ids  # speculative drafts may copy from it
+                if counting:
+                    flops["prefill"] += plan_flops["flops"] / b
             extra, chosen, decoded = {}, {}, sample.qa
             with watch.phase("decode"):  # answering: decoding, and scoring options when MC is by likelihood
                 if test_cfg.multiple_choice in ("likelihood", "calibrated"):
@@ -632,7 +685,8 @@ class BEVVLM(BaseModel):
             n_tokens = res.tokens
             sample.efficiency = {"tokens": n_tokens, "questions": len(sample.qa), "rounds": res.rounds,
                                  "traj_tokens": traj_tokens,
-                                 "prefix_tokens": int(prefix.shape[1]), "shared_prompt_spent": shared_spent,
+                                 "prefix_tokens": int(prefix.shape[1]) + (self.plan_text.num_tokens if self.plan_text else 0),
+                                 "shared_prompt_spent": shared_spent,
                                  **flops, **extra}
         secs = watch.as_dict()
         # the history-only frames streamed since the last scored frame are history, not frame cost

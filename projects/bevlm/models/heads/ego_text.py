@@ -25,6 +25,26 @@ from torch import Tensor
 from bevlm.structures.kinematics import kinematic_waypoints
 
 
+def fixed_length_ids(text: str, tokenizer, num_tokens: int, pad_text: str, key: str) -> list[int]:
+    """Exactly ``num_tokens`` token ids: ``text``'s, then ``pad_text``'s repeated (cut to length).
+
+    Args:
+        key: the config key of the line's settings, named in the errors (e.g. ``'model.ego_text'``).
+
+    Raises:
+        ValueError: ``pad_text`` tokenises to nothing, or ``text`` is longer than ``num_tokens``.
+    """
+    pad = tokenizer(pad_text, add_special_tokens=False)["input_ids"]
+    if not pad:
+        raise ValueError(f"{key}.pad_text={pad_text!r} tokenises to nothing; choose another")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) > num_tokens:
+        raise ValueError(f"{key.split('.')[-1]}: the line {text!r} is {len(ids)} tokens, more than num_tokens="
+                         f"{num_tokens}. Fix: raise {key}.num_tokens")
+    reps = -(-(num_tokens - len(ids)) // len(pad))
+    return (ids + pad * reps)[:num_tokens]
+
+
 class EgoText:
     """Writes a frame's ego status as one fixed-length line of LLM input (see the module doc).
 
@@ -76,15 +96,7 @@ class EgoText:
 
     def token_ids(self, text: str, tokenizer) -> list[int]:
         """Exactly ``num_tokens`` token ids: the line, then padding."""
-        pad = tokenizer(self.pad_text, add_special_tokens=False)["input_ids"]
-        if not pad:
-            raise ValueError(f"ego_text.pad_text={self.pad_text!r} tokenises to nothing; choose another")
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > self.num_tokens:
-            raise ValueError(f"ego_text: the line {text!r} is {len(ids)} tokens, more than num_tokens="
-                             f"{self.num_tokens}. Fix: raise model.ego_text.num_tokens")
-        reps = -(-(self.num_tokens - len(ids)) // len(pad))
-        return (ids + pad * reps)[:self.num_tokens]
+        return fixed_length_ids(text, tokenizer, self.num_tokens, self.pad_text, "model.ego_text")
 
     def embed(self, data_samples: list, llm) -> Tensor:
         """``[B, num_tokens, D]`` input embeddings of the samples' lines (no gradient); each line is also

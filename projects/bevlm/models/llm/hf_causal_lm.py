@@ -290,6 +290,17 @@ class HFCausalLM(BaseModule):
         start, end = batch["prefix_slice"]
         return dict(loss_lm=loss, hidden_prefix=hidden[:, start:end])
 
+    def prefix_hidden(self, prefix_embeds: Tensor) -> Tensor:
+        """Last-layer states ``[B, P, D]`` at the prefix slots of the prompt text + ``prefix_embeds``
+        (``[B, P, D]``) alone: the prefix states of :meth:`forward_train` (no block attends before
+        them), without the QA blocks. Gradients flow unless the caller disables them."""
+        device = lm_device(self.lm)
+        ids = torch.tensor([self.prompt.prefix_ids], dtype=torch.long, device=device).expand(prefix_embeds.shape[0], -1)
+        text = self.embed_tokens(ids)  # [B, T0, D]
+        inputs = torch.cat([text, prefix_embeds.to(device=device, dtype=text.dtype)], dim=1)
+        out = self.lm.get_decoder()(inputs_embeds=inputs, use_cache=False)
+        return out.last_hidden_state[:, self.prefix_text_len:]
+
     # --------------------------------------------------------------- inference
     def _prefix_inputs(self, prefix_embeds: Tensor) -> Tensor:
         """``[1, T0 + P, D]``: prompt-text embeddings followed by ``prefix_embeds``."""

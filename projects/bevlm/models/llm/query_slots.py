@@ -17,6 +17,10 @@ the K query tokens the same view (:func:`~bevlm.models.llm.packing.build_packed_
   answers the model generated) and the K queries, on a copy of the frame's prefix KV cache. Each
   block sees exactly what it saw while it was answered (the prefix and itself), so its keys and
   values are those of its own decoding.
+
+:func:`extend_prefix` appends tokens to a frame's prefix cache instead (the plan line of
+``BEVVLM(plan_text=...)``, written after the trajectory queries have been read): the result is the
+cache a prefill of the longer prefix would give, on which every question is then answered.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cache_api import cache_kwargs
+from .cache_api import cache_kwargs, output_cache
 from .generation import PrefixCache, fork_cache, lm_device
 from .packing import additive_mask
 from .prompt import block_ids
@@ -115,3 +119,40 @@ def hidden_after_blocks(llm, cache: PrefixCache, blocks: list[tuple[str, str]],
                   position_ids=positions, **cache_kwargs(decoder, fork_cache(cache.past_key_values)),
                   use_cache=True)
     return out.last_hidden_state[:, n_text:], length
+
+
+def extend_prefix(llm, cache: PrefixCache, ids: list[int]) -> PrefixCache:
+    """The frame's prefix cache with ``ids`` appended to the prefix (not mutated: a new cache).
+
+    The tokens see the whole cached prefix (pruned entries stay pruned) and themselves causally, at
+    positions ``prefix_len, prefix_len + 1, ...``: what :meth:`HFCausalLM.prefill` of the prefix
+    followed by their embeddings computes, without running the prefix again.
+
+    Args:
+        llm: :class:`bevlm.models.llm.HFCausalLM` that produced ``cache``.
+        cache: the frame's :class:`PrefixCache` (plain, shared-prompt or FastV-pruned).
+        ids: token ids to append (at least one).
+
+    Returns:
+        A :class:`PrefixCache` whose ``prefix_len``, ``hidden_prefix`` and ``prefix_embeds`` (when
+        ``cache`` has them) include the new tokens; ``lookup_ids`` is ``cache``'s.
+    """
+    if not ids:
+        raise ValueError("extend_prefix: no token ids to append")
+    device = lm_device(llm.lm)
+    n, p = len(ids), cache.prefix_len
+    c = cache.past_key_values.get_seq_length()  # cached entries (< p when prefix tokens were pruned)
+    embeds = llm.embed_tokens(torch.tensor([ids], dtype=torch.long, device=device))  # [1, n, D]
+    mask = torch.ones((n, c + n), dtype=torch.bool, device=device)
+    mask[:, c:] = torch.ones((n, n), dtype=torch.bool, device=device).tril()
+    positions = torch.arange(p, p + n, device=device)[None]
+    decoder = llm.lm.get_decoder()
+    out = decoder(inputs_embeds=embeds, attention_mask=additive_mask(mask[None, None], embeds.dtype),
+                  position_ids=positions, **cache_kwargs(decoder, fork_cache(cache.past_key_values)),
+                  use_cache=True)
+    hidden = torch.cat([cache.hidden_prefix, out.last_hidden_state.to(cache.hidden_prefix.dtype)], dim=1)
+    prefix_embeds = None
+    if cache.prefix_embeds is not None:
+        prefix_embeds = torch.cat([cache.prefix_embeds, embeds.detach().to(cache.prefix_embeds)], dim=1)
+    return PrefixCache(past_key_values=output_cache(out), prefix_len=p + n, hidden_prefix=hidden,
+                       prefix_embeds=prefix_embeds, lookup_ids=cache.lookup_ids)

@@ -1,0 +1,12 @@
+# The planning answers conditioned on the model's own plan: the combined recipe
+# (configs/ablations/bev_vlm_300it_det-more-scenes.py) with the trajectory head's plan written, in the
+# answers' words, as one line after the trajectory queries (model.plan_text; bevlm.models.heads.plan_text):
+#   Plan: The ego vehicle is going straight. The ego vehicle is driving slowly. Safe actions: ...
+# so every question is answered with the plan in view. Read by the answers' rules, the combined
+# recipe's plans give the right behaviour option and safe actions far more often than its LLM does
+# (plan minus answers +0.264 [+0.053, +0.476] * over those questions; docs/results/plan_answers/).
+# In training the line comes from the head's plan of the same step (a first pass over the prefix,
+# no gradient), at test time from the plan just made (the prefix cache is extended by the line).
+#   python tools/sweep.py configs/sweeps/det_scenes.py --seeds 0 1 2 --only bev_vlm_300it_det-more-scenes_plan-text
+_base_ = ["./bev_vlm_300it_det-more-scenes.py"]
+model = dict(plan_text=dict(num_tokens=48))
