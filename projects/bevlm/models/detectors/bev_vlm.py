@@ -505,7 +505,6 @@ class BEVVLM(BaseModel):
         out = self._lm_loss_by_adapter(blocks, prefix, data_samples, context=context)
         losses["loss_lm"] = out["loss_lm"] * self.loss_lm_weight
         if self.traj_head is not None and self.traj_source == "head":
-            k = self.traj_head.num_tokens
             traj = self.traj_head(self._query_states(out["hidden_prefix"]) if context is None else out["hidden_queries"],
                                   self._traj_ego(data_samples), self._traj_command(data_samples))
             gt = torch.stack([s.gt_traj for s in data_samples]).to(traj)
@@ -526,8 +525,8 @@ class BEVVLM(BaseModel):
         return hidden_prefix[:, end - k:end]
 
     def _plan_embeds(self, prefix: torch.Tensor, data_samples: list) -> torch.Tensor:
-        """``[B, N, D]`` the plan lines of a training step: the head's plans from the prefix states
-        (``prefix`` ends with the queries; each sample's adapter; no gradient)."""
+        """``[B, N, D]`` the plan lines for ``prefix`` (which ends with the trajectory queries): the
+        head's plans from one pass of the LLM over it (each sample's adapter; no gradient)."""
         k = self.traj_head.num_tokens
         head_dtype = next(self.traj_head.parameters()).dtype
         groups: dict = {}
