@@ -15,12 +15,14 @@ sweep = dict(
              # ST-P3 / UniAD / VAD; the QA cannot read it; three seeds: L2 0.343 ± 0.030 m against
              # 0.361, -0.018 [-0.056, +0.016], not separated)
              "configs/ablations/bev_vlm_300it_det-more-scenes_command.py",
-             # the command as an input of one shared plan (its one-hot on the ego-status path)
+             # the command as an input of one shared plan (its one-hot on the ego-status path; seed 0:
+             # L2 0.332 m, -0.029 [-0.056, -0.007] * against the combined recipe)
              "configs/ablations/bev_vlm_300it_det-more-scenes_command-input.py",
              # the combined recipe from the detector trained with a 2-frame queue (NDS 0.305; seeds 0, 1:
              # GPT-free 0.304, +0.004 [-0.012, +0.019] over the combined recipe, not separated)
              "configs/ablations/bev_vlm_300it_det-more-scenes-queue-2.py",
-             # the combined recipe with its own plan as a line of text before the questions
+             # the combined recipe with its own plan as a line of text before the questions (seed 0:
+             # exact match 0.521, +0.078 [+0.018, +0.133] *; GPT-free 0.326, +0.026 [+0.003, +0.051] *)
              "configs/ablations/bev_vlm_300it_det-more-scenes_plan-text.py"],
     steps=["train", "test"],
     seeds=[0, 1, 2],
