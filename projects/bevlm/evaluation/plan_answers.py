@@ -28,7 +28,7 @@ import re
 import numpy as np
 
 from bevlm.structures.qa_families import question_family
-from bevlm.world.drivelm_qa import (EGO_ACTIONS, behavior_answer, ego_action, facts_from_waypoints,  # noqa: F401
+from bevlm.world.drivelm_qa import (EGO_ACTIONS, behavior_answer, ego_action, facts_from_waypoints,
                                     safe_actions_answer)
 
 _OPTION_RE = re.compile(r"([A-Z])\. (.*?)(?= [A-Z]\. |$)")
