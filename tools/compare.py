@@ -3,6 +3,7 @@
 ``python tools/compare.py REF_RUN_DIR RUN_DIR [RUN_DIR ...] [--resamples N] [--seed S] [--out table.md]``
 ``python tools/compare.py REF_RUN_DIR DRAW_DIR DRAW_DIR [...] --pooled NAME``
 ``python tools/compare.py --paired REF_0 RUN_0 REF_1 RUN_1 [...] [--pooled NAME]``
+``python tools/compare.py REF_RUN_DIR RUN_DIR --by-family``
 
 Each RUN_DIR is a ``tools/test.py --out-dir`` (``drivelm.output.json``, ``drivelm.test_eval.json``,
 ``per_frame.json``) or a work dir whose ``test/`` holds them. All runs must have been scored on the
@@ -18,6 +19,10 @@ quantised with other rotation seeds or calibration frames, or trainings with oth
 against one reference): after each draw's own table comes one for their mean, its interval over
 the test frames (every resample applied to every draw), with each draw's difference and the
 standard deviation over the draws beside it: the spread the frame interval does not cover.
+
+With ``--by-family`` each question family's exact match (``drivelm/exact_match/<family>``, the
+families of :mod:`bevlm.structures.qa_families`) gets a row as well (also when ``--metrics`` names
+others).
 
 With ``--paired`` the folders are read as (reference, run) pairs, e.g. a baseline and a variant
 trained with the same seed, one pair per seed: each run is compared with its own reference, and
@@ -42,6 +47,9 @@ def parse_args(argv=None):
                                                           "REF_0 RUN_0 REF_1 RUN_1 ...")
     p.add_argument("--pooled", metavar="NAME", help="the runs are draws of one variant: also tabulate "
                                                      "their mean difference to the reference under NAME")
+    p.add_argument("--by-family", action="store_true",
+                   help="also compare each question family's exact match (drivelm/exact_match/<family>, "
+                        "e.g. safe_actions, collision_actions): where a change of test_exact_match comes from")
     p.add_argument("--out", help="also write the tables to this Markdown file (and the numbers to "
                                  "the same name with .json)")
     return p.parse_args(argv)
@@ -67,10 +75,13 @@ def main(argv=None) -> int:
     from bevlm.evaluation.drivelm_testset import DriveLMEvalError
 
     try:
-        pb = PairedBootstrap(folders)
+        pb = PairedBootstrap(folders, by_family=args.by_family)
     except (DriveLMEvalError, FileNotFoundError) as e:
         print(f"compare: {e}", file=sys.stderr)
         return 2
+    if args.by_family and args.metrics:  # the family rows come with the named metrics
+        from bevlm.evaluation.bootstrap import FAMILY_EXACT_PREFIX
+        args.metrics = [*args.metrics, *(name for name in pb.full_scores(0) if name.startswith(FAMILY_EXACT_PREFIX))]
     lines, results = [], {}
     runs = [folders[j] for _, j in pairs]
     for i, j in pairs:

@@ -149,3 +149,38 @@ def test_thousands_of_resamples_take_seconds(test3, answers_a):
     assert time.perf_counter() - t0 < 20.0
     m = res["metrics"]["drivelm/gpt_free_final"]
     assert m["lo"] <= m["diff"] <= m["hi"] and m["diff"] > 0
+
+
+def test_family_exact_match_gives_hand_computed_rows(test3, answers_a):
+    """``by_family``: one row per question family, each the family's share answered exactly; fixing
+    k wrong answers of one family moves that row by k / n_family and no other family's row."""
+    from bevlm.evaluation.bootstrap import FAMILY_EXACT_PREFIX
+    from bevlm.structures.qa_families import question_family
+
+    items = [(qid, question_family(qa["Q"]), qa["A"]) for qid, qa in iter_official_ids(test3)]
+    per_family: dict = {}
+    for qid, fam, gt in items:
+        per_family.setdefault(fam, []).append(answers_a[qid].strip() == gt.strip())
+    assert len(per_family) >= 4 and "other" not in per_family  # the test set's templates are all known
+    full = PairedBootstrap([RunRecords("a", test3, answers_a)], by_family=True).full_scores(0)
+    for fam, hits in per_family.items():
+        assert full[FAMILY_EXACT_PREFIX + fam] == pytest.approx(sum(hits) / len(hits)), fam
+    # the families' rows weighted by their question counts give the overall exact match
+    total = sum(full[FAMILY_EXACT_PREFIX + f] * len(h) for f, h in per_family.items()) / len(items)
+    assert total == pytest.approx(full["drivelm/test_exact_match"])
+    # off by default: the default tables keep their rows
+    assert not any(k.startswith(FAMILY_EXACT_PREFIX) for k in PairedBootstrap([RunRecords("a", test3, answers_a)]).full_scores(0))
+
+    fam = next(f for f, hits in per_family.items() if sum(not h for h in hits) >= 2)
+    wrong = [qid for qid, f, gt in items if f == fam and answers_a[qid].strip() != gt.strip()][:2]
+    answers_b = dict(answers_a)
+    for qid, f, gt in items:
+        if qid in wrong:
+            answers_b[qid] = gt
+    res = PairedBootstrap([RunRecords("a", test3, answers_a), RunRecords("b", test3, answers_b)],
+                          by_family=True).compare(0, 1, resamples=300, seed=0)["metrics"]
+    assert res[FAMILY_EXACT_PREFIX + fam]["diff"] == pytest.approx(2 / len(per_family[fam]))
+    assert res[FAMILY_EXACT_PREFIX + fam]["lo"] >= 0.0
+    for other in per_family:
+        if other != fam:
+            assert res[FAMILY_EXACT_PREFIX + other]["diff"] == 0.0, other

@@ -218,3 +218,18 @@ def test_compare_tool_pairs_each_run_with_its_own_reference(tmp_path, test2, cap
     # an odd number of folders is not a list of pairs: refused before any file is read
     assert tool.main(["--paired", *args[:3]]) == 2
     assert "(reference, run) pairs" in capsys.readouterr().err
+
+
+def test_compare_tool_adds_family_rows_to_named_metrics(tmp_path, test2, capsys):
+    for name, shift in (("ref", (0.0, 0.1)), ("run", (0.0, 0.1))):
+        (tmp_path / name).mkdir()
+        _write_run(tmp_path / name, test2, shift)
+    tool = _compare_tool()
+    assert tool.main([str(tmp_path / "ref"), str(tmp_path / "run"), "--resamples", "50",
+                      "--metrics", "drivelm/test_exact_match", "--by-family"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| drivelm/")]
+    assert rows[0].startswith("| drivelm/test_exact_match |")
+    assert len(rows) > 2 and all(r.startswith("| drivelm/exact_match/") for r in rows[1:])
+    assert tool.main([str(tmp_path / "ref"), str(tmp_path / "run"), "--resamples", "50",
+                      "--metrics", "drivelm/test_exact_match"]) == 0
+    assert "exact_match/" not in capsys.readouterr().out

@@ -24,6 +24,9 @@ counts twice in every sum, exactly as a test file that lists it twice would (CID
 frequencies included). Graph gating (questions skipped because the prediction of the frame's
 first question missed their objects) is per frame and per run, as in the official script.
 
+With ``by_family`` the exact match of each question family (``drivelm/exact_match/<family>``)
+is resampled the same way: which kinds of question a change of ``test_exact_match`` comes from.
+
 Planning (L2 / collision, :func:`.planning_metric.planning_summary`) and efficiency (mean
 per-frame figures) come from the runs' ``per_frame.json``; they are compared when both runs have
 the section.
@@ -47,6 +50,7 @@ from .drivelm_files import PER_FRAME_FILE, load_per_frame, load_predictions, loa
 from .drivelm_official import LANGUAGE_KEYS, gpt_free_sum, match_result, question_in_graph
 from .drivelm_testset import DriveLMEvalError, iter_official_ids
 from .efficiency_metric import FRAME_PHASES
+from ..structures.qa_families import question_family
 from .planning_metric import planning_summary
 
 #: DriveLM metrics recomputed on each resample (names as in ``metrics.json``).
@@ -58,6 +62,9 @@ PLANNING_METRICS = ("planning/L2_avg_stp3", "planning/L2_1s_stp3", "planning/L2_
                     "planning/L2_3s_uniad", "planning/collision_avg_stp3")
 #: Efficiency metrics (mean per frame, from ``per_frame.json``).
 EFFICIENCY_METRICS = ("efficiency/frame_s", "efficiency/decode_s", "efficiency/tokens_per_frame")
+#: Prefix of the per-family exact-match metrics (``PairedBootstrap(by_family=True)``), e.g.
+#: ``drivelm/exact_match/safe_actions``: the share of that family's test questions answered exactly.
+FAMILY_EXACT_PREFIX = "drivelm/exact_match/"
 #: Metrics where lower is better (the others: higher is better).
 LOWER_IS_BETTER = frozenset(PLANNING_METRICS + EFFICIENCY_METRICS)
 _NGRAM = 4
@@ -311,8 +318,11 @@ class _LanguageFeatures:
 class _RunFeatures:
     """Everything of one run needed to score any weighting of the frames."""
 
-    def __init__(self, run: RunRecords, frames: _Frames, tokens: dict[str, str], vocab: list[dict]) -> None:
+    def __init__(self, run: RunRecords, frames: _Frames, tokens: dict[str, str], vocab: list[dict],
+                 by_family: bool = False) -> None:
         n = len(frames.keys)
+        #: family -> [F, 2] (stripped exact matches, questions) per frame; filled only ``by_family``
+        self.exact_family: dict[str, np.ndarray] = {}
         self.acc = np.zeros((n, 2))      # correct, kept tag-0
         self.acc_all = np.zeros((n, 2))  # correct, every tag-0 (graph gating ignored)
         self.f1 = np.zeros((n, 2))       # sum F1 x 100, kept tag-3
@@ -330,6 +340,9 @@ class _RunFeatures:
                     else:
                         kept = question_in_graph(qa["Q"], graph)
                     self.exact[f] += (float(answer.strip() == gt.strip()), 1.0)
+                    if by_family:
+                        fam = self.exact_family.setdefault(question_family(qa["Q"]), np.zeros((n, 2)))
+                        fam[f] += (float(answer.strip() == gt.strip()), 1.0)
                     if 0 in tag:
                         self.acc_all[f] += (1.0 if answer == gt else 0.0, 1.0)
                     if not kept:
@@ -374,6 +387,8 @@ class _RunFeatures:
         out = {"drivelm/accuracy": ratio(self.acc), "drivelm/accuracy_ungated": ratio(self.acc_all),
                "drivelm/match_f1": ratio(self.f1),
                "drivelm/test_exact_match": ratio(self.exact)}
+        for family in sorted(self.exact_family):
+            out[FAMILY_EXACT_PREFIX + family] = ratio(self.exact_family[family])
         lang = self.language.scores(w)
         for key in LANGUAGE_KEYS:
             out[f"drivelm/{key}"] = lang[key]
@@ -435,9 +450,12 @@ class PairedBootstrap:
     Args:
         runs: the runs (the first is the reference of :meth:`compare`); :class:`RunRecords` or
             run folders.
+        by_family: also score the exact match of each question family
+            (:func:`~bevlm.structures.qa_families.question_family`, e.g. ``safe_actions``) as
+            ``drivelm/exact_match/<family>``: where a change of ``test_exact_match`` comes from.
     """
 
-    def __init__(self, runs: list) -> None:
+    def __init__(self, runs: list, by_family: bool = False) -> None:
         self.runs = [r if isinstance(r, RunRecords) else load_run(r) for r in runs]
         if not self.runs:
             raise ValueError("PairedBootstrap: no runs given")
@@ -459,7 +477,7 @@ class PairedBootstrap:
         keys = list(texts)
         self.tokens = dict(zip(keys, ptb_tokenize([texts[k] for k in keys])))
         vocab: list[dict] = [{} for _ in range(_NGRAM)]
-        self.features = [_RunFeatures(run, self.frames, self.tokens, vocab) for run in self.runs]
+        self.features = [_RunFeatures(run, self.frames, self.tokens, vocab, by_family) for run in self.runs]
         for feat in self.features:
             feat.language.finalise(vocab)
         self.frame_scene = self.frames.scene_ids()
