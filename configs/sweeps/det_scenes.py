@@ -23,7 +23,9 @@ sweep = dict(
              "configs/ablations/bev_vlm_300it_det-more-scenes-queue-2.py",
              # the combined recipe with its own plan as a line of text before the questions (seed 0:
              # exact match 0.521, +0.078 [+0.018, +0.133] *; GPT-free 0.326, +0.026 [+0.003, +0.051] *)
-             "configs/ablations/bev_vlm_300it_det-more-scenes_plan-text.py"],
+             "configs/ablations/bev_vlm_300it_det-more-scenes_plan-text.py",
+             # both: the plan line written from the command-input head's plan
+             "configs/ablations/bev_vlm_300it_det-more-scenes_plan-text_command-input.py"],
     steps=["train", "test"],
     seeds=[0, 1, 2],
     resamples=2000,

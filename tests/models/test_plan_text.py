@@ -65,9 +65,10 @@ def test_fixed_length_and_bad_settings():
         PlanText().lines([object()], torch.zeros(2, 6, 2))
 
 
-def _cfg(**model):
+def _cfg(options: dict | None = None, **model):
     cfg = Config.fromfile(f"{REPO}/configs/bev_vlm_tiny.py")
     cfg.model.update(model)
+    cfg.merge_from_dict(options or {})
     return cfg
 
 
@@ -112,13 +113,16 @@ def test_extended_cache_equals_the_prefill_of_the_longer_prefix(share):
         extend_prefix(llm, base, [])
 
 
-def test_prefix_holds_the_line_of_the_heads_own_plan(tiny_world):
+@pytest.mark.parametrize("head", [{}, {"model.traj_head.num_commands": 3, "model.traj_head.command_input": True}],
+                         ids=["plain-head", "command-input"])
+def test_prefix_holds_the_line_of_the_heads_own_plan(tiny_world, head):
     """The prefix is the model's without the line, then the line written from the plan the head makes
     from that prefix's query states; the trajectory predicted is the one of the same model without
-    the line (the queries precede it), and the line is what the LLM saw before the questions."""
-    cfg = _cfg(plan_text=dict(num_tokens=N_TXT))
+    the line (the queries precede it), and the line is what the LLM saw before the questions. With
+    the command as a head input the line is written from the plan for the frame's command."""
+    cfg = _cfg(head, plan_text=dict(num_tokens=N_TXT))
     model = _build(cfg).eval()
-    plain = _build(_cfg()).eval()
+    plain = _build(_cfg(head)).eval()
     ds = _val(tiny_world, cfg)
     data = model.data_preprocessor(pseudo_collate([ds[0], ds[3]]), False)
     with torch.no_grad():
