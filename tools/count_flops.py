@@ -8,6 +8,16 @@ each config's test split, with the config's architecture and untrained weights (
 on the weights; no checkpoint is read). The encoder phase is everything before the LLM; the prefill
 is the LLM pass over the prefix (visual tokens, ego token, trajectory queries), the part of the
 prompt the vision path decides. Ratios are against the first config.
+
+    python tools/count_flops.py configs/ablations/bev_vlm_300it_det-more-scenes.py \
+        configs/ablations/bev_vlm_300it_det-more-scenes_plan-text.py --train-step [--out FILE.json]
+
+``--train-step`` counts one training step instead: forward and backward of the loss on the first
+``train_dataloader.batch_size`` items of each config's training split (train mode, untrained
+weights, no optimizer step). For a model with the plan line (``model.plan_text``) the step is
+also counted the way a gradient-checkpointed LLM runs it (no KV cache in a checkpointed forward:
+one more pass over the prefix, without gradient, to write the line; the layers' recomputation
+itself is not counted).
 """
 from __future__ import annotations
 
@@ -19,7 +29,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("configs", nargs="+")
     p.add_argument("--out", help="also write the rows as JSON here")
+    p.add_argument("--train-step", action="store_true",
+                   help="count one training step (forward + backward of the loss) instead of the test phases")
     args = p.parse_args()
+    if args.train_step:
+        return count_train_steps(args.configs, args.out)
     import torch
     from mmengine.config import Config
     from mmengine.dataset import pseudo_collate
@@ -54,6 +68,49 @@ def main():
               f"{r['prefill'] / 1e9:.2f} | {r['total'] / 1e9:.2f} | {r['total_ratio']:.2f}x |")
     if args.out:
         atomic_write_json(rows, args.out)
+
+
+def count_train_steps(paths: list, out: str | None) -> None:
+    """FLOPs of one training step (forward + backward) of each config (see the module doc)."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import bevlm.datasets  # noqa: F401  (registers the components the configs name)
+    import bevlm.models  # noqa: F401
+    from bevlm.registry import DATASETS, MODELS
+    from bevlm.utils.file_io import atomic_write_json
+
+    init_default_scope("bevlm")
+    rows = []
+    for path in paths:
+        torch.manual_seed(0)
+        cfg = Config.fromfile(path)
+        model = MODELS.build(cfg.model).train()
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+        items = [dataset[i] for i in range(int(cfg.train_dataloader.batch_size))]
+        ways = [("cached", False)]
+        if getattr(model, "plan_text", None) is not None:
+            ways.append(("two-pass (checkpointing)", True))
+        for way, two_pass in ways:
+            model.llm.gradient_checkpointing = two_pass  # the forward_train path of the plan line only
+            model.zero_grad(set_to_none=True)
+            data = model.data_preprocessor(pseudo_collate(items), True)
+            with FlopCounterMode(display=False) as counter:
+                losses = model(**data, mode="loss")
+                sum(v for k, v in losses.items() if "loss" in k).backward()
+            rows.append(dict(config=path, way=way, batch=len(items), flops=int(counter.get_total_flops())))
+            print(f"{path} ({way}): {rows[-1]['flops'] / 1e9:.1f} GFLOPs per step of {len(items)} items", flush=True)
+        model.llm.gradient_checkpointing = bool(cfg.model.llm.get("gradient_checkpointing", False))
+    base = rows[0]
+    print(f"\n| config | LLM pass | items | GFLOPs per step | / {base['config']} |\n|---|---|---|---|---|")
+    for r in rows:
+        r["ratio"] = r["flops"] / base["flops"]
+        print(f"| {r['config']} | {r['way']} | {r['batch']} | {r['flops'] / 1e9:.1f} | {r['ratio']:.3f}x |")
+    if out:
+        atomic_write_json(rows, out)
 
 
 if __name__ == "__main__":

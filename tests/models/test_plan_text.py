@@ -202,3 +202,88 @@ def test_refused_without_a_prefix_head(overrides):
     cfg = _cfg(plan_text=dict(num_tokens=N_TXT), **overrides)
     with pytest.raises(ValueError, match="plan_text writes the trajectory head's plan"):
         MODELS.build(cfg.model.to_dict())
+
+
+def test_split_forward_equals_the_forward_with_the_inserted_slots():
+    """``forward_train(insert=...)``: the last prefix slots made from the first slots' states in the
+    same forward (one pass on the KV cache of the other) give the hidden states, loss and gradients
+    of one pass with those embeddings in place; the checkpointing path (two passes) gives the same."""
+    from bevlm.models.llm import HFCausalLM
+    from bevlm.testing import TINY_LLAMA_CONFIG
+
+    torch.manual_seed(0)
+    llm = HFCausalLM(tiny_config=TINY_LLAMA_CONFIG, lora=dict(r=4, alpha=8, dropout=0.0)).train()
+    blocks = [[("What is the moving status of object <c1,CAM_FRONT,800.0,500.0>?", "Going ahead."),
+               ("Predict the behavior of the ego vehicle.", "The ego vehicle is going straight.")],
+              [("In this scenario, what are safe actions to take for the ego vehicle?", "Brake gently to a stop.")]]
+    p0, n = 6, 3
+    batch = llm.build_batch(blocks, num_prefix=p0 + n)
+    head = (torch.randn(2, p0, llm.hidden_size) * 0.1).requires_grad_(True)
+    proj = torch.randn(llm.hidden_size, n * llm.hidden_size) * 0.05
+
+    def insert(states):  # a function of the last state, without gradient (as a line of text is)
+        with torch.no_grad():
+            return (states[:, -1] @ proj).reshape(-1, n, llm.hidden_size)
+
+    def run(checkpointing: bool, split: bool):
+        llm.gradient_checkpointing = checkpointing  # the path only (no layer is recomputed here)
+        llm.zero_grad(set_to_none=True)
+        head.grad = None
+        if split:
+            out = llm.forward_train(batch, head, insert=insert)
+        else:  # the reference: the states of the first slots alone, then one pass with the slots in place
+            with torch.no_grad():
+                tail = insert(llm.prefix_hidden(head))
+            out = llm.forward_train(batch, torch.cat([head, tail], dim=1))
+        out["loss_lm"].backward()
+        grads = [p.grad.clone() for p in llm.parameters() if p.grad is not None]
+        return out, grads, head.grad.clone()
+
+    ref, ref_grads, ref_head = run(False, split=False)
+    for checkpointing in (False, True):
+        out, grads, head_grad = run(checkpointing, split=True)
+        assert out["hidden_prefix"].shape == (2, p0 + n, llm.hidden_size)
+        torch.testing.assert_close(out["hidden_prefix"], ref["hidden_prefix"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out["loss_lm"], ref["loss_lm"], rtol=1e-5, atol=1e-6)
+        assert len(grads) == len(ref_grads) > 0
+        for g, r in zip(grads, ref_grads):
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(head_grad, ref_head, rtol=1e-4, atol=1e-6)
+    llm.gradient_checkpointing = False
+    with torch.no_grad():  # the inserted slots matter: zeros there give another loss
+        zeros = llm.forward_train(batch, torch.cat([head, torch.zeros(2, n, llm.hidden_size)], dim=1))["loss_lm"]
+    assert abs(float(zeros) - float(ref["loss_lm"].detach())) > 1e-4
+    with pytest.raises(ValueError, match="insert returned"):
+        llm.forward_train(batch, head, insert=lambda states: states[:, :1])
+    with pytest.raises(ValueError, match="the inserted ones must fill the rest"):
+        llm.forward_train(batch, torch.zeros(2, p0 + n, llm.hidden_size), insert=insert)
+
+
+def test_training_writes_the_line_of_the_same_forward(tiny_world):
+    """BEVVLM.loss with the plan line: the line comes from the query states of the training forward
+    itself; the losses and gradients equal those of the two-pass path (a pass without gradient for
+    the plan, then the whole prefix with the line), and the lines written are the same."""
+    cfg = _cfg(plan_text=dict(num_tokens=N_TXT))
+    model = _build(cfg).train()
+    ds = DATASETS.build(dict(type="BEVDriveDataset", ann_file=f"{tiny_world}/infos/bevlm_infos_train.pkl",
+                             data_root=f"{tiny_world}/", pipeline=cfg.pipeline, queue_length=2, qa_per_sample=3))
+    batch = pseudo_collate([ds[0], ds[1]])
+
+    def step(two_pass: bool):
+        model.llm.gradient_checkpointing = two_pass  # the forward_train path only
+        model.zero_grad(set_to_none=True)
+        data = model.data_preprocessor(copy.deepcopy(batch), True)
+        losses = model(**data, mode="loss")
+        sum(v for k, v in losses.items() if "loss" in k).backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        return losses, grads, [s.plan_text for s in data["data_samples"]]
+
+    split, split_grads, split_lines = step(False)
+    two, two_grads, two_lines = step(True)
+    model.llm.gradient_checkpointing = False
+    assert split_lines == two_lines and all(line.startswith("Plan: ") for line in split_lines)
+    for key in ("loss_lm", "loss_traj"):
+        torch.testing.assert_close(split[key], two[key], rtol=1e-5, atol=1e-6)
+    assert split_grads.keys() == two_grads.keys() and "traj_head.queries" in split_grads
+    for key, g in split_grads.items():
+        torch.testing.assert_close(g, two_grads[key], rtol=1e-3, atol=1e-5, msg=key)

@@ -489,7 +489,9 @@ class BEVVLM(BaseModel):
 
     def loss(self, imgs, data_samples) -> dict:
         vis, bev = self.visual_tokens(imgs, data_samples)
-        prefix = self.build_prefix(vis, data_samples, bev)
+        # the plan line (plan_text) is written inside the LLM's forward, from the query states of the
+        # same pass (HFCausalLM.forward_train(insert=...)): the prefix here stops after the queries
+        prefix = self.build_prefix(vis, data_samples, bev, with_plan=False)
         losses = {}
         if vis is not None:  # logged, not optimised (no 'loss' in the key): the scale of the visual tokens
             with torch.no_grad():
@@ -524,23 +526,29 @@ class BEVVLM(BaseModel):
         end = hidden_prefix.shape[1] - after
         return hidden_prefix[:, end - k:end]
 
+    def _plan_line(self, states: torch.Tensor, data_samples: list) -> torch.Tensor:
+        """``[B, N, D]`` the plan lines written from the head's plans made from ``states``
+        ``[B, P0, D]``, the LLM's last-layer states of a prefix that ends with the trajectory queries
+        (no gradient: the line is text)."""
+        head_dtype = next(self.traj_head.parameters()).dtype
+        with torch.no_grad():
+            queries = states[:, -self.traj_head.num_tokens:].detach().to(head_dtype)
+            plans = self.traj_head(queries, self._traj_ego(data_samples), self._traj_command(data_samples))
+        return self.plan_text.embed(data_samples, plans, self.llm)
+
     def _plan_embeds(self, prefix: torch.Tensor, data_samples: list) -> torch.Tensor:
         """``[B, N, D]`` the plan lines for ``prefix`` (which ends with the trajectory queries): the
         head's plans from one pass of the LLM over it (each sample's adapter; no gradient)."""
-        k = self.traj_head.num_tokens
-        head_dtype = next(self.traj_head.parameters()).dtype
         groups: dict = {}
         for i, sample in enumerate(data_samples):
             groups.setdefault(self.adapter_for(sample), []).append(i)
         with torch.no_grad():
-            queries = prefix.new_zeros(prefix.shape[0], k, prefix.shape[2])
+            states = torch.zeros_like(prefix)
             for adapter, idx in groups.items():
                 if adapter is not None:
                     self.llm.set_adapter(adapter)
-                queries[idx] = self.llm.prefix_hidden(prefix[idx])[:, -k:].to(queries)
-            plans = self.traj_head(queries.to(head_dtype), self._traj_ego(data_samples),
-                                   self._traj_command(data_samples))
-        return self.plan_text.embed(data_samples, plans, self.llm)
+                states[idx] = self.llm.prefix_hidden(prefix[idx]).to(states)
+        return self._plan_line(states, data_samples)
 
     # ------------------------------------------------------------------ multi-LoRA
     def adapter_for(self, sample) -> str | None:
@@ -562,10 +570,12 @@ class BEVVLM(BaseModel):
         return build_packed_batch(self.llm.tokenizer, self.llm.prompt, blocks, num_prefix, self.llm.pad_id,
                                   query_slots=self.traj_head.num_tokens, query_context=context)
 
-    def _train_forward(self, batch: dict, prefix: torch.Tensor) -> dict:
-        if "query_index" not in batch:
+    def _train_forward(self, batch: dict, prefix: torch.Tensor, data_samples: list) -> dict:
+        if "query_index" in batch:
+            return forward_train_with_queries(self.llm, batch, prefix, self.traj_head.query_embeds(prefix.shape[0]))
+        if self.plan_text is None:
             return self.llm.forward_train(batch, prefix)
-        return forward_train_with_queries(self.llm, batch, prefix, self.traj_head.query_embeds(prefix.shape[0]))
+        return self.llm.forward_train(batch, prefix, insert=lambda states: self._plan_line(states, data_samples))
 
     def _lm_loss_by_adapter(self, blocks: list, prefix: torch.Tensor, data_samples: list,
                             context: list | None = None) -> dict:
@@ -573,18 +583,21 @@ class BEVVLM(BaseModel):
 
         ``context``: per sample, the flags of the blocks the trajectory queries read
         (``traj_placement='after_qa'``; the output then has ``hidden_queries`` ``[B, K, D]``).
+        With ``plan_text`` ``prefix`` ends with the trajectory queries and the plan line is written
+        in the forward (``hidden_prefix`` then covers the line too).
         """
+        num_prefix = prefix.shape[1] + (self.plan_text.num_tokens if self.plan_text is not None else 0)
         groups: dict = {}
         for i, sample in enumerate(data_samples):
             groups.setdefault(self.adapter_for(sample), []).append(i)
         if len(groups) == 1 and None in groups:
-            return self._train_forward(self._train_batch(blocks, prefix.shape[1], context), prefix)
+            return self._train_forward(self._train_batch(blocks, num_prefix, context), prefix, data_samples)
         total, loss, hidden, queries, order = 0, 0.0, [], [], []
         for adapter, idx in groups.items():
             self.llm.set_adapter(adapter)
-            batch = self._train_batch([blocks[i] for i in idx], prefix.shape[1],
+            batch = self._train_batch([blocks[i] for i in idx], num_prefix,
                                       None if context is None else [context[i] for i in idx])
-            out = self._train_forward(batch, prefix[idx])
+            out = self._train_forward(batch, prefix[idx], [data_samples[i] for i in idx])
             n = int((batch["labels"] != -100).sum())  # answer tokens of the group
             loss = loss + out["loss_lm"] * n
             total += n

@@ -159,6 +159,9 @@ class HFCausalLM(BaseModule):
         self.text_prefill_flops_spent = 0
         self.hidden_size = int(lm.config.hidden_size)
         self.num_layers = int(lm.config.num_hidden_layers)
+        #: recomputing layers in backward drops every KV cache of a training forward (transformers
+        #: turns ``use_cache`` off), so :meth:`forward_train` with ``insert`` then runs two passes
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         if gradient_checkpointing:
             enable = getattr(lm, "activation_checkpointing_enable", None)  # transformers >= 5.x name
             if enable is not None:
@@ -270,19 +273,64 @@ class HFCausalLM(BaseModule):
         logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep])  # [N, V]
         return logits, labels[keep]
 
-    def forward_train(self, batch: dict, prefix_embeds: Tensor) -> dict:
+    def _packed_hidden_split(self, batch: dict, head_embeds: Tensor, insert) -> Tensor:
+        """:meth:`_packed_hidden` of a batch whose last prefix slots are filled by ``insert`` from the
+        states of the first ones: one pass up to the end of ``head_embeds`` ``[B, P0, D]`` (keeping
+        its KV cache, with gradients), ``insert(states [B, P0, D])`` -> ``[B, P - P0, D]``, then one
+        pass over those and the blocks on top of the cache. Equal to :meth:`_packed_hidden` with the
+        inserted embeddings in place (causal attention: the first P0 slots never see what follows)."""
+        from transformers import DynamicCache
+
+        device = lm_device(self.lm)
+        start, end = batch["prefix_slice"]
+        cut = start + head_embeds.shape[1]
+        if not start < cut < end:
+            raise ValueError(f"forward_train(insert=...): the head embeddings fill {head_embeds.shape[1]} of the "
+                             f"batch's {end - start} prefix slots; the inserted ones must fill the rest (at least one)")
+        embeds = self.embed_tokens(batch["input_ids"].to(device))  # [B, L, D]
+        mask = additive_mask(batch["attention_mask_4d"].to(device), embeds.dtype)  # [B, 1, L, L]
+        positions = batch["position_ids"].to(device)
+        decoder = self.lm.get_decoder()
+        first = torch.cat([embeds[:, :start], head_embeds.to(device=device, dtype=embeds.dtype)], dim=1)
+        out_a = decoder(inputs_embeds=first, attention_mask=mask[:, :, :cut, :cut], position_ids=positions[:, :cut],
+                        **cache_kwargs(decoder, DynamicCache(config=self.lm.config)), use_cache=True)
+        tail = insert(out_a.last_hidden_state[:, start:cut])
+        if tuple(tail.shape[:2]) != (embeds.shape[0], end - cut):
+            raise ValueError(f"forward_train(insert=...): insert returned {tuple(tail.shape)}; the batch leaves "
+                             f"[{embeds.shape[0]}, {end - cut}, D] prefix slots to fill")
+        second = torch.cat([tail.to(device=device, dtype=embeds.dtype), embeds[:, end:]], dim=1)
+        out_b = decoder(inputs_embeds=second, attention_mask=mask[:, :, cut:, :], position_ids=positions[:, cut:],
+                        **cache_kwargs(decoder, output_cache(out_a)), use_cache=True)
+        return torch.cat([out_a.last_hidden_state, out_b.last_hidden_state], dim=1)
+
+    def forward_train(self, batch: dict, prefix_embeds: Tensor, insert=None) -> dict:
         """Next-token loss on the answers of a packed batch.
 
         Args:
             batch: output of :meth:`build_batch`.
-            prefix_embeds: ``[B, P, D]`` embeddings for the placeholder slots.
+            prefix_embeds: ``[B, P, D]`` embeddings for the placeholder slots; with ``insert``
+                ``[B, P0, D]`` for the first ``P0 < P`` of them.
+            insert: optional ``f(states [B, P0, D]) -> [B, P - P0, D]``: the embeddings of the last
+                prefix slots, made from the last-layer states of the first ones in the same forward
+                (e.g. a line of text written from the trajectory head's plan). Without gradient
+                checkpointing the first slots run once and the rest continue on their KV cache;
+                with it (no cache in a checkpointed forward) the first slots run once more,
+                without gradient, to make the inserted embeddings.
 
         Returns:
             dict ``loss_lm`` (mean over all answer tokens of the batch) and
             ``hidden_prefix`` ``[B, P, D]`` last-layer hidden states at the
             prefix slots.
         """
-        hidden = self._packed_hidden(batch, prefix_embeds)  # [B, L, D]
+        if insert is None:
+            hidden = self._packed_hidden(batch, prefix_embeds)  # [B, L, D]
+        elif not self.gradient_checkpointing:
+            hidden = self._packed_hidden_split(batch, prefix_embeds, insert)
+        else:
+            with torch.no_grad():
+                tail = insert(self.prefix_hidden(prefix_embeds))
+            prefix_embeds = torch.cat([prefix_embeds, tail.to(prefix_embeds)], dim=1)
+            hidden = self._packed_hidden(batch, prefix_embeds)
         logits, targets = self.answer_logits(batch, prefix_embeds, hidden=hidden)
         if targets.numel() == 0:
             raise ValueError("forward_train: the batch has no answer tokens to supervise")
