@@ -70,6 +70,18 @@ def main():
         atomic_write_json(rows, args.out)
 
 
+class _NoModuleTracker:
+    """Stands in for FlopCounterMode's module tracker: every FLOP counts under "Global" alone."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
 def count_train_steps(paths: list, out: str | None) -> None:
     """FLOPs of one training step (forward + backward) of each config (see the module doc)."""
     import torch
@@ -89,6 +101,9 @@ def count_train_steps(paths: list, out: str | None) -> None:
         torch.manual_seed(0)
         cfg = Config.fromfile(path)
         model = MODELS.build(cfg.model).train()
+        for module in model.modules():  # the recomputation is not counted
+            if module is not model.llm and isinstance(getattr(module, "gradient_checkpointing", None), bool):
+                module.gradient_checkpointing = False
         dataset = DATASETS.build(cfg.train_dataloader.dataset)
         items = [dataset[i] for i in range(int(cfg.train_dataloader.batch_size))]
         ways = [("cached", False)]
@@ -98,7 +113,9 @@ def count_train_steps(paths: list, out: str | None) -> None:
             model.llm.gradient_checkpointing = two_pass  # the forward_train path of the plan line only
             model.zero_grad(set_to_none=True)
             data = model.data_preprocessor(pseudo_collate(items), True)
-            with FlopCounterMode(display=False) as counter:
+            counter = FlopCounterMode(display=False)
+            counter.mod_tracker = _NoModuleTracker()  # totals only: the per-module tracker's backward
+            with counter:  # hooks fail on trainable leaf tensors passed between modules
                 losses = model(**data, mode="loss")
                 sum(v for k, v in losses.items() if "loss" in k).backward()
             rows.append(dict(config=path, way=way, batch=len(items), flops=int(counter.get_total_flops())))
