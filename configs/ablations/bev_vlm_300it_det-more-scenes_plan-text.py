@@ -7,8 +7,9 @@
 # (plan minus answers +0.264 [+0.053, +0.476] * over those questions; docs/results/plan_answers/).
 # In training the line comes from the head's plan of the same step (a first pass over the prefix,
 # no gradient), at test time from the plan just made (the prefix cache is extended by the line).
-# Seed 0 against the combined recipe's seed 0 (docs/research/plan_text.md): QA exact match 0.443 -> 0.521
-# (+0.078 [+0.018, +0.133] *), GPT-free 0.301 -> 0.326 (+0.026 [+0.003, +0.051] *), the plan unchanged.
+# Three seeds, each against the combined recipe's same seed (docs/research/plan_text.md): QA exact match
+# 0.447 -> 0.521 ± 0.005 (+0.074 [+0.019, +0.126] *), GPT-free 0.296 -> 0.326 ± 0.0004 (+0.030
+# [+0.009, +0.055] *), the plan unchanged.
 #   python tools/sweep.py configs/sweeps/det_scenes.py --seeds 0 1 2 --only bev_vlm_300it_det-more-scenes_plan-text
 _base_ = ["./bev_vlm_300it_det-more-scenes.py"]
 model = dict(plan_text=dict(num_tokens=48))

@@ -21,8 +21,8 @@ sweep = dict(
              # the combined recipe from the detector trained with a 2-frame queue (NDS 0.305; seeds 0, 1:
              # GPT-free 0.304, +0.004 [-0.012, +0.019] over the combined recipe, not separated)
              "configs/ablations/bev_vlm_300it_det-more-scenes-queue-2.py",
-             # the combined recipe with its own plan as a line of text before the questions (seed 0:
-             # exact match 0.521, +0.078 [+0.018, +0.133] *; GPT-free 0.326, +0.026 [+0.003, +0.051] *)
+             # the combined recipe with its own plan as a line of text before the questions (three
+             # seeds: exact match 0.521, +0.074 [+0.019, +0.126] *; GPT-free 0.326, +0.030 [+0.009, +0.055] *)
              "configs/ablations/bev_vlm_300it_det-more-scenes_plan-text.py",
              # both: the plan line written from the command-input head's plan
              "configs/ablations/bev_vlm_300it_det-more-scenes_plan-text_command-input.py"],
