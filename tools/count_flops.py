@@ -120,7 +120,6 @@ def count_train_steps(paths: list, out: str | None) -> None:
                 sum(v for k, v in losses.items() if "loss" in k).backward()
             rows.append(dict(config=path, way=way, batch=len(items), flops=int(counter.get_total_flops())))
             print(f"{path} ({way}): {rows[-1]['flops'] / 1e9:.1f} GFLOPs per step of {len(items)} items", flush=True)
-        model.llm.gradient_checkpointing = bool(cfg.model.llm.get("gradient_checkpointing", False))
     base = rows[0]
     print(f"\n| config | LLM pass | items | GFLOPs per step | / {base['config']} |\n|---|---|---|---|---|")
     for r in rows:

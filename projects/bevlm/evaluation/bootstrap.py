@@ -50,8 +50,8 @@ from .drivelm_files import PER_FRAME_FILE, load_per_frame, load_predictions, loa
 from .drivelm_official import LANGUAGE_KEYS, gpt_free_sum, match_result, question_in_graph
 from .drivelm_testset import DriveLMEvalError, iter_official_ids
 from .efficiency_metric import FRAME_PHASES
-from ..structures.qa_families import question_family
 from .planning_metric import planning_summary
+from ..structures.qa_families import question_family
 
 #: DriveLM metrics recomputed on each resample (names as in ``metrics.json``).
 DRIVELM_METRICS = ("drivelm/gpt_free_final", "drivelm/gpt_free_ungated", "drivelm/accuracy", "drivelm/accuracy_ungated",
@@ -339,10 +339,10 @@ class _RunFeatures:
                         kept = True
                     else:
                         kept = question_in_graph(qa["Q"], graph)
-                    self.exact[f] += (float(answer.strip() == gt.strip()), 1.0)
+                    exact = (float(answer.strip() == gt.strip()), 1.0)
+                    self.exact[f] += exact
                     if by_family:
-                        fam = self.exact_family.setdefault(question_family(qa["Q"]), np.zeros((n, 2)))
-                        fam[f] += (float(answer.strip() == gt.strip()), 1.0)
+                        self.exact_family.setdefault(question_family(qa["Q"]), np.zeros((n, 2)))[f] += exact
                     if 0 in tag:
                         self.acc_all[f] += (1.0 if answer == gt else 0.0, 1.0)
                     if not kept:
