@@ -31,11 +31,21 @@ optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
 # padded: about 4-5 objects), in the c-tag format of the answers and the stored images' pixel frame
 # (bevlm.models.heads.perception_text). Measured against the BEV tokens alone over 3 seeds: match F1
 # 18.0 -> 40.8 (docs/research/perception_text.md). Without it: configs/ablations/bev_vlm_no-det-text.py.
+# The plan as text: the trajectory head's plan is written, in the answers' words, as one line after the
+# trajectory queries (48 tokens, bevlm.models.heads.plan_text), e.g.
+#   Plan: The ego vehicle is going straight. The ego vehicle is driving slowly. Safe actions: ...
+# so every question is answered with the model's own plan in view. In training the line is written
+# inside the LLM's forward from the query states of the same pass (HFCausalLM.forward_train(insert=...)),
+# at test time from the plan just made (the prefix cache is extended by the line). Measured on the
+# 300-iteration combined recipe over 3 seeds (docs/research/plan_text.md): QA exact match 0.447 -> 0.521,
+# GPT-free 0.296 -> 0.326; on this default against the one without it (configs/ablations/bev_vlm_r2.py):
+# configs/sweeps/recipe.py.
 model = dict(
     det_head=dict(type="CenterPointHead", embed_dims={{_base_.embed_dims}}, num_classes=10,
                   bev_h={{_base_.bev_h}}, bev_w={{_base_.bev_w}}, pc_range={{_base_.pc_range}},
                   hidden_dims=64, max_num=100, score_threshold=0.05),
     perception_text=dict(score_thr=0.3, max_objects=5, max_range=40.0, num_tokens=128),
+    plan_text=dict(num_tokens=48),
 )
 # The questions the official test format asks as multiple choice are trained on their free-form
 # answers (mc_seed=None), not on an option list and a letter: the test scores each option's text by

@@ -4,4 +4,4 @@
 # conditioned on them; the planning and behavior rounds are never read (model.traj_placement,
 # bevlm.models.qa.traj_context). Same model, data and schedule as configs/bev_vlm.py otherwise.
 _base_ = ["../bev_vlm.py"]
-model = dict(traj_placement="after_qa")
+model = dict(traj_placement="after_qa", plan_text=None)  # no plan line: the plan comes after the answers

@@ -136,19 +136,21 @@ def test_multi_domain_configs_map_every_trained_domain(cfg_path):
 
 
 @pytest.mark.parametrize("ablation, changed", [
-    ("bev_vlm_r1.py", {"model.det_head", "model.perception_text", "train_dataloader.dataset.mc_seed"}),
+    ("bev_vlm_r1.py", {"model.det_head", "model.perception_text", "model.plan_text",
+                       "train_dataloader.dataset.mc_seed"}),
+    ("bev_vlm_r2.py", {"model.plan_text"}),
     ("bev_vlm_no-det-text.py", {"model.det_head", "model.perception_text"}),
     ("bev_vlm_letter-mc-train.py", {"train_dataloader.dataset.mc_seed"}),
 ])
 def test_recipe_ablations_differ_from_the_default_in_their_settings_only(ablation, changed):
-    """The previous default (written out in full, to match its run records key by key) and the two
+    """The previous defaults (written out in full, to match their run records key by key) and the two
     single changes differ from configs/bev_vlm.py in exactly the settings they name, so a change to the
-    default that r1 misses (or a typo) shows here and not as a silent difference in a paired table."""
+    default that r1 / r2 miss (or a typo) shows here and not as a silent difference in a paired table."""
     from bevlm.engine.sweep import config_diff
 
     diff = config_diff(dict(config=os.path.join(REPO, "configs", "bev_vlm.py"), options=[]),
                        os.path.join(REPO, "configs", "ablations", ablation))
     assert {k if k.endswith("mc_seed") else ".".join(k.split(".")[:2]) for k in diff} == changed
-    if ablation != "bev_vlm_no-det-text.py":  # r1 and letter training: the dataset's mc_seed 0
+    if ablation not in ("bev_vlm_no-det-text.py", "bev_vlm_r2.py"):  # r1, letter training: mc_seed 0
         assert Config.fromfile(os.path.join(REPO, "configs", "ablations", ablation)).train_dataloader.dataset.get(
             "mc_seed", 0) == 0
