@@ -1,6 +1,6 @@
 # The default recipe from 2026-12-05 to 2026-12-07 ("r2"): configs/bev_vlm.py without the plan line
 # (model.plan_text). Written out in full, not derived from configs/bev_vlm.py, so that its runs compare
-# key by key with the run records of that time (docs/results/runs/recipe/bev_vlm_r2/);
+# key by key with the run records of that time (docs/results/runs/recipe/bev_vlm/);
 # tests/configs/test_configs.py checks that it differs from the default in that setting only.
 _base_ = [
     "../_base_/models/bev_vlm.py",

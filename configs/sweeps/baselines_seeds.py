@@ -16,7 +16,7 @@ sweep = dict(
     # answers identical to plain greedy decoding), which makes the 48-frame split affordable on a CPU
     test_args=["--variant", "lossless"],
     # configs/bev_vlm.py's seeds are the recipe sweep's runs: reused (checked key by key)
-    reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm"},
+    reuse={"bev_vlm": "work_dirs/sweeps/recipe_r3/bev_vlm"},
     columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/language_score", "drivelm/Bleu_1",
              "drivelm/ROUGE_L", "drivelm/CIDEr", "drivelm/match_f1", "drivelm/full_accuracy",
              "planning/L2_avg_stp3", "planning/collision_avg_stp3", "efficiency/prefix_tokens",

@@ -30,7 +30,7 @@ sweep = dict(
     seeds=[0, 1, 2],
     resamples=2000,
     test_args=["--variant", "lossless"],
-    reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm"},
+    reuse={"bev_vlm": "work_dirs/sweeps/recipe_r3/bev_vlm"},
     # the moving-status answers are where a detector's velocity could show (docs/research/motion.md)
     # accuracy_ungated: tag-0 accuracy over every tag-0 question (the official accuracy's questions
     # depend on which objects the first answer matched: a better detector changes them)

@@ -9,7 +9,7 @@ sweep = dict(
     steps=["test"],
     test_options=["test_dataloader.dataset.frame_stride=4"],
     # seed 0 of the default, trained by the recipe sweep (the main job): no training here (checked key by key)
-    reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm/seed0"},
+    reuse={"bev_vlm": "work_dirs/sweeps/recipe_r3/bev_vlm/seed0"},
     columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/language_score", "drivelm/full_accuracy",
              "planning/L2_avg_stp3", "efficiency/encoder_gflops", "efficiency/prefill_gflops",
              "efficiency/decode_s", "efficiency/frame_s", "efficiency/tokens_per_frame",

@@ -13,7 +13,7 @@ sweep = dict(
     resamples=2000,
     test_args=["--variant", "lossless"],
     # configs/bev_vlm.py's seeds are the recipe sweep's runs: reused (checked key by key)
-    reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm"},
+    reuse={"bev_vlm": "work_dirs/sweeps/recipe_r3/bev_vlm"},
     columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/family/moving_status",
              "drivelm/language_score", "drivelm/match_f1", "drivelm/full_accuracy",
              "planning/L2_avg_stp3", "efficiency/prefix_tokens", "efficiency/frame_s"],

@@ -11,9 +11,9 @@ sweep = dict(
     seeds=[0, 1, 2],
     resamples=2000,
     test_args=["--variant", "lossless"],
-    reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm",
-           "bev_vlm_mc-generate": "work_dirs/sweeps/recipe/bev_vlm",
-           "bev_vlm_mc-calibrated": "work_dirs/sweeps/recipe/bev_vlm"},
+    reuse={"bev_vlm": "work_dirs/sweeps/recipe_r3/bev_vlm",
+           "bev_vlm_mc-generate": "work_dirs/sweeps/recipe_r3/bev_vlm",
+           "bev_vlm_mc-calibrated": "work_dirs/sweeps/recipe_r3/bev_vlm"},
     columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/full_accuracy", "drivelm/language_score",
              "drivelm/match_f1", "efficiency/frame_s"],
 )

@@ -11,7 +11,7 @@ sweep = dict(
     # tested with the lossless inference variant (same answers as plain greedy decoding)
     test_args=["--variant", "lossless"],
     # configs/bev_vlm.py's seeds are the recipe sweep's runs: reused (checked key by key)
-    reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm"},
+    reuse={"bev_vlm": "work_dirs/sweeps/recipe_r3/bev_vlm"},
     columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/language_score",
              "drivelm/match_f1", "drivelm/full_accuracy", "efficiency/rounds_per_frame",
              "efficiency/tokens_per_frame", "efficiency/prefill_s", "efficiency/decode_s",

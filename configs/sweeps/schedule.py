@@ -11,7 +11,7 @@ sweep = dict(
     seeds=[0, 1, 2],
     resamples=2000,
     test_args=["--variant", "lossless"],
-    reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm"},
+    reuse={"bev_vlm": "work_dirs/sweeps/recipe_r3/bev_vlm"},
     # accuracy_ungated: tag-0 accuracy over every tag-0 question, whatever the graph gating keeps
     # gpt_free_ungated: the GPT-free sum with accuracy_ungated (not official)
     columns=["drivelm/gpt_free_final", "drivelm/gpt_free_ungated", "drivelm/accuracy", "drivelm/accuracy_ungated", "drivelm/family/behavior",

@@ -15,7 +15,7 @@ sweep = dict(
     # answers identical to plain greedy decoding, checked in tests/tools/test_train_test_smoke.py)
     test_args=["--variant", "lossless"],
     # configs/bev_vlm.py's seeds are the recipe sweep's runs: reused (checked key by key)
-    reuse={"bev_vlm": "work_dirs/sweeps/recipe/bev_vlm"},
+    reuse={"bev_vlm": "work_dirs/sweeps/recipe_r3/bev_vlm"},
     columns=["drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/full_accuracy",
              "drivelm/family/moving_status", "planning/L2_avg_stp3", "planning/collision_avg_stp3",
              "efficiency/encoder_s", "efficiency/frame_s", "efficiency/prefix_tokens"],

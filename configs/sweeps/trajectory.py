@@ -27,7 +27,7 @@ sweep = dict(
     # the head without the ego path is the earlier default, trained by the perception_first sweep:
     # reused (checked key by key)
     reuse={"bev_vlm_no-ego-prior": "work_dirs/sweeps/perception_first/bev_vlm",
-           "bev_vlm": "work_dirs/sweeps/recipe/bev_vlm"},
+           "bev_vlm": "work_dirs/sweeps/recipe_r3/bev_vlm"},
     columns=["planning/L2_1s_stp3", "planning/L2_2s_stp3", "planning/L2_3s_stp3", "planning/L2_avg_stp3",
              "planning/collision_avg_stp3", "efficiency/traj_s", "efficiency/traj_tokens_per_frame",
              "drivelm/gpt_free_final", "drivelm/accuracy", "drivelm/language_score", "drivelm/match_f1",
