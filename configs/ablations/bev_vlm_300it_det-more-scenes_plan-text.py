@@ -5,8 +5,10 @@
 # so every question is answered with the plan in view. Read by the answers' rules, the combined
 # recipe's plans give the right behaviour option and safe actions far more often than its LLM does
 # (plan minus answers +0.264 [+0.053, +0.476] * over those questions; docs/results/plan_answers/).
-# In training the line comes from the head's plan of the same step (a first pass over the prefix,
-# no gradient), at test time from the plan just made (the prefix cache is extended by the line).
+# In training the line is written inside the LLM's forward from the query states of the same pass
+# (HFCausalLM.forward_train(insert=...); the three seeds below were trained with a first pass over the
+# prefix instead, with equal losses and gradients: tested), at test time from the plan just made (the
+# prefix cache is extended by the line). The default (configs/bev_vlm.py) has the line since 2026-12-07.
 # Three seeds, each against the combined recipe's same seed (docs/research/plan_text.md): QA exact match
 # 0.447 -> 0.521 ± 0.005 (+0.074 [+0.019, +0.126] *), GPT-free 0.296 -> 0.326 ± 0.0004 (+0.030
 # [+0.009, +0.055] *), the plan unchanged.

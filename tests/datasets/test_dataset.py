@@ -114,3 +114,27 @@ def test_test_format_repeats_add_the_scored_questions(tmp_path):
     assert len(framed) == len(test)
     with pytest.raises(ValueError, match="test_format_repeats"):
         BEVDriveDataset(path, PIPELINE, qa_mode="chunks", test_format_repeats=-1)
+
+
+def test_family_repeats_add_that_familys_questions(tmp_path):
+    """family_repeats={f: r} adds, per frame that has questions of family f, r items holding exactly
+    those questions (graph order); the chunks stay as they were; unknown families and negative
+    counts are refused with the fix."""
+    path = create_drivelm_only_infos(SAMPLE_JSON, SAMPLE_IMAGES, str(tmp_path / "s.pkl"))
+    plain = BEVDriveDataset(path, PIPELINE, qa_mode="chunks", qa_per_sample=8)
+    framed = BEVDriveDataset(path, PIPELINE, qa_mode="frame")
+    fam = "collision_actions"
+    wanted = {e["frame"]: [(q.index, q.question) for q in e["qa"] if q.family == fam] for e in framed.data_list}
+    with_fam = {fi: qs for fi, qs in wanted.items() if qs}
+    assert with_fam, "the real DriveLM sample asks collision-action questions"
+    more = BEVDriveDataset(path, PIPELINE, qa_mode="chunks", qa_per_sample=8, family_repeats={fam: 3})
+    extra = [e for e in more.data_list if e not in plain.data_list]
+    assert len(more) == len(plain) + 3 * len(with_fam) and len(extra) == 3 * len(with_fam)
+    for e in extra:
+        assert [(q.index, q.question) for q in e["qa"]] == with_fam[e["frame"]]
+    assert len(BEVDriveDataset(path, PIPELINE, qa_mode="chunks", family_repeats={fam: 0})) == len(plain)
+    assert len(BEVDriveDataset(path, PIPELINE, qa_mode="frame", family_repeats={fam: 3})) == len(framed)
+    with pytest.raises(ValueError, match="unknown question family 'collision'.*Fix"):
+        BEVDriveDataset(path, PIPELINE, qa_mode="chunks", family_repeats={"collision": 2})
+    with pytest.raises(ValueError, match="must be an integer >= 0"):
+        BEVDriveDataset(path, PIPELINE, qa_mode="chunks", family_repeats={fam: -1})

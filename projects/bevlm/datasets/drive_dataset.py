@@ -30,6 +30,22 @@ def _load_info_file(path: str) -> dict:
     return data
 
 
+def _check_family_repeats(family_repeats: dict | None) -> dict:
+    """``family_repeats`` as ``{family: int}``, each family a known one and each count >= 0."""
+    from bevlm.structures.qa_families import FAMILIES
+
+    known = sorted({f for names in FAMILIES.values() for f in names})
+    out = {}
+    for family, repeats in dict(family_repeats or {}).items():
+        if family not in known:
+            raise ValueError(f"BEVDriveDataset: family_repeats names an unknown question family {family!r}. "
+                             f"Fix: use one of {known}")
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 0:
+            raise ValueError(f"BEVDriveDataset: family_repeats[{family!r}]={repeats!r} must be an integer >= 0")
+        out[family] = int(repeats)
+    return out
+
+
 @DATASETS.register_module()
 class BEVDriveDataset(BaseDataset):
     """Key frames of a nuScenes-format source joined with DriveLM QA.
@@ -77,6 +93,10 @@ class BEVDriveDataset(BaseDataset):
             challenge scores as often as the rest of the graph. 0 = the graph's chunks only.
             Other modes ignore it (a training config reused per frame, e.g. for calibration,
             still yields each frame once).
+        family_repeats: in 'chunks' mode, ``{family: r}``: also add the frame's questions of that
+            question family (:mod:`bevlm.structures.qa_families`, e.g. ``'collision_actions'``) as
+            ``r`` extra items per frame that has any, so a family the model under-learns is trained
+            more often. None / {} = no extra items. Other modes ignore it.
         questions_file: a questions-only DriveLM test file (the challenge's
             ``v1_1_val_nus_q_only.json``, or one from ``tools/create_data.py drivelm-questions``):
             one item per frame of that file, asking exactly its questions in the official id order
@@ -94,7 +114,8 @@ class BEVDriveDataset(BaseDataset):
                  require_qa: bool = True, max_frames: int | None = None, qa_select: str = "all",
                  frame_stride: int = 1, mc_seed: int | None = 0, domain: str | None = None,
                  test_format_repeats: int = 0, questions_file: str | None = None,
-                 stream_skipped: bool = False, test_mode: bool = False) -> None:
+                 stream_skipped: bool = False, family_repeats: dict | None = None,
+                 test_mode: bool = False) -> None:
         if qa_mode not in ("chunks", "frame", "none"):
             raise ValueError(f"qa_mode must be 'chunks', 'frame' or 'none', got {qa_mode!r}")
         if queue_length < 1:
@@ -113,6 +134,7 @@ class BEVDriveDataset(BaseDataset):
         if test_format_repeats < 0:
             raise ValueError(f"test_format_repeats={test_format_repeats} must be >= 0")
         self.test_format_repeats = int(test_format_repeats)
+        self.family_repeats = _check_family_repeats(family_repeats)
         self.qa_select = qa_select
         self.frame_stride = frame_stride
         self.stream_skipped = bool(stream_skipped)
@@ -184,6 +206,10 @@ class BEVDriveDataset(BaseDataset):
                 test_qa = [q for q in qa if test_set is not None and q.index in test_set]
                 if test_qa:
                     entries += [{"frame": fi, "qa": list(test_qa)} for _ in range(self.test_format_repeats)]
+                for family, repeats in self.family_repeats.items():
+                    family_qa = [q for q in qa if q.family == family]
+                    if family_qa:
+                        entries += [{"frame": fi, "qa": list(family_qa)} for _ in range(repeats)]
             else:
                 entries.append({"frame": fi, "qa": qa})
         if not entries:
