@@ -129,6 +129,7 @@ def test_family_repeats_add_that_familys_questions(tmp_path):
     assert with_fam, "the real DriveLM sample asks collision-action questions"
     more = BEVDriveDataset(path, PIPELINE, qa_mode="chunks", qa_per_sample=8, family_repeats={fam: 3})
     extra = [e for e in more.data_list if e not in plain.data_list]
+    assert all(e in more.data_list for e in plain.data_list)  # the chunks stay
     assert len(more) == len(plain) + 3 * len(with_fam) and len(extra) == 3 * len(with_fam)
     for e in extra:
         assert [(q.index, q.question) for q in e["qa"]] == with_fam[e["frame"]]
