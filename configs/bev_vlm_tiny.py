@@ -17,6 +17,9 @@ model = dict(
     # no detections as text: nothing loads a stage-1 head here (tests that need it build one:
     # tests/models/test_perception_text.py)
     det_head=None, perception_text=None,
+    # no plan line: the tiny random tokenizer spells it in more than the default's 48 tokens (tests that
+    # need it build it: tests/models/test_plan_text.py)
+    plan_text=None,
     img_neck=dict(out_channels=embed_dims),
     bev_encoder=dict(embed_dims=embed_dims, bev_h=bev_h, bev_w=bev_w, num_layers=1, num_points=2,
                      num_z_anchors=2, ffn_dims=64),

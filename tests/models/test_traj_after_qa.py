@@ -342,7 +342,10 @@ def test_config_sweep_and_refused_settings():
     cfg = Config.fromfile(f"{REPO}/configs/ablations/bev_vlm_traj-after-qa.py")
     default = Config.fromfile(f"{REPO}/configs/bev_vlm.py")
     assert cfg.model.traj_placement == "after_qa"
-    assert {k: v for k, v in cfg.model.to_dict().items() if k != "traj_placement"} == default.model.to_dict()
+    # the placement, and no plan line (it needs the prefix head): the default's model otherwise
+    assert cfg.model.plan_text is None
+    assert {k: v for k, v in cfg.model.to_dict().items() if k not in ("traj_placement", "plan_text")} == \
+        {k: v for k, v in default.model.to_dict().items() if k != "plan_text"}
     sweep = Config.fromfile(f"{REPO}/configs/sweeps/trajectory.py").sweep
     assert "configs/ablations/bev_vlm_traj-after-qa.py" in sweep.configs and sweep.configs[0] == "configs/bev_vlm.py"
     tiny = _cfg()
