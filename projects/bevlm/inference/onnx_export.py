@@ -301,14 +301,12 @@ def cpu_lacks_vnni() -> bool:
     elsewhere (VNNI, other architectures, or no /proc/cpuinfo to read)."""
     import platform
 
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+    from bevlm.utils.profiling import cpu_model_and_flags
+
+    flags = cpu_model_and_flags()[1]
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686") or not flags:
         return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_vnni" not in flags and "avx_vnni" not in flags
+    return not flags & {"avx512_vnni", "avx_vnni"}
 
 
 def quantize_onnx_int8(path_in: str, path_out: str, per_channel: bool = False,

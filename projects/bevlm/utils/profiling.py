@@ -69,11 +69,9 @@ def peak_memory_mb() -> float:
     return rss / 1024 if sys.platform != "darwin" else rss / 2**20
 
 
-def machine_info() -> dict:
-    """The machine a result was measured on: CPU model, cores, the vector extensions that change
-    numerics and speed (AVX2 / AVX-512 / AVX512-BF16 / AMX), torch and Python versions, and the GPU
-    when one is visible. Runs of different CPUs are compared across seeds, not frame by frame."""
-    import os
+def cpu_model_and_flags() -> tuple[str, set]:
+    """The CPU model name and its feature flags from /proc/cpuinfo (the first processor); the
+    platform's processor name and no flags where that file cannot be read."""
     import platform
 
     cpu, flags = platform.processor() or platform.machine(), set()
@@ -87,6 +85,17 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
+    return cpu, flags
+
+
+def machine_info() -> dict:
+    """The machine a result was measured on: CPU model, cores, the vector extensions that change
+    numerics and speed (AVX2 / AVX-512 / AVX512-BF16 / AMX), torch and Python versions, and the GPU
+    when one is visible. Runs of different CPUs are compared across seeds, not frame by frame."""
+    import os
+    import platform
+
+    cpu, flags = cpu_model_and_flags()
     info = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "isa": [name for name, flag in (("avx2", "avx2"), ("avx512", "avx512f"), ("avx512_bf16", "avx512_bf16"),
                                             ("amx", "amx_tile")) if flag in flags],
