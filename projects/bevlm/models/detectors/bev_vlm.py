@@ -15,6 +15,7 @@ from bevlm.utils import Stopwatch, count_flops
 from ..bev.multiview_encoder import encode_bev_queue, extract_multiview_feats
 from ..heads.ego_text import EgoText
 from ..heads.perception_text import PerceptionText
+from ..heads.question_grounding import QuestionGrounding
 from ..heads.plan_text import PlanText
 from ..heads.text_trajectory import TRAJ_QUESTION, format_waypoints, parse_waypoints
 from ..llm.packing import build_packed_batch
@@ -115,6 +116,10 @@ class BEVVLM(BaseModel):
             line after the trajectory queries, so the questions are answered with the plan in view
             (in training written from the head's plan of a first pass without gradient); None = none.
             Needs ``traj_source='head'`` and ``traj_placement='prefix'``.
+        question_grounding: keyword arguments of
+            :class:`~bevlm.models.heads.question_grounding.QuestionGrounding`: each c-tag of a question
+            followed by the ego-frame position of the detection it names ("(12 m ahead, 1 m left)"), in
+            training and at test time; None = none. Needs ``perception_text`` (its detections).
         loss_lm_weight: weight of the language-modelling loss.
         data_preprocessor: config of :class:`BEVVLMDataPreprocessor`.
         init_cfg: mmengine initialisation config.
@@ -131,7 +136,8 @@ class BEVVLM(BaseModel):
                  traj_placement: str = "prefix",
                  domain_adapters: dict | None = None, frozen: tuple | list = (), test_cfg: dict | None = None,
                  num_prompt_tokens: int = 0, det_head: dict | None = None, perception_text: dict | None = None,
-                 ego_text: dict | None = None, plan_text: dict | None = None, data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
+                 ego_text: dict | None = None, plan_text: dict | None = None,
+                 question_grounding: dict | None = None, data_preprocessor: dict | None = None, init_cfg: dict | None = None, **unknown) -> None:
         if unknown:
             moved = sorted(set(unknown) & set(TestConfig.keys()))
             if moved:
@@ -198,6 +204,12 @@ class BEVVLM(BaseModel):
                                  f"got {vision!r}")
             self.det_head = MODELS.build(det_head).requires_grad_(False).eval()
             self.perception_text = PerceptionText(**perception_text)
+        self.question_grounding = None
+        if question_grounding is not None:
+            if self.perception_text is None:
+                raise ValueError("BEVVLM: question_grounding reads the detections perception_text decodes; set "
+                                 "det_head and perception_text too, or question_grounding=None")
+            self.question_grounding = QuestionGrounding(**question_grounding)
         # parts that only a checkpoint gives (frozen, never trained here): a training's load_from must hold
         # them (bevlm.engine.checkpoint.check_required_weights), else a random head would write the text
         self.weights_from_checkpoint = ("det_head.",) if self.det_head is not None else ()
@@ -459,6 +471,8 @@ class BEVVLM(BaseModel):
             if bev is None:
                 raise ValueError("BEVVLM.build_prefix: perception_text needs the frame's BEV (pass bev=)")
             parts.append(self.perception_text.embed(self.det_head, bev, data_samples, self.llm))
+            if self.question_grounding is not None:  # the questions the LLM reads, from the same detections
+                self.question_grounding.apply(data_samples)
         if self.ego_text is not None:
             ref = parts[-1] if parts else self.llm.lm.get_input_embeddings().weight
             parts.append(self.ego_text.embed(data_samples, self.llm).to(ref.dtype))

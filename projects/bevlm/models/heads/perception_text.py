@@ -161,12 +161,14 @@ class PerceptionText:
 
     def texts(self, det_head, bev: Tensor, data_samples: list) -> list[str]:
         """The line of every sample (decoded by ``det_head`` from ``bev``); also stored as
-        ``sample.perception_text`` for inspection."""
+        ``sample.perception_text`` for inspection, and the decoded detections as
+        ``sample.perception_dets`` (read by :class:`~bevlm.models.heads.question_grounding.QuestionGrounding`)."""
         with torch.no_grad():
             dets = det_head.predict(det_head(bev.detach()))
         out = []
         for det, sample in zip(dets, data_samples):
             det = {k: v.detach().cpu() for k, v in det.items()}
+            sample.perception_dets = det
             objs = self.objects(det, sample)
             sample.perception_objects = objs
             sample.perception_text = self.describe(objs)
