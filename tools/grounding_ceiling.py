@@ -29,39 +29,21 @@ def main():
     p.add_argument("--out", help="also write the table as JSON")
     args = p.parse_args()
 
-    import torch
-    from mmengine.config import Config
-    from mmengine.dataset import pseudo_collate
-    from mmengine.registry import init_default_scope
-
-    from bevlm.engine.checkpoint import load_model_weights
+    from bevlm.engine.det_frames import scored_frame_detections
     from bevlm.models.heads.question_grounding import QuestionGrounding
-    from bevlm.registry import DATASETS, MODELS
     from bevlm.structures.qa_families import CTAG_RE
     from bevlm.world.drivelm_qa import ObjFacts, collision_action
 
-    init_default_scope("bevlm")
-    model = MODELS.build(Config.fromfile(args.det_config).model.to_dict())
-    load_model_weights(model, args.det_ckpt, config=args.det_config)
-    model.eval()
-    ds_cfg = Config.fromfile(args.vlm_config).test_dataloader.dataset.to_dict()
-    ds_cfg.update(stream_skipped=False, queue_length=1)  # the scored frames only, no history
-    ds = DATASETS.build(ds_cfg)
     settings = {(r, t): QuestionGrounding(radius=r, score_thr=t) for r in args.radius for t in args.thr}
     hits = {key: [] for key in settings}
     found = {key: 0 for key in settings}
-    for i in range(len(ds)):
-        data = model.data_preprocessor(pseudo_collate([ds[i]]), False)
-        sample = data["data_samples"][0]
+    frames = scored_frame_detections(args.det_config, args.det_ckpt, args.vlm_config,
+                                     wanted=lambda s: any(qa.family == "collision_actions" for qa in s.qa))
+    for i, n, sample, det in frames:
         questions = [qa for qa in sample.qa if qa.family == "collision_actions"]
-        if not questions:
-            continue
         if any(not qa.answer for qa in questions):
             raise ValueError(f"{args.vlm_config}: the test split's collision-action questions carry no reference "
                              f"answers (a questions file without answers); score a split read from the info files")
-        with torch.no_grad():
-            det = model.det_head.predict(model.det_head(model.encode_bev(data["inputs"]["imgs"], [sample])))[0]
-        det = {k: v.cpu() for k, v in det.items()}
         for key, grounding in settings.items():
             centres = grounding.candidates(det)
             for qa in questions:
@@ -74,7 +56,7 @@ def main():
                     answer = collision_action(ObjFacts(ann="", category="vehicle.car", attribute=None, x=xy[0],
                                                        y=xy[1], direction="", perceived=True))
                 hits[key].append(float(answer == qa.answer))
-        print(f"\r{i + 1}/{len(ds)} frames", end="", flush=True)
+        print(f"\r{i + 1}/{n} frames", end="", flush=True)
     print()
     rows = [{"radius_px": r, "score_thr": t, "questions": len(v), "grounded": found[(r, t)],
              "exact_match": sum(v) / max(len(v), 1)} for (r, t), v in hits.items()]

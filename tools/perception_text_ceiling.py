@@ -27,36 +27,19 @@ def main():
     p.add_argument("--out", help="also write the table as JSON")
     args = p.parse_args()
 
-    import torch
-    from mmengine.config import Config
-    from mmengine.dataset import pseudo_collate
-    from mmengine.registry import init_default_scope
-
-    from bevlm.engine.checkpoint import load_model_weights
+    from bevlm.engine.det_frames import scored_frame_detections
     from bevlm.evaluation.drivelm_official import match_result
     from bevlm.models.heads.perception_text import PerceptionText
-    from bevlm.registry import DATASETS, MODELS
 
-    init_default_scope("bevlm")
-    model = MODELS.build(Config.fromfile(args.det_config).model.to_dict())
-    load_model_weights(model, args.det_ckpt, config=args.det_config)
-    model.eval()
-    ds_cfg = Config.fromfile(args.vlm_config).test_dataloader.dataset.to_dict()
-    ds_cfg.update(stream_skipped=False, queue_length=1)  # the scored frames only, no history
-    ds = DATASETS.build(ds_cfg)
     lines = {(t, k): PerceptionText(score_thr=t, max_objects=k) for t in args.thr for k in args.objects}
     f1 = {key: [] for key in lines}
-    for i in range(len(ds)):
-        data = model.data_preprocessor(pseudo_collate([ds[i]]), False)
-        sample = data["data_samples"][0]
+    frames = scored_frame_detections(args.det_config, args.det_ckpt, args.vlm_config,
+                                     wanted=lambda s: any(qa.family == "important_objects" for qa in s.qa))
+    for i, n, sample, det in frames:
         gts = [qa.answer for qa in sample.qa if qa.family == "important_objects"]
-        if not gts:
-            continue
-        with torch.no_grad():
-            det = model.det_head.predict(model.det_head(model.encode_bev(data["inputs"]["imgs"], [sample])))[0]
         for key, pt in lines.items():
             f1[key].append(100 * match_result(pt.describe(pt.objects(det, sample)), gts[0]).f1)
-        print(f"\r{i + 1}/{len(ds)} frames", end="", flush=True)
+        print(f"\r{i + 1}/{n} frames", end="", flush=True)
     print()
     rows = [{"score_thr": t, "max_objects": k, "frames": len(v), "match_f1": sum(v) / max(len(v), 1)}
             for (t, k), v in f1.items()]
