@@ -67,7 +67,8 @@ def test_radius_score_and_class_choose_the_candidates(tiny_world):
     s = data["data_samples"][0]
     tag = next(t for t, i in s.key_object_infos.items() if i["Category"] != "Traffic element")
     det = _gt_dets(s)
-    assert "(not detected)" not in QuestionGrounding(radius=1.0).ground(tag, QuestionGrounding(radius=1.0).candidates(det), s)
+    g = QuestionGrounding(radius=1.0)
+    assert "(not detected)" not in g.ground(tag, g.candidates(det), s)
     low = dict(det, scores_3d=torch.full_like(det["scores_3d"], 0.05))  # all below score_thr
     g = QuestionGrounding(radius=1.0, score_thr=0.1)
     assert g.ground(tag, g.candidates(low), s) == f"{tag} (not detected)"

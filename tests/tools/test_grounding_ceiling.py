@@ -5,25 +5,16 @@ import os
 import subprocess
 import sys
 
-import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from bevlm.registry import DATASETS, MODELS
+from bevlm.registry import DATASETS
 from tests.conftest import REPO
-from tests.models.test_bev_det import _tiny_det_cfg
+from tests.tools.test_perception_text_ceiling import det_and_vlm_configs
 
 
 def test_table_of_the_rule_on_the_grounding(tiny_world, tmp_path):
-    cfg, _ = _tiny_det_cfg()
-    det_cfg = tmp_path / "det.py"
-    Config(dict(model=cfg)).dump(str(det_cfg))
-    torch.manual_seed(0)
-    ckpt = tmp_path / "det.pth"
-    torch.save({"state_dict": MODELS.build(cfg).state_dict()}, ckpt)
-    vlm_cfg = tmp_path / "vlm.py"
-    vlm_cfg.write_text(f"_base_ = [{REPO + '/configs/bev_vlm_tiny.py'!r}]\n"
-                       f"test_dataloader = dict(dataset=dict(data_root={str(tiny_world) + '/'!r}))\n")
+    det_cfg, ckpt, vlm_cfg = det_and_vlm_configs(tiny_world, tmp_path)
     out = tmp_path / "ceiling.json"
     proc = subprocess.run([sys.executable, "tools/grounding_ceiling.py", str(det_cfg), str(ckpt),
                            "--vlm-config", str(vlm_cfg), "--thr", "0.0", "1.1", "--radius", "1000", "--out", str(out)],

@@ -13,7 +13,9 @@ from tests.conftest import REPO
 from tests.models.test_bev_det import _tiny_det_cfg
 
 
-def test_table_of_the_lines_match_f1(tiny_world, tmp_path):
+def det_and_vlm_configs(tiny_world, tmp_path) -> tuple:
+    """A tiny detector config, its (random, seeded) checkpoint and a tiny VLM config on the tiny world:
+    the inputs of the ceiling tools."""
     cfg, _ = _tiny_det_cfg()
     det_cfg = tmp_path / "det.py"
     Config(dict(model=cfg)).dump(str(det_cfg))
@@ -23,6 +25,11 @@ def test_table_of_the_lines_match_f1(tiny_world, tmp_path):
     vlm_cfg = tmp_path / "vlm.py"
     vlm_cfg.write_text(f"_base_ = [{REPO + '/configs/bev_vlm_tiny.py'!r}]\n"
                        f"test_dataloader = dict(dataset=dict(data_root={str(tiny_world) + '/'!r}))\n")
+    return det_cfg, ckpt, vlm_cfg
+
+
+def test_table_of_the_lines_match_f1(tiny_world, tmp_path):
+    det_cfg, ckpt, vlm_cfg = det_and_vlm_configs(tiny_world, tmp_path)
     out = tmp_path / "ceiling.json"
     proc = subprocess.run([sys.executable, "tools/perception_text_ceiling.py", str(det_cfg), str(ckpt),
                            "--vlm-config", str(vlm_cfg), "--thr", "0.0", "1.1", "--objects", "3", "--out", str(out)],
