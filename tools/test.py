@@ -107,8 +107,10 @@ def main():
         check_variant(variants[args.variant].to_dict(), f"{args.variants_file}: variant {args.variant!r}")
         cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [
             dict(type="InferenceVariantHook", name=args.variant, variant=variants[args.variant].to_dict())]
-    elif (cfg.model.get("test_cfg") or {}).get("multiple_choice") == "calibrated":
-        # the config's own settings, plus the content-free frame (mean training prefix) they need
+    elif (cfg.model.get("test_cfg") or {}).get("multiple_choice") == "calibrated" or \
+            (cfg.model.get("test_cfg") or {}).get("closed_set"):
+        # the config's own settings, plus the content-free frame (mean training prefix) or the
+        # closed-set families' training answers they need
         cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [
             dict(type="InferenceVariantHook", name="config", variant={})]
     if args.quantized:

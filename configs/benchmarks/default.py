@@ -246,3 +246,9 @@ variants["lossless_heads"] = dict(share_prompt_cache=True, speculative=dict(
 variants["lossless_heads_p50"] = dict(share_prompt_cache=True, speculative=dict(
     variants["lossless"]["speculative"], **_heads, head_policy="override", head_min_prob=0.5))
 variants["lossless_lookup_only_heads"] = dict(share_prompt_cache=True, speculative=dict(_lookup_chain, **_heads))
+# the lossless stack with the collision questions answered from their family's training answers:
+# each gets the text (of those seen >= 2 times in training) the model finds likeliest as its whole
+# answer (bevlm.models.qa.closed_set), or likeliest relative to the content-free frame ("calibrated")
+variants["lossless_closed_collision"] = dict(variants["lossless"], closed_set=dict(families=["collision_actions"]))
+variants["lossless_closed_collision_calibrated"] = dict(
+    variants["lossless"], closed_set=dict(families=["collision_actions"], scoring="calibrated"))

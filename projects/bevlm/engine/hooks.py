@@ -174,15 +174,17 @@ def answer_budget_findings(model, entries: list[dict], warn=None) -> dict | None
     (:func:`bevlm.models.qa.budget_shortfalls`), each also passed to ``warn`` as a message naming the
     family, the budget, the longest reference and the ``--cfg-options`` fix. None for a model without
     a language side (nothing to check). Multiple-choice questions are skipped when the model answers
-    them by option likelihood (nothing is decoded for them)."""
+    them by option likelihood, and the families of ``test_cfg.closed_set`` always (nothing is decoded
+    for them)."""
     from bevlm.models.qa import budget_shortfalls, is_multiple_choice
 
     test_cfg, llm = getattr(model, "test_cfg", None), getattr(model, "llm", None)
     if test_cfg is None or llm is None or not hasattr(test_cfg, "family_max_new_tokens"):
         return None  # not a language model (e.g. the detection pretraining)
-    by_likelihood = getattr(test_cfg, "multiple_choice", "generate") == "likelihood"
+    by_likelihood = getattr(test_cfg, "multiple_choice", "generate") in ("likelihood", "calibrated")
+    closed = set((getattr(test_cfg, "closed_set", None) or {}).get("families") or ())  # scored, not decoded
     items = [qa for e in entries for qa in e.get("qa", [])
-             if qa.answer and not (by_likelihood and is_multiple_choice(qa))]
+             if qa.answer and not (by_likelihood and is_multiple_choice(qa)) and qa.family not in closed]
 
     def encode(text: str) -> list[int]:
         return list(llm.tokenizer(text, add_special_tokens=False)["input_ids"])

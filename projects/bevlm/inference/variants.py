@@ -42,6 +42,7 @@ from torch import nn
 from bevlm.models.detectors.test_cfg import TestConfig
 from bevlm.models.llm.prompt import encode
 from bevlm.models.qa import blocks_for_policy
+from bevlm.models.qa.closed_set import closed_set_answers
 from bevlm.registry import DATASETS
 
 from .ptq import calibration_prefixes, quantize_bevvlm
@@ -85,8 +86,15 @@ def build_variant(base: nn.Module, spec: dict, calib: list | None = None, log=pr
 
 
 def calibrates_mc(model: nn.Module, spec: dict) -> bool:
-    """Whether ``model`` tested as ``spec`` scores multiple choice against a content-free frame."""
-    return spec.get("multiple_choice", model.test_cfg.multiple_choice) == "calibrated"
+    """Whether ``model`` tested as ``spec`` scores multiple choice or closed-set families against a
+    content-free frame."""
+    return model.test_cfg.merged({k: v for k, v in spec.items() if k in ("multiple_choice", "closed_set")}).calibrated
+
+
+def closes_families(model: nn.Module, spec: dict) -> bool:
+    """Whether ``model`` tested as ``spec`` answers some families from their training answers
+    (``test_cfg.closed_set``), which needs the training QA."""
+    return spec.get("closed_set", model.test_cfg.closed_set) is not None
 
 
 def prior_inputs(model: nn.Module, cfg, specs: list[dict], frames: int = 16) -> list | None:
@@ -134,6 +142,7 @@ def variant_inputs(model: nn.Module, cfg, specs: list[dict], calib_frames: int =
     """``(calib, train_qa)`` for :func:`apply_variant`, both from the config's *training* split
     (calibration and the answer datastore never see the evaluated frames); ``None`` where unneeded."""
     need_calib, need_qa = needs_inputs(specs)
+    need_qa = need_qa or any(closes_families(model, spec) for spec in specs)
     if not (need_calib or need_qa):
         return None, None
     sets = training_frame_datasets(cfg)
@@ -210,9 +219,19 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
             quant_drafter.prepare()
             log(f"speculative: {quant_drafter.setting.precision} draft model, "
                 f"{quant_drafter.resident_bytes / 1e6:.1f} MB beyond the verifier's weights")
-    if model.test_cfg.multiple_choice == "calibrated":
+    if model.test_cfg.closed_set is not None:
+        cs = model.test_cfg.closed_set
+        if not train_qa:
+            raise ValueError("test_cfg.closed_set needs the training QA for its candidate answers: pass "
+                             "train_qa=variant_inputs(model, cfg, [spec])[1] to apply_variant / build_variant")
+        answers = closed_set_answers(train_qa, cs["families"], cs["min_count"], cs["max_answers"])
+        model.set_closed_answers(answers)
+        log("closed-set answers from the training QA: " + ", ".join(f"{f} {len(t)}" for f, t in answers.items()))
+    else:
+        model.set_closed_answers(None)
+    if model.test_cfg.calibrated:
         if not prior:
-            raise ValueError("multiple_choice='calibrated' needs training frames for its content-free frame: pass "
+            raise ValueError("calibrated scoring (multiple_choice / closed_set) needs training frames for its content-free frame: pass "
                              "prior=prior_inputs(model, cfg, [spec]) to apply_variant / build_variant")
         model.set_mc_prior(mc_prior_prefix(prior))
         log(f"multiple choice calibrated against the mean prefix of {len(prior)} training frames")

@@ -24,6 +24,7 @@ from ..llm.stopping import build_end_guard, build_stop_rule
 from ..pruning import prefill_with_setting, prune_visual_tokens
 from ..qa import (QAPolicy, answer_frame, apply_system_prompt, blocks_for_policy, build_frame_decoder,
                   OptionPrior, choose_by_likelihood, is_multiple_choice)
+from ..qa.closed_set import choose_closed_answers
 from ..qa.traj_context import check_context_policy, context_blocks, context_flags
 from ..temporal_cache import TemporalBEVCache
 from .test_cfg import TestConfig
@@ -347,9 +348,26 @@ class BEVVLM(BaseModel):
         clears it. Set it again after changing the LLM's weights (its scores are remembered)."""
         self.mc_prior = None if prefix_embeds is None else OptionPrior(self.llm, prefix_embeds)
 
+    closed_answers: dict | None = None  # {family: candidate texts} of test_cfg.closed_set
+
+    def set_closed_answers(self, answers: dict | None) -> None:
+        """Set the candidate answers of ``test_cfg.closed_set``'s families (``{family: [text,
+        ...]}``, e.g. :func:`bevlm.models.qa.closed_set.closed_set_answers` of the training QA;
+        :func:`bevlm.inference.variants.apply_variant` sets them); None clears them."""
+        self.closed_answers = None if answers is None else {f: list(t) for f, t in answers.items()}
+
+    def _closed_candidates(self, test_cfg) -> dict:
+        fams = test_cfg.closed_set["families"]
+        missing = [f for f in fams if f not in (self.closed_answers or {})]
+        if missing:
+            raise RuntimeError(f"test_cfg.closed_set answers families {fams} from candidate sets, and none is set for "
+                               f"{missing}. Fix: test through tools/test.py (it collects them from the training "
+                               f"QA), call bevlm.inference.variants.apply_variant, or call model.set_closed_answers")
+        return {f: self.closed_answers[f] for f in fams}
+
     def _option_prior(self) -> OptionPrior:
         if self.mc_prior is None:
-            raise RuntimeError("test_cfg.multiple_choice='calibrated' needs the content-free frame its option scores "
+            raise RuntimeError("calibrated scoring (test_cfg.multiple_choice or closed_set) needs the content-free frame its scores "
                                "are calibrated against, and none is set. Fix: test through tools/test.py (it sets "
                                "the mean prefix of training frames), call bevlm.inference.variants.apply_variant, "
                                "or call model.set_mc_prior(prefix_embeds)")
@@ -701,6 +719,15 @@ class BEVVLM(BaseModel):
                     prior = self._option_prior() if test_cfg.multiple_choice == "calibrated" else None
                     chosen, _ = choose_by_likelihood(self.llm, cache, mc, self.qa_policy, prior=prior)
                     extra["mc_scored"] = len(mc)
+                if test_cfg.closed_set is not None:  # open questions of closed-set families: scored, not decoded
+                    fams = set(test_cfg.closed_set["families"])
+                    closed = [qa for qa in decoded if qa.family in fams]
+                    decoded = [qa for qa in decoded if qa.family not in fams]
+                    prior = self._option_prior() if test_cfg.closed_set["scoring"] == "calibrated" else None
+                    picked, _ = choose_closed_answers(self.llm, cache, closed, self._closed_candidates(test_cfg),
+                                                      self.qa_policy, prior=prior)
+                    chosen = {**chosen, **picked}
+                    extra["closed_scored"] = len(closed)
                 res = answer_frame(self.llm, cache, decoded, self.qa_policy, test_cfg.max_new_tokens,
                                    test_cfg.family_max_new_tokens, decoder=self.frame_decoder)
             sample.pred_answers = {**res.answers, **chosen}

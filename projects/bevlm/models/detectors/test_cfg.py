@@ -18,8 +18,11 @@ as ``test_cfg`` of mmdet3d detectors::
         count_flops_frames=2,                         # FLOPs counted on the first N batches
         pruning=dict(encoder_layers=None, bev_keep_ratio=1.0, fastv_keep_ratio=1.0, fastv_layer=2),
         speculative=None,                             # or SelfSpeculativeDecoder arguments
-        multiple_choice="generate"))                  # or "likelihood": MC letters by option likelihood,
+        multiple_choice="generate",                   # or "likelihood": MC letters by option likelihood,
                                                       # "calibrated": likelihood minus the answer prior
+        closed_set=None))                             # or dict(families=["collision_actions"]): those open
+                                                      # questions answered by likelihood over the family's
+                                                      # training answers
 
 The QA-round policy is *not* here: it is also the training format, so it stays the model
 argument ``qa_policy`` (one source of truth for training and testing).
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 
 from ..llm.batched_generation import GROUP_OVERHEAD_TOKENS
 from ..pruning import PruningSetting
+from ..qa.closed_set import check_closed_set
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,12 @@ class TestConfig:
             ``'calibrated'`` scores the same options minus their log-probability given a
             content-free frame (the mean prefix of training frames, set by
             :meth:`BEVVLM.set_mc_prior`; :func:`bevlm.inference.variants.apply_variant` sets it).
+        closed_set: None (every open question decoded) or ``dict(families=[...], scoring=
+            'likelihood' | 'calibrated', min_count=2, max_answers=32)``: the open questions of
+            those families are answered with the candidate text the model finds likeliest, the
+            candidates being the family's training answers (:mod:`bevlm.models.qa.closed_set`;
+            set by :func:`bevlm.inference.variants.apply_variant`); ``'calibrated'`` subtracts
+            each candidate's log-probability given the content-free frame, as multiple choice does.
     """
 
     __test__ = False  # not a pytest test class despite its name
@@ -116,6 +126,7 @@ class TestConfig:
     pruning: PruningSetting = field(default_factory=PruningSetting)
     speculative: dict | None = None
     multiple_choice: str = "generate"
+    closed_set: dict | None = None
 
     def __post_init__(self) -> None:
         if self.multiple_choice not in ("generate", "likelihood", "calibrated"):
@@ -145,6 +156,13 @@ class TestConfig:
             raise TypeError(f"test_cfg.pruning must be a dict of PruningSetting arguments, got "
                             f"{type(self.pruning).__name__}")
         object.__setattr__(self, "family_max_new_tokens", dict(self.family_max_new_tokens))
+        object.__setattr__(self, "closed_set", check_closed_set(self.closed_set))
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether some answers are scored against the content-free frame (multiple choice or
+        closed-set families)."""
+        return self.multiple_choice == "calibrated" or (self.closed_set or {}).get("scoring") == "calibrated"
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
