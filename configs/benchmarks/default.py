@@ -252,3 +252,6 @@ variants["lossless_lookup_only_heads"] = dict(share_prompt_cache=True, speculati
 variants["lossless_closed_collision"] = dict(variants["lossless"], closed_set=dict(families=["collision_actions"]))
 variants["lossless_closed_collision_calibrated"] = dict(
     variants["lossless"], closed_set=dict(families=["collision_actions"], scoring="calibrated"))
+# ... or likeliest relative to the same frame with the question's c-tag replaced by "the object"
+variants["lossless_closed_collision_tag"] = dict(
+    variants["lossless"], closed_set=dict(families=["collision_actions"], scoring="tag_calibrated"))

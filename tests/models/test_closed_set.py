@@ -11,7 +11,8 @@ from mmengine.registry import init_default_scope
 
 from bevlm.models.llm import HFCausalLM
 from bevlm.models.qa import OptionPrior, QAPolicy
-from bevlm.models.qa.closed_set import check_closed_set, choose_closed_answers, closed_set_answers, coverage
+from bevlm.models.qa.closed_set import (check_closed_set, choose_closed_answers, closed_set_answers, coverage,
+                                       untagged)
 from bevlm.registry import DATASETS, MODELS
 from bevlm.structures import QAItem
 from bevlm.testing import TINY_LLAMA_CONFIG
@@ -92,6 +93,20 @@ def test_each_answer_is_the_argmax_of_its_candidates_scored_alone(mode):
                     want -= llm.answer_logprobs(llm.prefill(blank), [pair])[0]
                 assert math.isclose(scores[qa.index][text], want, abs_tol=2e-4)
             assert chosen[qa.index] == max(scores[qa.index], key=scores[qa.index].get)
+    # tag-calibrated: minus the same candidate given the question with its c-tag replaced by "the object"
+    chosen, scores = choose_closed_answers(llm, cache, items, cands, policy, tag_calibrated=True)
+    for qa in items:
+        for text in cands[qa.family]:
+            pairs = []
+            for question in (qa.question, untagged(qa.question)):
+                one = [QAItem(question, text, qa.stage, qa.index, qa.family)]
+                pairs.append((policy.question_text(one), policy.answer_text(one)))
+            tagged, blank_tag = (llm.answer_logprobs(cache, [p])[0] for p in pairs)
+            assert math.isclose(scores[qa.index][text], tagged - blank_tag, abs_tol=2e-4)
+        assert chosen[qa.index] == max(scores[qa.index], key=scores[qa.index].get)
+    assert untagged(COLLISION) == "What actions taken by the ego vehicle can lead to a collision with the object?"
+    with pytest.raises(ValueError, match="not both"):
+        choose_closed_answers(llm, cache, items, cands, policy, prior=OptionPrior(llm, blank), tag_calibrated=True)
     # a prior equal to the frame leaves every score at zero: the tie goes to the most frequent text
     same, flat = choose_closed_answers(llm, cache, items, cands, policy, prior=OptionPrior(llm, frame))
     assert all(abs(v) < 2e-4 for s in flat.values() for v in s.values())
@@ -110,7 +125,8 @@ def _tiny(world):
     return cfg, model, ds
 
 
-def test_closed_set_changes_only_the_family_answers(tiny_world):
+@pytest.mark.parametrize("scoring", ["likelihood", "tag_calibrated"])
+def test_closed_set_changes_only_the_family_answers(tiny_world, scoring):
     from bevlm.inference.variants import apply_variant
 
     cfg, model, ds = _tiny(tiny_world)
@@ -121,7 +137,7 @@ def test_closed_set_changes_only_the_family_answers(tiny_world):
     closed = [q for q in qa if q.family == family]
     assert closed and len(closed) < len(qa)
     generated = model(**data, mode="predict")[0].pred_answers
-    spec = dict(closed_set=dict(families=[family], min_count=1))
+    spec = dict(closed_set=dict(families=[family], min_count=1, scoring=scoring))
     with pytest.raises(ValueError, match="training QA"):
         apply_variant(model, spec, log=lambda *_: None)
     apply_variant(model, spec, log=lambda *_: None, train_qa=train_qa)
@@ -139,7 +155,8 @@ def test_closed_set_changes_only_the_family_answers(tiny_world):
     model.temporal_cache.reset()
     vis, _ = model.visual_tokens(data["inputs"]["imgs"], data["data_samples"])
     cache = model.llm.prefill(model.build_prefix(vis, data["data_samples"]))
-    chosen, _ = choose_closed_answers(model.llm, cache, closed, cands, model.qa_policy)
+    chosen, _ = choose_closed_answers(model.llm, cache, closed, cands, model.qa_policy,
+                                      tag_calibrated=scoring == "tag_calibrated")
     assert chosen == {q.index: out.pred_answers[q.index] for q in closed}
     # without candidate sets the model refuses, naming the fix
     model.set_closed_answers(None)

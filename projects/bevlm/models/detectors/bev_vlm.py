@@ -723,9 +723,11 @@ class BEVVLM(BaseModel):
                     fams = set(test_cfg.closed_set["families"])
                     closed = [qa for qa in decoded if qa.family in fams]
                     decoded = [qa for qa in decoded if qa.family not in fams]
-                    prior = self._option_prior() if test_cfg.closed_set["scoring"] == "calibrated" else None
+                    scoring = test_cfg.closed_set["scoring"]
+                    prior = self._option_prior() if scoring == "calibrated" else None
                     picked, _ = choose_closed_answers(self.llm, cache, closed, self._closed_candidates(test_cfg),
-                                                      self.qa_policy, prior=prior)
+                                                      self.qa_policy, prior=prior,
+                                                      tag_calibrated=scoring == "tag_calibrated")
                     chosen = {**chosen, **picked}
                     extra["closed_scored"] = len(closed)
                 res = answer_frame(self.llm, cache, decoded, self.qa_policy, test_cfg.max_new_tokens,

@@ -102,11 +102,13 @@ class TestConfig:
             content-free frame (the mean prefix of training frames, set by
             :meth:`BEVVLM.set_mc_prior`; :func:`bevlm.inference.variants.apply_variant` sets it).
         closed_set: None (every open question decoded) or ``dict(families=[...], scoring=
-            'likelihood' | 'calibrated', min_count=2, max_answers=32)``: the open questions of
+            'likelihood' | 'calibrated' | 'tag_calibrated', min_count=2, max_answers=32)``: the open questions of
             those families are answered with the candidate text the model finds likeliest, the
             candidates being the family's training answers (:mod:`bevlm.models.qa.closed_set`;
             set by :func:`bevlm.inference.variants.apply_variant`); ``'calibrated'`` subtracts
-            each candidate's log-probability given the content-free frame, as multiple choice does.
+            each candidate's log-probability given the content-free frame, as multiple choice does;
+            ``'tag_calibrated'`` its log-probability on the same frame with the question's c-tags
+            replaced by a content-free object.
     """
 
     __test__ = False  # not a pytest test class despite its name

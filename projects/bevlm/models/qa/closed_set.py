@@ -12,6 +12,9 @@ cloze-style scoring of :mod:`bevlm.models.qa.multiple_choice` with the options t
 training answers instead of the question; with ``scoring='calibrated'`` each candidate's score
 is its log-probability given the frame minus its log-probability given the content-free frame
 (the same question; :class:`~bevlm.models.qa.multiple_choice.OptionPrior`): what the frame adds.
+With ``scoring='tag_calibrated'`` the subtracted log-probability is the same candidate's given the
+same frame and the question with its c-tags replaced by a content-free object ("the object"):
+what the named object (its camera and pixel) adds, the family's answer frequencies removed.
 
 ``model.test_cfg.closed_set=dict(families=["collision_actions"], scoring="likelihood")`` switches
 it on; :func:`bevlm.inference.variants.apply_variant` builds the answer sets from the training QA.
@@ -24,14 +27,16 @@ import collections
 import dataclasses
 
 from bevlm.structures import QAItem
-from bevlm.structures.qa_families import FAMILIES
+from bevlm.structures.qa_families import CTAG_RE, FAMILIES
 
 from .multiple_choice import OptionPrior
 from .policy import QAPolicy
 
-__all__ = ["CLOSED_SET_SCORING", "check_closed_set", "closed_set_answers", "choose_closed_answers", "coverage"]
+__all__ = ["CLOSED_SET_SCORING", "check_closed_set", "closed_set_answers", "choose_closed_answers", "coverage",
+           "untagged"]
 
-CLOSED_SET_SCORING = ("likelihood", "calibrated")
+CLOSED_SET_SCORING = ("likelihood", "calibrated", "tag_calibrated")
+CONTENT_FREE_OBJECT = "the object"  # what replaces a question's c-tags under scoring='tag_calibrated'
 _DEFAULTS = dict(families=None, scoring="likelihood", min_count=2, max_answers=32)
 
 
@@ -39,8 +44,8 @@ def check_closed_set(cfg: dict | None) -> dict | None:
     """Validate ``test_cfg.closed_set`` and fill its defaults (None stays None).
 
     Keys: ``families`` (non-empty list of family names of
-    :data:`bevlm.structures.qa_families.FAMILIES`), ``scoring`` (``'likelihood'`` or
-    ``'calibrated'``), ``min_count`` (a training answer needs this many occurrences to be a
+    :data:`bevlm.structures.qa_families.FAMILIES`), ``scoring`` (``'likelihood'``,
+    ``'calibrated'`` or ``'tag_calibrated'``), ``min_count`` (a training answer needs this many occurrences to be a
     candidate) and ``max_answers`` (the most frequent this many are kept).
 
     Raises:
@@ -117,8 +122,14 @@ def coverage(items: list[QAItem], candidates: dict[str, list[str]]) -> dict[str,
     return {f: hit[f] / total[f] for f in total}
 
 
+def untagged(question: str) -> str:
+    """The question with every c-tag replaced by :data:`CONTENT_FREE_OBJECT`."""
+    return CTAG_RE.sub(CONTENT_FREE_OBJECT, question)
+
+
 def choose_closed_answers(llm, cache, items: list[QAItem], candidates: dict[str, list[str]], policy: QAPolicy,
-                          prior: OptionPrior | None = None) -> tuple[dict[int, str], dict]:
+                          prior: OptionPrior | None = None, tag_calibrated: bool = False
+                          ) -> tuple[dict[int, str], dict]:
     """The likeliest candidate answer of each item, all items' candidates in one batched forward.
 
     Each candidate is scored as the answer of a one-question round in the policy's training
@@ -132,6 +143,8 @@ def choose_closed_answers(llm, cache, items: list[QAItem], candidates: dict[str,
         policy: the model's :class:`QAPolicy`.
         prior: None (plain likelihood) or the content-free frame whose log-probability of the
             same pair is subtracted (calibrated scoring).
+        tag_calibrated: subtract each candidate's log-probability on the same frame given the
+            question with its c-tags replaced by a content-free object (:func:`untagged`).
 
     Returns:
         ``({official index: answer text}, {official index: {text: score}})``; ties go to the
@@ -149,7 +162,15 @@ def choose_closed_answers(llm, cache, items: list[QAItem], candidates: dict[str,
             one = [dataclasses.replace(qa, answer=text)]
             pairs.append((policy.question_text(one), policy.answer_text(one)))
             owners.append((qa.index, text))
-    logps = llm.answer_logprobs(cache, pairs) if pairs else []
+    if prior is not None and tag_calibrated:
+        raise ValueError("choose_closed_answers: calibrate against the content-free frame (prior) or the "
+                         "content-free object (tag_calibrated), not both")
+    if tag_calibrated and pairs:  # both question forms in one batched forward over the frame's cache
+        blank = [(untagged(q), a) for q, a in pairs]
+        both = llm.answer_logprobs(cache, pairs + blank)
+        logps = [lp - base for lp, base in zip(both[:len(pairs)], both[len(pairs):])]
+    else:
+        logps = llm.answer_logprobs(cache, pairs) if pairs else []
     if prior is not None and pairs:
         logps = [lp - base for lp, base in zip(logps, prior.logprobs(pairs))]
     scores: dict[int, dict[str, float]] = {}
