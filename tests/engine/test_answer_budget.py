@@ -36,9 +36,9 @@ class _Tok:
         return {"input_ids": list(range(len(text.split())))}
 
 
-def _runner(entries, budgets, default=2, multiple_choice="generate"):
+def _runner(entries, budgets, default=2, multiple_choice="generate", closed_set=None):
     test_cfg = SimpleNamespace(max_new_tokens=default, family_max_new_tokens=budgets,
-                               multiple_choice=multiple_choice)
+                               multiple_choice=multiple_choice, closed_set=closed_set)
     model = SimpleNamespace(test_cfg=test_cfg, llm=SimpleNamespace(tokenizer=_Tok()))
     records = []
     logger = logging.getLogger("answer_budget_test")
@@ -80,6 +80,19 @@ def test_hook_skips_multiple_choice_answered_by_likelihood():
     runner, warned = _runner([{"frame": 0, "qa": [mc]}], {}, default=2, multiple_choice="generate")
     AnswerBudgetCheckHook().before_test(runner)
     assert len(warned) == 1
+
+
+def test_hook_skips_the_closed_set_families_and_calibrated_multiple_choice():
+    mc = qa("A B C D E", "behavior", question="Predict the behavior. Please select the correct answer from "
+                                              "the following options: A. Go. B. Stop. C. Turn left. D. Turn right.")
+    entries = [{"frame": 0, "qa": [qa("No such action will lead to a collision.", "collision_actions"), mc]}]
+    runner, warned = _runner(entries, {}, default=2, multiple_choice="calibrated",
+                             closed_set=dict(families=["collision_actions"]))
+    AnswerBudgetCheckHook().before_test(runner)
+    assert warned == []  # neither is decoded
+    runner, warned = _runner(entries, {}, default=2, multiple_choice="calibrated")
+    AnswerBudgetCheckHook().before_test(runner)
+    assert len(warned) == 1 and "'collision_actions'" in warned[0]
 
 
 def test_hook_ignores_models_without_language_side():
