@@ -138,3 +138,23 @@ def test_calibrated_multiple_choice_is_a_valid_test_cfg():
     from bevlm.models.detectors.test_cfg import TestConfig
 
     assert TestConfig.from_dict({"multiple_choice": "calibrated"}).multiple_choice == "calibrated"
+
+
+def test_score_pairs_subtracts_each_baseline_pair_scored_on_the_same_frame():
+    from bevlm.models.qa import score_pairs
+
+    llm = _llm()
+    torch.manual_seed(2)
+    prefix = torch.randn(1, 5, llm.hidden_size)
+    pairs = [("What is the moving status of object <c1,CAM_FRONT,1.0,2.0>?", "Going ahead."),
+             ("What is the moving status of object <c1,CAM_FRONT,1.0,2.0>?", "Stopped.")]
+    base = [("What is the moving status of object the object?", a) for _, a in pairs]
+    cache = llm.prefill(prefix)
+    got = score_pairs(llm, cache, pairs, [(7, "go"), (7, "stop")], baselines=base)
+    want = [_reference_logprob(llm, prefix, q, a) - _reference_logprob(llm, prefix, bq, a)
+            for (q, a), (bq, _) in zip(pairs, base)]
+    assert list(got) == [7] and list(got[7]) == ["go", "stop"]
+    assert [got[7]["go"], got[7]["stop"]] == pytest.approx(want, abs=1e-4)
+    assert score_pairs(llm, cache, [], []) == {}
+    with pytest.raises(ValueError, match="1 baseline pairs for 2 pairs"):
+        score_pairs(llm, cache, pairs, [(7, "go"), (7, "stop")], baselines=base[:1])

@@ -234,7 +234,7 @@ def apply_variant(model: nn.Module, spec: dict, calib: list | None = None, log=p
             raise ValueError("calibrated scoring (multiple_choice / closed_set) needs training frames for its content-free frame: pass "
                              "prior=prior_inputs(model, cfg, [spec]) to apply_variant / build_variant")
         model.set_mc_prior(mc_prior_prefix(prior))
-        log(f"multiple choice calibrated against the mean prefix of {len(prior)} training frames")
+        log(f"calibrated scoring against the mean prefix of {len(prior)} training frames")
     else:
         model.set_mc_prior(None)
     return model

@@ -29,7 +29,7 @@ import dataclasses
 from bevlm.structures import QAItem
 from bevlm.structures.qa_families import CTAG_RE, FAMILIES
 
-from .multiple_choice import OptionPrior
+from .multiple_choice import OptionPrior, score_pairs
 from .policy import QAPolicy
 
 __all__ = ["CLOSED_SET_SCORING", "check_closed_set", "closed_set_answers", "choose_closed_answers", "coverage",
@@ -165,16 +165,7 @@ def choose_closed_answers(llm, cache, items: list[QAItem], candidates: dict[str,
     if prior is not None and tag_calibrated:
         raise ValueError("choose_closed_answers: calibrate against the content-free frame (prior) or the "
                          "content-free object (tag_calibrated), not both")
-    if tag_calibrated and pairs:  # both question forms in one batched forward over the frame's cache
-        blank = [(untagged(q), a) for q, a in pairs]
-        both = llm.answer_logprobs(cache, pairs + blank)
-        logps = [lp - base for lp, base in zip(both[:len(pairs)], both[len(pairs):])]
-    else:
-        logps = llm.answer_logprobs(cache, pairs) if pairs else []
-    if prior is not None and pairs:
-        logps = [lp - base for lp, base in zip(logps, prior.logprobs(pairs))]
-    scores: dict[int, dict[str, float]] = {}
-    for (index, text), logp in zip(owners, logps):
-        scores.setdefault(index, {})[text] = logp
+    baselines = [(untagged(q), a) for q, a in pairs] if tag_calibrated else None
+    scores = score_pairs(llm, cache, pairs, owners, prior=prior, baselines=baselines)
     choice = {index: max(s, key=lambda t, s=s: s[t]) for index, s in scores.items()}  # first max: frequent first
     return choice, scores

@@ -29,7 +29,7 @@ from bevlm.structures.qa_families import split_multiple_choice
 
 from .policy import QAPolicy
 
-__all__ = ["is_multiple_choice", "choose_by_likelihood", "OptionPrior"]
+__all__ = ["is_multiple_choice", "choose_by_likelihood", "score_pairs", "OptionPrior"]
 
 
 def is_multiple_choice(qa: QAItem) -> bool:
@@ -102,11 +102,40 @@ def choose_by_likelihood(llm, cache, items: list[QAItem], policy: QAPolicy,
             one = [dataclasses.replace(qa, question=stem, answer=text)]
             pairs.append((policy.question_text(one), policy.answer_text(one)))
             owners.append((qa.index, letter))
-    logps = llm.answer_logprobs(cache, pairs) if pairs else []
-    if prior is not None and pairs:
-        logps = [lp - base for lp, base in zip(logps, prior.logprobs(pairs))]
-    scores: dict[int, dict[str, float]] = {}
-    for (index, letter), logp in zip(owners, logps):
-        scores.setdefault(index, {})[letter] = logp
+    scores = score_pairs(llm, cache, pairs, owners, prior=prior)
     choice = {index: max(s, key=lambda k: (s[k], -ord(k))) for index, s in scores.items()}
     return choice, scores
+
+
+def score_pairs(llm, cache, pairs: list[tuple[str, str]], owners: list[tuple[int, str]],
+                prior: OptionPrior | None = None, baselines: list[tuple[str, str]] | None = None) -> dict:
+    """Score each (question, answer) pair as the answer of a one-question round on the frame's cache.
+
+    Args:
+        llm: :class:`bevlm.models.llm.HFCausalLM` (``answer_logprobs``).
+        cache: the frame's prefix cache (not mutated).
+        pairs: ``[(question text, answer text)]`` in the policy's training format.
+        owners: ``[(official index, key)]``, one per pair: where its score goes.
+        prior: None or the content-free frame whose log-probability of the same pair is subtracted.
+        baselines: None or one pair per pair, scored on the same frame in the same batched forward
+            and subtracted (e.g. the question without its object).
+
+    Returns:
+        ``{official index: {key: score}}``, the score being the log-probability minus what
+        ``prior`` / ``baselines`` give; keys keep the order of ``pairs``.
+    """
+    if baselines is not None and len(baselines) != len(pairs):
+        raise ValueError(f"score_pairs: {len(baselines)} baseline pairs for {len(pairs)} pairs")
+    if not pairs:
+        return {}
+    if baselines is not None:  # both in one batched forward over the frame's cache
+        both = llm.answer_logprobs(cache, pairs + baselines)
+        logps = [lp - base for lp, base in zip(both[:len(pairs)], both[len(pairs):])]
+    else:
+        logps = llm.answer_logprobs(cache, pairs)
+    if prior is not None:
+        logps = [lp - base for lp, base in zip(logps, prior.logprobs(pairs))]
+    scores: dict[int, dict[str, float]] = {}
+    for (index, key), logp in zip(owners, logps):
+        scores.setdefault(index, {})[key] = logp
+    return scores
