@@ -54,18 +54,10 @@ def _per_frame(run: str) -> dict:
 
 def _train_frames(cfg) -> list[dict]:
     """The info-file frames the config trains on (each dataset of a concatenation; frames once)."""
+    from bevlm.datasets import dataset_frames
     from bevlm.registry import DATASETS
 
-    ds_cfg = cfg.train_dataloader.dataset.to_dict()
-    dataset = DATASETS.build(ds_cfg)
-    frames, seen = [], set()
-    for ds in getattr(dataset, "datasets", [dataset]):
-        for entry in ds.data_list:
-            frame = ds.frames[entry["frame"]]
-            if frame["token"] not in seen:
-                seen.add(frame["token"])
-                frames.append(frame)
-    return frames
+    return dataset_frames(DATASETS.build(cfg.train_dataloader.dataset.to_dict()))
 
 
 def main(argv=None) -> int:

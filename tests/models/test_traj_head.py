@@ -295,3 +295,97 @@ def test_the_model_feeds_the_command_to_the_head_only(tiny_world, command_input)
     del data["data_samples"][0].ego_command
     with pytest.raises(ValueError, match="no ego_command"):
         model(**data, mode="predict")
+
+
+def _planning_frames(n_scenes: int = 6, per_scene: int = 12, seed: int = 0) -> list[dict]:
+    """Info-file-like frames whose futures bend left / right / not at all (the command says which) and
+    drift with the speed: a rule the ego status and the command give and CTRA misses."""
+    import numpy as np
+
+    from bevlm.evaluation.planning_baselines import kinematic_plan
+
+    rng = np.random.default_rng(seed)
+    t = 0.5 * np.arange(1, H + 1)
+    out = []
+    for s in range(n_scenes):
+        for k in range(per_scene):
+            ego = np.array([rng.uniform(2, 10), 0.0, rng.uniform(-1, 1), 0.0, rng.uniform(-0.05, 0.05)])
+            bend = rng.choice([-3.0, 0.0, 3.0]) * (t / 3) ** 2 + 0.02 * ego[0] * t
+            out.append({"scene_token": f"s{s}", "token": f"s{s}_{k}", "ego_status": ego,
+                        "ego_fut_traj": kinematic_plan(ego, H) + np.stack([0 * t, bend], 1), "ego_fut_mask": np.ones(H)})
+    return out
+
+
+@pytest.mark.parametrize("num_commands", [0, 3])
+def test_fitted_prior_plans_what_the_fitted_planner_plans(num_commands):
+    """The untrained head with a fitted prior (zero-initialised offsets) plans exactly what the fitted
+    ego-status planner plans (its normalisation folded into the first layer), the prior is frozen and
+    survives a state-dict round trip; an unfitted prior refuses to plan."""
+    import numpy as np
+
+    from bevlm.evaluation.planning_baselines import fit_ego_mlp
+    from bevlm.structures import driving_command
+
+    frames = _planning_frames()
+    planner = fit_ego_mlp(frames, steps=H, hidden=16, max_epochs=200, command=num_commands > 0)
+    kw = dict(ego_prior_dims=5, kinematic_prior="ctra", zero_init_offsets=True, fitted_prior_hidden=16,
+              num_commands=num_commands, command_input=num_commands > 0)
+    head = _head(**kw)
+    assert all(not p.requires_grad for p in head.fitted_prior.parameters())
+    ego = np.stack([f["ego_status"] for f in frames[:8]])
+    cmd = np.array([driving_command(f["ego_fut_traj"], f["ego_fut_mask"]) for f in frames[:8]])
+    args = (torch.randn(8, K, D), torch.tensor(ego, dtype=torch.float32)) + \
+        ((torch.tensor(cmd),) if num_commands else ())
+    with pytest.raises(ValueError, match="not been fitted.*EgoPriorFitHook"):
+        head(*args)
+    head.load_fitted_prior(planner.net, planner.mean, planner.std)
+    want = planner(ego, cmd) if num_commands else planner(ego)
+    torch.testing.assert_close(head(*args).double(), torch.as_tensor(want), atol=1e-4, rtol=1e-4)
+    other = _head(**kw)
+    other.load_state_dict(head.state_dict())
+    assert torch.equal(other(*args), head(*args))
+    with pytest.raises(ValueError, match="parameters"):
+        head.load_fitted_prior(torch.nn.Sequential(torch.nn.Linear(3, 4)), np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError, match="no fitted prior"):
+        _head(ego_prior_dims=5, kinematic_prior="ctra").load_fitted_prior(planner.net, planner.mean, planner.std)
+    with pytest.raises(ValueError, match="kinematic_prior='ctra'"):
+        _head(fitted_prior_hidden=16)
+
+
+def test_ego_prior_fit_hook_fits_the_head_on_the_training_frames(tmp_path):
+    """The hook fits the prior from the training dataset's info frames (each frame once) without
+    touching the training's random stream, writes its record, leaves a resumed training's prior
+    alone and names the fix for a head without a prior."""
+    import json
+    import logging
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from bevlm.engine import EgoPriorFitHook
+    from bevlm.evaluation.planning_baselines import fit_ego_mlp
+
+    frames = _planning_frames()
+    # two items of the first frame: the fit still sees it once
+    dataset = SimpleNamespace(frames=frames, data_list=[{"frame": 0}] + [{"frame": i} for i in range(len(frames))])
+    head = _head(ego_prior_dims=5, kinematic_prior="ctra", zero_init_offsets=True, fitted_prior_hidden=16)
+    runner = SimpleNamespace(iter=0, model=SimpleNamespace(traj_head=head), work_dir=str(tmp_path),
+                             logger=logging.getLogger("ego_prior_fit_test"), cfg=SimpleNamespace(filename="c.py"),
+                             train_dataloader=SimpleNamespace(dataset=dataset))
+    state = torch.get_rng_state()
+    EgoPriorFitHook(max_epochs=200).before_train(runner)
+    assert torch.equal(state, torch.get_rng_state())
+    assert bool(head.fitted_prior_ready)
+    planner = fit_ego_mlp(frames, steps=H, hidden=16, max_epochs=200)
+    ego = np.stack([f["ego_status"] for f in frames])
+    plan = head(torch.zeros(len(frames), K, D), torch.tensor(ego, dtype=torch.float32))
+    torch.testing.assert_close(plan.double(), torch.as_tensor(planner(ego)), atol=1e-4, rtol=1e-4)
+    record = json.loads((tmp_path / "ego_prior_fit.json").read_text())
+    assert record["train_frames"] == len(frames) and record["epochs"] == planner.epochs and not record["command"]
+    # resumed: the checkpoint's prior stays
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    EgoPriorFitHook(max_epochs=50, seed=3).before_train(SimpleNamespace(**{**vars(runner), "iter": 5}))
+    assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
+    runner.model = SimpleNamespace(traj_head=_head(ego_prior_dims=5, kinematic_prior="ctra"))
+    with pytest.raises(ValueError, match="c.py.*fitted_prior_hidden=64"):
+        EgoPriorFitHook().before_train(runner)

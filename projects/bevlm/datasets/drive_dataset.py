@@ -46,6 +46,20 @@ def _check_family_repeats(family_repeats: dict | None) -> dict:
     return out
 
 
+def dataset_frames(dataset) -> list[dict]:
+    """The info-file frames a dataset's items come from, each once, in order (every dataset of a
+    concatenation): what a fit on the training split (the ego-status planner) reads without
+    loading images."""
+    frames, seen = [], set()
+    for ds in getattr(dataset, "datasets", [dataset]):
+        for entry in ds.data_list:
+            frame = ds.frames[entry["frame"]]
+            if frame["token"] not in seen:
+                seen.add(frame["token"])
+                frames.append(frame)
+    return frames
+
+
 @DATASETS.register_module()
 class BEVDriveDataset(BaseDataset):
     """Key frames of a nuScenes-format source joined with DriveLM QA.

@@ -201,3 +201,63 @@ def answer_budget_findings(model, entries: list[dict], warn=None) -> dict | None
 
 def _round_up(n: float, step: int = 16) -> int:
     return int(-(-int(n) // step) * step)
+
+
+@HOOKS.register_module()
+class EgoPriorFitHook(Hook):
+    """Fit the trajectory head's fitted prior (``traj_head.fitted_prior_hidden > 0``) on the training
+    frames before the first iteration: the head then starts as the fitted ego-status planner (the
+    ``ego_mlp`` / ``ego_mlp_cmd`` reference of :mod:`bevlm.evaluation.planning_baselines`, the AD-MLP
+    idea) instead of as CTRA.
+
+    :func:`~bevlm.evaluation.planning_baselines.fit_ego_mlp` fits it: full-batch AdamW on the info
+    files' ego states (with the driving command when the head takes one) and recorded futures (no
+    images; seconds on a CPU), its number of steps chosen on held-out training scenes. The prior stays
+    frozen and is saved with the checkpoint. A resumed training (``runner.iter > 0``) keeps the
+    checkpoint's prior. The fit's held-out L2 and step count go to the log and to
+    ``WORK_DIR/ego_prior_fit.json``; it runs under its own random state, so the training's random
+    stream is the same with or without it.
+
+    Args:
+        max_epochs: the most full-batch steps of the fit (the held-out scenes choose fewer).
+        lr: its learning rate.
+        seed: its random seed.
+    """
+
+    priority = "LOW"
+
+    def __init__(self, max_epochs: int = 2000, lr: float = 3e-3, seed: int = 0) -> None:
+        self.max_epochs, self.lr, self.seed = int(max_epochs), float(lr), int(seed)
+
+    def before_train(self, runner) -> None:
+        from bevlm.datasets import dataset_frames
+        from bevlm.evaluation.planning_baselines import fit_ego_mlp
+
+        if runner.iter > 0:
+            runner.logger.info(f"EgoPriorFitHook: resumed at iteration {runner.iter}; the trajectory head keeps "
+                               "the checkpoint's fitted prior")
+            return
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        head = getattr(model, "traj_head", None)
+        if head is None or getattr(head, "fitted_prior", None) is None:
+            config = getattr(runner.cfg, "filename", None) or "the config"
+            raise ValueError(f"{config}: EgoPriorFitHook fits the trajectory head's fitted prior, but the model has "
+                             f"{'no trajectory head' if head is None else 'a head without one'}. Fix: set "
+                             "model.traj_head.fitted_prior_hidden=64 (with kinematic_prior='ctra'), or drop the hook "
+                             "from custom_hooks")
+        frames = dataset_frames(runner.train_dataloader.dataset)
+        command = head.num_commands > 0
+        planner = fit_ego_mlp(frames, steps=head.horizon, dt=head.step_s, hidden=head.fitted_prior_hidden,
+                              lr=self.lr, max_epochs=self.max_epochs, seed=self.seed, command=command)
+        head.load_fitted_prior(planner.net, planner.mean, planner.std)
+        key = "ego_mlp_cmd" if command else "ego_mlp"
+        runner.logger.info(f"EgoPriorFitHook: the trajectory head's prior fitted on {len(frames)} training frames "
+                           f"in {planner.epochs} steps (held-out scenes: L2 {planner.holdout_l2[key]:.3f} m vs "
+                           f"CTRA {planner.holdout_l2['ctra']:.3f} m)")
+        if get_rank() == 0:
+            record = {"train_frames": len(frames), "epochs": planner.epochs, "command": command,
+                      "holdout_l2_avg_stp3": planner.holdout_l2}
+            path = os.path.join(runner.work_dir, "ego_prior_fit.json")
+            with open(path + ".tmp", "w") as f:
+                json.dump(record, f, indent=1)
+            os.replace(path + ".tmp", path)

@@ -108,6 +108,8 @@ def fit_ego_mlp(frames, steps: int = 6, dt: float = 0.5, hidden: int = 64, lr: f
         command: also give the MLP each frame's driving command (derived from its future, as the
             data pipeline derives it).
 
+    The fit runs under its own random state (``seed``); the caller's is left as it was.
+
     Raises:
         ValueError: fewer than 2 training scenes, or no frame with a known future.
     """
@@ -148,9 +150,10 @@ def fit_ego_mlp(frames, steps: int = 6, dt: float = 0.5, hidden: int = 64, lr: f
                 curve.append((_stp3_l2(plan, gt[probe], mask[probe]), epoch))
         return net, mean, std, curve
 
-    _, _, _, curve = train(~is_held, max_epochs, probe=is_held)
-    best_l2, best_epochs = min(curve)
-    net, mean, std, _ = train(np.ones(len(frames), bool), best_epochs)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+        _, _, _, curve = train(~is_held, max_epochs, probe=is_held)
+        best_l2, best_epochs = min(curve)
+        net, mean, std, _ = train(np.ones(len(frames), bool), best_epochs)
     holdout_l2 = {"ctra": _stp3_l2(base[is_held], gt[is_held], mask[is_held]),
                   "ego_mlp_cmd" if command else "ego_mlp": best_l2,
                   "scenes": len(held), "frames": int(is_held.sum())}

@@ -34,6 +34,14 @@ command is an input: its one-hot joins the ego status on the direct ego-status p
 frame then trains the same weights, where the per-command plans train each command's outputs only on
 that command's frames (a rare command, such as the mini world's 16 turn-right training frames, gets
 few updates).
+
+With ``fitted_prior_hidden = W > 0`` the plan starts from a *fitted* ego-status planner instead of
+CTRA alone: a frozen MLP (two hidden layers of width ``W``) from the ego status (and, with
+``num_commands``, the command one-hot) to offsets over CTRA, fitted on the training split's ego
+states and recorded futures before training starts (:class:`bevlm.engine.EgoPriorFitHook`, the
+``ego_mlp`` / ``ego_mlp_cmd`` reference planner of :mod:`bevlm.evaluation.planning_baselines`, the
+AD-MLP idea) and kept in the checkpoint. With ``zero_init_offsets`` the untrained head plans what
+that planner plans, and the learned offsets (readout and direct path) only add what it misses.
 """
 from __future__ import annotations
 
@@ -69,13 +77,16 @@ class TrajectoryTokenHead(BaseModule):
             :meth:`forward` then needs ``command [B]`` (indices in ``[0, C)``).
         command_input: with ``num_commands``, one plan whose direct ego-status path also reads the
             command one-hot (needs ``ego_prior_dims > 0``), instead of one plan per command.
+        fitted_prior_hidden: 0 (none), or the width W of the frozen fitted ego-status planner added to
+            the CTRA prior (needs ``kinematic_prior='ctra'``); it must be fitted before the head
+            plans (:meth:`load_fitted_prior`, done by :class:`bevlm.engine.EgoPriorFitHook`).
         init_cfg: mmengine init config (optional).
     """
 
     def __init__(self, hidden_size: int, num_tokens: int = 6, horizon: int = 6, hidden_dims: int = 256,
                  loss_weight: float = 1.0, ego_prior_dims: int = 0, kinematic_prior: str | None = None,
                  step_s: float = 0.5, zero_init_offsets: bool = False, num_commands: int = 0,
-                 command_input: bool = False, init_cfg: dict | None = None) -> None:
+                 command_input: bool = False, fitted_prior_hidden: int = 0, init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if kinematic_prior is not None and kinematic_prior not in KINEMATIC_MODES:
             raise ValueError(f"TrajectoryTokenHead: kinematic_prior={kinematic_prior!r} is not None or one of "
@@ -116,12 +127,54 @@ class TrajectoryTokenHead(BaseModule):
             nn.GELU(),
             nn.Linear(hidden_dims, modes * horizon * 2),
         ) if ego_prior_dims else None
+        self.fitted_prior_hidden = int(fitted_prior_hidden)
+        if self.fitted_prior_hidden < 0 or (self.fitted_prior_hidden and kinematic_prior != "ctra"):
+            raise ValueError(f"TrajectoryTokenHead: fitted_prior_hidden={fitted_prior_hidden} must be >= 0, and a "
+                             f"fitted prior is fitted over the CTRA extrapolation: it needs kinematic_prior='ctra', "
+                             f"got {kinematic_prior!r}")
+        # the fitted ego-status planner: [vx, vy, ax, ay, yaw_rate] (+ command one-hot) -> offsets over CTRA,
+        # frozen; fitted_prior_ready says load_fitted_prior has set it (saved with the checkpoint)
+        self.fitted_prior = None
+        if self.fitted_prior_hidden:
+            width = self.fitted_prior_hidden
+            self.fitted_prior = nn.Sequential(nn.Linear(5 + self.num_commands, width), nn.GELU(), nn.Linear(width, width),
+                                              nn.GELU(), nn.Linear(width, horizon * 2)).requires_grad_(False)
+            self.register_buffer("fitted_prior_ready", torch.zeros((), dtype=torch.bool))
         self.zero_init_offsets = bool(zero_init_offsets)
         if self.zero_init_offsets:
             for path in (self.mlp, self.ego_prior):
                 if path is not None:
                     nn.init.zeros_(path[-1].weight)
                     nn.init.zeros_(path[-1].bias)
+
+    @torch.no_grad()
+    def load_fitted_prior(self, net: nn.Sequential, mean, std) -> None:
+        """Set the fitted prior to ``net``, an MLP of its shape fitted on normalised inputs
+        ``(x - mean) / std`` (x: the 5 ego values, then the command one-hot; output: ``[H * 2]``
+        offsets over CTRA), e.g. the ``net`` of :func:`~bevlm.evaluation.planning_baselines.fit_ego_mlp`.
+
+        The normalisation is folded into the first layer (``W / std``, ``b - W mean / std``), so the
+        prior reads the raw ego status and computes what ``net`` computes on the normalised inputs.
+
+        Raises:
+            ValueError: the head has no fitted prior, or ``net``'s parameters differ from its shapes.
+        """
+        if self.fitted_prior is None:
+            raise ValueError("TrajectoryTokenHead.load_fitted_prior: the head has no fitted prior "
+                             "(traj_head.fitted_prior_hidden=0)")
+        want = [tuple(p.shape) for p in self.fitted_prior.parameters()]
+        got = [tuple(p.shape) for p in net.parameters()]
+        if got != want:
+            raise ValueError(f"TrajectoryTokenHead.load_fitted_prior: the network's parameters {got} are not the "
+                             f"fitted prior's {want}")
+        self.fitted_prior.load_state_dict(net.state_dict())
+        first = self.fitted_prior[0]
+        mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+        std = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
+        w, b = net[0].weight.double(), net[0].bias.double()
+        first.weight.copy_((w / std).to(first.weight.dtype))
+        first.bias.copy_((b - (w * (mean / std)).sum(1)).to(first.bias.dtype))
+        self.fitted_prior_ready.fill_(True)
 
     def query_embeds(self, batch_size: int) -> Tensor:
         """The query tokens for a batch.
@@ -185,6 +238,16 @@ class TrajectoryTokenHead(BaseModule):
                                  f"{None if ego_status is None else tuple(ego_status.shape)}")
             base = kinematic_waypoints(ego_status.detach().double(), self.horizon, self.step_s, self.kinematic_prior)
             traj = traj + base.to(traj.dtype)
+        if self.fitted_prior is not None:
+            if not bool(self.fitted_prior_ready):
+                raise ValueError("TrajectoryTokenHead(fitted_prior_hidden > 0): the fitted prior has not been fitted. "
+                                 "Fix: train with custom_hooks=[dict(type='EgoPriorFitHook')] (it fits the prior on "
+                                 "the training frames before the first iteration), or load a checkpoint trained so")
+            prior_in = ego_status[:, :5].detach().to(traj.dtype)
+            if self.num_commands:
+                onehot = nn.functional.one_hot(command.to(prior_in.device).long(), self.num_commands)
+                prior_in = torch.cat([prior_in, onehot.to(prior_in.dtype)], dim=-1)
+            traj = traj + self.fitted_prior(prior_in).view(batch, self.horizon, 2)
         return traj
 
     @property
