@@ -24,6 +24,11 @@ With ``--by-family`` each question family's exact match (``drivelm/exact_match/<
 families of :mod:`bevlm.structures.qa_families`) gets a row as well (also when ``--metrics`` names
 others).
 
+With ``--planning`` only the plans are compared, from each folder's ``per_frame.json`` (the folder,
+or its ``test_planning/`` or ``test/``): runs of ``tools/test.py --planning-only`` (every frame of
+the test scenes planned, no answers) as well as full test runs; with ``--pooled`` the mean of the
+pairs' differences is tabulated too (``bevlm.evaluation.planning_baselines.compare_planning_runs``).
+
 With ``--paired`` the folders are read as (reference, run) pairs, e.g. a baseline and a variant
 trained with the same seed, one pair per seed: each run is compared with its own reference, and
 ``--pooled`` gives the mean of the pairs' differences (as ``tools/sweep.py`` pairs seeds).
@@ -50,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--by-family", action="store_true",
                    help="also compare each question family's exact match (drivelm/exact_match/<family>, "
                         "e.g. safe_actions, collision_actions): where a change of test_exact_match comes from")
+    p.add_argument("--planning", action="store_true",
+                   help="compare the plans alone (per_frame.json; runs of tools/test.py --planning-only too)")
     p.add_argument("--out", help="also write the tables to this Markdown file (and the numbers to "
                                  "the same name with .json)")
     return p.parse_args(argv)
@@ -70,6 +77,8 @@ def main(argv=None) -> int:
         print("compare: --pooled needs at least two run folders (the draws); Fix: list every draw's "
               "folder after the reference (with --paired: two pairs or more)", file=sys.stderr)
         return 2
+    if args.planning:
+        return compare_plans(args, folders, pairs)
     from bevlm.evaluation.bootstrap import PairedBootstrap, format_comparison
     from bevlm.evaluation.drivelm_files import atomic_write_json
     from bevlm.evaluation.drivelm_testset import DriveLMEvalError
@@ -107,6 +116,59 @@ def main(argv=None) -> int:
         atomic_write_json({"ref": args.ref if not args.paired else None,
                            "pairs": [[folders[i], folders[j]] for i, j in pairs], "results": results},
                           osp.splitext(args.out)[0] + ".json")
+    return 0
+
+
+def _planning_records(folder: str) -> dict:
+    """The ``planning`` section of a run folder's ``per_frame.json`` (the folder, ``test_planning/``, ``test/``)."""
+    from bevlm.evaluation.drivelm_files import load_per_frame
+
+    for sub in ("", "test_planning", "test"):
+        path = osp.join(folder, sub, "per_frame.json")
+        if osp.isfile(path):
+            planning = load_per_frame(path).get("planning")
+            if not planning:
+                raise FileNotFoundError(f"{path}: no planning records. Fix: test a model with a trajectory head")
+            return planning
+    raise FileNotFoundError(f"{folder}: no per_frame.json here, under test_planning/ or under test/. Fix: pass the "
+                            "--out-dir of tools/test.py (--planning-only: <work_dir>/test_planning)")
+
+
+def compare_plans(args, folders: list[str], pairs: list[tuple[int, int]]) -> int:
+    """``--planning``: the plans' metrics of each (reference, run) pair and, with ``--pooled``, their mean."""
+    from bevlm.evaluation.bootstrap import format_number
+    from bevlm.evaluation.drivelm_files import atomic_write_json
+    from bevlm.evaluation.planning_baselines import compare_planning_runs
+
+    try:
+        records = {f: _planning_records(f) for f in dict.fromkeys(folders)}
+        res = compare_planning_runs([(records[folders[i]], records[folders[j]]) for i, j in pairs],
+                                    resamples=args.resamples, seed=args.seed, alpha=args.alpha)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"compare: {e}", file=sys.stderr)
+        return 2
+    names = [m for m in (args.metrics or list(res["mean"])) if m.split("/")[-1] in res["mean"]]
+    lines = [f"Plans of {res['frames']} frames in {res['scenes']} scenes; {res['resamples']} paired two-stage "
+             f"cluster bootstrap resamples (seed {args.seed}), {100 * (1 - args.alpha):g} % intervals; * = excludes 0", ""]
+    rows = [(f"{folders[i]} -> {folders[j]}", out) for (i, j), out in zip(pairs, res["pairs"])]
+    if args.pooled:
+        rows.append((f"{args.pooled} (mean of {len(pairs)} pairs)", res["mean"]))
+    for name in names:
+        key = name.split("/")[-1]
+        lines += [f"| {key} | reference | run | difference | 95 % CI | |", "|---|---|---|---|---|---|"]
+        for label, out in rows:
+            m = out[key]
+            lines.append(f"| {label} | {format_number(m['reference'])} | {format_number(m['run'])} | "
+                         f"{format_number(m['diff'], True)} | [{format_number(m['lo'], True)}, "
+                         f"{format_number(m['hi'], True)}] | {'*' if m['significant'] else ''} |")
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        atomic_write_json({"pairs": [[folders[i], folders[j]] for i, j in pairs], "pooled": args.pooled,
+                           "results": res}, osp.splitext(args.out)[0] + ".json")
     return 0
 
 

@@ -20,6 +20,12 @@ transformations (``quant``, ``llm_dtype``) run, after the checkpoint is loaded
 ``drivelm.output.json`` and the challenge's ``drivelm.submission.json`` under ``--out-dir`` instead
 of scoring (``--submission-info team=... method=... authors="A, B"`` fills the submission fields).
 
+``--planning-only`` plans every frame of the test scenes (in scene and time order, each with its
+whole history) and scores the plans alone, answering no question: ``metrics.json`` and
+``per_frame.json`` under ``WORK_DIR/test_planning`` (L2 and collisions of the whole val split, 144
+frames on the mini world instead of the 48 the default split scores, in minutes; the scored frames'
+plans are the full test's).
+
 ``--quantized FILE`` tests with the quantised LLM that ``tools/quantize.py`` wrote (the vision
 side from CHECKPOINT).
 """
@@ -54,6 +60,9 @@ def parse_args():
                              "(no scoring)")
     parser.add_argument("--submission-info", nargs="+", default=[], metavar="KEY=VALUE",
                         help="submission fields: method, team, authors (comma separated), email, institution, country")
+    parser.add_argument("--planning-only", action="store_true",
+                        help="plan every frame of the test scenes and score the plans alone (no questions "
+                             "answered; PlanningMetric only; default out dir WORK_DIR/test_planning)")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
     return parser.parse_args()
 
@@ -79,6 +88,21 @@ def _set_submission(cfg, args, out_dir):
                                outfile_prefix=osp.join(out_dir, "drivelm"), submission_info=info)]
 
 
+def _set_planning_only(cfg, args):
+    """Every frame of the test scenes planned and scored, in scene and time order (each with its whole
+    history), no question answered: the plans of the whole split for the cost of the vision side and one
+    prefix per frame."""
+    if args.submission or args.variant or args.quantized:
+        raise SystemExit("--planning-only scores the plans alone; it does not combine with --submission, "
+                         "--variant or --quantized")
+    dataset = cfg.test_dataloader.dataset
+    if dataset.get("type") != "BEVDriveDataset":
+        raise SystemExit(f"{args.config}: --planning-only needs test_dataloader.dataset of type BEVDriveDataset, "
+                         f"got {dataset.get('type')!r}. Fix: test with a single-dataset config")
+    dataset.update(qa_mode="none", require_qa=False, frame_stride=1, stream_skipped=False)
+    cfg.test_evaluator = [dict(type="PlanningMetric")]
+
+
 def main():
     args = parse_args()
     import bevlm.engine  # noqa: F401
@@ -90,7 +114,9 @@ def main():
     check_config(cfg, args.config)  # misspelt keys / wrong types stop here, before any work
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or osp.join(
         "work_dirs", osp.splitext(osp.basename(args.config))[0])
-    out_dir = args.out_dir or osp.join(cfg.work_dir, "test")
+    out_dir = args.out_dir or osp.join(cfg.work_dir, "test_planning" if args.planning_only else "test")
+    if args.planning_only:
+        _set_planning_only(cfg, args)
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
     for ev in evaluators:
         if ev.get("type") == "DriveLMMetric":  # -> drivelm.output.json, drivelm.test_eval.json, ...

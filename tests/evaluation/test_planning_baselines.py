@@ -205,3 +205,49 @@ def test_summarize_by_command_hand_computed():
     assert out["turn left"]["collision_avg_stp3"] == 0.0 and out["go straight"]["collision_avg_stp3"] > 0.0
     with pytest.raises(ValueError, match="no gt_traj"):
         summarize_by_command({"x": {"l2": [0.0] * 6, "collision": [0.0] * 6}})
+
+
+def _per_frame(records: list[dict], shift: float = 0.0) -> dict:
+    """A per_frame.json ``planning`` section of the records, every L2 moved by ``shift``."""
+    return {r["token"]: {"l2": (np.asarray(r["l2"]) + shift).tolist(), "collision": np.asarray(r["collision"]).tolist(),
+                         "gt_traj_mask": np.asarray(r["mask"], float).tolist(), "scene_token": r["scene_token"]}
+            for r in records}
+
+
+def test_compare_planning_runs_pairs_seeds_and_pools_them(tmp_path):
+    """Two (reference, run) pairs: one run better by 0.5 m on every frame, the other by 0.1 m. Each
+    pair's difference is exact on every resample, the mean is -0.3; a run planned on other frames is
+    refused; the command line (tools/compare.py --planning) reads test_planning/ folders."""
+    import json
+    import subprocess
+    import sys
+
+    from bevlm.evaluation.planning_baselines import compare_planning_runs
+    from tests.conftest import REPO
+
+    base = _records({"a": [1.0, 1.0, 1.5], "b": [2.0, 2.0], "c": [3.0, 2.5]})
+    ref = _per_frame(base)
+    pairs = [(ref, _per_frame(base, -0.5)), (_per_frame(base, 0.2), _per_frame(base, 0.1))]
+    res = compare_planning_runs(pairs, resamples=300)
+    assert (res["frames"], res["scenes"]) == (7, 3)
+    first, second, mean = res["pairs"][0]["L2_avg_stp3"], res["pairs"][1]["L2_avg_stp3"], res["mean"]["L2_avg_stp3"]
+    assert first["diff"] == pytest.approx(-0.5) and first["lo"] == pytest.approx(-0.5) and first["significant"]
+    assert second["diff"] == pytest.approx(-0.1) and second["hi"] == pytest.approx(-0.1)
+    assert mean["diff"] == pytest.approx(-0.3) and mean["lo"] == pytest.approx(-0.3) and mean["hi"] == pytest.approx(-0.3)
+    assert mean["reference"] == pytest.approx(summarize_records(base)["L2_avg_stp3"] + 0.1)
+    with pytest.raises(ValueError, match="same split"):
+        compare_planning_runs([(ref, {k: v for k, v in ref.items() if k != "c_1"})])
+    folders = []
+    for k, planning in enumerate([pairs[0][0], pairs[0][1], pairs[1][0], pairs[1][1]]):
+        d = tmp_path / f"run{k}" / "test_planning"
+        d.mkdir(parents=True)
+        (d / "per_frame.json").write_text(json.dumps({"planning": planning}))
+        folders.append(str(tmp_path / f"run{k}"))
+    out = tmp_path / "cmp.md"
+    proc = subprocess.run([sys.executable, "tools/compare.py", "--planning", "--paired", *folders, "--pooled", "fit",
+                           "--resamples", "200", "--metrics", "planning/L2_avg_stp3", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fit (mean of 2 pairs)" in proc.stdout and "| -0.3 | [-0.3, -0.3] | * |" in proc.stdout
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["results"]["mean"]["L2_avg_stp3"]["diff"] == pytest.approx(-0.3)

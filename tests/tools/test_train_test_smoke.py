@@ -54,6 +54,21 @@ def test_train_resume_test(tiny_world, tmp_path):
     score = _run(["tools/eval_drivelm.py", "--pred", os.path.join(out_dir, "drivelm.output.json"),
                   "--test", os.path.join(out_dir, "drivelm.test_eval.json"), "--json", str(tmp_path / "s.json")])
     assert abs(json.load(open(tmp_path / "s.json"))["gpt_free_final"] - metrics["drivelm/gpt_free_final"]) < 1e-9
+    # --planning-only plans every val frame (no question answered): on the frames the test scored, the
+    # same per-frame L2 as the test's; the other frames are planned too
+    plan_dir = str(tmp_path / "test_planning")
+    _run(["tools/test.py", cfg, os.path.join(work, "iter_3.pth"), "--work-dir", work, "--out-dir", plan_dir,
+          "--planning-only", *_data_opts(tiny_world)])
+    scored = json.load(open(os.path.join(out_dir, "per_frame.json")))["planning"]
+    every = json.load(open(os.path.join(plan_dir, "per_frame.json")))["planning"]
+    from bevlm.utils import load_plain_pickle
+    val_tokens = {fr["token"] for fr in load_plain_pickle(os.path.join(tiny_world, "infos",
+                                                                        "bevlm_infos_val.pkl"))["data_list"]}
+    assert set(every) == val_tokens and set(scored) < set(every)
+    for token, rec in scored.items():
+        assert every[token]["l2"] == pytest.approx(rec["l2"], abs=1e-5)
+    assert "planning/L2_avg_stp3" in json.load(open(os.path.join(plan_dir, "metrics.json")))
+    assert not os.path.exists(os.path.join(plan_dir, "drivelm.output.json"))
     # the planning probe's trajectory-only test (QA dropped) gives the test's planning L2 exactly
     probe_out = str(tmp_path / "probe.json")
     _run(["tools/planning_probe.py", cfg, os.path.join(work, "iter_3.pth"), "--frames", "2", "--out", probe_out,

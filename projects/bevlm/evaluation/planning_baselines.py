@@ -32,7 +32,7 @@ from .bootstrap import cluster_resample
 from .planning_metric import PlanningMetric, planning_summary
 
 __all__ = ["MODES", "REFERENCES", "kinematic_plan", "EgoMLPPlanner", "fit_ego_mlp", "planning_reference",
-           "rescore_run", "summarize_records", "compare_planning"]
+           "rescore_run", "summarize_records", "compare_planning", "compare_planning_runs"]
 
 #: The references :func:`planning_reference` knows: the kinematic models, the ego-status MLPs
 #: (without and with the driving command) and the recorded future itself (L2 0; its collision rate
@@ -278,3 +278,61 @@ def compare_planning(reference: list[dict], run: dict, resamples: int = 2000, se
         out[key] = {"reference": float(a[key][0]), "run": float(b[key][0]), "diff": float(diff[0]),
                     "lo": float(lo), "hi": float(hi), "significant": bool(lo > 0 or hi < 0)}
     return {"frames": len(reference), "scenes": len(scenes), "resamples": resamples, "metrics": out}
+
+
+def compare_planning_runs(pairs: list[tuple[dict, dict]], resamples: int = 2000, seed: int = 0,
+                          alpha: float = 0.05) -> dict:
+    """``run - reference`` of every planning metric for (reference, run) pairs of test runs' planning
+    records on the same frames (e.g. one pair per training seed), each pair's and their mean's, with
+    paired two-stage cluster bootstrap intervals (scenes, then frames within them; one set of resamples
+    for every pair, so the mean's interval covers the frames, not the spread over the pairs).
+
+    What :func:`compare_planning` does against a reference planner, for runs: for the plans of a
+    whole split (``tools/test.py --planning-only``), which ``tools/compare.py --planning`` compares.
+
+    Args:
+        pairs: ``(reference, run)`` ``per_frame.json`` ``planning`` sections (token -> record with
+            ``l2``, ``collision``, ``gt_traj_mask``, ``scene_token``); the first reference's frames are
+            the frames compared.
+
+    Returns:
+        ``{"frames", "scenes", "resamples", "pairs": [{metric: {...}}, ...], "mean": {metric: {...}}}``;
+        each metric's entry holds ``reference``, ``run``, ``diff``, ``lo``, ``hi``, ``significant``.
+
+    Raises:
+        ValueError: no pair, or a run lacks a frame of the first reference (the fix is named).
+    """
+    if not pairs:
+        raise ValueError("compare_planning_runs: no (reference, run) pair given")
+    tokens = list(pairs[0][0])
+    for k, (ref, run) in enumerate(pairs):
+        for name, records in (("reference", ref), ("run", run)):
+            missing = [t for t in tokens if t not in records]
+            if missing:
+                raise ValueError(f"compare_planning_runs: pair {k}'s {name} lacks {len(missing)} of the {len(tokens)} "
+                                 f"frames compared (e.g. {missing[:3]}). Fix: compare runs planned on the same "
+                                 "split (all with tools/test.py --planning-only, or all on the default split)")
+    first = pairs[0][0]
+    scenes = {s: i for i, s in enumerate(dict.fromkeys(first[t]["scene_token"] for t in tokens))}
+    weights = np.vstack([np.ones((1, len(tokens))),
+                         cluster_resample(np.array([scenes[first[t]["scene_token"]] for t in tokens]), resamples, seed)])
+
+    def summary(records: dict) -> dict:
+        recs = [{"l2": records[t]["l2"], "collision": records[t]["collision"], "mask": records[t]["gt_traj_mask"]}
+                for t in tokens]
+        return planning_summary(*_arrays(recs), weights)
+
+    def entry(ref_value, run_value, diff):
+        boot = diff[1:][np.isfinite(diff[1:])]
+        lo, hi = (np.quantile(boot, [alpha / 2, 1 - alpha / 2]) if len(boot) else (np.nan, np.nan))
+        return {"reference": float(ref_value), "run": float(run_value), "diff": float(diff[0]), "lo": float(lo),
+                "hi": float(hi), "significant": bool(lo > 0 or hi < 0)}
+
+    summaries = [(summary(ref), summary(run)) for ref, run in pairs]
+    out_pairs = [{key: entry(a[key][0], b[key][0], b[key] - a[key]) for key in a} for a, b in summaries]
+    mean = {}
+    for key in summaries[0][0]:
+        ref_mean = np.mean([a[key] for a, _ in summaries], axis=0)
+        run_mean = np.mean([b[key] for _, b in summaries], axis=0)
+        mean[key] = entry(ref_mean[0], run_mean[0], run_mean - ref_mean)
+    return {"frames": len(tokens), "scenes": len(scenes), "resamples": resamples, "pairs": out_pairs, "mean": mean}
