@@ -99,7 +99,7 @@ def _set_planning_only(cfg, args):
     if dataset.get("type") != "BEVDriveDataset":
         raise SystemExit(f"{args.config}: --planning-only needs test_dataloader.dataset of type BEVDriveDataset, "
                          f"got {dataset.get('type')!r}. Fix: test with a single-dataset config")
-    dataset.update(qa_mode="none", require_qa=False, frame_stride=1, stream_skipped=False)
+    dataset.update(qa_mode="none", require_qa=False, frame_stride=1, stream_skipped=False, max_frames=None)
     cfg.test_evaluator = [dict(type="PlanningMetric")]
 
 

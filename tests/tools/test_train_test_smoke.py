@@ -54,8 +54,8 @@ def test_train_resume_test(tiny_world, tmp_path):
     score = _run(["tools/eval_drivelm.py", "--pred", os.path.join(out_dir, "drivelm.output.json"),
                   "--test", os.path.join(out_dir, "drivelm.test_eval.json"), "--json", str(tmp_path / "s.json")])
     assert abs(json.load(open(tmp_path / "s.json"))["gpt_free_final"] - metrics["drivelm/gpt_free_final"]) < 1e-9
-    # --planning-only plans every val frame (no question answered): on the frames the test scored, the
-    # same per-frame L2 as the test's; the other frames are planned too
+    # --planning-only plans every val frame (no question answered; the config's max_frames=2 does not
+    # apply): on the frames the test scored, the same per-frame L2 as the test's; the others are planned too
     plan_dir = str(tmp_path / "test_planning")
     _run(["tools/test.py", cfg, os.path.join(work, "iter_3.pth"), "--work-dir", work, "--out-dir", plan_dir,
           "--planning-only", *_data_opts(tiny_world)])
