@@ -67,6 +67,15 @@ def parse_args():
     return parser.parse_args()
 
 
+def _single_test_dataset(cfg, args, option):
+    """The test dataset's config, which ``option`` rewrites; one BEVDriveDataset, or a named stop."""
+    dataset = cfg.test_dataloader.dataset
+    if dataset.get("type") != "BEVDriveDataset":
+        raise SystemExit(f"{args.config}: {option} needs test_dataloader.dataset of type BEVDriveDataset, "
+                         f"got {dataset.get('type')!r}. Fix: test with a single-dataset config")
+    return dataset
+
+
 def _set_submission(cfg, args, out_dir):
     """Point the test set at the questions file and replace the metrics by the submission writer."""
     from bevlm.datasets.drivelm_io import load_drivelm_questions
@@ -79,10 +88,7 @@ def _set_submission(cfg, args, out_dir):
             raise SystemExit(f"--submission-info {item!r}: expected KEY=VALUE with KEY one of {list(SUBMISSION_FIELDS)}")
         info[key] = value
     load_drivelm_questions(args.submission)  # a bad file stops here, before the model is built
-    dataset = cfg.test_dataloader.dataset
-    if dataset.get("type") != "BEVDriveDataset":
-        raise SystemExit(f"{args.config}: --submission needs test_dataloader.dataset of type BEVDriveDataset, "
-                         f"got {dataset.get('type')!r}. Fix: test with a single-dataset config")
+    dataset = _single_test_dataset(cfg, args, "--submission")
     dataset["questions_file"] = args.submission
     cfg.test_evaluator = [dict(type="DriveLMSubmissionWriter", questions_file=args.submission,
                                outfile_prefix=osp.join(out_dir, "drivelm"), submission_info=info)]
@@ -95,10 +101,7 @@ def _set_planning_only(cfg, args):
     if args.submission or args.variant or args.quantized:
         raise SystemExit("--planning-only scores the plans alone; it does not combine with --submission, "
                          "--variant or --quantized")
-    dataset = cfg.test_dataloader.dataset
-    if dataset.get("type") != "BEVDriveDataset":
-        raise SystemExit(f"{args.config}: --planning-only needs test_dataloader.dataset of type BEVDriveDataset, "
-                         f"got {dataset.get('type')!r}. Fix: test with a single-dataset config")
+    dataset = _single_test_dataset(cfg, args, "--planning-only")
     dataset.update(qa_mode="none", require_qa=False, frame_stride=1, stream_skipped=False, max_frames=None)
     cfg.test_evaluator = [dict(type="PlanningMetric")]
 

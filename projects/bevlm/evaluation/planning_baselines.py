@@ -264,20 +264,10 @@ def compare_planning(reference: list[dict], run: dict, resamples: int = 2000, se
     if missing:
         raise ValueError(f"compare_planning: {len(missing)} of the reference's {len(reference)} frames are not "
                          f"in the run (e.g. {missing[:3]}). Fix: score the run on the same test split")
-    other = [{"l2": run[r["token"]]["l2"], "collision": run[r["token"]]["collision"],
-              "mask": run[r["token"]]["gt_traj_mask"]} for r in reference]
-    scenes = {s: i for i, s in enumerate(dict.fromkeys(r["scene_token"] for r in reference))}
-    weights = np.vstack([np.ones((1, len(reference))),
-                         cluster_resample(np.array([scenes[r["scene_token"]] for r in reference]), resamples, seed)])
-    a, b = planning_summary(*_arrays(reference), weights), planning_summary(*_arrays(other), weights)
-    out = {}
-    for key in a:
-        diff = b[key] - a[key]
-        boot = diff[1:][np.isfinite(diff[1:])]
-        lo, hi = (np.quantile(boot, [alpha / 2, 1 - alpha / 2]) if len(boot) else (np.nan, np.nan))
-        out[key] = {"reference": float(a[key][0]), "run": float(b[key][0]), "diff": float(diff[0]),
-                    "lo": float(lo), "hi": float(hi), "significant": bool(lo > 0 or hi < 0)}
-    return {"frames": len(reference), "scenes": len(scenes), "resamples": resamples, "metrics": out}
+    ref = {r["token"]: {"l2": r["l2"], "collision": r["collision"], "gt_traj_mask": r["mask"],
+                        "scene_token": r["scene_token"]} for r in reference}
+    res = compare_planning_runs([(ref, run)], resamples, seed, alpha)
+    return {"frames": res["frames"], "scenes": res["scenes"], "resamples": resamples, "metrics": res["pairs"][0]}
 
 
 def compare_planning_runs(pairs: list[tuple[dict, dict]], resamples: int = 2000, seed: int = 0,
