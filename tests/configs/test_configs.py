@@ -7,6 +7,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+import bevlm.engine  # noqa: F401  (registers the hooks, as tools/train.py does)
 from bevlm.registry import DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS
 from tests.conftest import REPO
 

@@ -389,3 +389,64 @@ def test_ego_prior_fit_hook_fits_the_head_on_the_training_frames(tmp_path):
     runner.model = SimpleNamespace(traj_head=_head(ego_prior_dims=5, kinematic_prior="ctra"))
     with pytest.raises(ValueError, match="c.py.*fitted_prior_hidden=64"):
         EgoPriorFitHook().before_train(runner)
+
+
+def test_ego_prior_fit_hook_adds_the_frames_of_extra_info_files(tmp_path):
+    """``extra_ann_files``: their frames join the fit (the plan equals the planner fitted on both sets),
+    the record counts them; a file holding a scene of the config's test set, a frame without a future,
+    or a bare string are refused, naming the file and the fix, before anything is fitted."""
+    import json
+    import logging
+    import pickle
+    from types import SimpleNamespace
+
+    import numpy as np
+    from mmengine.config import Config
+
+    from bevlm.engine import EgoPriorFitHook
+    from bevlm.evaluation.planning_baselines import fit_ego_mlp
+
+    def info_file(path, frames):
+        plain = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.items()} for f in frames]
+        with open(path, "wb") as f:
+            pickle.dump({"metainfo": {}, "data_list": plain}, f)
+        return str(path)
+
+    frames = _planning_frames(n_scenes=4)
+    extra = [dict(f, scene_token="x" + f["scene_token"], token="x" + f["token"])
+             for f in _planning_frames(n_scenes=4, seed=1)]
+    val = [dict(f, scene_token="v" + f["scene_token"], token="v" + f["token"])
+           for f in _planning_frames(n_scenes=2, seed=2)]
+    extra_file = info_file(tmp_path / "extra.pkl", extra)
+    val_file = info_file(tmp_path / "val.pkl", val)
+    cfg = Config(dict(test_dataloader=dict(dataset=dict(type="BEVDriveDataset", data_root=str(tmp_path),
+                                                        ann_file="val.pkl"))))
+    dataset = SimpleNamespace(frames=frames, data_list=[{"frame": i} for i in range(len(frames))])
+
+    def runner():
+        head = _head(ego_prior_dims=5, kinematic_prior="ctra", zero_init_offsets=True, fitted_prior_hidden=16)
+        return SimpleNamespace(iter=0, model=SimpleNamespace(traj_head=head), work_dir=str(tmp_path), cfg=cfg,
+                               logger=logging.getLogger("ego_prior_fit_test"),
+                               train_dataloader=SimpleNamespace(dataset=dataset))
+
+    r = runner()
+    EgoPriorFitHook(max_epochs=200, extra_ann_files=[extra_file]).before_train(r)
+    planner = fit_ego_mlp(frames + extra, steps=H, hidden=16, max_epochs=200)
+    ego = np.stack([f["ego_status"] for f in val])
+    plan = r.model.traj_head(torch.zeros(len(val), K, D), torch.tensor(ego, dtype=torch.float32))
+    torch.testing.assert_close(plan.double(), torch.as_tensor(planner(ego)), atol=1e-4, rtol=1e-4)
+    alone = fit_ego_mlp(frames, steps=H, hidden=16, max_epochs=200)
+    assert not np.allclose(planner(ego), alone(ego), atol=1e-3)  # the extra frames changed the fit
+    record = json.loads((tmp_path / "ego_prior_fit.json").read_text())
+    assert (record["train_frames"], record["extra_frames"], record["extra_ann_files"]) == \
+        (len(frames), len(extra), [extra_file])
+
+    r = runner()
+    with pytest.raises(ValueError, match="val.pkl: 2 of its scenes are in the config's val / test set"):
+        EgoPriorFitHook(extra_ann_files=[extra_file, val_file]).before_train(r)
+    assert not bool(r.model.traj_head.fitted_prior_ready)
+    broken = info_file(tmp_path / "broken.pkl", [{k: v for k, v in f.items() if k != "ego_fut_traj"} for f in extra])
+    with pytest.raises(KeyError, match="broken.pkl: frame xs0_0 has no 'ego_fut_traj'"):
+        EgoPriorFitHook(extra_ann_files=[broken]).before_train(r)
+    with pytest.raises(TypeError, match=r"Fix: extra_ann_files=\["):
+        EgoPriorFitHook(extra_ann_files=extra_file)

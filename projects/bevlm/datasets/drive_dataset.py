@@ -30,6 +30,12 @@ def _load_info_file(path: str) -> dict:
     return data
 
 
+def info_file_frames(path: str) -> list[dict]:
+    """The frames (``data_list``) of an info file, loaded without running code and checked as the
+    dataset checks it; for readers that need no images (the ego-status planner's fit)."""
+    return list(_load_info_file(path)["data_list"])
+
+
 def _check_family_repeats(family_repeats: dict | None) -> dict:
     """``family_repeats`` as ``{family: int}``, each family a known one and each count >= 0."""
     from bevlm.structures.qa_families import FAMILIES

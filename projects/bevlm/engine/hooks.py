@@ -203,6 +203,24 @@ def _round_up(n: float, step: int = 16) -> int:
     return int(-(-int(n) // step) * step)
 
 
+def _scored_scene_tokens(cfg) -> set:
+    """The scene tokens of the info files the config's val and test sets read (those that exist)."""
+    from bevlm.datasets import info_file_frames
+
+    tokens = set()
+    for key in ("val_dataloader", "test_dataloader"):
+        loader = cfg.get(key) or {}
+        dataset = loader.get("dataset") or {}
+        for ds in dataset.get("datasets", [dataset]):
+            ann = ds.get("ann_file")
+            if not ann:
+                continue
+            path = ann if os.path.isabs(ann) else os.path.join(ds.get("data_root", "") or "", ann)
+            if os.path.isfile(path):
+                tokens |= {f["scene_token"] for f in info_file_frames(path)}
+    return tokens
+
+
 @HOOKS.register_module()
 class EgoPriorFitHook(Hook):
     """Fit the trajectory head's fitted prior (``traj_head.fitted_prior_hidden > 0``) on the training
@@ -222,12 +240,42 @@ class EgoPriorFitHook(Hook):
         max_epochs: the most full-batch steps of the fit (the held-out scenes choose fewer).
         lr: its learning rate.
         seed: its random seed.
+        extra_ann_files: more info files (``tools/create_data.py``) whose frames join the fit: driving
+            logs for the planner alone (only their ego states and futures are read, no image), e.g. a
+            second generated world. A file that holds a scene of the config's val or test set is
+            refused (the prior would be fitted on the frames it is scored on).
     """
 
     priority = "LOW"
 
-    def __init__(self, max_epochs: int = 2000, lr: float = 3e-3, seed: int = 0) -> None:
+    def __init__(self, max_epochs: int = 2000, lr: float = 3e-3, seed: int = 0,
+                 extra_ann_files: list[str] | tuple[str, ...] = ()) -> None:
         self.max_epochs, self.lr, self.seed = int(max_epochs), float(lr), int(seed)
+        if isinstance(extra_ann_files, str):
+            raise TypeError(f"EgoPriorFitHook: extra_ann_files={extra_ann_files!r} must be a list of info files. "
+                            f"Fix: extra_ann_files=[{extra_ann_files!r}]")
+        self.extra_ann_files = [str(p) for p in extra_ann_files]
+
+    def _extra_frames(self, runner) -> list[dict]:
+        """The frames of ``extra_ann_files``, checked before any fitting: each file loads as an info file,
+        its frames hold what the fit reads, and none of its scenes is scored by the config."""
+        from bevlm.datasets import info_file_frames
+
+        scored = _scored_scene_tokens(runner.cfg)
+        frames = []
+        for path in self.extra_ann_files:
+            data = info_file_frames(path)
+            for frame in data:
+                for key in ("token", "scene_token", "ego_status", "ego_fut_traj", "ego_fut_mask"):
+                    if key not in frame:
+                        raise KeyError(f"{path}: frame {frame.get('token', '?')} has no '{key}'. Fix: regenerate the "
+                                       "file with tools/create_data.py (the planner reads the ego states and futures)")
+            clash = sorted({f["scene_token"] for f in data} & scored)
+            if clash:
+                raise ValueError(f"{path}: {len(clash)} of its scenes are in the config's val / test set (e.g. "
+                                 f"{clash[0]}). Fix: give EgoPriorFitHook.extra_ann_files training logs only")
+            frames += data
+        return frames
 
     def before_train(self, runner) -> None:
         from bevlm.datasets import dataset_frames
@@ -245,17 +293,24 @@ class EgoPriorFitHook(Hook):
                              f"{'no trajectory head' if head is None else 'a head without one'}. Fix: set "
                              "model.traj_head.fitted_prior_hidden=64 (with kinematic_prior='ctra'), or drop the hook "
                              "from custom_hooks")
+        extra = self._extra_frames(runner) if self.extra_ann_files else []
         frames = dataset_frames(runner.train_dataloader.dataset)
+        seen = {f["token"] for f in frames}
+        extra = [f for f in extra if f["token"] not in seen]
+        train_frames = len(frames)
+        frames = frames + extra
         command = head.num_commands > 0
         planner = fit_ego_mlp(frames, steps=head.horizon, dt=head.step_s, hidden=head.fitted_prior_hidden,
                               lr=self.lr, max_epochs=self.max_epochs, seed=self.seed, command=command)
         head.load_fitted_prior(planner.net, planner.mean, planner.std)
         key = "ego_mlp_cmd" if command else "ego_mlp"
-        runner.logger.info(f"EgoPriorFitHook: the trajectory head's prior fitted on {len(frames)} training frames "
+        runner.logger.info(f"EgoPriorFitHook: the trajectory head's prior fitted on {len(frames)} frames "
+                           f"({train_frames} of the training set, {len(extra)} of extra_ann_files) "
                            f"in {planner.epochs} steps (held-out scenes: L2 {planner.holdout_l2[key]:.3f} m vs "
                            f"CTRA {planner.holdout_l2['ctra']:.3f} m)")
         if get_rank() == 0:
-            record = {"train_frames": len(frames), "epochs": planner.epochs, "command": command,
+            record = {"train_frames": train_frames, "extra_frames": len(extra),
+                      "extra_ann_files": self.extra_ann_files, "epochs": planner.epochs, "command": command,
                       "holdout_l2_avg_stp3": planner.holdout_l2}
             path = os.path.join(runner.work_dir, "ego_prior_fit.json")
             with open(path + ".tmp", "w") as f:
