@@ -16,6 +16,11 @@ collision on the frames of each driving command (derived from the recorded futur
 ``test/``, or a sweep run record) is compared frame by frame from its ``per_frame.json``: run -
 reference with a paired two-stage cluster bootstrap interval (scenes, then frames); ``*`` marks an
 interval that excludes 0. No model and no checkpoint are needed.
+
+``ego_mlp`` / ``ego_mlp_cmd`` are fitted on the config's training frames plus the frames of
+``--extra-ann-files`` (more driving logs: info files, only their ego states and futures read); without
+the option, the extra files of the config's ``EgoPriorFitHook`` (what its trajectory head's fitted prior
+is fitted on), so ``CONFIG`` = an ablation with more logs gives the reference of its prior.
 """
 import argparse
 import json
@@ -35,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--by-command", action="store_true",
                    help="also score each run on the frames of each driving command (turn left / right / go "
                         "straight, from the recorded future)")
+    p.add_argument("--extra-ann-files", nargs="*", default=None, metavar="INFO_FILE",
+                   help="more info files for the ego_mlp fits (default: the config's EgoPriorFitHook's "
+                        "extra_ann_files, if any; pass the option alone for none)")
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
@@ -58,6 +66,14 @@ def _train_frames(cfg) -> list[dict]:
     from bevlm.registry import DATASETS
 
     return dataset_frames(DATASETS.build(cfg.train_dataloader.dataset.to_dict()))
+
+
+def _extra_ann_files(cfg, given) -> list[str]:
+    """``--extra-ann-files`` when given, else those of the config's EgoPriorFitHook (if any)."""
+    if given is not None:
+        return list(given)
+    hooks = [h for h in cfg.get("custom_hooks", []) if h.get("type") == "EgoPriorFitHook"]
+    return list(hooks[0].get("extra_ann_files", [])) if hooks else []
 
 
 def main(argv=None) -> int:
@@ -99,14 +115,24 @@ def main(argv=None) -> int:
             print(f"{run}: " + "; ".join(f"{c} ({m['frames']} frames) L2 {m['L2_avg_stp3']:.3f} m, collision "
                                            f"{100 * m['collision_avg_stp3']:.2f} %"
                                            for c, m in result["by_command"][run].items()))
+    extra_files = _extra_ann_files(cfg, args.extra_ann_files)
+    extra = []
+    if extra_files and {"ego_mlp", "ego_mlp_cmd"} & set(args.modes):
+        from bevlm.engine import extra_fit_frames
+
+        extra = extra_fit_frames(extra_files, cfg)  # checked (no scored scene) before any fitting
     for mode in args.modes:
         planner, fit = None, None
         if mode in ("ego_mlp", "ego_mlp_cmd"):
             train = _train_frames(cfg)
+            seen = {f["token"] for f in train}
+            train = train + [f for f in extra if f["token"] not in seen]
             planner = fit_ego_mlp(train, steps=int(samples[0].gt_traj.shape[0]), seed=args.seed,
                                   command=mode == "ego_mlp_cmd")
-            fit = {"train_frames": len(train), "epochs": planner.epochs, "holdout_l2_avg_stp3": planner.holdout_l2}
-            print(f"{mode}: fitted on {len(train)} training frames, {planner.epochs} steps (held-out scenes: "
+            fit = {"train_frames": len(train), "extra_ann_files": extra_files, "epochs": planner.epochs,
+                   "holdout_l2_avg_stp3": planner.holdout_l2}
+            print(f"{mode}: fitted on {len(train)} training frames{' (with extra_ann_files)' if extra else ''}, "
+                  f"{planner.epochs} steps (held-out scenes: "
                   f"L2 {planner.holdout_l2[mode]:.3f} m vs CTRA {planner.holdout_l2['ctra']:.3f} m)")
         records = planning_reference(samples, mode, planner)
         entry = {"metrics": summarize_records(records), "runs": {}, **({"fit": fit} if fit else {})}

@@ -221,6 +221,31 @@ def _scored_scene_tokens(cfg) -> set:
     return tokens
 
 
+def extra_fit_frames(paths, cfg) -> list[dict]:
+    """The frames of the info files ``paths`` for a fit of the ego-status planner, checked before any
+    fitting: each file loads as an info file, its frames hold what the fit reads (token, scene, ego
+    status, future and its mask), and none of its scenes is scored by ``cfg`` (its val / test sets)."""
+    from bevlm.datasets import info_file_frames
+
+    if not paths:
+        return []
+    scored = _scored_scene_tokens(cfg)
+    frames = []
+    for path in paths:
+        data = info_file_frames(path)
+        for frame in data:
+            for key in ("token", "scene_token", "ego_status", "ego_fut_traj", "ego_fut_mask"):
+                if key not in frame:
+                    raise KeyError(f"{path}: frame {frame.get('token', '?')} has no '{key}'. Fix: regenerate the "
+                                   "file with tools/create_data.py (the planner reads the ego states and futures)")
+        clash = sorted({f["scene_token"] for f in data} & scored)
+        if clash:
+            raise ValueError(f"{path}: {len(clash)} of its scenes are in the config's val / test set (e.g. "
+                             f"{clash[0]}). Fix: give the ego-status planner's fit training logs only")
+        frames += data
+    return frames
+
+
 @HOOKS.register_module()
 class EgoPriorFitHook(Hook):
     """Fit the trajectory head's fitted prior (``traj_head.fitted_prior_hidden > 0``) on the training
@@ -256,27 +281,6 @@ class EgoPriorFitHook(Hook):
                             f"Fix: extra_ann_files=[{extra_ann_files!r}]")
         self.extra_ann_files = [str(p) for p in extra_ann_files]
 
-    def _extra_frames(self, runner) -> list[dict]:
-        """The frames of ``extra_ann_files``, checked before any fitting: each file loads as an info file,
-        its frames hold what the fit reads, and none of its scenes is scored by the config."""
-        from bevlm.datasets import info_file_frames
-
-        scored = _scored_scene_tokens(runner.cfg)
-        frames = []
-        for path in self.extra_ann_files:
-            data = info_file_frames(path)
-            for frame in data:
-                for key in ("token", "scene_token", "ego_status", "ego_fut_traj", "ego_fut_mask"):
-                    if key not in frame:
-                        raise KeyError(f"{path}: frame {frame.get('token', '?')} has no '{key}'. Fix: regenerate the "
-                                       "file with tools/create_data.py (the planner reads the ego states and futures)")
-            clash = sorted({f["scene_token"] for f in data} & scored)
-            if clash:
-                raise ValueError(f"{path}: {len(clash)} of its scenes are in the config's val / test set (e.g. "
-                                 f"{clash[0]}). Fix: give EgoPriorFitHook.extra_ann_files training logs only")
-            frames += data
-        return frames
-
     def before_train(self, runner) -> None:
         from bevlm.datasets import dataset_frames
         from bevlm.evaluation.planning_baselines import fit_ego_mlp
@@ -293,7 +297,7 @@ class EgoPriorFitHook(Hook):
                              f"{'no trajectory head' if head is None else 'a head without one'}. Fix: set "
                              "model.traj_head.fitted_prior_hidden=64 (with kinematic_prior='ctra'), or drop the hook "
                              "from custom_hooks")
-        extra = self._extra_frames(runner) if self.extra_ann_files else []
+        extra = extra_fit_frames(self.extra_ann_files, runner.cfg)
         frames = dataset_frames(runner.train_dataloader.dataset)
         seen = {f["token"] for f in frames}
         extra = [f for f in extra if f["token"] not in seen]
