@@ -92,6 +92,12 @@ def main(argv=None) -> int:
     if args.cfg_options:
         cfg.merge_from_dict({k: DictAction._parse_iterable(v) for k, v in (o.split("=", 1) for o in args.cfg_options)})
     init_default_scope("bevlm")
+    extra_files = _extra_ann_files(cfg, args.extra_ann_files)
+    extra = []
+    if extra_files and {"ego_mlp", "ego_mlp_cmd"} & set(args.modes):
+        from bevlm.engine import extra_fit_frames
+
+        extra = extra_fit_frames(extra_files, cfg)  # checked (no scored scene) before the test set is built
     ds_cfg = cfg.test_dataloader.dataset.to_dict()
     ds_cfg.update(stream_skipped=False, queue_length=1)  # the scored frames; no model, no history
     dataset = DATASETS.build(ds_cfg)
@@ -115,12 +121,6 @@ def main(argv=None) -> int:
             print(f"{run}: " + "; ".join(f"{c} ({m['frames']} frames) L2 {m['L2_avg_stp3']:.3f} m, collision "
                                            f"{100 * m['collision_avg_stp3']:.2f} %"
                                            for c, m in result["by_command"][run].items()))
-    extra_files = _extra_ann_files(cfg, args.extra_ann_files)
-    extra = []
-    if extra_files and {"ego_mlp", "ego_mlp_cmd"} & set(args.modes):
-        from bevlm.engine import extra_fit_frames
-
-        extra = extra_fit_frames(extra_files, cfg)  # checked (no scored scene) before any fitting
     for mode in args.modes:
         planner, fit = None, None
         if mode in ("ego_mlp", "ego_mlp_cmd"):
