@@ -121,12 +121,14 @@ def main(argv=None) -> int:
             print(f"{run}: " + "; ".join(f"{c} ({m['frames']} frames) L2 {m['L2_avg_stp3']:.3f} m, collision "
                                            f"{100 * m['collision_avg_stp3']:.2f} %"
                                            for c, m in result["by_command"][run].items()))
+    train = []
+    if {"ego_mlp", "ego_mlp_cmd"} & set(args.modes):  # the training set is built once for both fits
+        train = _train_frames(cfg)
+        seen = {f["token"] for f in train}
+        train = train + [f for f in extra if f["token"] not in seen]
     for mode in args.modes:
         planner, fit = None, None
         if mode in ("ego_mlp", "ego_mlp_cmd"):
-            train = _train_frames(cfg)
-            seen = {f["token"] for f in train}
-            train = train + [f for f in extra if f["token"] not in seen]
             planner = fit_ego_mlp(train, steps=int(samples[0].gt_traj.shape[0]), seed=args.seed,
                                   command=mode == "ego_mlp_cmd")
             fit = {"train_frames": len(train), "extra_ann_files": extra_files, "epochs": planner.epochs,
